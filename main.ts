@@ -1,0 +1,122 @@
+/**
+ * The p2p_server program: flags -> config -> server, exit codes and printing.
+ *
+ * Exit status: 0 after a clean shutdown (SIGINT/SIGTERM) or `--help`/`--version`; 1 when the socket cannot be
+ * bound; 2 for a bad flag, config file or environment value.
+ *
+ * @module
+ */
+import { parseCli, usage, UsageError } from "./src/cli.ts";
+import { type Config, ConfigError, parseConfigFile, resolveConfig } from "./src/config.ts";
+import { BindError } from "./src/errors.ts";
+import { VERSION } from "./src/identity.ts";
+import { chooseLevel, setupLogging, teardownLogging } from "./src/logging.ts";
+import { formatSocketAddr } from "./src/address.ts";
+import { P2PServer } from "./src/server.ts";
+import { getLogger } from "./src/deps/log.ts";
+
+const log = getLogger(["p2p_server", "main"]);
+
+/** Runs the program with `args`; resolves to the exit status. */
+export async function main(args: string[]): Promise<number> {
+  let request;
+  try {
+    request = parseCli(args);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`error: ${error.message}\n\n${usage()}`);
+    return 2;
+  }
+  if (request.kind === "help") {
+    console.log(usage());
+    return 0;
+  }
+  if (request.kind === "version") {
+    console.log(`p2p_server ${VERSION}`);
+    return 0;
+  }
+
+  let level;
+  try {
+    level = chooseLevel(request.level, { LOG_LEVEL: env("LOG_LEVEL"), RUST_LOG: env("RUST_LOG") });
+  } catch (error) {
+    console.error(`error: ${(error as Error).message}`);
+    return 2;
+  }
+
+  let fileConfig: Partial<Config> = {};
+  let unknownKeys: string[] = [];
+  if (request.configFile !== undefined) {
+    let text: string;
+    try {
+      text = await Deno.readTextFile(request.configFile);
+    } catch (error) {
+      console.error(`error: cannot read config file "${request.configFile}": ${(error as Error).message}`);
+      return 2;
+    }
+    try {
+      ({ config: fileConfig, unknownKeys } = parseConfigFile(text, request.configFile));
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      console.error(`error: ${error.message}`);
+      return 2;
+    }
+  }
+  let config: Config;
+  try {
+    config = resolveConfig({ ...fileConfig, ...request.flags });
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    console.error(`error: ${error.message}`);
+    return 2;
+  }
+
+  await setupLogging(level.level);
+  try {
+    for (const key of unknownKeys) {
+      log.warn("unknown key {key} in {file} is ignored", {
+        key: JSON.stringify(key),
+        file: request.configFile,
+      });
+    }
+    const server = new P2PServer(config);
+    try {
+      await server.listen();
+    } catch (error) {
+      if (!(error instanceof BindError)) throw error;
+      console.error(`error: ${error.message}`);
+      return 1;
+    }
+    console.log(`p2p_server ${VERSION} listening on ${formatSocketAddr(server.addr)}`);
+    log.info("node id {id}, log level {level} (from {source})", {
+      id: server.node.id,
+      level: level.level,
+      source: level.source,
+    });
+    const stop = (signal: Deno.Signal) => {
+      log.info("{signal} received, disconnecting peers", { signal });
+      void server.close();
+    };
+    const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+    const handlers = signals.map((s) => {
+      const handler = () => stop(s);
+      Deno.addSignalListener(s, handler);
+      return [s, handler] as const;
+    });
+    await server.finished;
+    for (const [s, handler] of handlers) Deno.removeSignalListener(s, handler);
+    return 0;
+  } finally {
+    await teardownLogging();
+  }
+}
+
+function env(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined; // no --allow-env: behave as if unset
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

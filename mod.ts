@@ -1,0 +1,66 @@
+/**
+ * p2p_server: a UDP peer-to-peer handshake and rendezvous server, and a client for it.
+ *
+ * - {@linkcode P2PServer}: the server as a library (`listen`, `connectToPeer`, `getStats`, events, `close`).
+ * - {@linkcode P2PClient}: a peer (`connect`, `ping`, `discover`, `send`, `disconnect`).
+ * - {@linkcode Endpoint}: the protocol core both are built on, which does no I/O (feed it datagrams and
+ *   time, drain datagrams and events) — for custom transports and simulations.
+ *
+ * @example
+ * ```ts
+ * import { P2PClient, P2PServer } from "./mod.ts";
+ * await using server = new P2PServer({ listenAddress: "127.0.0.1:0", enableDiscovery: false });
+ * const { port } = await server.listen();
+ * await using client = new P2PClient({ server: `127.0.0.1:${port}`, name: "example" });
+ * const info = await client.connect();
+ * if (!info.capabilities.includes("server")) throw new Error("not a server");
+ * ```
+ *
+ * @module
+ */
+export { P2PServer, SERVER_CAPABILITIES } from "./src/server.ts";
+export type { ServerEvents, ServerOptions } from "./src/server.ts";
+export { P2PClient } from "./src/client.ts";
+export type { ClientEvents, ClientOptions, ClientSendOptions, DiscoveryPage } from "./src/client.ts";
+export {
+  CONFIG_FILE_KEYS,
+  ConfigError,
+  DEFAULT_CONFIG,
+  parseConfigFile,
+  resolveConfig,
+} from "./src/config.ts";
+export type { Config, ConfigFileResult } from "./src/config.ts";
+export { BindError, ConnectionTimeoutError, HandshakeError, RemoteError } from "./src/errors.ts";
+export { Endpoint, ERROR_CODES, MAX_UDP_PAYLOAD, NODE_ID_EXISTS } from "./src/endpoint.ts";
+export type {
+  EndpointEvent,
+  EndpointOptions,
+  LeaveReason,
+  PeerSummary,
+  SendOptions,
+  Transmit,
+} from "./src/endpoint.ts";
+export {
+  DecodeError,
+  decodeMessage,
+  DEFAULT_NETWORK_ID,
+  encodeMessage,
+  MESSAGE_TYPES,
+  parseNodeInfo,
+} from "./src/protocol.ts";
+export type {
+  DecodeFailure,
+  ErrorPayload,
+  HandshakeResponsePayload,
+  Json,
+  Message,
+  MessageType,
+  NodeInfo,
+  PeerInfo,
+} from "./src/protocol.ts";
+export { DROP_REASONS } from "./src/stats.ts";
+export type { DropReason, StatsSnapshot } from "./src/stats.ts";
+export { formatSocketAddr, parseSocketAddr } from "./src/address.ts";
+export type { SocketAddr } from "./src/address.ts";
+export { makeNodeInfo, VERSION } from "./src/identity.ts";
+export type { IdentityOptions } from "./src/identity.ts";

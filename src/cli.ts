@@ -1,0 +1,119 @@
+/**
+ * The command line: flags, usage text, and turning flags into configuration. Pure; `main.ts` does the I/O.
+ *
+ * @module
+ */
+import { parseSocketAddr } from "./address.ts";
+import { type Config, DEFAULT_CONFIG } from "./config.ts";
+import type { Level } from "./logging.ts";
+import { parseArgs } from "./deps/flags.ts";
+
+/** A bad command line. `main.ts` prints the message and exits with status 2. */
+export class UsageError extends TypeError {
+  /**
+   * @param message One line naming the flag and the value.
+   */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** What the command line asks for. */
+export type CliRequest =
+  | { kind: "help" }
+  | { kind: "version" }
+  | { kind: "run"; flags: Partial<Config>; configFile: string | undefined; level: Level | undefined };
+
+const LEVEL_FLAGS = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"] as const;
+
+/** The usage text printed by `--help` (and after a usage error). */
+export function usage(): string {
+  const d = DEFAULT_CONFIG;
+  return `p2p_server: UDP peer-to-peer handshake and rendezvous server
+
+Usage: p2p_server [OPTIONS]
+
+Options:
+  -a, --address <ADDRESS>        Address to listen on, ip:port or [ip6]:port [default: ${d.listenAddress}]
+                                 (0.0.0.0:PORT or [::]:PORT listens on all interfaces)
+  -m, --max-connections <N>      Most peers held at once [default: ${d.maxConnections}]
+  -c, --config <FILE>            JSON config file (keys as in config.json); flags override it
+      --TRACE | --DEBUG | --INFO | --WARN | --ERROR
+                                 Log level (one at most) [default: info; else LOG_LEVEL, else RUST_LOG]
+  -h, --help                     Print this help
+  -V, --version                  Print the version
+
+Config file defaults: heartbeat_interval ${d.heartbeatInterval} s, connection_timeout ${d.connectionTimeout} s,
+discovery_port_range [${d.discoveryPortRange.join(", ")}], enable_discovery ${d.enableDiscovery}, ` +
+    `max_message_size ${d.maxMessageSize} B,
+retransmit_schedule_ms [${d.retransmitSchedule.join(", ")}], discovery_page_size ${d.discoveryPageSize}.
+Logs go to stderr; SIGINT/SIGTERM disconnect every peer and exit 0.`;
+}
+
+/**
+ * Parses the command line.
+ *
+ * @throws {UsageError} for an unknown flag, a missing or bad value, or two log levels.
+ * @example
+ * ```ts
+ * import { parseCli } from "./cli.ts";
+ * const r = parseCli(["-a", "[::1]:9000", "--DEBUG"]);
+ * if (r.kind !== "run" || r.flags.listenAddress !== "[::1]:9000" || r.level !== "debug") throw new Error();
+ * ```
+ */
+export function parseCli(args: string[]): CliRequest {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        address: { type: "string", short: "a" },
+        "max-connections": { type: "string", short: "m" },
+        config: { type: "string", short: "c" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "V" },
+        TRACE: { type: "boolean" },
+        DEBUG: { type: "boolean" },
+        INFO: { type: "boolean" },
+        WARN: { type: "boolean" },
+        ERROR: { type: "boolean" },
+      },
+    }));
+  } catch (error) {
+    throw new UsageError((error as Error).message.split("\n")[0]!);
+  }
+  if (values.help) return { kind: "help" };
+  if (values.version) return { kind: "version" };
+  const levels = LEVEL_FLAGS.filter((f) => values[f]);
+  if (levels.length > 1) {
+    throw new UsageError(
+      `Only one log level flag may be given, got ${levels.map((l) => `--${l}`).join(" and ")}`,
+    );
+  }
+  const flags: Partial<Config> = {};
+  const address = values.address as string | undefined;
+  if (address !== undefined) {
+    const parsed = parseSocketAddr(address);
+    if (typeof parsed === "string") {
+      throw new UsageError(
+        `Invalid value for --address: "${address}": expected ip:port or [ip6]:port (${parsed})`,
+      );
+    }
+    flags.listenAddress = address;
+  }
+  const max = values["max-connections"] as string | undefined;
+  if (max !== undefined) {
+    const n = Number(max);
+    if (!/^\d+$/.test(max) || !Number.isSafeInteger(n) || n < 1 || n > 1_000_000) {
+      throw new UsageError(
+        `Invalid value for --max-connections: "${max}": expected an integer from 1 to 1000000`,
+      );
+    }
+    flags.maxConnections = n;
+  }
+  const level = levels[0]?.toLowerCase() as Level | undefined;
+  return { kind: "run", flags, configFile: values.config as string | undefined, level };
+}

@@ -1,0 +1,394 @@
+/**
+ * `P2PClient`: a peer that registers with a p2p_server (or any deployed server speaking the same protocol),
+ * built on the same core as the server, in the client role.
+ *
+ * @module
+ */
+import { formatSocketAddr, isUnspecified, loopbackFor, parseSocketAddr, type SocketAddr } from "./address.ts";
+import { type Config, resolveConfig } from "./config.ts";
+import { bindUdp, monotonicNow, UdpDriver } from "./driver.ts";
+import { Emitter } from "./emitter.ts";
+import { Endpoint, type EndpointEvent } from "./endpoint.ts";
+import { ConnectionTimeoutError, HandshakeError, RemoteError } from "./errors.ts";
+import { type IdentityOptions, makeNodeInfo } from "./identity.ts";
+import type { ErrorPayload, Json, Message, NodeInfo, PeerInfo } from "./protocol.ts";
+import type { StatsSnapshot } from "./stats.ts";
+
+/** Options of {@linkcode P2PClient}. */
+export interface ClientOptions extends IdentityOptions {
+  /** The server, `"ip:port"` or `"[ip6]:port"`. @default {"127.0.0.1:8080"} */
+  server?: string;
+  /** Local address to bind. @default {"0.0.0.0:0" (or "[::]:0" for an IPv6 server)} */
+  bind?: string;
+  /**
+   * Waits (ms) after each try of a reliable message, ping or discovery request; one try per wait.
+   * @default {[500, 1000, 2000]}
+   */
+  retransmitSchedule?: number[];
+  /** Seconds between keepalive Pings to the server. @default {30} */
+  heartbeatInterval?: number;
+  /** Seconds of server silence after which the client reports it disconnected. @default {60} */
+  connectionTimeout?: number;
+  /** Closes the client when aborted. */
+  signal?: AbortSignal;
+}
+
+/** Options of {@linkcode P2PClient.send}. */
+export interface ClientSendOptions {
+  /** Node id of another peer in the same network: the server routes the Data there. @default {null (echo)} */
+  to?: string | null;
+  /** Ask for an Ack and retransmit until it comes; the promise settles on it. @default {true} */
+  reliable?: boolean;
+}
+
+/** One page of a paged discovery. */
+export interface DiscoveryPage {
+  /** The peers on this page. */
+  peers: PeerInfo[];
+  /** The offset of the next page, or null when this was the last. */
+  nextOffset: number | null;
+}
+
+/** Events a {@linkcode P2PClient} emits. */
+export interface ClientEvents extends Record<string, unknown> {
+  /** Data from the server: echoes, routed Data from other peers (`fromId` set), server pushes. */
+  data: { from: SocketAddr; fromId: string | null; payload: Json; message: Message };
+  /** The server said Disconnect, went silent past `connectionTimeout`, or the client closed. */
+  disconnected: { reason: "disconnect" | "timeout" | "closed" };
+  /** The server sent an Error that answered no pending request. */
+  error: ErrorPayload;
+}
+
+interface Waiter<T> {
+  resolve: (value: T) => void;
+  reject: (error: Error) => void;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  sentAt: number;
+}
+
+/**
+ * A peer of a p2p_server.
+ *
+ * @example
+ * ```ts
+ * import { P2PClient, P2PServer } from "../mod.ts";
+ * await using server = new P2PServer({ listenAddress: "127.0.0.1:0", enableDiscovery: false });
+ * const { port } = await server.listen();
+ * await using client = new P2PClient({ server: `127.0.0.1:${port}`, name: "doc" });
+ * await client.connect();
+ * const rtt = await client.ping();
+ * const peers = await client.discover();
+ * if (!(rtt >= 0) || peers.length !== 1) throw new Error("unexpected");
+ * await client.disconnect();
+ * ```
+ */
+export class P2PClient {
+  readonly #server: SocketAddr;
+  readonly #serverKey: string;
+  readonly #config: Config;
+  readonly #endpoint: Endpoint;
+  readonly #events = new Emitter<ClientEvents>();
+  readonly #signal: AbortSignal | undefined;
+  #driver: UdpDriver | null = null;
+  #serverInfo: NodeInfo | null = null;
+  #connecting: PromiseWithResolvers<NodeInfo> | null = null;
+  #pings = new Map<string, Waiter<number> & { tries: number }>();
+  #discoveries: (Waiter<DiscoveryPage> & { tries: number; payload: Json })[] = [];
+  #sends = new Map<string, Waiter<void>>();
+  #closing: Promise<void> | null = null;
+
+  /**
+   * @param options Server address, identity and timing.
+   * @throws {ConfigError} (a `TypeError`) for a bad address or timing value.
+   */
+  constructor(options: ClientOptions = {}) {
+    const serverText = options.server ?? "127.0.0.1:8080";
+    const parsed = parseSocketAddr(serverText);
+    if (typeof parsed === "string") throw new TypeError(`Invalid server address "${serverText}": ${parsed}`);
+    this.#server = parsed.hostname === "localhost" ? { hostname: "127.0.0.1", port: parsed.port } : parsed;
+    this.#serverKey = formatSocketAddr(this.#server);
+    const bind = options.bind ?? (this.#server.hostname.includes(":") ? "[::]:0" : "0.0.0.0:0");
+    const partial: Partial<Config> = { listenAddress: bind, enableDiscovery: false };
+    if (options.retransmitSchedule) partial.retransmitSchedule = options.retransmitSchedule;
+    if (options.heartbeatInterval !== undefined) partial.heartbeatInterval = options.heartbeatInterval;
+    if (options.connectionTimeout !== undefined) partial.connectionTimeout = options.connectionTimeout;
+    this.#config = resolveConfig(partial);
+    this.#signal = options.signal;
+    this.#endpoint = new Endpoint({
+      role: "client",
+      config: this.#config,
+      node: makeNodeInfo(options, "p2p_client", bind),
+      newId: () => crypto.randomUUID(),
+      now: monotonicNow(),
+    });
+  }
+
+  /** The server's address. */
+  get server(): SocketAddr {
+    return this.#server;
+  }
+
+  /** This client's NodeInfo. */
+  get node(): NodeInfo {
+    return this.#endpoint.node;
+  }
+
+  /** The server's NodeInfo, once connected. */
+  get serverInfo(): NodeInfo | null {
+    return this.#serverInfo;
+  }
+
+  /** The bound local address. @throws {Error} before {@linkcode connect}. */
+  get localAddr(): SocketAddr {
+    if (!this.#driver) throw new Error("Client is not connected: call connect() first");
+    return this.#driver.localAddr;
+  }
+
+  /** Subscribes to an event; returns the unsubscribe function. */
+  on<K extends keyof ClientEvents>(type: K, listener: (value: ClientEvents[K]) => void): () => void {
+    return this.#events.on(type, listener);
+  }
+
+  /** A fresh snapshot of the client's counters. */
+  getStats(): StatsSnapshot {
+    return this.#endpoint.getStats(monotonicNow());
+  }
+
+  /**
+   * Handshakes with the server.
+   *
+   * @returns The server's NodeInfo.
+   * @throws {ConnectionTimeoutError} `connection timeout to <addr>` when the server does not answer.
+   * @throws {HandshakeError} when the server refuses (e.g. `handshake failed: node ID already exists`).
+   * @throws {BindError} when the local socket cannot be bound.
+   */
+  connect(): Promise<NodeInfo> {
+    if (this.#closing) return Promise.reject(new Error("Client is closed"));
+    if (this.#connecting) return this.#connecting.promise;
+    if (!this.#driver) {
+      const bind = parseSocketAddr(this.#config.listenAddress) as SocketAddr;
+      const driver = new UdpDriver(this.#endpoint, bindUdp(bind), (e) => this.#onEvent(e));
+      this.#driver = driver;
+      const local = driver.localAddr;
+      const reported = isUnspecified(local.hostname) && isLoopback(this.#server.hostname)
+        ? { hostname: loopbackFor(this.#server.hostname), port: local.port }
+        : local;
+      this.#endpoint.setListenAddr(formatSocketAddr(reported));
+      driver.start();
+      this.#signal?.addEventListener("abort", () => void this.close(), { once: true });
+    }
+    this.#connecting = Promise.withResolvers();
+    this.#driver.run((now) => this.#endpoint.connect(now, this.#server));
+    return this.#connecting.promise;
+  }
+
+  /**
+   * Pings the server and measures the round trip. Retries on the retransmit schedule.
+   *
+   * @returns Round-trip time in milliseconds (of the try that was answered).
+   * @throws {ConnectionTimeoutError} when no Pong arrives.
+   */
+  ping(): Promise<number> {
+    const driver = this.#requireConnected();
+    const nonce = crypto.randomUUID();
+    const { promise, resolve, reject } = Promise.withResolvers<number>();
+    const waiter = { resolve, reject, timer: undefined, sentAt: 0, tries: 0 };
+    this.#pings.set(nonce, waiter);
+    const attempt = () => {
+      waiter.sentAt = monotonicNow();
+      driver.run((now) => this.#endpoint.send(now, this.#server, "Ping", { nonce }));
+      this.#retryLater(waiter, attempt, () => this.#pings.delete(nonce));
+    };
+    attempt();
+    return promise;
+  }
+
+  /**
+   * Asks the server for the peers of this client's network. Without options the request payload is null and
+   * the answer is the server's first page (upstream's array shape); with `offset`/`limit` it is one page.
+   *
+   * @throws {ConnectionTimeoutError} when no answer arrives.
+   */
+  async discover(options?: { offset?: number; limit?: number }): Promise<PeerInfo[]> {
+    return (await this.discoverPage(options)).peers;
+  }
+
+  /** Like {@linkcode discover}, also returning where the next page starts. */
+  discoverPage(options?: { offset?: number; limit?: number }): Promise<DiscoveryPage> {
+    const driver = this.#requireConnected();
+    const payload: Json = options ? { ...options } : null;
+    const { promise, resolve, reject } = Promise.withResolvers<DiscoveryPage>();
+    const waiter = { resolve, reject, timer: undefined, sentAt: 0, tries: 0, payload };
+    this.#discoveries.push(waiter);
+    const attempt = () => {
+      waiter.sentAt = monotonicNow();
+      driver.run((now) => this.#endpoint.send(now, this.#server, "DiscoveryRequest", payload));
+      this.#retryLater(waiter, attempt, () => {
+        const i = this.#discoveries.indexOf(waiter);
+        if (i >= 0) this.#discoveries.splice(i, 1);
+      });
+    };
+    attempt();
+    return promise;
+  }
+
+  /**
+   * Sends Data through the server: echoed back when `to` is null, routed to the peer `to` otherwise. With
+   * `reliable` (the default) the promise settles when the server acknowledges it.
+   *
+   * @throws {ConnectionTimeoutError} when a reliable message is never acknowledged.
+   */
+  send(data: Json, options: ClientSendOptions = {}): Promise<void> {
+    const driver = this.#requireConnected();
+    const payload: Json = options.to ? { to: options.to, data } : data;
+    const reliable = options.reliable ?? true;
+    const msg = driver.run((now) => this.#endpoint.send(now, this.#server, "Data", payload, { reliable }));
+    if (!reliable) return Promise.resolve();
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.#sends.set(msg.id, { resolve, reject, timer: undefined, sentAt: monotonicNow() });
+    return promise;
+  }
+
+  /** Tells the server this client leaves, and closes the socket. */
+  async disconnect(reason = "client disconnecting"): Promise<void> {
+    if (this.#driver && !this.#driver.closed && this.#serverInfo) {
+      this.#driver.run((now) => this.#endpoint.disconnect(now, this.#server, reason));
+    }
+    await this.close();
+  }
+
+  /** Closes the socket without telling the server; pending requests reject. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      const closed = new Error("Client is closed");
+      this.#connecting?.reject(closed);
+      this.#connecting = null;
+      for (const w of this.#pings.values()) this.#settle(w, closed);
+      for (const w of this.#discoveries) this.#settle(w, closed);
+      for (const w of this.#sends.values()) this.#settle(w, closed);
+      this.#pings.clear();
+      this.#discoveries = [];
+      this.#sends.clear();
+      const wasConnected = this.#serverInfo !== null;
+      this.#serverInfo = null;
+      if (this.#driver) {
+        this.#driver.run((now) => this.#endpoint.shutdown(now, "client closing"));
+        await this.#driver.close();
+      }
+      if (wasConnected) this.#events.emit("disconnected", { reason: "closed" });
+    })();
+    return this.#closing;
+  }
+
+  /** Same as {@linkcode close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #requireConnected(): UdpDriver {
+    if (!this.#driver || this.#closing || !this.#serverInfo) {
+      throw new Error(`Client is not connected to ${this.#serverKey}: call connect() first`);
+    }
+    return this.#driver;
+  }
+
+  #retryLater(waiter: Waiter<never> & { tries: number }, attempt: () => void, forget: () => void): void {
+    const wait = this.#config.retransmitSchedule[waiter.tries];
+    waiter.tries++;
+    waiter.timer = setTimeout(() => {
+      waiter.timer = undefined;
+      if (waiter.tries < this.#config.retransmitSchedule.length && !this.#closing) {
+        attempt();
+      } else {
+        forget();
+        waiter.reject(new ConnectionTimeoutError(this.#serverKey));
+      }
+    }, wait);
+  }
+
+  #settle<T>(waiter: Waiter<T>, error: Error | null, value?: T): void {
+    if (waiter.timer !== undefined) clearTimeout(waiter.timer);
+    waiter.timer = undefined;
+    if (error) waiter.reject(error);
+    else waiter.resolve(value as T);
+  }
+
+  #onEvent(event: EndpointEvent): void {
+    switch (event.type) {
+      case "connected":
+        this.#serverInfo = event.node;
+        this.#connecting?.resolve(event.node);
+        this.#connecting = null;
+        break;
+      case "connectFailed":
+        this.#connecting?.reject(
+          event.code === "timeout"
+            ? new ConnectionTimeoutError(this.#serverKey)
+            : new HandshakeError(event.error, event.code),
+        );
+        this.#connecting = null;
+        break;
+      case "pong": {
+        const p = event.payload;
+        const nonce = p !== null && typeof p === "object" && !Array.isArray(p) && typeof p.nonce === "string"
+          ? p.nonce
+          : this.#pings.keys().next().value; // a server that does not echo the nonce: oldest ping
+        const waiter = nonce === undefined ? undefined : this.#pings.get(nonce);
+        if (!waiter || nonce === undefined) break;
+        this.#pings.delete(nonce);
+        this.#settle(waiter, null, Math.max(0, monotonicNow() - waiter.sentAt));
+        break;
+      }
+      case "discovery": {
+        const waiter = this.#discoveries.shift();
+        if (waiter) this.#settle(waiter, null, { peers: event.peers, nextOffset: event.nextOffset });
+        break;
+      }
+      case "delivered": {
+        const waiter = this.#sends.get(event.id);
+        if (!waiter) break;
+        this.#sends.delete(event.id);
+        this.#settle(waiter, null);
+        break;
+      }
+      case "gaveUp": {
+        const waiter = this.#sends.get(event.id);
+        if (!waiter) break;
+        this.#sends.delete(event.id);
+        this.#settle(waiter, new ConnectionTimeoutError(this.#serverKey));
+        break;
+      }
+      case "data":
+        this.#events.emit("data", {
+          from: event.from,
+          fromId: event.fromId,
+          payload: event.payload,
+          message: event.message,
+        });
+        break;
+      case "error": {
+        // Errors carry no request id. One that refuses a request (bad_request, not_registered) answers the
+        // oldest outstanding discovery; any other goes to "error" listeners (e.g. unknown_recipient).
+        const code = event.error.code;
+        const waiter = code === "bad_request" || code === "not_registered"
+          ? this.#discoveries.shift()
+          : undefined;
+        if (waiter) this.#settle(waiter, new RemoteError(event.error.error, code));
+        else this.#events.emit("error", event.error);
+        break;
+      }
+      case "linkClosed":
+        this.#serverInfo = null;
+        this.#events.emit("disconnected", { reason: event.reason });
+        break;
+      case "peerJoined":
+      case "peerLeft":
+      case "dropped":
+        break;
+    }
+  }
+}
+
+function isLoopback(hostname: string): boolean {
+  return hostname === "::1" || hostname.startsWith("127.");
+}

@@ -1,0 +1,227 @@
+/**
+ * Configuration: defaults, validation of the `config.json` file format, and merging with command-line
+ * flags. Pure; reading the file is the caller's business.
+ *
+ * @module
+ */
+import { parseSocketAddr } from "./address.ts";
+import { show } from "./protocol.ts";
+
+/** Server configuration. Every field has a documented default ({@linkcode DEFAULT_CONFIG}). */
+export interface Config {
+  /**
+   * Address to listen on, `"ip:port"` or `"[ip6]:port"`; `0.0.0.0` / `[::]` listen on all interfaces.
+   * @default {"127.0.0.1:8080"}
+   */
+  listenAddress: string;
+  /**
+   * Most peers held at once, handshaking and authenticated together.
+   * @default {100}
+   */
+  maxConnections: number;
+  /**
+   * Seconds between the server's heartbeat Pings to each peer.
+   * @default {30}
+   */
+  heartbeatInterval: number;
+  /**
+   * Seconds of silence after which a peer is removed.
+   * @default {60}
+   */
+  connectionTimeout: number;
+  /**
+   * Inclusive UDP port range probed on the server's own host for sibling servers.
+   * @default {[8081, 8090]}
+   */
+  discoveryPortRange: [number, number];
+  /**
+   * Whether to probe `discoveryPortRange` for sibling servers at start.
+   * @default {true}
+   */
+  enableDiscovery: boolean;
+  /**
+   * Largest accepted message, in bytes. A UDP datagram cannot exceed 65,507 bytes, so that is the effective
+   * limit of a single-datagram message.
+   * @default {1048576}
+   */
+  maxMessageSize: number;
+  /**
+   * Waits in milliseconds after each try of a reliable message: one try per wait, then give up.
+   * `[500, 1000, 2000]` sends at 0, 0.5 s and 1.5 s and gives up at 3.5 s (the spec's "max 3 tries").
+   * @default {[500, 1000, 2000]}
+   */
+  retransmitSchedule: number[];
+  /**
+   * Most peers listed in one DiscoveryResponse (the response is also kept within one datagram).
+   * @default {64}
+   */
+  discoveryPageSize: number;
+}
+
+/** The defaults, as the spec's `config.json` has them. */
+export const DEFAULT_CONFIG: Readonly<Config> = Object.freeze({
+  listenAddress: "127.0.0.1:8080",
+  maxConnections: 100,
+  heartbeatInterval: 30,
+  connectionTimeout: 60,
+  discoveryPortRange: [8081, 8090] as [number, number],
+  enableDiscovery: true,
+  maxMessageSize: 1_048_576,
+  retransmitSchedule: [500, 1000, 2000],
+  discoveryPageSize: 64,
+});
+
+/** The config file's keys (snake_case, as in the spec) and the Config fields they set. */
+export const CONFIG_FILE_KEYS = {
+  listen_address: "listenAddress",
+  max_connections: "maxConnections",
+  heartbeat_interval: "heartbeatInterval",
+  connection_timeout: "connectionTimeout",
+  discovery_port_range: "discoveryPortRange",
+  enable_discovery: "enableDiscovery",
+  max_message_size: "maxMessageSize",
+  retransmit_schedule_ms: "retransmitSchedule",
+  discovery_page_size: "discoveryPageSize",
+} as const satisfies Record<string, keyof Config>;
+
+type FileKey = keyof typeof CONFIG_FILE_KEYS;
+
+const FIELD_TO_FILE_KEY = Object.fromEntries(
+  Object.entries(CONFIG_FILE_KEYS).map(([k, v]) => [v, k]),
+) as Record<keyof Config, FileKey>;
+
+/** A bad configuration value; the message names the source, the key and the value. */
+export class ConfigError extends TypeError {
+  /** The offending key, as written by the user (`max_connections`, `--address`, ...). */
+  readonly key: string;
+  /**
+   * @param message One line naming the key and the value.
+   * @param key The offending key.
+   */
+  constructor(message: string, key: string) {
+    super(message);
+    this.name = "ConfigError";
+    this.key = key;
+  }
+}
+
+type Check = (value: unknown) => string | undefined;
+
+const positiveInt = (max: number): Check => (v) =>
+  typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= max
+    ? undefined
+    : `must be an integer from 1 to ${max}`;
+const positiveSeconds: Check = (v) =>
+  typeof v === "number" && Number.isFinite(v) && v > 0 && v <= 86_400
+    ? undefined
+    : "must be a number of seconds above 0 and at most 86400";
+const port = (v: unknown) => typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= 65535;
+
+const CHECKS: Record<keyof Config, Check> = {
+  listenAddress: (v) => {
+    if (typeof v !== "string") return 'must be a string such as "127.0.0.1:8080"';
+    const parsed = parseSocketAddr(v);
+    return typeof parsed === "string" ? `must be "ip:port" or "[ip6]:port" (${parsed})` : undefined;
+  },
+  maxConnections: positiveInt(1_000_000),
+  heartbeatInterval: positiveSeconds,
+  connectionTimeout: positiveSeconds,
+  discoveryPortRange: (v) =>
+    Array.isArray(v) && v.length === 2 && port(v[0]) && port(v[1]) && (v[0] as number) <= (v[1] as number)
+      ? undefined
+      : "must be [first, last] with ports from 1 to 65535 and first <= last",
+  enableDiscovery: (v) => typeof v === "boolean" ? undefined : "must be true or false",
+  maxMessageSize: positiveInt(16 * 1_048_576),
+  retransmitSchedule: (v) =>
+    Array.isArray(v) && v.length >= 1 && v.length <= 32 &&
+      v.every((x) => typeof x === "number" && Number.isInteger(x) && x >= 1 && x <= 600_000)
+      ? undefined
+      : "must be a list of 1 to 32 waits in milliseconds, each from 1 to 600000",
+  discoveryPageSize: positiveInt(10_000),
+};
+
+/** The result of reading a config file: the values it sets and the unknown keys it had. */
+export interface ConfigFileResult {
+  /** Values the file sets. */
+  config: Partial<Config>;
+  /** Keys the file had that p2p_server does not know (warned about by name). */
+  unknownKeys: string[];
+}
+
+/**
+ * Parses and validates the text of a `config.json`.
+ *
+ * @param text The file's contents.
+ * @param source The file name, used in error messages.
+ * @throws {ConfigError} naming the file, the key and the bad value.
+ * @example
+ * ```ts
+ * import { parseConfigFile } from "./config.ts";
+ * const { config, unknownKeys } = parseConfigFile('{"max_connections": 5, "colour": "red"}', "c.json");
+ * if (config.maxConnections !== 5 || unknownKeys[0] !== "colour") throw new Error("unexpected");
+ * ```
+ */
+export function parseConfigFile(text: string, source: string): ConfigFileResult {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new ConfigError(`${source}: not valid JSON: ${(error as Error).message}`, "");
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new ConfigError(`${source}: expected a JSON object, got ${show(value)}`, "");
+  }
+  const config: Record<string, unknown> = {};
+  const unknownKeys: string[] = [];
+  for (const [key, v] of Object.entries(value)) {
+    if (!Object.hasOwn(CONFIG_FILE_KEYS, key)) {
+      unknownKeys.push(key);
+      continue;
+    }
+    const field = CONFIG_FILE_KEYS[key as FileKey];
+    const problem = CHECKS[field](v);
+    if (problem) throw new ConfigError(`${source}: "${key}" ${problem}, got ${show(v)}`, key);
+    config[field] = v;
+  }
+  return { config: config as Partial<Config>, unknownKeys };
+}
+
+/**
+ * Completes a partial configuration with the defaults and validates every value.
+ *
+ * @throws {ConfigError} (a `TypeError`) naming the key and the bad value.
+ * @example
+ * ```ts
+ * import { resolveConfig } from "./config.ts";
+ * const c = resolveConfig({ maxConnections: 10 });
+ * if (c.maxConnections !== 10 || c.heartbeatInterval !== 30) throw new Error("unexpected");
+ * ```
+ */
+export function resolveConfig(partial: Partial<Config> = {}): Config {
+  const merged = { ...DEFAULT_CONFIG, ...stripUndefined(partial) } as Config;
+  for (const field of Object.keys(CHECKS) as (keyof Config)[]) {
+    const problem = CHECKS[field](merged[field]);
+    if (problem) {
+      throw new ConfigError(
+        `Invalid config "${FIELD_TO_FILE_KEY[field]}": ${problem}, got ${show(merged[field])}`,
+        FIELD_TO_FILE_KEY[field],
+      );
+    }
+  }
+  return {
+    ...merged,
+    discoveryPortRange: [merged.discoveryPortRange[0], merged.discoveryPortRange[1]],
+    retransmitSchedule: [...merged.retransmitSchedule],
+  };
+}
+
+function stripUndefined<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** Writes a Config as the `config.json` file format (snake_case keys). */
+export function toConfigFile(config: Config): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, field] of Object.entries(CONFIG_FILE_KEYS)) out[key] = config[field];
+  return out;
+}

@@ -1,0 +1,138 @@
+/**
+ * Per-address state and the indexes over it: by socket address, by node id, and by network. A connection
+ * (`Conn`) is the transport state shared by both roles for one remote address (sequence counter, receive
+ * window, outbox, timers); on top of it, `peer` is set when the remote registered with us and `link` when we
+ * registered with the remote.
+ *
+ * @module
+ */
+import type { SocketAddr } from "./address.ts";
+import type { NodeInfo } from "./protocol.ts";
+import { Outbox, ReceiveWindow } from "./reliability.ts";
+import type { Timed } from "./timers.ts";
+
+/** State of a peer that registered with this endpoint. */
+export type PeerState = "handshaking" | "authenticated";
+
+/** A remote node registered with this endpoint. */
+export interface PeerEntry {
+  /** The NodeInfo it sent. */
+  info: NodeInfo;
+  /** Its network (`metadata.network_id`, default `p2p_default`). */
+  network: string;
+  /** `handshaking` until our HandshakeResponse is acked or any later message arrives. */
+  state: PeerState;
+  /** Id of the HandshakeRequest that registered it (a repeat of it is a retransmission). */
+  requestId: string;
+  /** When it registered (ms). */
+  joinedAt: number;
+}
+
+/** A handshake this endpoint started towards a remote (client role, sibling servers). */
+export interface LinkEntry {
+  /** `handshaking` until the remote's successful HandshakeResponse arrives. */
+  state: "handshaking" | "connected";
+  /** The NodeInfo we sent. */
+  local: NodeInfo;
+  /** The remote's NodeInfo, once known. */
+  remote: NodeInfo | null;
+  /** A sibling-server probe: one try, failure is quiet. */
+  probe: boolean;
+}
+
+/** Transport state for one remote address. */
+export interface Conn extends Timed {
+  /** `formatSocketAddr(addr)`. */
+  key: string;
+  /** The remote address replies go to (the observed source). */
+  addr: SocketAddr;
+  /** Next sequence number to send. */
+  nextSeq: number;
+  /** Reliable sequence numbers already processed. */
+  window: ReceiveWindow;
+  /** Reliable messages waiting for an Ack. */
+  outbox: Outbox;
+  /** When anything was last heard from this address (ms). */
+  lastHeard: number;
+  /** When the next heartbeat Ping is due (ms). */
+  heartbeatAt: number;
+  /** Set when the remote registered with us. */
+  peer: PeerEntry | null;
+  /** Set when we registered with the remote. */
+  link: LinkEntry | null;
+}
+
+/** Creates the transport state for a new remote address. */
+export function newConn(key: string, addr: SocketAddr, now: number): Conn {
+  return {
+    key,
+    addr: { hostname: addr.hostname, port: addr.port },
+    nextSeq: 1,
+    window: new ReceiveWindow(),
+    outbox: new Outbox(),
+    lastHeard: now,
+    heartbeatAt: Infinity,
+    peer: null,
+    link: null,
+    deadline: Infinity,
+    filedAt: Infinity,
+    timerToken: 0,
+  };
+}
+
+/** The connections of one endpoint and the indexes over its registered peers. */
+export class PeerTable {
+  /** Every connection by address key. */
+  readonly byAddr = new Map<string, Conn>();
+  /** Registered peers by node id. */
+  readonly byId = new Map<string, Conn>();
+  /** Registered peers by network, then node id (insertion order = registration order). */
+  readonly byNetwork = new Map<string, Map<string, Conn>>();
+  #handshaking = 0;
+  #authenticated = 0;
+
+  /** Peers by state. */
+  counts(): { handshaking: number; authenticated: number } {
+    return { handshaking: this.#handshaking, authenticated: this.#authenticated };
+  }
+
+  /** Number of registered peers (both states). */
+  get peerCount(): number {
+    return this.#handshaking + this.#authenticated;
+  }
+
+  /** Registers `peer` on `conn` (which must have none). */
+  register(conn: Conn, peer: PeerEntry): void {
+    conn.peer = peer;
+    this.byId.set(peer.info.id, conn);
+    let net = this.byNetwork.get(peer.network);
+    if (!net) this.byNetwork.set(peer.network, net = new Map());
+    net.set(peer.info.id, conn);
+    if (peer.state === "handshaking") this.#handshaking++;
+    else this.#authenticated++;
+  }
+
+  /** Marks a handshaking peer authenticated. */
+  authenticate(conn: Conn): void {
+    if (conn.peer?.state !== "handshaking") return;
+    conn.peer.state = "authenticated";
+    this.#handshaking--;
+    this.#authenticated++;
+  }
+
+  /** Removes the peer registered on `conn`, returning it. */
+  unregister(conn: Conn): PeerEntry | null {
+    const peer = conn.peer;
+    if (!peer) return null;
+    conn.peer = null;
+    if (this.byId.get(peer.info.id) === conn) this.byId.delete(peer.info.id);
+    const net = this.byNetwork.get(peer.network);
+    if (net?.get(peer.info.id) === conn) {
+      net.delete(peer.info.id);
+      if (net.size === 0) this.byNetwork.delete(peer.network);
+    }
+    if (peer.state === "handshaking") this.#handshaking--;
+    else this.#authenticated--;
+    return peer;
+  }
+}

@@ -1,0 +1,352 @@
+/**
+ * The wire format: the eight-key JSON envelope, the eleven message types, and the payload shapes of the
+ * messages p2p_server understands. Pure functions, no I/O.
+ *
+ * @module
+ */
+import { isUuid } from "./deps/uuid.ts";
+import { parseSocketAddr } from "./address.ts";
+
+/** The eleven message types, spelled as on the wire (PascalCase, case-sensitive). */
+export const MESSAGE_TYPES = [
+  "HandshakeRequest",
+  "HandshakeResponse",
+  "Ping",
+  "Pong",
+  "DiscoveryRequest",
+  "DiscoveryResponse",
+  "Data",
+  "Error",
+  "Disconnect",
+  "Ack",
+  "Retransmit",
+] as const;
+
+/** One of the eleven message types. */
+export type MessageType = typeof MESSAGE_TYPES[number];
+
+const MESSAGE_TYPE_SET: ReadonlySet<string> = new Set(MESSAGE_TYPES);
+
+/** Any JSON value. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** A decoded or to-be-encoded envelope: every message on the wire has exactly these eight keys. */
+export interface Message {
+  /** UUID of this message; unique per message. */
+  id: string;
+  /** What the message is. */
+  message_type: MessageType;
+  /** Unix time of sending. We send seconds; on input seconds or milliseconds are accepted. */
+  timestamp: number;
+  /** The message body; its shape depends on `message_type`. */
+  payload: Json;
+  /** `"ip:port"` as the sender believes it is reachable. Informational only, never used for routing. */
+  sender_addr: string | null;
+  /** Per-sender counter (u32), used for duplicate suppression and Ack matching. */
+  sequence_number: number | null;
+  /** Whether the sender asks for an `Ack`. */
+  requires_ack: boolean;
+  /** On an `Ack`: the acknowledged message's `id` (we send this) or `sequence_number` (accepted on input). */
+  ack_for: string | number | null;
+}
+
+/** Description of a node, carried by `HandshakeRequest` and `HandshakeResponse`. */
+export interface NodeInfo {
+  /** The node's UUID. */
+  id: string;
+  /** Human-readable name; non-empty. */
+  name: string;
+  /** Software version; non-empty. */
+  version: string;
+  /** `"ip:port"` where the node says it listens. */
+  listen_addr: string;
+  /** Free-form capability names (the server adds `"server"`). */
+  capabilities: string[];
+  /** String key/value pairs; `network_id` isolates networks (default `"p2p_default"`). */
+  metadata: Record<string, string>;
+}
+
+/** `HandshakeResponse.payload`. */
+export interface HandshakeResponsePayload {
+  /** The responder's own NodeInfo. */
+  node_info: NodeInfo;
+  /** Whether the handshake was accepted. */
+  success: boolean;
+  /** Why it was not, or `null`. */
+  error_message: string | null;
+}
+
+/** One entry of a `DiscoveryResponse`. */
+export interface PeerInfo {
+  /** Node id. */
+  id: string;
+  /** The peer's declared `listen_addr`. */
+  addr: string;
+  /** Unix seconds when the server last heard from the peer. */
+  last_seen: number;
+  /** The peer's declared capabilities. */
+  capabilities: string[];
+  /** The peer's name (an extension; upstream parsers ignore it). */
+  name: string;
+}
+
+/** The default network when a NodeInfo's metadata carries no `network_id`. */
+export const DEFAULT_NETWORK_ID = "p2p_default";
+
+/** Largest value a `sequence_number` may take (u32). */
+export const MAX_SEQUENCE = 0xffff_ffff;
+
+/** Why a datagram was dropped before or while decoding. */
+export type DecodeFailure =
+  | "invalid_utf8"
+  | "invalid_json"
+  | "not_an_object"
+  | "bad_field"
+  | "unknown_type";
+
+/** Thrown by {@linkcode decodeMessage} for undecodable input; `reason` is the stats bucket. */
+export class DecodeError extends SyntaxError {
+  /** The stats bucket the drop is counted under. */
+  readonly reason: DecodeFailure;
+  /**
+   * @param reason The stats bucket.
+   * @param message Human-readable detail.
+   */
+  constructor(reason: DecodeFailure, message: string) {
+    super(message);
+    this.name = "DecodeError";
+    this.reason = reason;
+  }
+}
+
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const encoder = new TextEncoder();
+
+/**
+ * Encodes a message as one UTF-8 JSON object with all eight keys in the documented order.
+ *
+ * @example
+ * ```ts
+ * import { encodeMessage } from "./protocol.ts";
+ * const bytes = encodeMessage({
+ *   id: "7d444840-9dc0-11d1-b245-5ffdce74fad2", message_type: "Ping", timestamp: 1, payload: null,
+ *   sender_addr: null, sequence_number: 1, requires_ack: false, ack_for: null,
+ * });
+ * if (!new TextDecoder().decode(bytes).startsWith('{"id":')) throw new Error("bad order");
+ * ```
+ */
+export function encodeMessage(message: Message): Uint8Array {
+  return encoder.encode(JSON.stringify({
+    id: message.id,
+    message_type: message.message_type,
+    timestamp: message.timestamp,
+    payload: message.payload,
+    sender_addr: message.sender_addr,
+    sequence_number: message.sequence_number,
+    requires_ack: message.requires_ack,
+    ack_for: message.ack_for,
+  }));
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function isNonNegativeInteger(value: unknown): value is number {
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
+}
+
+/** Whether `value` is a u32 sequence number. */
+export function isSequenceNumber(value: unknown): value is number {
+  return isNonNegativeInteger(value) && value <= MAX_SEQUENCE;
+}
+
+/**
+ * Decodes one datagram into a {@linkcode Message}, with the same strictness as the deployed peers: a known
+ * key of the wrong type drops the datagram; unknown keys are ignored; the optional keys `payload`,
+ * `sender_addr`, `sequence_number`, `ack_for` and `requires_ack` may be missing (null, null, null, null,
+ * false).
+ *
+ * @throws {DecodeError} when the bytes are not a valid envelope.
+ * @example
+ * ```ts
+ * import { decodeMessage } from "./protocol.ts";
+ * const m = decodeMessage(new TextEncoder().encode(
+ *   '{"id":"7d444840-9dc0-11d1-b245-5ffdce74fad2","message_type":"Ping","timestamp":1,"requires_ack":false}',
+ * ));
+ * if (m.message_type !== "Ping" || m.payload !== null) throw new Error("unexpected");
+ * ```
+ */
+export function decodeMessage(bytes: Uint8Array): Message {
+  let text: string;
+  try {
+    text = decoder.decode(bytes);
+  } catch {
+    throw new DecodeError("invalid_utf8", "Datagram is not valid UTF-8");
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new DecodeError("invalid_json", `Datagram is not JSON: ${(error as Error).message}`);
+  }
+  if (!isObject(value)) throw new DecodeError("not_an_object", "Datagram is not a JSON object");
+  const { id, message_type, timestamp } = value;
+  if (typeof id !== "string" || !isUuid(id)) throw new DecodeError("bad_field", `Bad "id": ${show(id)}`);
+  if (typeof message_type !== "string") {
+    throw new DecodeError("bad_field", `Bad "message_type": ${show(message_type)}`);
+  }
+  if (!MESSAGE_TYPE_SET.has(message_type)) {
+    throw new DecodeError("unknown_type", `Unknown "message_type": ${show(message_type)}`);
+  }
+  if (!isNonNegativeInteger(timestamp)) {
+    throw new DecodeError("bad_field", `Bad "timestamp": ${show(timestamp)}`);
+  }
+  const payload = value.payload === undefined ? null : value.payload as Json;
+  const sender = value.sender_addr ?? null;
+  if (sender !== null && typeof sender !== "string") {
+    throw new DecodeError("bad_field", `Bad "sender_addr": ${show(sender)}`);
+  }
+  const seq = value.sequence_number ?? null;
+  if (seq !== null && !isSequenceNumber(seq)) {
+    throw new DecodeError("bad_field", `Bad "sequence_number": ${show(seq)}`);
+  }
+  const requiresAck = value.requires_ack ?? false;
+  if (typeof requiresAck !== "boolean") {
+    throw new DecodeError("bad_field", `Bad "requires_ack": ${show(requiresAck)}`);
+  }
+  const ackFor = value.ack_for ?? null;
+  if (ackFor !== null && !(typeof ackFor === "string" && isUuid(ackFor)) && !isSequenceNumber(ackFor)) {
+    throw new DecodeError("bad_field", `Bad "ack_for": ${show(ackFor)}`);
+  }
+  return {
+    id,
+    message_type: message_type as MessageType,
+    timestamp,
+    payload,
+    sender_addr: sender,
+    sequence_number: seq,
+    requires_ack: requiresAck,
+    ack_for: ackFor as string | number | null,
+  };
+}
+
+/** A short, quoted rendering of an offending value for error messages. */
+export function show(value: unknown): string {
+  let text: string;
+  try {
+    text = value === undefined ? "undefined" : JSON.stringify(value) ?? String(value);
+  } catch {
+    text = String(value);
+  }
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
+
+/** Limits applied when validating a NodeInfo, so one peer cannot make discovery answers unbounded. */
+export const NODE_INFO_LIMITS = {
+  /** Longest `name`, `version` or metadata value, in characters. */
+  maxString: 256,
+  /** Most capabilities. */
+  maxCapabilities: 32,
+  /** Most metadata keys. */
+  maxMetadataKeys: 32,
+} as const;
+
+/**
+ * Validates a NodeInfo from the wire. Returns the NodeInfo (a fresh object holding only the known keys) or
+ * a one-line reason.
+ */
+export function parseNodeInfo(value: Json): NodeInfo | string {
+  if (!isObject(value)) return "node info is not an object";
+  const { id, name, version, listen_addr, capabilities, metadata } = value;
+  if (typeof id !== "string" || !isUuid(id)) return `bad "id": ${show(id)}`;
+  if (typeof name !== "string" || name.length === 0 || name.length > NODE_INFO_LIMITS.maxString) {
+    return `bad "name": ${show(name)}`;
+  }
+  if (typeof version !== "string" || version.length === 0 || version.length > NODE_INFO_LIMITS.maxString) {
+    return `bad "version": ${show(version)}`;
+  }
+  if (typeof listen_addr !== "string" || typeof parseSocketAddr(listen_addr) === "string") {
+    return `bad "listen_addr": ${show(listen_addr)}`;
+  }
+  const caps = capabilities ?? [];
+  if (
+    !Array.isArray(caps) || caps.length > NODE_INFO_LIMITS.maxCapabilities ||
+    !caps.every((c) => typeof c === "string" && c.length <= NODE_INFO_LIMITS.maxString)
+  ) {
+    return `bad "capabilities": ${show(capabilities)}`;
+  }
+  const meta = metadata ?? {};
+  if (!isObject(meta)) return `bad "metadata": ${show(metadata)}`;
+  const entries = Object.entries(meta);
+  if (
+    entries.length > NODE_INFO_LIMITS.maxMetadataKeys ||
+    !entries.every(([k, v]) =>
+      typeof v === "string" && v.length <= NODE_INFO_LIMITS.maxString && k.length <= 64
+    )
+  ) {
+    return `bad "metadata": ${show(metadata)}`;
+  }
+  const md: Record<string, string> = {};
+  for (const [k, v] of entries) md[k] = v as string;
+  if (md.network_id === "") return `bad "metadata.network_id": ""`;
+  return {
+    id: id.toLowerCase(),
+    name,
+    version,
+    listen_addr,
+    capabilities: caps as string[],
+    metadata: md,
+  };
+}
+
+/** The network a NodeInfo belongs to (`metadata.network_id`, default {@linkcode DEFAULT_NETWORK_ID}). */
+export function networkOf(info: NodeInfo): string {
+  return info.metadata.network_id ?? DEFAULT_NETWORK_ID;
+}
+
+/** Validates a `HandshakeResponse.payload`. Returns the payload or a one-line reason. */
+export function parseHandshakeResponse(value: Json): HandshakeResponsePayload | string {
+  if (!isObject(value)) return "payload is not an object";
+  const info = parseNodeInfo(value.node_info as Json);
+  if (typeof info === "string") return `node_info: ${info}`;
+  if (typeof value.success !== "boolean") return `bad "success": ${show(value.success)}`;
+  const err = value.error_message ?? null;
+  if (err !== null && typeof err !== "string") return `bad "error_message": ${show(err)}`;
+  return { node_info: info, success: value.success, error_message: err };
+}
+
+/** Validates a `DiscoveryResponse` peer list entry. Returns the entry or a one-line reason. */
+export function parsePeerInfo(value: Json): PeerInfo | string {
+  if (!isObject(value)) return "peer is not an object";
+  const { id, addr, last_seen, capabilities, name } = value;
+  if (typeof id !== "string" || !isUuid(id)) return `bad "id": ${show(id)}`;
+  if (typeof addr !== "string") return `bad "addr": ${show(addr)}`;
+  if (!isNonNegativeInteger(last_seen)) return `bad "last_seen": ${show(last_seen)}`;
+  const caps = capabilities ?? [];
+  if (!Array.isArray(caps) || !caps.every((c) => typeof c === "string")) {
+    return `bad "capabilities": ${show(capabilities)}`;
+  }
+  return { id, addr, last_seen, capabilities: caps as string[], name: typeof name === "string" ? name : "" };
+}
+
+/** The payload of an `Error` message: `{"error": text}`, plus our machine-readable `code`. */
+export interface ErrorPayload {
+  /** Human-readable text, e.g. `handshake failed: node ID already exists`. */
+  error: string;
+  /** Machine-readable code, e.g. `node_id_conflict` (an extension; may be absent from other servers). */
+  code?: string;
+}
+
+/** Reads an `Error` payload leniently: any object with a string `error`, else a best-effort rendering. */
+export function parseErrorPayload(value: Json): ErrorPayload {
+  if (isObject(value) && typeof value.error === "string") {
+    return typeof value.code === "string" ? { error: value.error, code: value.code } : { error: value.error };
+  }
+  return { error: typeof value === "string" ? value : show(value) };
+}
+
+/** Whether a value is a plain JSON object (not null, not an array). */
+export function isJsonObject(value: Json | undefined): value is { [key: string]: Json } {
+  return isObject(value);
+}

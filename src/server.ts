@@ -1,0 +1,304 @@
+/**
+ * `P2PServer`: the handshake and rendezvous server as a library.
+ *
+ * @module
+ */
+import { formatSocketAddr, parseSocketAddr, type SocketAddr } from "./address.ts";
+import { type Config, resolveConfig } from "./config.ts";
+import { bindUdp, monotonicNow, UdpDriver } from "./driver.ts";
+import { Emitter } from "./emitter.ts";
+import { Endpoint, type EndpointEvent, type LeaveReason, type PeerSummary } from "./endpoint.ts";
+import { ConnectionTimeoutError, HandshakeError } from "./errors.ts";
+import { type IdentityOptions, makeNodeInfo } from "./identity.ts";
+import type { Json, Message, NodeInfo } from "./protocol.ts";
+import type { StatsSnapshot } from "./stats.ts";
+import { getLogger } from "./deps/log.ts";
+
+const log = getLogger(["p2p_server", "server"]);
+const dropLog = getLogger(["p2p_server", "drops"]);
+
+/** Capabilities every p2p_server announces. */
+export const SERVER_CAPABILITIES: readonly string[] = ["server", "discovery", "routing"];
+
+/** Options of {@linkcode P2PServer}: any {@linkcode Config} field, plus identity and lifetime. */
+export interface ServerOptions extends Partial<Config>, Omit<IdentityOptions, "networkId"> {
+  /** Closes the server when aborted. */
+  signal?: AbortSignal;
+}
+
+/** Events a {@linkcode P2PServer} emits. */
+export interface ServerEvents extends Record<string, unknown> {
+  /** A peer completed its handshake. */
+  peerJoined: PeerSummary;
+  /** A peer left (Disconnect, timeout, replaced by another node on its address, or shutdown). */
+  peerLeft: { peer: PeerSummary; reason: LeaveReason };
+  /** A registered peer sent Data (echoed back, or routed when `to` named another peer). */
+  data: { from: SocketAddr; fromId: string | null; to: string | null; payload: Json; message: Message };
+  /** A reliable message was given up after its last try. */
+  gaveUp: { to: SocketAddr; id: string; messageType: string; tries: number };
+  /** A sibling server (or a `connectToPeer` target) accepted our handshake. */
+  connected: { addr: SocketAddr; node: NodeInfo };
+}
+
+/**
+ * The UDP handshake server.
+ *
+ * @example
+ * ```ts
+ * import { P2PServer } from "../mod.ts";
+ * await using server = new P2PServer({ listenAddress: "127.0.0.1:0", enableDiscovery: false });
+ * const addr = await server.listen();
+ * if (addr.port === 0) throw new Error("not bound");
+ * if (server.getStats().peers.authenticated !== 0) throw new Error("unexpected peers");
+ * ```
+ */
+export class P2PServer {
+  readonly #config: Config;
+  readonly #endpoint: Endpoint;
+  readonly #events = new Emitter<ServerEvents>();
+  readonly #signal: AbortSignal | undefined;
+  #driver: UdpDriver | null = null;
+  #closing: Promise<void> | null = null;
+  #finished: PromiseWithResolvers<void> = Promise.withResolvers();
+  #connects = new Map<string, PromiseWithResolvers<NodeInfo>>();
+
+  /**
+   * @param options Configuration, identity and lifetime.
+   * @throws {ConfigError} (a `TypeError`) for a bad configuration value.
+   */
+  constructor(options: ServerOptions = {}) {
+    const { signal, nodeId, name, version, capabilities, metadata, ...config } = options;
+    this.#config = resolveConfig(config);
+    this.#signal = signal;
+    const node = makeNodeInfo(
+      {
+        nodeId,
+        name: name ?? "p2p_server",
+        version,
+        metadata,
+        capabilities: capabilities ?? [...SERVER_CAPABILITIES],
+      } as IdentityOptions,
+      "p2p_server",
+      this.#config.listenAddress,
+    );
+    this.#endpoint = new Endpoint({
+      role: "server",
+      config: this.#config,
+      node,
+      newId: () => crypto.randomUUID(),
+      now: monotonicNow(),
+    });
+  }
+
+  /** The resolved configuration. */
+  get config(): Readonly<Config> {
+    return this.#config;
+  }
+
+  /** This server's NodeInfo. */
+  get node(): NodeInfo {
+    return this.#endpoint.node;
+  }
+
+  /** The bound address. @throws {Error} before {@linkcode listen}. */
+  get addr(): SocketAddr {
+    if (!this.#driver) throw new Error("Server is not listening: call listen() first");
+    return this.#driver.localAddr;
+  }
+
+  /** Settles when the server has closed. */
+  get finished(): Promise<void> {
+    return this.#finished.promise;
+  }
+
+  /**
+   * Binds `listenAddress` and starts serving. With `enableDiscovery`, probes the discovery port range for
+   * sibling servers.
+   *
+   * @returns The bound address (useful with port 0).
+   * @throws {BindError} `failed to bind <addr>: <reason>`.
+   */
+  listen(): Promise<SocketAddr> {
+    if (this.#driver) return Promise.resolve(this.#driver.localAddr);
+    const addr = parseSocketAddr(this.#config.listenAddress) as SocketAddr;
+    const socket = bindUdp(addr);
+    const driver = new UdpDriver(this.#endpoint, socket, (e) => this.#onEvent(e));
+    this.#driver = driver;
+    const local = driver.localAddr;
+    this.#endpoint.setListenAddr(formatSocketAddr(local));
+    driver.start();
+    log.info("listening on {addr}", { addr: formatSocketAddr(local) });
+    if (this.#config.enableDiscovery) driver.run((now) => this.#endpoint.probeSiblings(now, local));
+    this.#signal?.addEventListener("abort", () => void this.close(), { once: true });
+    if (this.#signal?.aborted) void this.close();
+    return Promise.resolve(local);
+  }
+
+  /**
+   * Handshakes with another server (or any peer that accepts handshakes) at `addr`, so that each lists the
+   * other.
+   *
+   * @returns The remote's NodeInfo.
+   * @throws {ConnectionTimeoutError} when it does not answer.
+   * @throws {HandshakeError} when it refuses.
+   */
+  connectToPeer(addr: string | SocketAddr): Promise<NodeInfo> {
+    const driver = this.#requireDriver();
+    const target = typeof addr === "string" ? parseSocketAddr(addr) : addr;
+    if (typeof target === "string") {
+      return Promise.reject(new TypeError(`Cannot connect to "${addr}": ${target}`));
+    }
+    const key = formatSocketAddr(target);
+    let waiter = this.#connects.get(key);
+    if (!waiter) {
+      waiter = Promise.withResolvers<NodeInfo>();
+      this.#connects.set(key, waiter);
+      driver.run((now) => this.#endpoint.connect(now, target));
+    }
+    return waiter.promise;
+  }
+
+  /** Sends reliable Data to an authenticated peer; returns false when there is no such peer. */
+  sendData(nodeId: string, data: Json): boolean {
+    return this.#requireDriver().run((now) => this.#endpoint.sendToPeer(now, nodeId, data));
+  }
+
+  /** A fresh snapshot of every counter. */
+  getStats(): StatsSnapshot {
+    return this.#endpoint.getStats(monotonicNow());
+  }
+
+  /** The registered peers, in registration order. */
+  peers(): PeerSummary[] {
+    return this.#endpoint.peers();
+  }
+
+  /** Subscribes to an event; returns the unsubscribe function. */
+  on<K extends keyof ServerEvents>(type: K, listener: (value: ServerEvents[K]) => void): () => void {
+    return this.#events.on(type, listener);
+  }
+
+  /** Sends `Disconnect` to every peer, closes the socket and settles {@linkcode finished}. */
+  close(reason = "server shutting down"): Promise<void> {
+    this.#closing ??= (async () => {
+      const driver = this.#driver;
+      if (driver) {
+        driver.run((now) => this.#endpoint.shutdown(now, reason));
+        await driver.close();
+      }
+      for (const [key, waiter] of this.#connects) waiter.reject(new ConnectionTimeoutError(key));
+      this.#connects.clear();
+      log.info("closed");
+      this.#finished.resolve();
+    })();
+    return this.#closing;
+  }
+
+  /** Same as {@linkcode close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #requireDriver(): UdpDriver {
+    if (!this.#driver || this.#driver.closed || this.#closing) {
+      throw new Error("Server is not listening: call listen() first");
+    }
+    return this.#driver;
+  }
+
+  #onEvent(event: EndpointEvent): void {
+    switch (event.type) {
+      case "peerJoined":
+        log.info("peer joined: {id} ({name}) from {addr} in network {network}", {
+          id: event.peer.id,
+          name: event.peer.name,
+          addr: event.peer.addr,
+          network: event.peer.network,
+        });
+        this.#events.emit("peerJoined", event.peer);
+        break;
+      case "peerLeft":
+        log.info("peer left: {id} from {addr} ({reason})", {
+          id: event.peer.id,
+          addr: event.peer.addr,
+          reason: event.reason,
+        });
+        this.#events.emit("peerLeft", { peer: event.peer, reason: event.reason });
+        break;
+      case "data":
+        log.debug("data from {addr}", { addr: formatSocketAddr(event.from) });
+        this.#events.emit("data", {
+          from: event.from,
+          fromId: event.fromId,
+          to: event.to,
+          payload: event.payload,
+          message: event.message,
+        });
+        break;
+      case "connected": {
+        const key = formatSocketAddr(event.addr);
+        log.info("connected to {addr} ({name})", { addr: key, name: event.node.name });
+        this.#connects.get(key)?.resolve(event.node);
+        this.#connects.delete(key);
+        this.#events.emit("connected", { addr: event.addr, node: event.node });
+        break;
+      }
+      case "connectFailed": {
+        const key = formatSocketAddr(event.addr);
+        const waiter = this.#connects.get(key);
+        if (event.probe && !waiter) {
+          log.debug("no sibling server at {addr}: {error}", { addr: key, error: event.error });
+          break;
+        }
+        log.warn("handshake with {addr} failed: {error}", { addr: key, error: event.error });
+        waiter?.reject(
+          event.code === "timeout"
+            ? new ConnectionTimeoutError(key)
+            : new HandshakeError(event.error, event.code),
+        );
+        this.#connects.delete(key);
+        break;
+      }
+      case "linkClosed":
+        log.info("link to {addr} closed ({reason})", {
+          addr: formatSocketAddr(event.addr),
+          reason: event.reason,
+        });
+        break;
+      case "gaveUp":
+        // Deployed clients never ack the HandshakeResponse; giving up on it is routine.
+        log[event.messageType === "HandshakeResponse" ? "debug" : "info"](
+          "gave up on {type} to {addr} after {tries} tries",
+          { type: event.messageType, addr: formatSocketAddr(event.to), tries: event.tries },
+        );
+        this.#events.emit("gaveUp", {
+          to: event.to,
+          id: event.id,
+          messageType: event.messageType,
+          tries: event.tries,
+        });
+        break;
+      case "error":
+        log.info("error from {addr}: {error}", {
+          addr: formatSocketAddr(event.from),
+          error: event.error.error,
+        });
+        break;
+      case "dropped":
+        // Stray datagrams from a peer that just left are expected (spec troubleshooting): debug only.
+        dropLog[event.afterDisconnect ? "debug" : "warn"](
+          "dropped datagram from {addr} ({reason}): {detail}",
+          {
+            addr: formatSocketAddr(event.from),
+            reason: event.reason,
+            detail: event.detail,
+          },
+        );
+        break;
+      case "pong":
+      case "discovery":
+      case "delivered":
+        break;
+    }
+  }
+}

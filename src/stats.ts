@@ -1,0 +1,150 @@
+/**
+ * Counters kept where the protocol logic runs. {@linkcode Stats.snapshot} returns a fresh, plain object;
+ * exporters only format it.
+ *
+ * @module
+ */
+import { MESSAGE_TYPES, type MessageType } from "./protocol.ts";
+
+/** Why a datagram was not processed. */
+export const DROP_REASONS = [
+  "oversize",
+  "invalid_utf8",
+  "invalid_json",
+  "not_an_object",
+  "bad_field",
+  "unknown_type",
+  "bad_payload",
+  "not_registered",
+  "unexpected",
+] as const;
+
+/** One of {@linkcode DROP_REASONS}. */
+export type DropReason = typeof DROP_REASONS[number];
+
+/** A point-in-time copy of every counter and gauge. */
+export interface StatsSnapshot {
+  /** Seconds since the endpoint started. */
+  uptimeSeconds: number;
+  /** Peers registered with this endpoint, by state. */
+  peers: { handshaking: number; authenticated: number };
+  /** Handshakes this endpoint started towards others (client role, sibling servers), by state. */
+  links: { handshaking: number; connected: number };
+  /** Datagrams received, all included. Equals `processed + duplicates + droppedTotal`. */
+  datagramsReceived: number;
+  /** Datagrams decoded and acted on. */
+  processed: number;
+  /** Datagrams sent. */
+  datagramsSent: number;
+  /** Bytes received. */
+  bytesReceived: number;
+  /** Bytes sent. */
+  bytesSent: number;
+  /** Decoded messages received, by type. */
+  messagesReceived: Record<MessageType, number>;
+  /** Messages sent, by type (retransmissions included). */
+  messagesSent: Record<MessageType, number>;
+  /** Acks sent. */
+  acksSent: number;
+  /** Acks received that matched a waiting message. */
+  acksReceived: number;
+  /** Reliable messages sent again after a wait. */
+  retransmissions: number;
+  /** Reliable messages given up after the last wait. */
+  giveUps: number;
+  /** Reliable messages received again (re-acked, not re-processed). */
+  duplicates: number;
+  /** Datagrams dropped, by reason. */
+  drops: Record<DropReason, number>;
+  /** Sum of `drops`. */
+  droppedTotal: number;
+  /** Handshakes accepted (peers that became authenticated). */
+  handshakesOk: number;
+  /** Handshakes refused, by error code. */
+  handshakesFailed: Record<string, number>;
+  /** Peers removed after `connection_timeout` of silence. */
+  timeouts: number;
+  /** Peers that sent Disconnect. */
+  disconnects: number;
+  /** Round-trip time from Acks of messages sent once: last sample and smoothed (1/8 gain), ms; null if none. */
+  rttMs: { last: number; smoothed: number } | null;
+}
+
+function zeroes<K extends string>(keys: readonly K[]): Record<K, number> {
+  return Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>;
+}
+
+/** The mutable counters of one endpoint. */
+export class Stats {
+  /** Start time (ms). */
+  readonly startedAt: number;
+  datagramsReceived = 0;
+  processed = 0;
+  datagramsSent = 0;
+  bytesReceived = 0;
+  bytesSent = 0;
+  readonly messagesReceived: Record<MessageType, number> = zeroes(MESSAGE_TYPES);
+  readonly messagesSent: Record<MessageType, number> = zeroes(MESSAGE_TYPES);
+  acksSent = 0;
+  acksReceived = 0;
+  retransmissions = 0;
+  giveUps = 0;
+  duplicates = 0;
+  readonly drops: Record<DropReason, number> = zeroes(DROP_REASONS);
+  handshakesOk = 0;
+  readonly handshakesFailed: Record<string, number> = {};
+  timeouts = 0;
+  disconnects = 0;
+  rttLast = -1;
+  rttSmoothed = -1;
+
+  /** @param now Start time (ms). */
+  constructor(now: number) {
+    this.startedAt = now;
+  }
+
+  /** Counts a dropped datagram. */
+  drop(reason: DropReason): void {
+    this.drops[reason]++;
+  }
+
+  /** Counts a refused handshake. */
+  handshakeFailed(code: string): void {
+    this.handshakesFailed[code] = (this.handshakesFailed[code] ?? 0) + 1;
+  }
+
+  /** Records an RTT sample (ms). */
+  rttSample(ms: number): void {
+    this.rttLast = ms;
+    this.rttSmoothed = this.rttSmoothed < 0 ? ms : this.rttSmoothed + (ms - this.rttSmoothed) / 8;
+  }
+
+  /** A fresh copy of every counter, with the gauges the caller supplies. */
+  snapshot(now: number, peers: StatsSnapshot["peers"], links: StatsSnapshot["links"]): StatsSnapshot {
+    const drops = { ...this.drops };
+    return {
+      uptimeSeconds: Math.max(0, (now - this.startedAt) / 1000),
+      peers: { ...peers },
+      links: { ...links },
+      datagramsReceived: this.datagramsReceived,
+      processed: this.processed,
+      datagramsSent: this.datagramsSent,
+      bytesReceived: this.bytesReceived,
+      bytesSent: this.bytesSent,
+      messagesReceived: { ...this.messagesReceived },
+      messagesSent: { ...this.messagesSent },
+      acksSent: this.acksSent,
+      acksReceived: this.acksReceived,
+      retransmissions: this.retransmissions,
+      giveUps: this.giveUps,
+      duplicates: this.duplicates,
+      drops,
+      droppedTotal: Object.values(drops).reduce((a, b) => a + b, 0),
+      handshakesOk: this.handshakesOk,
+      handshakesFailed: { ...this.handshakesFailed },
+      timeouts: this.timeouts,
+      disconnects: this.disconnects,
+      rttMs: this.rttLast < 0 ? null : { last: this.rttLast, smoothed: this.rttSmoothed },
+    };
+  }
+}
