@@ -21,7 +21,8 @@ const log = getLogger(["p2p_server", "main"]);
 export async function main(args: string[]): Promise<number> {
   let request;
   try {
-    request = parseCli(args);
+    // `deno task start -- --flag` forwards the `--` separator; it carries no meaning here.
+    request = parseCli(args[0] === "--" ? args.slice(1) : args);
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
     console.error(`error: ${error.message}\n\n${usage()}`);

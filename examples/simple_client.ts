@@ -21,7 +21,7 @@ export async function runClient(args: string[]): Promise<number> {
   let values;
   try {
     ({ values } = parseArgs({
-      args,
+      args: args[0] === "--" ? args.slice(1) : args,
       strict: true,
       allowPositionals: false,
       options: {

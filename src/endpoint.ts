@@ -157,7 +157,8 @@ export const NODE_ID_EXISTS = "handshake failed: node ID already exists";
  *   id: crypto.randomUUID(), name: "s", version: "1", listen_addr: "127.0.0.1:9",
  *   capabilities: [], metadata: {},
  * };
- * const ep = new Endpoint({ role: "server", config: resolveConfig(), node, newId: crypto.randomUUID, now: 0 });
+ * const newId = () => crypto.randomUUID();
+ * const ep = new Endpoint({ role: "server", config: resolveConfig(), node, newId, now: 0 });
  * const ping = JSON.stringify({
  *   id: crypto.randomUUID(), message_type: "Ping", timestamp: 0, payload: null,
  *   sender_addr: null, sequence_number: 1, requires_ack: false, ack_for: null,

@@ -74,7 +74,13 @@ export function chooseLevel(
 const encoder = new TextEncoder();
 
 /** A sink writing formatted lines to stderr, synchronously (lines never interleave or get lost on exit). */
-export function stderrSink(format: (record: LogRecord) => string = getTextFormatter()): Sink {
+export function stderrSink(
+  format: (record: LogRecord) => string = getTextFormatter({
+    timestamp: "rfc3339",
+    category: ".",
+    value: "bare",
+  }),
+): Sink {
   return (record) => {
     Deno.stderr.writeSync(encoder.encode(format(record)));
   };
