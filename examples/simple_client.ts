@@ -2,7 +2,7 @@
  * The example client: handshake, data, ping with RTT, discovery and disconnect against a p2p_server,
  * printing each step. Exits 0 only when every step succeeded.
  *
- *     deno task client [--server 127.0.0.1:8080] [--name NAME] [--network NETWORK_ID] [--timeout SECONDS]
+ *     deno task client [--server 127.0.0.1:8080] [--bind ADDR] [--name NAME] [--network ID] [--timeout SECONDS]
  *
  * @module
  */
@@ -10,8 +10,10 @@ import { parseArgs } from "../src/deps/flags.ts";
 import { P2PClient } from "../mod.ts";
 import type { Json } from "../mod.ts";
 
-const USAGE = `Usage: simple_client [--server ADDR] [--name NAME] [--network NETWORK_ID] [--timeout SECONDS]
+const USAGE =
+  `Usage: simple_client [--server ADDR] [--bind ADDR] [--name NAME] [--network NETWORK_ID] [--timeout SECONDS]
   --server   server address, ip:port or [ip6]:port [default: 127.0.0.1:8080]
+  --bind     local address to send from [default: 0.0.0.0:0, or [::]:0 for an IPv6 server]
   --name     this node's name [default: simple_client]
   --network  network id [default: p2p_default]
   --timeout  seconds to wait for the server's echo [default: 5]`;
@@ -26,6 +28,7 @@ export async function runClient(args: string[]): Promise<number> {
       allowPositionals: false,
       options: {
         server: { type: "string", default: "127.0.0.1:8080" },
+        bind: { type: "string" },
         name: { type: "string", default: "simple_client" },
         network: { type: "string", default: "p2p_default" },
         timeout: { type: "string", default: "5" },
@@ -49,6 +52,7 @@ export async function runClient(args: string[]): Promise<number> {
   try {
     client = new P2PClient({
       server: values.server,
+      ...(values.bind === undefined ? {} : { bind: values.bind }),
       name: values.name,
       networkId: values.network,
       capabilities: ["data"],

@@ -108,6 +108,10 @@ export class P2PClient {
     this.#server = parsed.hostname === "localhost" ? { hostname: "127.0.0.1", port: parsed.port } : parsed;
     this.#serverKey = formatSocketAddr(this.#server);
     const bind = options.bind ?? (this.#server.hostname.includes(":") ? "[::]:0" : "0.0.0.0:0");
+    const bindProblem = parseSocketAddr(bind);
+    if (typeof bindProblem === "string") {
+      throw new TypeError(`Invalid bind address "${bind}": ${bindProblem}`);
+    }
     const partial: Partial<Config> = { listenAddress: bind, enableDiscovery: false };
     if (options.retransmitSchedule) partial.retransmitSchedule = options.retransmitSchedule;
     if (options.heartbeatInterval !== undefined) partial.heartbeatInterval = options.heartbeatInterval;

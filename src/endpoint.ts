@@ -141,6 +141,7 @@ export const ERROR_CODES = {
   notRegistered: "not_registered",
   unknownRecipient: "unknown_recipient",
   badRequest: "bad_request",
+  tooLarge: "too_large",
 } as const;
 
 /** The text upstream peers and users search for when a node id is taken. */
@@ -350,7 +351,7 @@ export class Endpoint {
    * Sends a message to a remote this endpoint has a link or peer on. Returns the message id and sequence
    * number; with `reliable`, a `delivered` or `gaveUp` event follows.
    *
-   * @throws {RangeError} when nothing is known about `to`.
+   * @throws {RangeError} when nothing is known about `to`, or the message does not fit in one datagram.
    */
   send(now: number, to: SocketAddr, type: MessageType, payload: Json, options: SendOptions = {}): Message {
     const conn = this.#table.byAddr.get(formatSocketAddr(to));
@@ -358,20 +359,22 @@ export class Endpoint {
       throw new RangeError(`Cannot send to "${formatSocketAddr(to)}": not connected`);
     }
     const msg = this.#sendOn(now, conn, type, payload, options.reliable ?? false, null);
+    if (!msg) throw new RangeError(`Cannot send ${type}: the message exceeds ${MAX_UDP_PAYLOAD} bytes`);
     this.#reschedule(conn);
     return msg;
   }
 
   /**
    * Sends reliable `Data` to a registered peer by node id, shaped as routed Data (`{"from": ..., "data": ...}`
-   * with this endpoint's id as `from`). Returns false when no such authenticated peer is registered.
+   * with this endpoint's id as `from`). Returns false when no such authenticated peer is registered or the
+   * message does not fit in one datagram.
    */
   sendToPeer(now: number, nodeId: string, data: Json): boolean {
     const conn = this.#table.byId.get(nodeId.toLowerCase());
     if (!conn?.peer || conn.peer.state !== "authenticated") return false;
-    this.#sendOn(now, conn, "Data", { from: this.#node.id, data }, true, null);
+    const sent = this.#sendOn(now, conn, "Data", { from: this.#node.id, data }, true, null) !== null;
     this.#reschedule(conn);
-    return true;
+    return sent;
   }
 
   /** Sends `Disconnect` to `addr` and forgets the link and peer there. */
@@ -487,14 +490,15 @@ export class Endpoint {
         this.#sendOn(now, conn, "HandshakeResponse", this.#responsePayload(networkOf(info)), true, null);
         return undefined;
       }
-      // Another node from the same socket address: the old one is gone.
-      this.#removePeer(conn, "replaced");
     }
+    // Checked before an old peer on this address is replaced, so a refused request changes nothing.
     const holder = this.#table.byId.get(info.id);
     if ((holder && holder !== conn) || info.id === this.#node.id) {
       this.#refuse(now, from, ERROR_CODES.nodeIdConflict, NODE_ID_EXISTS);
       return undefined;
     }
+    // Another node from the same socket address: the old one is gone.
+    if (conn?.peer) this.#removePeer(conn, "replaced");
     if (this.#table.peerCount >= this.#config.maxConnections) {
       this.#refuse(
         now,
@@ -515,11 +519,9 @@ export class Endpoint {
     conn.heartbeatAt = now + this.#heartbeatMs;
     this.#recentlyClosed.delete(key);
     this.#sendOn(now, conn, "HandshakeResponse", this.#responsePayload(network), true, null);
-    if (
-      info.capabilities.includes("server") && this.#config.enableDiscovery && !conn.link &&
-      this.#role === "server"
-    ) {
-      // A sibling server registered with us: register with it too, so both list each other.
+    if (info.capabilities.includes("server") && !conn.link) {
+      // A sibling server registered with us (its discovery probe, or its connectToPeer): register with it
+      // too, so both list each other.
       this.connect(now, from, { probe: true });
     }
     return undefined;
@@ -691,12 +693,16 @@ export class Endpoint {
         });
         return undefined;
       }
-      this.#sendOn(now, target, "Data", { from: peer.info.id, data: p.data ?? null }, true, null);
+      if (!this.#sendOn(now, target, "Data", { from: peer.info.id, data: p.data ?? null }, true, null)) {
+        this.#tooLarge(now, from, conn);
+      }
       this.#reschedule(target);
       return undefined;
     }
     this.#events.push({ type: "data", from, fromId: peer.info.id, to: null, payload: p, message: msg });
-    this.#reply(now, from, conn, "Data", { echo: p, timestamp: Math.floor(now / 1000) });
+    if (!this.#reply(now, from, conn, "Data", { echo: p, timestamp: Math.floor(now / 1000) })) {
+      this.#tooLarge(now, from, conn);
+    }
     return undefined;
   }
 
@@ -854,7 +860,7 @@ export class Endpoint {
     payload: Json,
     reliable: boolean,
     schedule: readonly number[] | null,
-  ): Message {
+  ): Message | null {
     const seq = conn.nextSeq;
     conn.nextSeq = seq === MAX_SEQUENCE ? 0 : seq + 1;
     const msg: Message = {
@@ -868,7 +874,7 @@ export class Endpoint {
       ack_for: null,
     };
     const bytes = encodeMessage(msg);
-    this.#transmit(conn.addr, bytes, type);
+    if (!this.#transmit(conn.addr, bytes, type)) return null;
     if (reliable) {
       if (conn.outbox.full) {
         this.#stats.giveUps++;
@@ -880,12 +886,12 @@ export class Endpoint {
     return msg;
   }
 
-  /** Replies on the connection when there is one, else statelessly (no sequence number). */
-  #reply(now: number, to: SocketAddr, conn: Conn | undefined, type: MessageType, payload: Json): void {
-    if (conn && (conn.peer || conn.link)) {
-      this.#sendOn(now, conn, type, payload, false, null);
-      return;
-    }
+  /**
+   * Replies on the connection when there is one, else statelessly (no sequence number). Returns false when
+   * the reply would not fit in one datagram (it is not sent).
+   */
+  #reply(now: number, to: SocketAddr, conn: Conn | undefined, type: MessageType, payload: Json): boolean {
+    if (conn && (conn.peer || conn.link)) return this.#sendOn(now, conn, type, payload, false, null) !== null;
     const msg: Message = {
       id: this.#newId(),
       message_type: type,
@@ -896,7 +902,7 @@ export class Endpoint {
       requires_ack: false,
       ack_for: null,
     };
-    this.#transmit(to, encodeMessage(msg), type);
+    return this.#transmit(to, encodeMessage(msg), type);
   }
 
   #sendAck(now: number, to: SocketAddr, conn: Conn | undefined, acked: Message): void {
@@ -932,15 +938,28 @@ export class Endpoint {
     return drop("bad_payload", detail);
   }
 
+  #tooLarge(now: number, to: SocketAddr, conn: Conn): void {
+    this.#reply(now, to, conn, "Error", {
+      error: `message too large: the reply would exceed ${MAX_UDP_PAYLOAD} bytes`,
+      code: ERROR_CODES.tooLarge,
+    });
+  }
+
   #resend(conn: Conn, bytes: Uint8Array, type: MessageType): void {
     this.#transmit(conn.addr, bytes, type);
   }
 
-  #transmit(to: SocketAddr, bytes: Uint8Array, type: MessageType): void {
+  /** Queues a datagram; one that cannot fit in a UDP datagram is counted and not queued (returns false). */
+  #transmit(to: SocketAddr, bytes: Uint8Array, type: MessageType): boolean {
+    if (bytes.length > MAX_UDP_PAYLOAD) {
+      this.#stats.sendsTooLarge++;
+      return false;
+    }
     this.#stats.datagramsSent++;
     this.#stats.bytesSent += bytes.length;
     this.#stats.messagesSent[type]++;
     this.#transmits.push({ to, bytes });
+    return true;
   }
 
   #drop(from: SocketAddr, key: string, reason: DropReason, detail: string): void {

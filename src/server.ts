@@ -134,6 +134,12 @@ export class P2PServer {
     return Promise.resolve(local);
   }
 
+  /** Listens (if not yet listening) and resolves when the server has closed. */
+  async run(): Promise<void> {
+    await this.listen();
+    await this.finished;
+  }
+
   /**
    * Handshakes with another server (or any peer that accepts handshakes) at `addr`, so that each lists the
    * other.

@@ -54,6 +54,8 @@ export interface StatsSnapshot {
   giveUps: number;
   /** Reliable messages received again (re-acked, not re-processed). */
   duplicates: number;
+  /** Messages not sent because they would not fit in one UDP datagram (65,507 bytes). */
+  sendsTooLarge: number;
   /** Datagrams dropped, by reason. */
   drops: Record<DropReason, number>;
   /** Sum of `drops`. */
@@ -90,6 +92,7 @@ export class Stats {
   retransmissions = 0;
   giveUps = 0;
   duplicates = 0;
+  sendsTooLarge = 0;
   readonly drops: Record<DropReason, number> = zeroes(DROP_REASONS);
   handshakesOk = 0;
   readonly handshakesFailed: Record<string, number> = {};
@@ -138,6 +141,7 @@ export class Stats {
       retransmissions: this.retransmissions,
       giveUps: this.giveUps,
       duplicates: this.duplicates,
+      sendsTooLarge: this.sendsTooLarge,
       drops,
       droppedTotal: Object.values(drops).reduce((a, b) => a + b, 0),
       handshakesOk: this.handshakesOk,

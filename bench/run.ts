@@ -1,0 +1,280 @@
+/**
+ * `deno task bench`: the load benchmarks, side by side with the runtime's own limit (a bare Deno UDP echo
+ * server under the same load generator). Everything runs on 127.0.0.1, each server and each generator in its
+ * own process; every step is bounded in time. Prints a table and writes `bench/results.json`.
+ *
+ * Options: `--quick` (shorter runs and fewer peers, for a smoke test).
+ *
+ * @module
+ */
+import { parseArgs } from "../src/deps/flags.ts";
+
+const { values } = parseArgs({ args: Deno.args, options: { quick: { type: "boolean", default: false } } });
+const quick = values.quick;
+const SECONDS = quick ? 1 : 4;
+const HANDSHAKE_PEERS = quick ? 2_000 : 50_000;
+const MEMORY_STEPS = quick ? [1_000, 2_000] : [10_000, 100_000];
+
+const here = new URL(".", import.meta.url).pathname;
+const deno = Deno.execPath();
+
+interface GenResult {
+  mode: string;
+  ops: number;
+  seconds: number;
+  rate: number;
+  p50Ms: number;
+  p99Ms: number;
+  cpuMs: number;
+  [key: string]: unknown;
+}
+
+interface Row {
+  name: string;
+  rate: number | null;
+  p50Ms: number | null;
+  p99Ms: number | null;
+  ratio: number | null;
+  generatorCpu: number | null;
+  note: string;
+}
+
+class Proc {
+  readonly child: Deno.ChildProcess;
+  readonly #lines: ReadableStreamDefaultReader<string>;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+
+  constructor(args: string[]) {
+    this.child = new Deno.Command(deno, { args, stdin: "piped", stdout: "piped", stderr: "inherit" }).spawn();
+    this.#lines = this.child.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(lineSplitter())
+      .getReader();
+    this.#writer = this.child.stdin.getWriter();
+  }
+
+  async line(): Promise<string> {
+    const { value, done } = await this.#lines.read();
+    if (done) throw new Error("process ended");
+    return value;
+  }
+
+  async ask(command: string): Promise<string> {
+    await this.#writer.write(new TextEncoder().encode(`${command}\n`));
+    return await this.line();
+  }
+
+  async stop(): Promise<void> {
+    try {
+      await this.#writer.close();
+    } catch { /* closed */ }
+    try {
+      this.child.kill("SIGTERM");
+    } catch { /* exited */ }
+    await this.#lines.cancel().catch(() => {});
+    await this.child.status;
+  }
+}
+
+function lineSplitter(): TransformStream<string, string> {
+  let buffer = "";
+  return new TransformStream({
+    transform(chunk, controller) {
+      buffer += chunk;
+      let nl;
+      while ((nl = buffer.indexOf("\n")) >= 0) {
+        controller.enqueue(buffer.slice(0, nl));
+        buffer = buffer.slice(nl + 1);
+      }
+    },
+    flush(controller) {
+      if (buffer) controller.enqueue(buffer);
+    },
+  });
+}
+
+async function startServer(config: Record<string, unknown>, v8Flags: string[] = []): Promise<[Proc, number]> {
+  const flags = v8Flags.length ? [`--v8-flags=${v8Flags.join(",")}`] : [];
+  const proc = new Proc(["run", "-A", ...flags, `${here}server_proc.ts`, JSON.stringify(config)]);
+  return [proc, Number(await proc.line())];
+}
+
+async function startEcho(): Promise<[Proc, number]> {
+  const proc = new Proc(["run", "-A", `${here}echo_server.ts`]);
+  return [proc, Number(await proc.line())];
+}
+
+async function generate(args: string[]): Promise<GenResult> {
+  const out = await new Deno.Command(deno, {
+    args: ["run", "-A", `${here}loadgen.ts`, ...args],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout).trim().split("\n").pop() ?? "";
+  return JSON.parse(text) as GenResult;
+}
+
+const SERVER_CONFIG = { maxConnections: 500_000, connectionTimeout: 3600, heartbeatInterval: 3600 };
+const rows: Row[] = [];
+const raw: Record<string, unknown> = {};
+const cpu = (r: GenResult) => r.cpuMs / (r.seconds * 1000);
+
+function row(name: string, r: GenResult, baseline: GenResult | null, note = "") {
+  rows.push({
+    name,
+    rate: r.rate,
+    p50Ms: r.p50Ms,
+    p99Ms: r.p99Ms,
+    ratio: baseline ? r.rate / baseline.rate : null,
+    generatorCpu: cpu(r),
+    note,
+  });
+  raw[name] = r;
+}
+
+// 1. Baseline: bare echo server.
+const [echo, echoPort] = await startEcho();
+const base1 = await generate(["ping", "--port", `${echoPort}`, "--inflight", "1", "--seconds", `${SECONDS}`]);
+const base64 = await generate([
+  "ping",
+  "--port",
+  `${echoPort}`,
+  "--inflight",
+  "64",
+  "--seconds",
+  `${SECONDS}`,
+]);
+await echo.stop();
+row("baseline echo, 1 in flight", base1, null);
+row("baseline echo, 64 in flight", base64, null);
+
+// 2-3. Ping/Pong and reliable Data through p2p_server; latency at half of peak.
+{
+  const [server, port] = await startServer(SERVER_CONFIG);
+  const p1 = await generate(["ping", "--port", `${port}`, "--inflight", "1", "--seconds", `${SECONDS}`]);
+  const p64 = await generate(["ping", "--port", `${port}`, "--inflight", "64", "--seconds", `${SECONDS}`]);
+  const half = Math.floor(p64.rate / 2);
+  const paced = await generate(["ping", "--port", `${port}`, "--rate", `${half}`, "--seconds", `${SECONDS}`]);
+  const data = await generate(["data", "--port", `${port}`, "--inflight", "64", "--seconds", `${SECONDS}`]);
+  await server.stop();
+  row("ping/pong, 1 in flight", p1, base1);
+  row("ping/pong, 64 in flight", p64, base64, "target >= 0.85x baseline");
+  row(`ping/pong paced at ${half}/s (half of peak)`, paced, null, "target p99 < 2 ms");
+  row("reliable Data (Ack + echo), 64 in flight", data, base64);
+}
+
+// 4. Handshakes: distinct peers, each from its own source port.
+{
+  const [server, port] = await startServer(SERVER_CONFIG);
+  const hs = await generate([
+    "handshake",
+    "--port",
+    `${port}`,
+    "--peers",
+    `${HANDSHAKE_PEERS}`,
+    "--concurrency",
+    "256",
+    "--seconds",
+    quick ? "10" : "40",
+  ]);
+  await server.stop();
+  row(`handshakes (${hs.ops} distinct peers)`, hs, null, "target >= 10,000/s");
+}
+
+// 5. Memory per registered idle peer, and after peers leave.
+const memory: Record<string, unknown>[] = [];
+{
+  const [server, port] = await startServer(SERVER_CONFIG, ["--expose-gc"]);
+  const before = JSON.parse(await server.ask("mem"));
+  memory.push({ peers: 0, ...before });
+  let registered = 0;
+  for (const target of MEMORY_STEPS) {
+    const hs = await generate([
+      "handshake",
+      "--port",
+      `${port}`,
+      "--peers",
+      `${target - registered}`,
+      "--concurrency",
+      "256",
+      "--seconds",
+      "60",
+    ]);
+    registered += hs.ops;
+    const m = JSON.parse(await server.ask("mem"));
+    memory.push(m);
+    rows.push({
+      name: `memory with ${m.peers} idle peers`,
+      rate: null,
+      p50Ms: null,
+      p99Ms: null,
+      ratio: null,
+      generatorCpu: null,
+      note: `heap ${perPeer(m.heapUsed - before.heapUsed, m.peers)} B/peer, ` +
+        `RSS ${perPeer(m.rss - before.rss, m.peers)} B/peer (target heap <= 1,500 B/peer)`,
+    });
+  }
+  await server.stop();
+}
+{
+  // Churn: peers that register and then Disconnect leave nothing behind.
+  const [server, port] = await startServer(SERVER_CONFIG, ["--expose-gc"]);
+  const before = JSON.parse(await server.ask("mem"));
+  await generate([
+    "handshake",
+    "--port",
+    `${port}`,
+    "--peers",
+    quick ? "2000" : "20000",
+    "--disconnect",
+    "--seconds",
+    "60",
+  ]);
+  const after = JSON.parse(await server.ask("mem"));
+  memory.push({ churn: true, before, after });
+  rows.push({
+    name: "memory after peers left (churn)",
+    rate: null,
+    p50Ms: null,
+    p99Ms: null,
+    ratio: null,
+    generatorCpu: null,
+    note: `${after.peers} peers left, heap ${signed(after.heapUsed - before.heapUsed)} B vs before`,
+  });
+  await server.stop();
+}
+
+function perPeer(bytes: number, peers: number): string {
+  return peers > 0 ? Math.round(bytes / peers).toLocaleString("en-US") : "n/a";
+}
+
+function signed(n: number): string {
+  return `${n >= 0 ? "+" : ""}${n.toLocaleString("en-US")}`;
+}
+
+const fmt = (n: number | null, digits = 0) =>
+  n === null || Number.isNaN(n) ? "" : n.toLocaleString("en-US", { maximumFractionDigits: digits });
+const table = [
+  ["benchmark", "ops/s", "p50 ms", "p99 ms", "x baseline", "gen CPU", "note"],
+  ...rows.map((r) => [
+    r.name,
+    fmt(r.rate),
+    fmt(r.p50Ms, 3),
+    fmt(r.p99Ms, 3),
+    r.ratio === null ? "" : r.ratio.toFixed(2),
+    r.generatorCpu === null ? "" : `${Math.round(r.generatorCpu * 100)}%`,
+    r.note,
+  ]),
+];
+const widths = table[0]!.map((_, i) => Math.max(...table.map((line) => line[i]!.length)));
+for (const line of table) console.log(line.map((cell, i) => cell.padEnd(widths[i]!)).join("  ").trimEnd());
+
+const results = {
+  date: new Date().toISOString(),
+  quick,
+  deno: Deno.version,
+  machine: { os: Deno.build.os, arch: Deno.build.arch, cpus: navigator.hardwareConcurrency },
+  rows,
+  memory,
+  raw,
+};
+await Deno.writeTextFile(`${here}results.json`, JSON.stringify(results, null, 2) + "\n");
+console.log(`\nwrote ${here}results.json`);

@@ -1,0 +1,161 @@
+import { assert, assertEquals, assertStrictEquals, assertThrows } from "../src/deps/assert.ts";
+import {
+  type Config,
+  CONFIG_FILE_KEYS,
+  ConfigError,
+  DEFAULT_CONFIG,
+  parseConfigFile,
+  resolveConfig,
+  toConfigFile,
+} from "../src/config.ts";
+
+const FILE = "conf/p2p.json";
+
+function configError(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (error) {
+    assert(error instanceof ConfigError, `not a ConfigError: ${error}`);
+    assert(error instanceof TypeError, "ConfigError is a TypeError");
+    return error;
+  }
+  throw new Error("did not throw");
+}
+
+Deno.test("the defaults are the spec's config.json values", () => {
+  assertEquals(resolveConfig(), {
+    listenAddress: "127.0.0.1:8080",
+    maxConnections: 100,
+    heartbeatInterval: 30,
+    connectionTimeout: 60,
+    discoveryPortRange: [8081, 8090],
+    enableDiscovery: true,
+    maxMessageSize: 1_048_576,
+    retransmitSchedule: [500, 1_000, 2_000],
+    discoveryPageSize: 64,
+  });
+});
+
+Deno.test("parseConfigFile reads the spec's config.json keys", () => {
+  const { config, unknownKeys } = parseConfigFile(
+    JSON.stringify({
+      listen_address: "0.0.0.0:9000",
+      max_connections: 5,
+      heartbeat_interval: 1.5,
+      connection_timeout: 10,
+      discovery_port_range: [9001, 9001],
+      enable_discovery: false,
+      max_message_size: 4_096,
+      retransmit_schedule_ms: [100, 200],
+      discovery_page_size: 10,
+    }),
+    FILE,
+  );
+  assertEquals(unknownKeys, []);
+  assertEquals(config, {
+    listenAddress: "0.0.0.0:9000",
+    maxConnections: 5,
+    heartbeatInterval: 1.5,
+    connectionTimeout: 10,
+    discoveryPortRange: [9001, 9001],
+    enableDiscovery: false,
+    maxMessageSize: 4_096,
+    retransmitSchedule: [100, 200],
+    discoveryPageSize: 10,
+  });
+});
+
+Deno.test("parseConfigFile reports unknown keys by name and keeps the known ones", () => {
+  const { config, unknownKeys } = parseConfigFile(
+    '{"max_connections": 3, "colour": "red", "maxConnections": 9, "MAX_CONNECTIONS": 1}',
+    FILE,
+  );
+  assertEquals(config, { maxConnections: 3 });
+  assertEquals(unknownKeys, ["colour", "maxConnections", "MAX_CONNECTIONS"]);
+});
+
+Deno.test("each bad config file value is rejected with an error naming the file, the key and the value", () => {
+  const cases: [string, unknown][] = [
+    ["listen_address", "127.0.0.1"],
+    ["listen_address", "::1:8080"],
+    ["listen_address", 8080],
+    ["listen_address", "300.0.0.1:80"],
+    ["max_connections", 0],
+    ["max_connections", 1.5],
+    ["max_connections", "100"],
+    ["max_connections", 1_000_001],
+    ["heartbeat_interval", 0],
+    ["heartbeat_interval", -5],
+    ["heartbeat_interval", "30"],
+    ["heartbeat_interval", 86_401],
+    ["connection_timeout", 0],
+    ["connection_timeout", null],
+    ["discovery_port_range", [8090, 8081]],
+    ["discovery_port_range", [0, 10]],
+    ["discovery_port_range", [8081]],
+    ["discovery_port_range", "8081-8090"],
+    ["enable_discovery", "yes"],
+    ["enable_discovery", 1],
+    ["max_message_size", 0],
+    ["retransmit_schedule_ms", []],
+    ["retransmit_schedule_ms", [0]],
+    ["retransmit_schedule_ms", [1.5]],
+    ["retransmit_schedule_ms", 500],
+    ["discovery_page_size", 0],
+  ];
+  for (const [key, value] of cases) {
+    const e = configError(() => parseConfigFile(JSON.stringify({ [key]: value }), FILE));
+    assertStrictEquals(e.key, key);
+    assert(e.message.startsWith(`${FILE}: `), e.message);
+    assert(e.message.includes(`"${key}"`), e.message);
+    assert(e.message.includes(`got ${JSON.stringify(value)}`), e.message);
+    assert(!e.message.endsWith("."), "no trailing period");
+  }
+});
+
+Deno.test("a config file that is not a JSON object is rejected naming the file", () => {
+  for (const text of ["{", "", "[1]", "null", '"x"']) {
+    const e = configError(() => parseConfigFile(text, FILE));
+    assert(e.message.startsWith(`${FILE}: `), e.message);
+  }
+});
+
+Deno.test("resolveConfig fills defaults, applies overrides and ignores undefined", () => {
+  // JavaScript callers (and spread flag objects) may pass explicit undefined; the type forbids it.
+  const partial = { maxConnections: 7, listenAddress: undefined, retransmitSchedule: [10] };
+  const c = resolveConfig(partial as unknown as Partial<Config>);
+  assertStrictEquals(c.maxConnections, 7);
+  assertStrictEquals(c.listenAddress, DEFAULT_CONFIG.listenAddress);
+  assertEquals(c.retransmitSchedule, [10]);
+  assertStrictEquals(c.heartbeatInterval, 30);
+});
+
+Deno.test("resolveConfig rejects a bad value naming the config key", () => {
+  const e = configError(() => resolveConfig({ maxConnections: -1 }));
+  assertStrictEquals(e.key, "max_connections");
+  assertStrictEquals(
+    e.message,
+    'Invalid config "max_connections": must be an integer from 1 to 1000000, got -1',
+  );
+  assertThrows(() => resolveConfig({ listenAddress: "nowhere" }), ConfigError);
+  assertThrows(() => resolveConfig({ discoveryPortRange: [2, 1] }), ConfigError);
+});
+
+Deno.test("resolveConfig returns fresh arrays, never the defaults' own", () => {
+  const c = resolveConfig();
+  c.retransmitSchedule.push(99);
+  c.discoveryPortRange[0] = 1;
+  assertEquals(DEFAULT_CONFIG.retransmitSchedule, [500, 1_000, 2_000]);
+  assertEquals(DEFAULT_CONFIG.discoveryPortRange, [8081, 8090]);
+  assertEquals(resolveConfig().retransmitSchedule, [500, 1_000, 2_000]);
+  assert(Object.isFrozen(DEFAULT_CONFIG));
+});
+
+Deno.test("toConfigFile writes every key and parseConfigFile reads it back", () => {
+  const c = resolveConfig({ maxConnections: 9, enableDiscovery: false });
+  const file = toConfigFile(c);
+  assertEquals(Object.keys(file), Object.keys(CONFIG_FILE_KEYS));
+  const { config, unknownKeys } = parseConfigFile(JSON.stringify(file), FILE);
+  assertEquals(unknownKeys, []);
+  assertEquals(resolveConfig(config), c);
+});

@@ -1,0 +1,123 @@
+import { assert, assertEquals, assertStrictEquals } from "../src/deps/assert.ts";
+import { type Timed, TimerHeap } from "../src/timers.ts";
+import { mulberry32 } from "./sim.ts";
+
+interface Item extends Timed {
+  name: string;
+}
+
+function item(name: string): Item {
+  return { name, deadline: Infinity, filedAt: Infinity, timerToken: 0 };
+}
+
+function drainAll(heap: TimerHeap<Item>, now: number): string[] {
+  const out: string[] = [];
+  for (let it = heap.popDue(now); it; it = heap.popDue(now)) out.push(it.name);
+  return out;
+}
+
+Deno.test("an empty TimerHeap has no deadline and nothing due", () => {
+  const heap = new TimerHeap<Item>();
+  assertStrictEquals(heap.peek(), Infinity);
+  assertStrictEquals(heap.popDue(1e15), undefined);
+});
+
+Deno.test("TimerHeap pops items in deadline order, only when due", () => {
+  const heap = new TimerHeap<Item>();
+  const names = ["c", "a", "d", "b"];
+  const at: Record<string, number> = { a: 10, b: 20, c: 30, d: 40 };
+  for (const n of names) heap.schedule(item(n), at[n]!);
+  assertStrictEquals(heap.peek(), 10);
+  assertStrictEquals(heap.popDue(9), undefined);
+  assertEquals(drainAll(heap, 25), ["a", "b"]);
+  assertStrictEquals(heap.peek(), 30);
+  assertEquals(drainAll(heap, 100), ["c", "d"]);
+  assertStrictEquals(heap.peek(), Infinity);
+});
+
+Deno.test("moving a deadline earlier takes effect at once", () => {
+  const heap = new TimerHeap<Item>();
+  const a = item("a");
+  const b = item("b");
+  heap.schedule(a, 100);
+  heap.schedule(b, 50);
+  heap.schedule(a, 10);
+  assertStrictEquals(heap.peek(), 10);
+  assertEquals(drainAll(heap, 60), ["a", "b"]);
+  assertEquals(drainAll(heap, 1_000), [], "the stale entry of a does not fire again");
+});
+
+Deno.test("moving a deadline later delays it; the stale entry does not fire", () => {
+  const heap = new TimerHeap<Item>();
+  const a = item("a");
+  const b = item("b");
+  heap.schedule(a, 10);
+  heap.schedule(b, 50);
+  heap.schedule(a, 100);
+  assertStrictEquals(heap.peek(), 50);
+  assertEquals(drainAll(heap, 60), ["b"]);
+  assertStrictEquals(heap.peek(), 100);
+  assertEquals(drainAll(heap, 100), ["a"]);
+});
+
+Deno.test("scheduling Infinity cancels a timer", () => {
+  const heap = new TimerHeap<Item>();
+  const a = item("a");
+  heap.schedule(a, 10);
+  heap.schedule(a, Infinity);
+  assertStrictEquals(heap.peek(), Infinity);
+  assertStrictEquals(heap.popDue(1_000), undefined);
+  heap.schedule(a, 20);
+  assertEquals(drainAll(heap, 20), ["a"], "a cancelled item can be scheduled again");
+});
+
+Deno.test("a popped item can be re-armed and each item has at most one live entry", () => {
+  const heap = new TimerHeap<Item>();
+  const a = item("a");
+  heap.schedule(a, 5);
+  heap.schedule(a, 3);
+  heap.schedule(a, 1);
+  assertEquals(drainAll(heap, 10), ["a"]);
+  heap.schedule(a, 15);
+  assertEquals(drainAll(heap, 14), []);
+  assertEquals(drainAll(heap, 15), ["a"]);
+});
+
+Deno.test("clear removes every entry", () => {
+  const heap = new TimerHeap<Item>();
+  const a = item("a");
+  heap.schedule(a, 1);
+  heap.schedule(item("b"), 2);
+  heap.clear();
+  assertStrictEquals(heap.size, 0);
+  assertStrictEquals(heap.peek(), Infinity);
+  heap.schedule(a, 3);
+  assertEquals(drainAll(heap, 3), ["a"]);
+});
+
+Deno.test("TimerHeap matches a reference model under seeded random reschedules", () => {
+  const rand = mulberry32(99);
+  const heap = new TimerHeap<Item>();
+  const items = Array.from({ length: 200 }, (_, i) => item(`i${i}`));
+  const want = new Map<Item, number>();
+  let now = 0;
+  for (let round = 0; round < 5_000; round++) {
+    const it = items[Math.floor(rand() * items.length)]!;
+    const r = rand();
+    const at = r < 0.1 ? Infinity : now + Math.floor(rand() * 1_000);
+    heap.schedule(it, at);
+    if (at === Infinity) want.delete(it);
+    else want.set(it, at);
+    if (round % 10 === 0) {
+      now += Math.floor(rand() * 200);
+      const popped = new Set<Item>();
+      for (let p = heap.popDue(now); p; p = heap.popDue(now)) popped.add(p);
+      const due = new Set([...want].filter(([, t]) => t <= now).map(([i]) => i));
+      assertEquals(popped, due, `round ${round}`);
+      for (const p of popped) want.delete(p);
+      const earliest = Math.min(...want.values());
+      assertStrictEquals(heap.peek(), earliest);
+    }
+  }
+  assert(heap.size <= 2 * items.length + 10, `stale entries are bounded: ${heap.size}`);
+});
