@@ -258,15 +258,24 @@ Deno.test("re-handshake from the same address with the same node id is idempoten
 Deno.test("re-handshake after a restart starts the peer's sequence numbers afresh", () => {
   const { sim, server } = setup();
   const c = raw(sim);
-  const info = join(sim, c);
-  c.send(SERVER, "Data", "before", { seq: 50, requiresAck: true });
+  const info = infoFor(c);
+  c.handshake(SERVER, info, { seq: 1 });
+  sim.runFor(20);
+  c.ack(SERVER, c.last("HandshakeResponse"));
+  c.send(SERVER, "Data", "old 2", { seq: 2, requiresAck: true });
+  c.send(SERVER, "Data", "old 3", { seq: 3, requiresAck: true });
   sim.runFor(20);
   c.handshake(SERVER, info, { seq: 1 });
   sim.runFor(20);
   c.clear();
-  c.send(SERVER, "Data", "after", { seq: 2, requiresAck: true });
+  c.send(SERVER, "Data", "new 2", { seq: 2, requiresAck: true });
+  c.send(SERVER, "Data", "new 3", { seq: 3, requiresAck: true });
   sim.runFor(20);
-  assertStrictEquals(c.messages("Data").length, 1, "seq 2 of a new session is not a duplicate");
+  assertEquals(
+    c.messages("Data").map((m) => obj(m.payload).echo),
+    ["new 2", "new 3"],
+    "seq 2 and 3 of a new session are not duplicates",
+  );
   assertStrictEquals(server.endpoint.getStats(sim.now).duplicates, 0);
 });
 
@@ -562,6 +571,31 @@ Deno.test("Data without a recipient is echoed as {echo, timestamp}", () => {
   assertStrictEquals(data[0]!.fromId, info.id);
   assertStrictEquals(data[0]!.to, null);
   assertEquals(data[0]!.payload, payload);
+});
+
+Deno.test("an echo that would not fit in one datagram is refused with Error too_large and counted", () => {
+  const { sim, server } = setup();
+  const a = raw(sim);
+  join(sim, a);
+  const before = server.endpoint.getStats(sim.now);
+  // An incoming datagram of 65,530 bytes is accepted (limit 65,535) but its echo would exceed 65,507.
+  const probe = a.send(SERVER, "Ping", "", { seq: 1_000 });
+  const overhead = JSON.stringify(probe).length;
+  sim.runFor(20);
+  a.clear();
+  a.send(SERVER, "Data", "x".repeat(65_530 - overhead), { seq: 1_001 });
+  sim.runFor(20);
+  const received = sim.trace.filter((t) => t.from === a.addr);
+  assertStrictEquals(received[received.length - 1]!.bytes.length, 65_530);
+  assertEquals(a.messages().map((m) => m.message_type), ["Error"]);
+  const err = errorOf(a.last("Error"));
+  assertStrictEquals(err.code, "too_large");
+  assertMatch(err.error as string, /65507/);
+  const s = server.endpoint.getStats(sim.now);
+  assertStrictEquals(s.sendsTooLarge - before.sendsTooLarge, 1);
+  assertStrictEquals(s.messagesSent.Data, before.messagesSent.Data, "the oversize echo was not sent");
+  assert(sim.sentBy(SERVER).every((t) => t.bytes.length <= MAX_UDP_PAYLOAD));
+  assertBalanced(server, sim.now);
 });
 
 Deno.test("routed Data {to, data} reaches the recipient as reliable Data {from, data}", () => {
@@ -902,6 +936,19 @@ Deno.test("a stray datagram from a recently disconnected address is dropped with
   ]);
 });
 
+Deno.test("an address that registers again is no longer treated as recently disconnected", () => {
+  const { sim, server } = setup();
+  const a = raw(sim);
+  join(sim, a);
+  a.send(SERVER, "Disconnect", { reason: "bye" });
+  sim.runFor(20);
+  join(sim, a);
+  a.sendBytes(SERVER, "garbage");
+  sim.runFor(20);
+  const dropped = server.eventsOf("dropped");
+  assertEquals(dropped.map((d) => [d.reason, d.afterDisconnect]), [["invalid_json", false]]);
+});
+
 // ------------------------------------------------------------------ client role
 
 const CLIENT = "198.51.100.200:5000";
@@ -978,6 +1025,31 @@ Deno.test("connect refused by the server reports connectFailed with the server's
   assert(held.id !== info.id);
 });
 
+Deno.test("a client gives up with network_mismatch when the server answers for another network", () => {
+  const sim = new Sim({ seed: 4 });
+  const fake = sim.addRaw(SERVER);
+  const client = sim.addEndpoint(CLIENT, { role: "client", node: { metadata: { network_id: "alpha" } } });
+  sim.act(client, (ep, now) => ep.connect(now, sock(SERVER)));
+  sim.runFor(20);
+  const req = fake.last("HandshakeRequest");
+  assertStrictEquals(obj(obj(req.payload).metadata).network_id, "alpha");
+  const serverInfo = nodeInfo(fake.newId(), { listen_addr: SERVER, metadata: { network_id: "beta" } });
+  fake.send(
+    CLIENT,
+    "HandshakeResponse",
+    { node_info: serverInfo, success: true, error_message: null } as never,
+    {
+      requiresAck: true,
+    },
+  );
+  sim.runFor(20);
+  const failed = client.eventsOf("connectFailed");
+  assertEquals(failed.map((f) => f.code), ["network_mismatch"]);
+  assertMatch(failed[0]!.error, /network mismatch/);
+  assertStrictEquals(client.eventsOf("connected").length, 0);
+  assertEquals(client.endpoint.getStats(sim.now).links, { handshaking: 0, connected: 0 });
+});
+
 Deno.test("a client refuses to send to an address it has no link to", () => {
   const sim = new Sim();
   const client = sim.addEndpoint(CLIENT, { role: "client" });
@@ -1035,6 +1107,27 @@ Deno.test("two servers on one host discover each other as siblings and list each
   assertStrictEquals(sibling.addr, s1.addr);
   sim.runFor(120_000);
   assertStrictEquals(s1.endpoint.peer(s2.id)?.state, "authenticated", "siblings keep each other alive");
+});
+
+Deno.test("a server connects back to a server that registers with it, even with discovery disabled", () => {
+  const sim = new Sim({ seed: 12 });
+  const config = { enableDiscovery: false };
+  const s1 = sim.addEndpoint("192.0.2.1:8081", { config, node: { name: "s1", capabilities: ["server"] } });
+  const s2 = sim.addEndpoint("192.0.2.2:9000", { config, node: { name: "s2", capabilities: ["server"] } });
+  sim.act(s1, (ep, now) => ep.connect(now, sock(s2.addr)));
+  sim.runFor(2_000);
+  assertStrictEquals(s1.endpoint.peer(s2.id)?.state, "authenticated");
+  assertStrictEquals(s2.endpoint.peer(s1.id)?.state, "authenticated");
+  assertEquals(s2.eventsOf("connected").map((e) => e.node.id), [s1.id]);
+  const c = sim.addEndpoint("192.0.2.3:9000", { config, node: { name: "plain client" } });
+  sim.act(c, (ep, now) => ep.connect(now, sock(s2.addr)));
+  sim.runFor(2_000);
+  assertStrictEquals(s2.endpoint.peer(c.id)?.state, "authenticated");
+  assertStrictEquals(
+    s2.eventsOf("connected").length,
+    1,
+    "no connect-back to a node without capability server",
+  );
 });
 
 // ------------------------------------------------------------------ wire shape
