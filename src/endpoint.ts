@@ -863,16 +863,7 @@ export class Endpoint {
   ): Message | null {
     const seq = conn.nextSeq;
     conn.nextSeq = seq === MAX_SEQUENCE ? 0 : seq + 1;
-    const msg: Message = {
-      id: this.#newId(),
-      message_type: type,
-      timestamp: Math.floor(now / 1000),
-      payload,
-      sender_addr: this.#senderAddr,
-      sequence_number: seq,
-      requires_ack: reliable,
-      ack_for: null,
-    };
+    const msg = this.#envelope(now, type, payload, seq, reliable, null);
     const bytes = encodeMessage(msg);
     if (!this.#transmit(conn.addr, bytes, type)) return null;
     if (reliable) {
@@ -892,30 +883,32 @@ export class Endpoint {
    */
   #reply(now: number, to: SocketAddr, conn: Conn | undefined, type: MessageType, payload: Json): boolean {
     if (conn && (conn.peer || conn.link)) return this.#sendOn(now, conn, type, payload, false, null) !== null;
-    const msg: Message = {
+    return this.#transmit(to, encodeMessage(this.#envelope(now, type, payload, null, false, null)), type);
+  }
+
+  /** A new message from this endpoint: fresh id, timestamp in seconds, our `sender_addr`. */
+  #envelope(
+    now: number,
+    type: MessageType,
+    payload: Json,
+    seq: number | null,
+    requiresAck: boolean,
+    ackFor: string | null,
+  ): Message {
+    return {
       id: this.#newId(),
       message_type: type,
       timestamp: Math.floor(now / 1000),
       payload,
       sender_addr: this.#senderAddr,
-      sequence_number: null,
-      requires_ack: false,
-      ack_for: null,
+      sequence_number: seq,
+      requires_ack: requiresAck,
+      ack_for: ackFor,
     };
-    return this.#transmit(to, encodeMessage(msg), type);
   }
 
   #sendAck(now: number, to: SocketAddr, conn: Conn | undefined, acked: Message): void {
-    const msg: Message = {
-      id: this.#newId(),
-      message_type: "Ack",
-      timestamp: Math.floor(now / 1000),
-      payload: null,
-      sender_addr: this.#senderAddr,
-      sequence_number: acked.sequence_number,
-      requires_ack: false,
-      ack_for: acked.id,
-    };
+    const msg = this.#envelope(now, "Ack", null, acked.sequence_number, false, acked.id);
     this.#stats.acksSent++;
     this.#transmit(conn?.addr ?? to, encodeMessage(msg), "Ack");
   }
