@@ -61,9 +61,12 @@ function percentile(sorted: Float64Array, p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
 }
 
+let cpuStart = process.cpuUsage();
+let cpuExcludedMs = 0;
+
 function report(ops: number, elapsedMs: number, latencies: number[], extra: Record<string, unknown> = {}) {
   const sorted = Float64Array.from(latencies).sort();
-  const cpu = process.cpuUsage();
+  const cpu = process.cpuUsage(cpuStart);
   console.log(JSON.stringify({
     mode,
     ops,
@@ -71,12 +74,19 @@ function report(ops: number, elapsedMs: number, latencies: number[], extra: Reco
     rate: ops / (elapsedMs / 1000),
     p50Ms: percentile(sorted, 0.5),
     p99Ms: percentile(sorted, 0.99),
-    cpuMs: (cpu.user + cpu.system) / 1000,
+    // CPU the generator spent while measuring (set-up such as opening sockets excluded).
+    cpuMs: (cpu.user + cpu.system) / 1000 - cpuExcludedMs,
     ...extra,
   }));
 }
 
-/** Round trips with K in flight (or paced at `rate` per second) until the time runs out. */
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Round trips until the time runs out: K in flight (each reply sends the next), or paced at `--rate` per
+ * second. Replies are matched first-in first-out (loopback keeps order); a watchdog refills the window when
+ * the server dropped datagrams (no progress for 200 ms). No timer per datagram, sends are not awaited.
+ */
 async function roundTrips(
   sock: Deno.DatagramConn,
   nextDatagram: () => Uint8Array,
@@ -85,141 +95,164 @@ async function roundTrips(
 ) {
   const rate = Number(values.rate);
   const latencies: number[] = [];
-  const sentAt: number[] = [];
-  const start = performance.now();
-  const end = start + seconds * 1000;
+  let sentAt: number[] = [];
+  let head = 0;
   let done = 0;
-  let outstanding = 0;
+  let lost = 0;
+  let stopped = false;
   const send = () => {
     sentAt.push(performance.now());
-    outstanding++;
-    return sock.send(nextDatagram(), target);
+    sock.send(nextDatagram(), target).catch(() => {});
   };
+  cpuStart = process.cpuUsage();
+  const start = performance.now();
+  const end = start + seconds * 1000;
+  const receiver = (async () => {
+    const buf = new Uint8Array(65_536);
+    while (!stopped) {
+      let got;
+      try {
+        got = await sock.receive(buf);
+      } catch {
+        return;
+      }
+      if (!isReply(got[0])) continue;
+      const t = sentAt[head++];
+      if (t !== undefined) latencies.push(performance.now() - t);
+      done++;
+      if (rate === 0 && !stopped) send();
+    }
+  })();
   if (rate > 0) {
-    // Paced: one send every 1/rate s, latency per reply; replies come back in order on loopback.
-    const interval = 1000 / rate;
-    let next = start;
-    const receiver = (async () => {
-      const buf = new Uint8Array(65_536);
-      while (performance.now() < end + 1000) {
-        const [bytes] = await sock.receive(buf);
-        if (!isReply(bytes)) continue;
-        const t = sentAt.shift();
-        outstanding--;
-        if (t !== undefined) latencies.push(performance.now() - t);
-        done++;
-      }
-    })();
+    // Paced: every millisecond, send what is due so far.
+    let sent = 0;
     while (performance.now() < end) {
-      const now = performance.now();
-      if (now >= next) {
-        await send();
-        next += interval;
-      } else if (next - now > 2) {
-        await new Promise((r) => setTimeout(r, Math.floor(next - now) - 1));
-      } else {
-        await Promise.resolve();
+      const due = Math.floor((performance.now() - start) * rate / 1000);
+      while (sent < due) {
+        send();
+        sent++;
       }
+      await sleep(1);
     }
-    const waitUntil = performance.now() + 500;
-    while (outstanding > 0 && performance.now() < waitUntil) await new Promise((r) => setTimeout(r, 5));
-    sock.close();
-    await receiver.catch(() => {});
-    report(done, performance.now() - start, latencies, { inflight: 0, targetRate: rate });
-    return;
-  }
-  for (let i = 0; i < inflight; i++) send();
-  const buf = new Uint8Array(65_536);
-  let lost = 0;
-  while (performance.now() < end) {
-    const timeout = new Promise<null>((r) => {
-      const id = setTimeout(() => r(null), 200);
-      Deno.unrefTimer(id);
-    });
-    const got = await Promise.race([sock.receive(buf), timeout]);
-    if (got === null) {
-      // A datagram was lost (socket buffer overflow): put one back in flight.
-      lost++;
-      sentAt.shift();
-      outstanding--;
-      await send();
-      continue;
+  } else {
+    for (let i = 0; i < inflight; i++) send();
+    let lastDone = -1;
+    while (performance.now() < end) {
+      await sleep(200);
+      if (done === lastDone) {
+        // Nothing came back for 200 ms: the window was lost. Start a new one.
+        lost++;
+        sentAt = [];
+        head = 0;
+        for (let i = 0; i < inflight; i++) send();
+      }
+      lastDone = done;
     }
-    if (!isReply(got[0])) continue;
-    const t = sentAt.shift();
-    outstanding--;
-    if (t !== undefined) latencies.push(performance.now() - t);
-    done++;
-    await send();
   }
   const elapsed = performance.now() - start;
+  stopped = true;
+  if (rate > 0) await sleep(200); // let the last paced replies arrive
   sock.close();
-  report(done, elapsed, latencies, { inflight, lost });
+  await receiver;
+  report(done, elapsed, latencies, { inflight: rate > 0 ? null : inflight, targetRate: rate || null, lost });
 }
 
-async function handshakeOnce(sock: Deno.DatagramConn, seq: number) {
+function handshakeRequest(port: number): Uint8Array {
   const node = {
     id: crypto.randomUUID(),
     name: "bench",
     version: "1",
-    listen_addr: `127.0.0.1:${(sock.addr as Deno.NetAddr).port}`,
+    listen_addr: `127.0.0.1:${port}`,
     capabilities: [],
     metadata: { network_id: "bench" },
   };
-  await sock.send(
-    encoder.encode(JSON.stringify(envelope("HandshakeRequest", node, seq, true, null))),
-    target,
-  );
+  return encoder.encode(JSON.stringify(envelope("HandshakeRequest", node, 1, true, null)));
+}
+
+/** One full handshake on an open socket: request (resent after 500 ms, 3 tries), Ack + response, our Ack. */
+async function handshakeOnce(sock: Deno.DatagramConn, request: Uint8Array): Promise<void> {
   const buf = new Uint8Array(65_536);
-  for (;;) {
-    const [bytes] = await sock.receive(buf);
-    const msg = JSON.parse(decoder.decode(bytes));
-    if (msg.message_type === "HandshakeResponse") {
-      await sock.send(
-        encoder.encode(JSON.stringify(envelope("Ack", null, msg.sequence_number, false, msg.id))),
-        target,
-      );
-      return;
+  let tries = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const resend = () => {
+    if (tries++ >= 3) return;
+    sock.send(request, target).catch(() => {});
+    timer = setTimeout(resend, 500);
+  };
+  resend();
+  try {
+    for (;;) {
+      const [bytes] = await sock.receive(buf);
+      const msg = JSON.parse(decoder.decode(bytes));
+      if (msg.message_type === "HandshakeResponse") {
+        await sock.send(
+          encoder.encode(JSON.stringify(envelope("Ack", null, msg.sequence_number, false, msg.id))),
+          target,
+        );
+        return;
+      }
+      if (msg.message_type === "Error") throw new Error(msg.payload?.error ?? "handshake refused");
     }
-    if (msg.message_type === "Error") throw new Error(msg.payload?.error ?? "handshake refused");
+  } finally {
+    clearTimeout(timer);
   }
 }
 
+/**
+ * Registers N distinct peers, each from its own socket. Sockets and requests are made before the clock runs
+ * (in batches, within the file descriptor limit); only the handshakes are timed.
+ */
 async function handshakes() {
   const peers = Number(values.peers);
   const concurrency = Number(values.concurrency);
-  const start = performance.now();
-  const end = start + seconds * 1000;
+  const batchSize = 4000;
   const latencies: number[] = [];
-  let next = 0;
   let done = 0;
   let failed = 0;
-  const worker = async () => {
-    while (next < peers && performance.now() < end) {
-      next++;
-      const sock = Deno.listenDatagram({ transport: "udp", hostname: values.host, port: 0 });
-      const t = performance.now();
-      try {
-        const timeout = new Promise<never>((_, reject) => {
-          const id = setTimeout(() => reject(new Error("timeout")), 3000);
-          Deno.unrefTimer(id);
-        });
-        await Promise.race([handshakeOnce(sock, 1), timeout]);
-        latencies.push(performance.now() - t);
-        if (values.disconnect) {
-          const bye = envelope("Disconnect", { reason: "bench" }, 2, false, null);
-          await sock.send(encoder.encode(JSON.stringify(bye)), target);
+  let timedMs = 0;
+  const deadline = performance.now() + seconds * 1000;
+  cpuStart = process.cpuUsage();
+  for (let first = 0; first < peers && performance.now() < deadline; first += batchSize) {
+    const setupCpu = process.cpuUsage();
+    const n = Math.min(batchSize, peers - first);
+    const socks = Array.from(
+      { length: n },
+      () => Deno.listenDatagram({ transport: "udp", hostname: values.host, port: 0 }),
+    );
+    const requests = socks.map((s) => handshakeRequest((s.addr as Deno.NetAddr).port));
+    const setupDelta = process.cpuUsage(setupCpu);
+    cpuExcludedMs += (setupDelta.user + setupDelta.system) / 1000;
+    let next = 0;
+    const t0 = performance.now();
+    const worker = async () => {
+      while (next < n) {
+        const i = next++;
+        const t = performance.now();
+        try {
+          await handshakeOnce(socks[i]!, requests[i]!);
+          latencies.push(performance.now() - t);
+          done++;
+          if (values.disconnect) {
+            const bye = envelope("Disconnect", { reason: "bench" }, 2, false, null);
+            await socks[i]!.send(encoder.encode(JSON.stringify(bye)), target);
+          }
+        } catch {
+          failed++;
         }
-        done++;
-      } catch {
-        failed++;
-      } finally {
-        sock.close();
       }
-    }
-  };
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  report(done, performance.now() - start, latencies, { failed, concurrency });
+    };
+    // A handshake that never completes (all tries lost) is abandoned when its socket closes at batch end.
+    const work = Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
+    const limit = new Promise((r) => setTimeout(r, Math.max(0, deadline - performance.now()) + 3000));
+    await Promise.race([work, limit]);
+    timedMs += performance.now() - t0;
+    const closeCpu = process.cpuUsage();
+    for (const s of socks) s.close();
+    await work.catch(() => {});
+    const closeDelta = process.cpuUsage(closeCpu);
+    cpuExcludedMs += (closeDelta.user + closeDelta.system) / 1000;
+  }
+  report(done, timedMs, latencies, { failed, concurrency });
 }
 
 if (mode === "ping") {
@@ -228,7 +261,7 @@ if (mode === "ping") {
   await roundTrips(sock, () => ping, Number(values.inflight), () => true);
 } else if (mode === "data") {
   const sock = Deno.listenDatagram({ transport: "udp", hostname: values.host, port: 0 });
-  await handshakeOnce(sock, 1);
+  await handshakeOnce(sock, handshakeRequest((sock.addr as Deno.NetAddr).port));
   // Reliable Data needs a fresh sequence number (and id) per message: everything else is encoded up front.
   const prefix = `{"id":"00000000-0000-4000-8000-`;
   const middle =
