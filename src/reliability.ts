@@ -13,7 +13,7 @@ export const RECEIVE_WINDOW = 1024;
 /**
  * Remembers which reliable sequence numbers of one peer were already processed. Sequence numbers are u32
  * and compared with serial-number arithmetic (RFC 1982), so the window survives wrap-around. A number more
- * than {@linkcode RECEIVE_WINDOW} below the highest seen counts as a duplicate. Memory: 128 bytes.
+ * than {@linkcode RECEIVE_WINDOW} below the highest seen counts as a duplicate. Memory: 128 bytes of bitmap, allocated on the second reliable message.
  *
  * @example
  * ```ts
@@ -24,14 +24,18 @@ export const RECEIVE_WINDOW = 1024;
  */
 export class ReceiveWindow {
   #highest = -1;
-  #bits = new Uint32Array(RECEIVE_WINDOW / 32);
+  // Allocated on the second reliable message: a peer that only handshook costs no bitmap.
+  #bits: Uint32Array | null = null;
 
   /** Returns true when `seq` is new (and records it), false for a duplicate. */
   accept(seq: number): boolean {
     if (this.#highest < 0) {
       this.#highest = seq;
-      this.#set(seq);
       return true;
+    }
+    if (!this.#bits) {
+      this.#bits = new Uint32Array(RECEIVE_WINDOW / 32);
+      this.#set(this.#highest);
     }
     const distance = (seq - this.#highest) | 0;
     if (distance > 0) {
@@ -50,22 +54,22 @@ export class ReceiveWindow {
   /** Forgets everything (the peer started a new session). */
   reset(): void {
     this.#highest = -1;
-    this.#bits.fill(0);
+    this.#bits = null;
   }
 
   #set(seq: number): void {
     const i = seq & (RECEIVE_WINDOW - 1);
-    this.#bits[i >>> 5]! |= 1 << (i & 31);
+    this.#bits![i >>> 5]! |= 1 << (i & 31);
   }
 
   #clear(seq: number): void {
     const i = seq & (RECEIVE_WINDOW - 1);
-    this.#bits[i >>> 5]! &= ~(1 << (i & 31));
+    this.#bits![i >>> 5]! &= ~(1 << (i & 31));
   }
 
   #has(seq: number): boolean {
     const i = seq & (RECEIVE_WINDOW - 1);
-    return (this.#bits[i >>> 5]! & (1 << (i & 31))) !== 0;
+    return (this.#bits![i >>> 5]! & (1 << (i & 31))) !== 0;
   }
 }
 
@@ -89,6 +93,8 @@ export interface Pending {
   schedule: readonly number[];
 }
 
+const NO_PENDING: ReadonlyMap<string, Pending> = new Map();
+
 /** The most reliable messages one peer may have waiting for an Ack at once. */
 export const MAX_PENDING_PER_PEER = 256;
 
@@ -100,7 +106,19 @@ export type Due = { action: "resend"; pending: Pending } | { action: "give_up"; 
  * earliest deadline is found by a scan.
  */
 export class Outbox {
-  #byId = new Map<string, Pending>();
+  // Allocated while messages wait, released when none do: an idle peer costs no Map.
+  #map: Map<string, Pending> | null = null;
+
+  get #byId(): ReadonlyMap<string, Pending> {
+    return this.#map ?? NO_PENDING;
+  }
+
+  #delete(id: string): void {
+    const map = this.#map;
+    if (!map) return;
+    map.delete(id);
+    if (map.size === 0) this.#map = null;
+  }
 
   /** Number of messages waiting. */
   get size(): number {
@@ -121,7 +139,7 @@ export class Outbox {
     bytes: Uint8Array,
     schedule: readonly number[],
   ) {
-    this.#byId.set(id, {
+    (this.#map ??= new Map()).set(id, {
       id,
       seq,
       type,
@@ -137,12 +155,12 @@ export class Outbox {
   acknowledge(ackFor: string | number): Pending | undefined {
     if (typeof ackFor === "string") {
       const pending = this.#byId.get(ackFor.toLowerCase());
-      if (pending) this.#byId.delete(pending.id);
+      if (pending) this.#delete(pending.id);
       return pending;
     }
     for (const pending of this.#byId.values()) {
       if (pending.seq === ackFor) {
-        this.#byId.delete(pending.id);
+        this.#delete(pending.id);
         return pending;
       }
     }
@@ -153,7 +171,7 @@ export class Outbox {
   settleType(type: MessageType): Pending | undefined {
     for (const pending of this.#byId.values()) {
       if (pending.type === type) {
-        this.#byId.delete(pending.id);
+        this.#delete(pending.id);
         return pending;
       }
     }
@@ -188,7 +206,7 @@ export class Outbox {
     for (const pending of this.#byId.values()) {
       if (pending.nextAt > now) continue;
       if (pending.tries >= pending.schedule.length) {
-        this.#byId.delete(pending.id);
+        this.#delete(pending.id);
         due.push({ action: "give_up", pending });
       } else {
         pending.nextAt = now + pending.schedule[pending.tries]!;
@@ -202,7 +220,7 @@ export class Outbox {
   /** Removes and returns everything. */
   drain(): Pending[] {
     const all = [...this.#byId.values()];
-    this.#byId.clear();
+    this.#map = null;
     return all;
   }
 }
