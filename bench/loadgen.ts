@@ -157,12 +157,12 @@ async function roundTrips(
   report(done, elapsed, latencies, { inflight: rate > 0 ? null : inflight, targetRate: rate || null, lost });
 }
 
-function handshakeRequest(port: number): Uint8Array {
+function handshakeRequest(local: Deno.NetAddr): Uint8Array {
   const node = {
     id: crypto.randomUUID(),
     name: "bench",
     version: "1",
-    listen_addr: `127.0.0.1:${port}`,
+    listen_addr: `${local.hostname}:${local.port}`,
     capabilities: [],
     metadata: { network_id: "bench" },
   };
@@ -215,11 +215,17 @@ async function handshakes() {
   for (let first = 0; first < peers && performance.now() < deadline; first += batchSize) {
     const setupCpu = process.cpuUsage();
     const n = Math.min(batchSize, peers - first);
+    // Each batch binds its own loopback source address: ports freed by a closed batch are reused by the
+    // next, and a reused address would replace the earlier peer instead of adding one.
+    const batch = first / batchSize;
+    const host = values.host === "127.0.0.1"
+      ? `127.0.${1 + Math.floor(batch / 250)}.${(batch % 250) + 1}`
+      : values.host;
     const socks = Array.from(
       { length: n },
-      () => Deno.listenDatagram({ transport: "udp", hostname: values.host, port: 0 }),
+      () => Deno.listenDatagram({ transport: "udp", hostname: host, port: 0 }),
     );
-    const requests = socks.map((s) => handshakeRequest((s.addr as Deno.NetAddr).port));
+    const requests = socks.map((s) => handshakeRequest(s.addr as Deno.NetAddr));
     const setupDelta = process.cpuUsage(setupCpu);
     cpuExcludedMs += (setupDelta.user + setupDelta.system) / 1000;
     let next = 0;
@@ -261,7 +267,7 @@ if (mode === "ping") {
   await roundTrips(sock, () => ping, Number(values.inflight), () => true);
 } else if (mode === "data") {
   const sock = Deno.listenDatagram({ transport: "udp", hostname: values.host, port: 0 });
-  await handshakeOnce(sock, handshakeRequest((sock.addr as Deno.NetAddr).port));
+  await handshakeOnce(sock, handshakeRequest(sock.addr as Deno.NetAddr));
   // Reliable Data needs a fresh sequence number (and id) per message: everything else is encoded up front.
   const prefix = `{"id":"00000000-0000-4000-8000-`;
   const middle =
