@@ -72,7 +72,7 @@ export async function main(args: string[]): Promise<number> {
     return 2;
   }
 
-  await setupLogging(level.level);
+  await setupLogging(level.level, config.logFormat);
   try {
     for (const key of unknownKeys) {
       log.warn("unknown key {key} in {file} is ignored", {
@@ -89,6 +89,9 @@ export async function main(args: string[]): Promise<number> {
       return 1;
     }
     console.log(`p2p_server ${VERSION} listening on ${formatSocketAddr(server.addr)}`);
+    if (server.metricsAddr) {
+      console.log(`metrics and status page on http://${formatSocketAddr(server.metricsAddr)}/`);
+    }
     log.info("node id {id}, log level {level} (from {source})", {
       id: server.node.id,
       level: level.level,

@@ -26,10 +26,11 @@ export {
   CONFIG_FILE_KEYS,
   ConfigError,
   DEFAULT_CONFIG,
+  LOG_FORMATS,
   parseConfigFile,
   resolveConfig,
 } from "./src/config.ts";
-export type { Config, ConfigFileResult } from "./src/config.ts";
+export type { Config, ConfigFileResult, LogFormat } from "./src/config.ts";
 export { BindError, ConnectionTimeoutError, HandshakeError, RemoteError } from "./src/errors.ts";
 export { Endpoint, ERROR_CODES, MAX_UDP_PAYLOAD, NODE_ID_EXISTS } from "./src/endpoint.ts";
 export type {
@@ -58,8 +59,19 @@ export type {
   NodeInfo,
   PeerInfo,
 } from "./src/protocol.ts";
-export { DROP_REASONS } from "./src/stats.ts";
-export type { DropReason, StatsSnapshot } from "./src/stats.ts";
+export { DROP_REASONS, HANDSHAKE_BUCKETS, Histogram, RTT_BUCKETS } from "./src/stats.ts";
+export type { DropReason, HistogramSnapshot, StatsSnapshot } from "./src/stats.ts";
+export { formatMetrics, METRICS_CONTENT_TYPE } from "./src/metrics.ts";
+export {
+  constantTimeEqual,
+  createOpsHandler,
+  EventRing,
+  PEERS_DEFAULT_LIMIT,
+  PEERS_MAX_LIMIT,
+  serveOps,
+} from "./src/ops_server.ts";
+export type { OpsEvent, OpsHandlerOptions, OpsPeer, OpsServer, OpsSource } from "./src/ops_server.ts";
+export { STATUS_PAGE_HTML } from "./src/status_page.ts";
 export { formatSocketAddr, parseSocketAddr } from "./src/address.ts";
 export type { SocketAddr } from "./src/address.ts";
 export { makeNodeInfo, VERSION } from "./src/identity.ts";

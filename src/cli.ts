@@ -4,7 +4,7 @@
  * @module
  */
 import { parseSocketAddr } from "./address.ts";
-import { type Config, DEFAULT_CONFIG } from "./config.ts";
+import { type Config, DEFAULT_CONFIG, LOG_FORMATS, type LogFormat } from "./config.ts";
 import type { Level } from "./logging.ts";
 import { parseArgs } from "./deps/flags.ts";
 
@@ -39,6 +39,9 @@ Options:
                                  (0.0.0.0:PORT or [::]:PORT listens on all interfaces)
   -m, --max-connections <N>      Most peers held at once [default: ${d.maxConnections}]
   -c, --config <FILE>            JSON config file (keys as in config.json); flags override it
+      --metrics-address <ADDR>   Serve /metrics, /health, /peers and a status page over HTTP on ip:port
+                                 [default: off]; use a loopback address such as 127.0.0.1:9100
+      --log-format <FORMAT>      Log line format: text or json (JSON lines) [default: ${d.logFormat}]
       --TRACE | --DEBUG | --INFO | --WARN | --ERROR
                                  Log level (one at most) [default: info; else LOG_LEVEL, else RUST_LOG]
   -h, --help                     Print this help
@@ -47,7 +50,9 @@ Options:
 Config file defaults: heartbeat_interval ${d.heartbeatInterval} s, connection_timeout ${d.connectionTimeout} s,
 discovery_port_range [${d.discoveryPortRange.join(", ")}], enable_discovery ${d.enableDiscovery}, ` +
     `max_message_size ${d.maxMessageSize} B,
-retransmit_schedule_ms [${d.retransmitSchedule.join(", ")}], discovery_page_size ${d.discoveryPageSize}.
+retransmit_schedule_ms [${d.retransmitSchedule.join(", ")}], discovery_page_size ${d.discoveryPageSize},
+metrics_token null (set, it requires "Authorization: Bearer <token>" on /metrics, /peers, /api/*),
+stats_interval ${d.statsInterval} s (a stats line at info level; 0 turns it off).
 Logs go to stderr; SIGINT/SIGTERM disconnect every peer and exit 0.`;
 }
 
@@ -73,6 +78,8 @@ export function parseCli(args: string[]): CliRequest {
         address: { type: "string", short: "a" },
         "max-connections": { type: "string", short: "m" },
         config: { type: "string", short: "c" },
+        "metrics-address": { type: "string" },
+        "log-format": { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
         TRACE: { type: "boolean" },
@@ -113,6 +120,25 @@ export function parseCli(args: string[]): CliRequest {
       );
     }
     flags.maxConnections = n;
+  }
+  const metrics = values["metrics-address"] as string | undefined;
+  if (metrics !== undefined) {
+    const parsed = parseSocketAddr(metrics);
+    if (typeof parsed === "string") {
+      throw new UsageError(
+        `Invalid value for --metrics-address: "${metrics}": expected ip:port or [ip6]:port (${parsed})`,
+      );
+    }
+    flags.metricsAddress = metrics;
+  }
+  const format = values["log-format"] as string | undefined;
+  if (format !== undefined) {
+    if (!(LOG_FORMATS as readonly string[]).includes(format)) {
+      throw new UsageError(
+        `Invalid value for --log-format: "${format}": expected one of ${LOG_FORMATS.join(", ")}`,
+      );
+    }
+    flags.logFormat = format as LogFormat;
   }
   const level = levels[0]?.toLowerCase() as Level | undefined;
   return { kind: "run", flags, configFile: values.config as string | undefined, level };

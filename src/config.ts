@@ -56,7 +56,34 @@ export interface Config {
    * @default {64}
    */
   discoveryPageSize: number;
+  /**
+   * TCP address of the operations HTTP server (`/metrics`, `/health`, `/peers`, the status page), `"ip:port"`
+   * or `"[ip6]:port"`; `null` turns it off. Use a loopback address unless it must be reachable from elsewhere.
+   * @default {null}
+   */
+  metricsAddress: string | null;
+  /**
+   * Bearer token every operations route but `/health` requires; `null` requires none.
+   * @default {null}
+   */
+  metricsToken: string | null;
+  /**
+   * Log line format of the program: `"text"` or `"json"` (JSON lines).
+   * @default {"text"}
+   */
+  logFormat: LogFormat;
+  /**
+   * Seconds between the periodic stats log line (info level); `0` turns it off.
+   * @default {60}
+   */
+  statsInterval: number;
 }
+
+/** The log formats {@linkcode Config.logFormat} accepts. */
+export const LOG_FORMATS = ["text", "json"] as const;
+
+/** One of {@linkcode LOG_FORMATS}. */
+export type LogFormat = typeof LOG_FORMATS[number];
 
 /** The defaults, as the spec's `config.json` has them. */
 export const DEFAULT_CONFIG: Readonly<Config> = Object.freeze({
@@ -69,6 +96,10 @@ export const DEFAULT_CONFIG: Readonly<Config> = Object.freeze({
   maxMessageSize: 1_048_576,
   retransmitSchedule: [500, 1000, 2000],
   discoveryPageSize: 64,
+  metricsAddress: null,
+  metricsToken: null,
+  logFormat: "text",
+  statsInterval: 60,
 });
 
 /** The config file's keys (snake_case, as in the spec) and the Config fields they set. */
@@ -82,6 +113,10 @@ export const CONFIG_FILE_KEYS = {
   max_message_size: "maxMessageSize",
   retransmit_schedule_ms: "retransmitSchedule",
   discovery_page_size: "discoveryPageSize",
+  metrics_address: "metricsAddress",
+  metrics_token: "metricsToken",
+  log_format: "logFormat",
+  stats_interval: "statsInterval",
 } as const satisfies Record<string, keyof Config>;
 
 type FileKey = keyof typeof CONFIG_FILE_KEYS;
@@ -117,12 +152,14 @@ const positiveSeconds: Check = (v) =>
     : "must be a number of seconds above 0 and at most 86400";
 const port = (v: unknown) => typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= 65535;
 
+const socketAddr: Check = (v) => {
+  if (typeof v !== "string") return 'must be a string such as "127.0.0.1:8080"';
+  const parsed = parseSocketAddr(v);
+  return typeof parsed === "string" ? `must be "ip:port" or "[ip6]:port" (${parsed})` : undefined;
+};
+
 const CHECKS: Record<keyof Config, Check> = {
-  listenAddress: (v) => {
-    if (typeof v !== "string") return 'must be a string such as "127.0.0.1:8080"';
-    const parsed = parseSocketAddr(v);
-    return typeof parsed === "string" ? `must be "ip:port" or "[ip6]:port" (${parsed})` : undefined;
-  },
+  listenAddress: socketAddr,
   maxConnections: positiveInt(1_000_000),
   heartbeatInterval: positiveSeconds,
   connectionTimeout: positiveSeconds,
@@ -138,6 +175,24 @@ const CHECKS: Record<keyof Config, Check> = {
       ? undefined
       : "must be a list of 1 to 32 waits in milliseconds, each from 1 to 600000",
   discoveryPageSize: positiveInt(10_000),
+  metricsAddress: (v) =>
+    v === null
+      ? undefined
+      : typeof v === "string"
+      ? socketAddr(v)
+      : 'must be null or a string such as "127.0.0.1:9100"',
+  metricsToken: (v) =>
+    v === null || (typeof v === "string" && v.length >= 1 && v.length <= 4096 && /^[\x21-\x7e]+$/.test(v))
+      ? undefined
+      : "must be null or 1 to 4096 printable ASCII characters without spaces",
+  logFormat: (v) =>
+    (LOG_FORMATS as readonly unknown[]).includes(v)
+      ? undefined
+      : `must be one of ${LOG_FORMATS.map((f) => `"${f}"`).join(", ")}`,
+  statsInterval: (v) =>
+    typeof v === "number" && Number.isFinite(v) && v >= 0 && v <= 86_400
+      ? undefined
+      : "must be a number of seconds from 0 (off) to 86400",
 };
 
 /** The result of reading a config file: the values it sets and the unknown keys it had. */

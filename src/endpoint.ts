@@ -252,7 +252,7 @@ export class Endpoint {
       type !== "Ack"
     ) {
       // Any further valid message proves the HandshakeResponse arrived (deployed clients never ack it).
-      this.#authenticate(conn);
+      this.#authenticate(now, conn);
     }
 
     const outcome = this.#dispatch(now, from, key, conn, msg);
@@ -570,7 +570,7 @@ export class Endpoint {
     const pending = conn.outbox.acknowledge(ackFor);
     if (!pending) {
       // A late or repeated Ack; from a handshaking peer it still proves the peer is there.
-      if (conn.peer?.state === "handshaking") this.#authenticate(conn);
+      if (conn.peer?.state === "handshaking") this.#authenticate(now, conn);
       return undefined;
     }
     this.#stats.acksReceived++;
@@ -584,7 +584,7 @@ export class Endpoint {
       messageType: pending.type,
       rttMs,
     });
-    if (conn.peer?.state === "handshaking") this.#authenticate(conn);
+    if (conn.peer?.state === "handshaking") this.#authenticate(now, conn);
     return undefined;
   }
 
@@ -748,12 +748,13 @@ export class Endpoint {
 
   // ---------------------------------------------------------------- state changes
 
-  #authenticate(conn: Conn): void {
+  #authenticate(now: number, conn: Conn): void {
     const peer = conn.peer;
     if (peer?.state !== "handshaking") return;
     this.#table.authenticate(conn);
     conn.outbox.settleType("HandshakeResponse");
     this.#stats.handshakesOk++;
+    this.#stats.handshakeDuration(now - peer.joinedAt);
     this.#events.push({ type: "peerJoined", peer: this.#summary(conn, peer) });
   }
 

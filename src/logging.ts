@@ -6,6 +6,7 @@
  */
 import {
   configure,
+  getJsonLinesFormatter,
   getTextFormatter,
   getThrottlingFilter,
   type LogLevel,
@@ -86,14 +87,24 @@ export function stderrSink(
   };
 }
 
+/** The line formatter for a log format: text lines, or one JSON object per line. */
+export function formatterFor(format: "text" | "json"): (record: LogRecord) => string {
+  return format === "json"
+    ? getJsonLinesFormatter({ categorySeparator: ".", message: "rendered", properties: "nest:properties" })
+    : getTextFormatter({ timestamp: "rfc3339", category: ".", value: "bare" });
+}
+
 /**
  * Configures logging for the program. Warnings about dropped datagrams are throttled (at most 10 a second
  * per kind; the rest are summarised) so a flood cannot turn into a log flood.
+ *
+ * @param level The lowest level logged.
+ * @param format `"text"` lines or `"json"` lines. @default {"text"}
  */
-export async function setupLogging(level: Level): Promise<void> {
+export async function setupLogging(level: Level, format: "text" | "json" = "text"): Promise<void> {
   await configure({
     reset: true,
-    sinks: { stderr: stderrSink() },
+    sinks: { stderr: stderrSink(formatterFor(format)) },
     filters: {
       dropThrottle: getThrottlingFilter({ limit: 10, windowMs: 1000 }),
     },

@@ -8,10 +8,11 @@ import { type Config, resolveConfig } from "./config.ts";
 import { bindUdp, monotonicNow, UdpDriver } from "./driver.ts";
 import { Emitter } from "./emitter.ts";
 import { Endpoint, type EndpointEvent, type LeaveReason, type PeerSummary } from "./endpoint.ts";
-import { ConnectionTimeoutError, HandshakeError } from "./errors.ts";
+import { BindError, ConnectionTimeoutError, HandshakeError } from "./errors.ts";
 import { type IdentityOptions, makeNodeInfo } from "./identity.ts";
 import type { Json, Message, NodeInfo } from "./protocol.ts";
 import type { StatsSnapshot } from "./stats.ts";
+import { createOpsHandler, EventRing, type OpsPeer, type OpsServer, serveOps } from "./ops_server.ts";
 import { getLogger } from "./deps/log.ts";
 
 const log = getLogger(["p2p_server", "server"]);
@@ -61,6 +62,10 @@ export class P2PServer {
   #closing: Promise<void> | null = null;
   #finished: PromiseWithResolvers<void> = Promise.withResolvers();
   #connects = new Map<string, PromiseWithResolvers<NodeInfo>>();
+  #ops: OpsServer | null = null;
+  #opsHandler: (request: Request) => Response;
+  #recent = new EventRing(100);
+  #statsTimer: ReturnType<typeof setInterval> | undefined;
 
   /**
    * @param options Configuration, identity and lifetime.
@@ -88,6 +93,12 @@ export class P2PServer {
       newId: () => crypto.randomUUID(),
       now: monotonicNow(),
     });
+    this.#opsHandler = createOpsHandler({
+      stats: () => this.getStats(),
+      peers: () => this.#opsPeers(),
+      events: () => this.#recent.list(),
+      closing: () => this.#closing !== null || (this.#driver?.closed ?? false),
+    }, { token: this.#config.metricsToken });
   }
 
   /** The resolved configuration. */
@@ -106,6 +117,11 @@ export class P2PServer {
     return this.#driver.localAddr;
   }
 
+  /** The bound address of the operations HTTP server, or null when `metricsAddress` is not set. */
+  get metricsAddr(): SocketAddr | null {
+    return this.#ops?.addr ?? null;
+  }
+
   /** Settles when the server has closed. */
   get finished(): Promise<void> {
     return this.#finished.promise;
@@ -113,21 +129,39 @@ export class P2PServer {
 
   /**
    * Binds `listenAddress` and starts serving. With `enableDiscovery`, probes the discovery port range for
-   * sibling servers.
+   * sibling servers. With `metricsAddress`, also serves the operations HTTP routes there.
    *
    * @returns The bound address (useful with port 0).
-   * @throws {BindError} `failed to bind <addr>: <reason>`.
+   * @throws {BindError} `failed to bind <addr>: <reason>` (for the UDP or the metrics address).
    */
   listen(): Promise<SocketAddr> {
     if (this.#driver) return Promise.resolve(this.#driver.localAddr);
     const addr = parseSocketAddr(this.#config.listenAddress) as SocketAddr;
     const socket = bindUdp(addr);
+    if (this.#config.metricsAddress !== null) {
+      try {
+        this.#ops = serveOps(this.#config.metricsAddress, this.#opsHandler);
+      } catch (error) {
+        socket.close();
+        throw new BindError(
+          this.#config.metricsAddress,
+          `${(error as Error).message} (metrics_address, TCP)`,
+          {
+            cause: error,
+          },
+        );
+      }
+    }
     const driver = new UdpDriver(this.#endpoint, socket, (e) => this.#onEvent(e));
     this.#driver = driver;
     const local = driver.localAddr;
     this.#endpoint.setListenAddr(formatSocketAddr(local));
     driver.start();
     log.info("listening on {addr}", { addr: formatSocketAddr(local) });
+    if (this.#ops) log.info("metrics on http://{addr}/metrics", { addr: formatSocketAddr(this.#ops.addr) });
+    if (this.#config.statsInterval > 0) {
+      this.#statsTimer = setInterval(() => this.#logStats(), this.#config.statsInterval * 1000);
+    }
     if (this.#config.enableDiscovery) driver.run((now) => this.#endpoint.probeSiblings(now, local));
     this.#signal?.addEventListener("abort", () => void this.close(), { once: true });
     if (this.#signal?.aborted) void this.close();
@@ -179,6 +213,15 @@ export class P2PServer {
     return this.#endpoint.peers();
   }
 
+  /**
+   * Answers a request to the operations routes (`/metrics`, `/health`, `/peers`, `/api/stats`,
+   * `/api/events`, `/`), so an application can mount them in its own HTTP server. The server started by
+   * `metricsAddress` uses the same handler.
+   */
+  fetch(request: Request): Response {
+    return this.#opsHandler(request);
+  }
+
   /** Subscribes to an event; returns the unsubscribe function. */
   on<K extends keyof ServerEvents>(type: K, listener: (value: ServerEvents[K]) => void): () => void {
     return this.#events.on(type, listener);
@@ -187,6 +230,8 @@ export class P2PServer {
   /** Sends `Disconnect` to every peer, closes the socket and settles {@linkcode finished}. */
   close(reason = "server shutting down"): Promise<void> {
     this.#closing ??= (async () => {
+      clearInterval(this.#statsTimer);
+      this.#statsTimer = undefined;
       const driver = this.#driver;
       if (driver) {
         driver.run((now) => this.#endpoint.shutdown(now, reason));
@@ -194,6 +239,8 @@ export class P2PServer {
       }
       for (const [key, waiter] of this.#connects) waiter.reject(new ConnectionTimeoutError(key));
       this.#connects.clear();
+      // The operations server goes last, so /health answers 503 for the whole shutdown.
+      await this.#ops?.close();
       log.info("closed");
       this.#finished.resolve();
     })();
@@ -212,9 +259,50 @@ export class P2PServer {
     return this.#driver;
   }
 
+  #opsPeers(): OpsPeer[] {
+    const offset = Date.now() - monotonicNow(); // endpoint clock -> unix time
+    return this.peers().map((p) => ({
+      id: p.id,
+      name: p.name,
+      addr: p.addr,
+      listen_addr: p.listenAddr,
+      state: p.state,
+      network: p.network,
+      last_seen: Math.floor((p.lastSeen + offset) / 1000),
+      capabilities: p.capabilities,
+    }));
+  }
+
+  #logStats(): void {
+    const s = this.getStats();
+    log.info(
+      "stats: peers {authenticated} authenticated, {handshaking} handshaking; datagrams in {received} out {sent}; " +
+        "bytes in {bytesReceived} out {bytesSent}; retransmissions {retransmissions}, give-ups {giveUps}, " +
+        "dropped {dropped}",
+      {
+        authenticated: s.peers.authenticated,
+        handshaking: s.peers.handshaking,
+        received: s.datagramsReceived,
+        sent: s.datagramsSent,
+        bytesReceived: s.bytesReceived,
+        bytesSent: s.bytesSent,
+        retransmissions: s.retransmissions,
+        giveUps: s.giveUps,
+        dropped: s.droppedTotal,
+      },
+    );
+  }
+
   #onEvent(event: EndpointEvent): void {
     switch (event.type) {
       case "peerJoined":
+        this.#recent.push({
+          time: Date.now(),
+          type: "join",
+          addr: event.peer.addr,
+          id: event.peer.id,
+          detail: event.peer.name,
+        });
         log.info("peer joined: {id} ({name}) from {addr} in network {network}", {
           id: event.peer.id,
           name: event.peer.name,
@@ -224,6 +312,13 @@ export class P2PServer {
         this.#events.emit("peerJoined", event.peer);
         break;
       case "peerLeft":
+        this.#recent.push({
+          time: Date.now(),
+          type: "leave",
+          addr: event.peer.addr,
+          id: event.peer.id,
+          detail: event.reason,
+        });
         log.info("peer left: {id} from {addr} ({reason})", {
           id: event.peer.id,
           addr: event.peer.addr,
@@ -272,6 +367,12 @@ export class P2PServer {
         });
         break;
       case "gaveUp":
+        this.#recent.push({
+          time: Date.now(),
+          type: "give_up",
+          addr: formatSocketAddr(event.to),
+          detail: `${event.messageType} after ${event.tries} tries`,
+        });
         // Deployed clients never ack the HandshakeResponse; giving up on it is routine.
         log[event.messageType === "HandshakeResponse" ? "debug" : "info"](
           "gave up on {type} to {addr} after {tries} tries",
@@ -291,6 +392,12 @@ export class P2PServer {
         });
         break;
       case "dropped":
+        this.#recent.push({
+          time: Date.now(),
+          type: "drop",
+          addr: formatSocketAddr(event.from),
+          detail: event.reason,
+        });
         // Stray datagrams from a peer that just left are expected (spec troubleshooting): debug only.
         dropLog[event.afterDisconnect ? "debug" : "warn"](
           "dropped datagram from {addr} ({reason}): {detail}",

@@ -70,6 +70,74 @@ export interface StatsSnapshot {
   disconnects: number;
   /** Round-trip time from Acks of messages sent once: last sample and smoothed (1/8 gain), ms; null if none. */
   rttMs: { last: number; smoothed: number } | null;
+  /** Distribution of the same RTT samples, in seconds. */
+  rttSeconds: HistogramSnapshot;
+  /** Time from a peer's HandshakeRequest to it being authenticated, in seconds. */
+  handshakeDurationSeconds: HistogramSnapshot;
+}
+
+/** A histogram's state: cumulative counts per upper bound (Prometheus style; the last bound is +Infinity). */
+export interface HistogramSnapshot {
+  /** Upper bounds in ascending order, ending with `Infinity`. */
+  bounds: number[];
+  /** `cumulative[i]` samples were at most `bounds[i]`; the last equals `count`. */
+  cumulative: number[];
+  /** Sum of every sample. */
+  sum: number;
+  /** Number of samples. */
+  count: number;
+}
+
+/** Upper bounds (seconds) of the RTT histogram. */
+export const RTT_BUCKETS: readonly number[] = [
+  0.0005,
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+];
+
+/** Upper bounds (seconds) of the handshake duration histogram. */
+export const HANDSHAKE_BUCKETS: readonly number[] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** A fixed-bucket histogram; pure. */
+export class Histogram {
+  readonly #bounds: number[];
+  readonly #counts: number[];
+  #sum = 0;
+  #count = 0;
+
+  /** @param bounds Finite upper bounds in ascending order (`+Inf` is added). */
+  constructor(bounds: readonly number[]) {
+    this.#bounds = [...bounds, Infinity];
+    this.#counts = this.#bounds.map(() => 0);
+  }
+
+  /** Records one sample. */
+  observe(value: number): void {
+    const i = this.#bounds.findIndex((b) => value <= b);
+    this.#counts[i < 0 ? this.#counts.length - 1 : i]!++;
+    this.#sum += value;
+    this.#count++;
+  }
+
+  /** A fresh copy with cumulative counts. */
+  snapshot(): HistogramSnapshot {
+    let running = 0;
+    return {
+      bounds: [...this.#bounds],
+      cumulative: this.#counts.map((c) => (running += c)),
+      sum: this.#sum,
+      count: this.#count,
+    };
+  }
 }
 
 function zeroes<K extends string>(keys: readonly K[]): Record<K, number> {
@@ -100,6 +168,8 @@ export class Stats {
   disconnects = 0;
   rttLast = -1;
   rttSmoothed = -1;
+  readonly rttHistogram: Histogram = new Histogram(RTT_BUCKETS);
+  readonly handshakeHistogram: Histogram = new Histogram(HANDSHAKE_BUCKETS);
 
   /** @param now Start time (ms). */
   constructor(now: number) {
@@ -120,6 +190,12 @@ export class Stats {
   rttSample(ms: number): void {
     this.rttLast = ms;
     this.rttSmoothed = this.rttSmoothed < 0 ? ms : this.rttSmoothed + (ms - this.rttSmoothed) / 8;
+    this.rttHistogram.observe(ms / 1000);
+  }
+
+  /** Records how long a peer took from HandshakeRequest to authenticated (ms). */
+  handshakeDuration(ms: number): void {
+    this.handshakeHistogram.observe(Math.max(0, ms) / 1000);
   }
 
   /** A fresh copy of every counter, with the gauges the caller supplies. */
@@ -149,6 +225,8 @@ export class Stats {
       timeouts: this.timeouts,
       disconnects: this.disconnects,
       rttMs: this.rttLast < 0 ? null : { last: this.rttLast, smoothed: this.rttSmoothed },
+      rttSeconds: this.rttHistogram.snapshot(),
+      handshakeDurationSeconds: this.handshakeHistogram.snapshot(),
     };
   }
 }

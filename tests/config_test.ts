@@ -33,6 +33,10 @@ Deno.test("the defaults are the spec's config.json values", () => {
     maxMessageSize: 1_048_576,
     retransmitSchedule: [500, 1_000, 2_000],
     discoveryPageSize: 64,
+    metricsAddress: null,
+    metricsToken: null,
+    logFormat: "text",
+    statsInterval: 60,
   });
 });
 

@@ -6,6 +6,7 @@
 export {
   configure,
   getConsoleSink,
+  getJsonLinesFormatter,
   getLogger,
   getTextFormatter,
   getThrottlingFilter,

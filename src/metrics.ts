@@ -1,0 +1,151 @@
+/**
+ * Prometheus text exposition (format 0.0.4) of a {@linkcode StatsSnapshot}. Pure: the core counts, this
+ * module only formats.
+ *
+ * @module
+ */
+import type { HistogramSnapshot, StatsSnapshot } from "./stats.ts";
+
+/** The `Content-Type` of {@linkcode formatMetrics}'s output. */
+export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+
+type Labels = Record<string, string>;
+
+class Exposition {
+  readonly lines: string[] = [];
+
+  family(name: string, type: "counter" | "gauge" | "histogram", help: string): void {
+    this.lines.push(`# HELP ${name} ${help.replaceAll("\\", "\\\\").replaceAll("\n", "\\n")}`);
+    this.lines.push(`# TYPE ${name} ${type}`);
+  }
+
+  sample(name: string, value: number, labels: Labels = {}): void {
+    const entries = Object.entries(labels);
+    const text = entries.length === 0
+      ? ""
+      : `{${entries.map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(",")}}`;
+    this.lines.push(`${name}${text} ${formatValue(value)}`);
+  }
+
+  simple(name: string, type: "counter" | "gauge", help: string, value: number): void {
+    this.family(name, type, help);
+    this.sample(name, value);
+  }
+
+  labelled(
+    name: string,
+    type: "counter" | "gauge",
+    help: string,
+    label: string,
+    values: Record<string, number>,
+  ) {
+    this.family(name, type, help);
+    for (const [k, v] of Object.entries(values)) this.sample(name, v, { [label]: k });
+  }
+
+  histogram(name: string, help: string, h: HistogramSnapshot): void {
+    this.family(name, "histogram", help);
+    h.bounds.forEach((bound, i) => {
+      this.sample(`${name}_bucket`, h.cumulative[i] ?? 0, { le: formatValue(bound) });
+    });
+    this.sample(`${name}_sum`, h.sum);
+    this.sample(`${name}_count`, h.count);
+  }
+}
+
+function escapeLabel(value: string): string {
+  return value.replaceAll("\\", "\\\\").replaceAll('"', '\\"').replaceAll("\n", "\\n");
+}
+
+function formatValue(value: number): string {
+  if (value === Infinity) return "+Inf";
+  if (value === -Infinity) return "-Inf";
+  if (Number.isNaN(value)) return "NaN";
+  return String(value);
+}
+
+/**
+ * Formats every counter and gauge of a snapshot as Prometheus text, each family with `# HELP` and `# TYPE`.
+ *
+ * @example
+ * ```ts
+ * import { formatMetrics } from "./metrics.ts";
+ * import { Stats } from "./stats.ts";
+ * const text = formatMetrics(new Stats(0).snapshot(1000, { handshaking: 0, authenticated: 2 }, {
+ *   handshaking: 0,
+ *   connected: 0,
+ * }));
+ * if (!text.includes('p2p_peers{state="authenticated"} 2\n')) throw new Error(text);
+ * ```
+ */
+export function formatMetrics(s: StatsSnapshot): string {
+  const out = new Exposition();
+  out.simple("p2p_datagrams_received_total", "counter", "UDP datagrams received.", s.datagramsReceived);
+  out.simple("p2p_datagrams_sent_total", "counter", "UDP datagrams sent.", s.datagramsSent);
+  out.simple("p2p_bytes_received_total", "counter", "Bytes received in UDP datagrams.", s.bytesReceived);
+  out.simple("p2p_bytes_sent_total", "counter", "Bytes sent in UDP datagrams.", s.bytesSent);
+  out.simple("p2p_datagrams_processed_total", "counter", "Datagrams decoded and acted on.", s.processed);
+  out.labelled(
+    "p2p_messages_received_total",
+    "counter",
+    "Decoded messages received, by type.",
+    "type",
+    s.messagesReceived,
+  );
+  out.labelled(
+    "p2p_messages_sent_total",
+    "counter",
+    "Messages sent, by type (retransmissions included).",
+    "type",
+    s.messagesSent,
+  );
+  out.simple("p2p_acks_sent_total", "counter", "Acks sent.", s.acksSent);
+  out.simple(
+    "p2p_acks_received_total",
+    "counter",
+    "Acks received that matched a waiting message.",
+    s.acksReceived,
+  );
+  out.simple("p2p_retransmissions_total", "counter", "Reliable messages sent again.", s.retransmissions);
+  out.simple("p2p_give_ups_total", "counter", "Reliable messages given up after the last try.", s.giveUps);
+  out.simple("p2p_duplicates_total", "counter", "Reliable messages received again.", s.duplicates);
+  out.simple(
+    "p2p_sends_too_large_total",
+    "counter",
+    "Messages not sent because they exceed one UDP datagram.",
+    s.sendsTooLarge,
+  );
+  out.labelled("p2p_dropped_total", "counter", "Datagrams dropped, by reason.", "reason", s.drops);
+  out.family(
+    "p2p_handshakes_total",
+    "counter",
+    "Handshakes from peers, by result (and error code when failed).",
+  );
+  out.sample("p2p_handshakes_total", s.handshakesOk, { result: "ok" });
+  for (const [code, n] of Object.entries(s.handshakesFailed)) {
+    out.sample("p2p_handshakes_total", n, { result: "failed", code });
+  }
+  out.simple(
+    "p2p_timeouts_total",
+    "counter",
+    "Peers removed after connection_timeout of silence.",
+    s.timeouts,
+  );
+  out.simple("p2p_disconnects_total", "counter", "Peers that sent Disconnect.", s.disconnects);
+  out.labelled("p2p_peers", "gauge", "Peers registered with this server, by state.", "state", s.peers);
+  out.labelled(
+    "p2p_links",
+    "gauge",
+    "Handshakes this server started towards others (sibling servers), by state.",
+    "state",
+    s.links,
+  );
+  out.simple("p2p_uptime_seconds", "gauge", "Seconds since the server started.", s.uptimeSeconds);
+  out.histogram("p2p_rtt_seconds", "Round-trip time from Acks of messages sent once.", s.rttSeconds);
+  out.histogram(
+    "p2p_handshake_duration_seconds",
+    "Time from a peer's HandshakeRequest to it being authenticated.",
+    s.handshakeDurationSeconds,
+  );
+  return out.lines.join("\n") + "\n";
+}

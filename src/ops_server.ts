@@ -1,0 +1,230 @@
+/**
+ * The operations HTTP server: `/metrics` (Prometheus), `/health`, `/peers`, `/api/stats`, `/api/events` and
+ * the status page at `/`. {@linkcode createOpsHandler} answers `fetch`-style requests and touches no socket;
+ * {@linkcode serveOps} is the thin `Deno.serve` shell around it.
+ *
+ * @module
+ */
+import { parseSocketAddr, type SocketAddr } from "./address.ts";
+import { formatMetrics, METRICS_CONTENT_TYPE } from "./metrics.ts";
+import type { StatsSnapshot } from "./stats.ts";
+import { STATUS_PAGE_HTML } from "./status_page.ts";
+
+/** A peer as `/peers` lists it. */
+export interface OpsPeer {
+  /** Node id. */
+  id: string;
+  /** Declared name. */
+  name: string;
+  /** Observed source address. */
+  addr: string;
+  /** Declared listen address. */
+  listen_addr: string;
+  /** `handshaking` or `authenticated`. */
+  state: string;
+  /** Network id. */
+  network: string;
+  /** When it was last heard from, unix seconds. */
+  last_seen: number;
+  /** Declared capabilities. */
+  capabilities: string[];
+}
+
+/** One entry of the recent-events ring (`/api/events`). */
+export interface OpsEvent {
+  /** Unix time, ms. */
+  time: number;
+  /** What happened. */
+  type: "join" | "leave" | "give_up" | "drop";
+  /** The peer or remote address concerned. */
+  addr: string;
+  /** Node id, when known. */
+  id?: string;
+  /** Leave reason, give-up message type, or drop reason. */
+  detail?: string;
+  /** How many events this entry stands for (drops of one reason within a second are merged). */
+  count: number;
+}
+
+/** A bounded ring of the most recent {@linkcode OpsEvent}s. */
+export class EventRing {
+  readonly #capacity: number;
+  #items: OpsEvent[] = [];
+
+  /** @param capacity Most events kept. @default {100} */
+  constructor(capacity = 100) {
+    this.#capacity = capacity;
+  }
+
+  /** Adds an event; a drop with the same reason and address as the newest entry within 1 s is merged. */
+  push(event: Omit<OpsEvent, "count">): void {
+    const last = this.#items.at(-1);
+    if (
+      last && event.type === "drop" && last.type === "drop" && last.detail === event.detail &&
+      last.addr === event.addr && event.time - last.time < 1000
+    ) {
+      last.count++;
+      return;
+    }
+    this.#items.push({ ...event, count: 1 });
+    if (this.#items.length > this.#capacity) this.#items.splice(0, this.#items.length - this.#capacity);
+  }
+
+  /** The events, oldest first (copies). */
+  list(): OpsEvent[] {
+    return this.#items.map((e) => ({ ...e }));
+  }
+}
+
+/** What the handler reads from the server. */
+export interface OpsSource {
+  /** A fresh stats snapshot. */
+  stats(): StatsSnapshot;
+  /** The registered peers. */
+  peers(): OpsPeer[];
+  /** The recent events, oldest first. */
+  events(): OpsEvent[];
+  /** True once the server began closing. */
+  closing(): boolean;
+}
+
+/** Options of {@linkcode createOpsHandler}. */
+export interface OpsHandlerOptions {
+  /** Bearer token every route but `/health` and the static page `/` requires. @default {null} */
+  token?: string | null;
+  /** Wall clock (unix ms), for `/api/stats`. @default {Date.now} */
+  clock?: () => number;
+}
+
+/** Largest `limit` of `/peers`. */
+export const PEERS_MAX_LIMIT = 1000;
+/** Default `limit` of `/peers`. */
+export const PEERS_DEFAULT_LIMIT = 100;
+
+const encoder = new TextEncoder();
+
+/** Compares two strings in time that depends only on their lengths. */
+export function constantTimeEqual(a: string, b: string): boolean {
+  const x = encoder.encode(a);
+  const y = encoder.encode(b);
+  let diff = x.length ^ y.length;
+  const n = Math.max(x.length, y.length);
+  for (let i = 0; i < n; i++) diff |= (x[i] ?? 0) ^ (y[i] ?? 0);
+  return diff === 0;
+}
+
+function json(body: unknown, status = 200, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store", ...headers },
+  });
+}
+
+function parseIndex(value: string | null, fallback: number, min: number, max: number): number | string {
+  if (value === null || value === "") return fallback;
+  if (!/^\d+$/.test(value)) return `expected an integer from ${min} to ${max}`;
+  const n = Number(value);
+  return n >= min && n <= max ? n : `expected an integer from ${min} to ${max}`;
+}
+
+/**
+ * Builds the request handler of the operations routes.
+ *
+ * @example
+ * ```ts
+ * import { createOpsHandler } from "./ops_server.ts";
+ * import { Stats } from "./stats.ts";
+ * const handle = createOpsHandler({
+ *   stats: () => new Stats(0).snapshot(0, { handshaking: 0, authenticated: 0 }, { handshaking: 0, connected: 0 }),
+ *   peers: () => [],
+ *   events: () => [],
+ *   closing: () => false,
+ * });
+ * const res = handle(new Request("http://localhost/health"));
+ * if (res.status !== 200) throw new Error(`status ${res.status}`);
+ * ```
+ */
+export function createOpsHandler(
+  source: OpsSource,
+  options: OpsHandlerOptions = {},
+): (request: Request) => Response {
+  const token = options.token ?? null;
+  const clock = options.clock ?? Date.now;
+  return (request) => {
+    const url = new URL(request.url);
+    if (request.method !== "GET" && request.method !== "HEAD") {
+      return json({ error: "method not allowed" }, 405, { allow: "GET, HEAD" });
+    }
+    const path = url.pathname;
+    if (path === "/health") {
+      if (source.closing()) return json({ status: "shutting_down" }, 503);
+      const s = source.stats();
+      return json({
+        status: "ok",
+        peers: s.peers.authenticated + s.peers.handshaking,
+        uptime_seconds: s.uptimeSeconds,
+      });
+    }
+    if (path === "/") {
+      // The page holds no data; it reads the token from the URL fragment and sends it on its own requests.
+      return new Response(STATUS_PAGE_HTML, {
+        headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" },
+      });
+    }
+    if (token !== null) {
+      const header = request.headers.get("authorization") ?? "";
+      const given = header.startsWith("Bearer ") ? header.slice("Bearer ".length) : "";
+      if (!constantTimeEqual(given, token)) {
+        return json({ error: "unauthorized" }, 401, { "www-authenticate": 'Bearer realm="p2p_server"' });
+      }
+    }
+    switch (path) {
+      case "/metrics":
+        return new Response(formatMetrics(source.stats()), {
+          headers: { "content-type": METRICS_CONTENT_TYPE, "cache-control": "no-store" },
+        });
+      case "/peers": {
+        const offset = parseIndex(url.searchParams.get("offset"), 0, 0, Number.MAX_SAFE_INTEGER);
+        const limit = parseIndex(url.searchParams.get("limit"), PEERS_DEFAULT_LIMIT, 1, PEERS_MAX_LIMIT);
+        if (typeof offset === "string") return json({ error: `invalid offset: ${offset}` }, 400);
+        if (typeof limit === "string") return json({ error: `invalid limit: ${limit}` }, 400);
+        const all = source.peers();
+        const page = all.slice(offset, offset + limit);
+        const next = offset + page.length < all.length ? offset + page.length : null;
+        return json({ peers: page, total: all.length, next_offset: next });
+      }
+      case "/api/stats":
+        return json({ server_time: clock(), closing: source.closing(), stats: source.stats() });
+      case "/api/events":
+        return json({ events: source.events() });
+      default:
+        return json({ error: "not found" }, 404);
+    }
+  };
+}
+
+/** A running operations server. */
+export interface OpsServer {
+  /** The bound TCP address. */
+  readonly addr: SocketAddr;
+  /** Stops accepting connections and waits for open requests to finish. */
+  close(): Promise<void>;
+}
+
+/**
+ * Serves `handler` over HTTP on `address` (`ip:port`; port 0 picks a free port).
+ *
+ * @throws {TypeError} for a malformed address.
+ * @throws {Deno.errors.AddrInUse} and other bind errors from `Deno.serve`.
+ */
+export function serveOps(address: string, handler: (request: Request) => Response): OpsServer {
+  const parsed = parseSocketAddr(address);
+  if (typeof parsed === "string") throw new TypeError(`Invalid metrics address "${address}": ${parsed}`);
+  const server = Deno.serve({ hostname: parsed.hostname, port: parsed.port, onListen: () => {} }, handler);
+  const local = server.addr as Deno.NetAddr;
+  let closing: Promise<void> | null = null;
+  return {
+    addr: { hostname: local.hostname, port: local.port },
+    close: () => (closing ??= server.shutdown()),
+  };
+}
