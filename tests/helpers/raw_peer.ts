@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { Wakers } from "./wakers.ts";
 
 /** The default wait for one datagram, generous for a shared 2-core machine. */
 export const RECEIVE_DEADLINE_MS = 5_000;
@@ -106,7 +107,7 @@ const utf8Decoder = new TextDecoder();
 export class RawPeer implements AsyncDisposable {
   readonly #socket: Deno.DatagramConn;
   readonly #queue: Received[] = [];
-  readonly #wakers = new Set<() => void>();
+  readonly #wakers = new Wakers();
   readonly #loop: Promise<void>;
   #closed = false;
   #nextSeq = 1;
@@ -200,7 +201,7 @@ export class RawPeer implements AsyncDisposable {
       if (left <= 0 || this.#closed) {
         throw new Error(`No datagram arrived at ${this.addrText} within ${deadlineMs} ms`);
       }
-      await this.#wake(left);
+      await this.#wakers.wait(left);
     }
     return this.#queue.shift()!;
   }
@@ -267,7 +268,7 @@ export class RawPeer implements AsyncDisposable {
       }
     }
     await this.#loop;
-    this.#wakeAll();
+    this.#wakers.wakeAll();
   }
 
   /** Same as {@linkcode close}. */
@@ -305,21 +306,7 @@ export class RawPeer implements AsyncDisposable {
         };
       }
       this.#queue.push({ message, text, size: bytes.length, from: from as Deno.NetAddr });
-      this.#wakeAll();
+      this.#wakers.wakeAll();
     }
-  }
-
-  #wake(ms: number): Promise<void> {
-    const { promise, resolve } = Promise.withResolvers<void>();
-    const timer = setTimeout(resolve, ms);
-    this.#wakers.add(resolve);
-    return promise.finally(() => {
-      clearTimeout(timer);
-      this.#wakers.delete(resolve);
-    });
-  }
-
-  #wakeAll(): void {
-    for (const wake of [...this.#wakers]) wake();
   }
 }

@@ -7,6 +7,7 @@
  * @module
  */
 import { type Addr, addrText, parseAddr } from "./raw_peer.ts";
+import { Wakers } from "./wakers.ts";
 
 /** The project root (where `main.ts` and `deno.json` live). */
 export const PROJECT_ROOT: string = new URL("../../", import.meta.url).pathname;
@@ -56,7 +57,7 @@ export async function waitUntil<T>(
 class TextCollector {
   #text = "";
   #done = false;
-  readonly #wakers = new Set<() => void>();
+  readonly #wakers = new Wakers();
   readonly finished: Promise<void>;
 
   constructor(stream: ReadableStream<Uint8Array>) {
@@ -75,11 +76,11 @@ class TextCollector {
     try {
       for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
         this.#text += chunk;
-        this.#wakeAll();
+        this.#wakers.wakeAll();
       }
     } finally {
       this.#done = true;
-      this.#wakeAll();
+      this.#wakers.wakeAll();
     }
   }
 
@@ -98,22 +99,8 @@ class TextCollector {
       if (left <= 0) {
         throw new Error(`Timed out after ${deadlineMs} ms waiting for a line matching ${pattern}`);
       }
-      await this.#wake(left);
+      await this.#wakers.wait(left);
     }
-  }
-
-  #wake(ms: number): Promise<void> {
-    const { promise, resolve } = Promise.withResolvers<void>();
-    const timer = setTimeout(resolve, ms);
-    this.#wakers.add(resolve);
-    return promise.finally(() => {
-      clearTimeout(timer);
-      this.#wakers.delete(resolve);
-    });
-  }
-
-  #wakeAll(): void {
-    for (const wake of [...this.#wakers]) wake();
   }
 }
 
