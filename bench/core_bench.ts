@@ -96,3 +96,21 @@ Deno.bench("one full handshake through two cores (virtual time)", () => {
   server.takeTransmits();
   server.takeEvents();
 });
+
+const pingFrom = { hostname: "198.51.100.2", port: 5000 };
+const pingBytes = encodeMessage({
+  id: "7d444840-9dc0-41d1-b245-5ffdce74fad2",
+  message_type: "Ping",
+  timestamp: 1_700_000_000,
+  payload: null,
+  sender_addr: null,
+  sequence_number: null,
+  requires_ack: false,
+  ack_for: null,
+});
+
+Deno.bench("Ping -> Pong through the server core (stateless)", () => {
+  server.handleDatagram(0, pingFrom, pingBytes);
+  server.takeTransmits();
+  server.takeEvents();
+});
