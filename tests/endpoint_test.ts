@@ -18,19 +18,10 @@ import {
   withSeeds,
 } from "./sim.ts";
 import { mulberry32 } from "./sim.ts";
+import { ENVELOPE_KEYS } from "./helpers/raw_peer.ts";
 import { resolveConfig } from "../src/config.ts";
 
 const SERVER = "192.0.2.1:8080";
-const ENVELOPE_KEYS = [
-  "id",
-  "message_type",
-  "timestamp",
-  "payload",
-  "sender_addr",
-  "sequence_number",
-  "requires_ack",
-  "ack_for",
-];
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 interface Setup {
