@@ -29,14 +29,16 @@ export {
   LOG_FORMATS,
   parseConfigFile,
   resolveConfig,
+  RETRANSMIT_POLICIES,
 } from "./src/config.ts";
-export type { Config, ConfigFileResult, LogFormat } from "./src/config.ts";
+export type { Config, ConfigFileResult, LogFormat, RetransmitPolicy } from "./src/config.ts";
 export { BindError, ConnectionTimeoutError, HandshakeError, RemoteError } from "./src/errors.ts";
 export { Endpoint, ERROR_CODES, MAX_UDP_PAYLOAD, NODE_ID_EXISTS } from "./src/endpoint.ts";
 export type {
   EndpointEvent,
   EndpointOptions,
   LeaveReason,
+  PathInfo,
   PeerSummary,
   SendOptions,
   Transmit,
@@ -60,7 +62,7 @@ export type {
   PeerInfo,
 } from "./src/protocol.ts";
 export { DROP_REASONS, HANDSHAKE_BUCKETS, Histogram, RTT_BUCKETS } from "./src/stats.ts";
-export type { DropReason, HistogramSnapshot, StatsSnapshot } from "./src/stats.ts";
+export type { DropReason, GiveUpReason, HistogramSnapshot, StatsSnapshot } from "./src/stats.ts";
 export { formatMetrics, METRICS_CONTENT_TYPE } from "./src/metrics.ts";
 export {
   constantTimeEqual,

@@ -21,10 +21,29 @@ export interface ClientOptions extends IdentityOptions {
   /** Local address to bind. @default {"0.0.0.0:0" (or "[::]:0" for an IPv6 server)} */
   bind?: string;
   /**
-   * Waits (ms) after each try of a reliable message, ping or discovery request; one try per wait.
-   * @default {[500, 1000, 2000]}
+   * Count-based retries: waits (ms) after each try of a reliable message, ping or discovery request, one try
+   * per wait, then give up (the spec's `[500, 1000, 2000]`). Setting it selects the `"schedule"` policy.
+   * @default {undefined (adaptive retransmission, see `reliability`)}
    */
   retransmitSchedule?: number[];
+  /**
+   * Adaptive retransmission and fragmentation settings, as the server's config keys of the same meaning
+   * (`rto_initial_ms`, `handshake_timeout`, `max_datagram_size`, ...).
+   * @default {the server's defaults}
+   */
+  reliability?: Partial<
+    Pick<
+      Config,
+      | "retransmitPolicy"
+      | "rtoInitialMs"
+      | "rtoMinMs"
+      | "rtoMaxMs"
+      | "handshakeTimeout"
+      | "deliveryTimeout"
+      | "maxDatagramSize"
+      | "maxMessageSize"
+    >
+  >;
   /** Seconds between keepalive Pings to the server. @default {30} */
   heartbeatInterval?: number;
   /** Seconds of server silence after which the client reports it disconnected. @default {60} */
@@ -39,6 +58,8 @@ export interface ClientSendOptions {
   to?: string | null;
   /** Ask for an Ack and retransmit until it comes; the promise settles on it. @default {true} */
   reliable?: boolean;
+  /** Deliver in order with this client's other ordered sends (implies `reliable`). @default {false} */
+  ordered?: boolean;
 }
 
 /** One page of a paged discovery. */
@@ -92,8 +113,8 @@ export class P2PClient {
   #driver: UdpDriver | null = null;
   #serverInfo: NodeInfo | null = null;
   #connecting: PromiseWithResolvers<NodeInfo> | null = null;
-  #pings = new Map<string, Waiter<number> & { tries: number }>();
-  #discoveries: (Waiter<DiscoveryPage> & { tries: number; payload: Json })[] = [];
+  #pings = new Map<string, Waiter<number> & { tries: number; firstAt: number }>();
+  #discoveries: (Waiter<DiscoveryPage> & { tries: number; firstAt: number; payload: Json })[] = [];
   #sends = new Map<string, Waiter<void>>();
   #closing: Promise<void> | null = null;
 
@@ -112,8 +133,11 @@ export class P2PClient {
     if (typeof bindProblem === "string") {
       throw new TypeError(`Invalid bind address "${bind}": ${bindProblem}`);
     }
-    const partial: Partial<Config> = { listenAddress: bind, enableDiscovery: false };
-    if (options.retransmitSchedule) partial.retransmitSchedule = options.retransmitSchedule;
+    const partial: Partial<Config> = { ...options.reliability, listenAddress: bind, enableDiscovery: false };
+    if (options.retransmitSchedule) {
+      partial.retransmitSchedule = options.retransmitSchedule;
+      partial.retransmitPolicy = "schedule";
+    }
     if (options.heartbeatInterval !== undefined) partial.heartbeatInterval = options.heartbeatInterval;
     if (options.connectionTimeout !== undefined) partial.connectionTimeout = options.connectionTimeout;
     this.#config = resolveConfig(partial);
@@ -196,7 +220,7 @@ export class P2PClient {
     const driver = this.#requireConnected();
     const nonce = crypto.randomUUID();
     const { promise, resolve, reject } = Promise.withResolvers<number>();
-    const waiter = { resolve, reject, timer: undefined, sentAt: 0, tries: 0 };
+    const waiter = { resolve, reject, timer: undefined, sentAt: 0, tries: 0, firstAt: 0 };
     this.#pings.set(nonce, waiter);
     const attempt = () => {
       waiter.sentAt = monotonicNow();
@@ -222,7 +246,7 @@ export class P2PClient {
     const driver = this.#requireConnected();
     const payload: Json = options ? { ...options } : null;
     const { promise, resolve, reject } = Promise.withResolvers<DiscoveryPage>();
-    const waiter = { resolve, reject, timer: undefined, sentAt: 0, tries: 0, payload };
+    const waiter = { resolve, reject, timer: undefined, sentAt: 0, tries: 0, firstAt: 0, payload };
     this.#discoveries.push(waiter);
     const attempt = () => {
       waiter.sentAt = monotonicNow();
@@ -245,8 +269,11 @@ export class P2PClient {
   send(data: Json, options: ClientSendOptions = {}): Promise<void> {
     const driver = this.#requireConnected();
     const payload: Json = options.to ? { to: options.to, data } : data;
-    const reliable = options.reliable ?? true;
-    const msg = driver.run((now) => this.#endpoint.send(now, this.#server, "Data", payload, { reliable }));
+    const ordered = options.ordered ?? false;
+    const reliable = (options.reliable ?? true) || ordered;
+    const msg = driver.run((now) =>
+      this.#endpoint.send(now, this.#server, "Data", payload, { reliable, ordered })
+    );
     if (!reliable) return Promise.resolve();
     const { promise, resolve, reject } = Promise.withResolvers<void>();
     this.#sends.set(msg.id, { resolve, reject, timer: undefined, sentAt: monotonicNow() });
@@ -296,18 +323,25 @@ export class P2PClient {
     return this.#driver;
   }
 
-  #retryLater(waiter: Waiter<never> & { tries: number }, attempt: () => void, forget: () => void): void {
-    const wait = this.#config.retransmitSchedule[waiter.tries];
+  #retryLater(
+    waiter: Waiter<never> & { tries: number; firstAt: number },
+    attempt: () => void,
+    forget: () => void,
+  ): void {
+    const now = monotonicNow();
+    if (waiter.tries === 0) waiter.firstAt = now;
     waiter.tries++;
+    const wait = this.#endpoint.retryWait(this.#server, waiter.tries, now - waiter.firstAt);
+    const giveUp = () => {
+      forget();
+      waiter.reject(new ConnectionTimeoutError(this.#serverKey));
+    };
     waiter.timer = setTimeout(() => {
       waiter.timer = undefined;
-      if (waiter.tries < this.#config.retransmitSchedule.length && !this.#closing) {
-        attempt();
-      } else {
-        forget();
-        waiter.reject(new ConnectionTimeoutError(this.#serverKey));
-      }
-    }, wait);
+      const next = this.#endpoint.retryWait(this.#server, waiter.tries + 1, monotonicNow() - waiter.firstAt);
+      if (this.#closing || next === null) giveUp();
+      else attempt();
+    }, wait ?? 0);
   }
 
   #settle<T>(waiter: Waiter<T>, error: Error | null, value?: T): void {

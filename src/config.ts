@@ -46,11 +46,56 @@ export interface Config {
    */
   maxMessageSize: number;
   /**
-   * Waits in milliseconds after each try of a reliable message: one try per wait, then give up.
-   * `[500, 1000, 2000]` sends at 0, 0.5 s and 1.5 s and gives up at 3.5 s (the spec's "max 3 tries").
+   * How reliable messages are retransmitted. `"adaptive"`: waits follow the measured round-trip time
+   * (`rto_*`), back off exponentially with jitter, and a message is given up at its deadline
+   * (`handshake_timeout`, `delivery_timeout`). `"schedule"`: the spec's count-based timing, one try per
+   * entry of `retransmit_schedule_ms`, then give up.
+   * @default {"adaptive"}
+   */
+  retransmitPolicy: RetransmitPolicy;
+  /**
+   * Under `"schedule"`: waits in milliseconds after each try of a reliable message, one try per wait, then
+   * give up. `[500, 1000, 2000]` sends at 0, 0.5 s and 1.5 s and gives up at 3.5 s (the spec's "max 3 tries").
    * @default {[500, 1000, 2000]}
    */
   retransmitSchedule: number[];
+  /**
+   * Retransmission timeout before a path's first RTT sample, in milliseconds (the spec's 500 ms).
+   * @default {500}
+   */
+  rtoInitialMs: number;
+  /**
+   * Floor of the retransmission timeout, in milliseconds.
+   * @default {100}
+   */
+  rtoMinMs: number;
+  /**
+   * Ceiling of the retransmission timeout and of every backed-off wait, in milliseconds.
+   * @default {2000}
+   */
+  rtoMaxMs: number;
+  /**
+   * Seconds a handshake keeps being retried before it is given up (adaptive policy).
+   * @default {10}
+   */
+  handshakeTimeout: number;
+  /**
+   * Seconds any other reliable message keeps being retried before it is given up (adaptive policy); also
+   * how long a partly reassembled message or a gap in ordered delivery is waited for.
+   * @default {30}
+   */
+  deliveryTimeout: number;
+  /**
+   * Largest datagram sent to a peer that speaks the fragmentation extension, in bytes; larger messages are
+   * cut into fragments of at most this size (up to `max_message_size` in all).
+   * @default {1200}
+   */
+  maxDatagramSize: number;
+  /**
+   * Bytes all peers' partly reassembled messages may hold together.
+   * @default {67108864}
+   */
+  reassemblyBufferBytes: number;
   /**
    * Most peers listed in one DiscoveryResponse (the response is also kept within one datagram).
    * @default {64}
@@ -79,6 +124,12 @@ export interface Config {
   statsInterval: number;
 }
 
+/** The retransmission policies {@linkcode Config.retransmitPolicy} accepts. */
+export const RETRANSMIT_POLICIES = ["adaptive", "schedule"] as const;
+
+/** One of {@linkcode RETRANSMIT_POLICIES}. */
+export type RetransmitPolicy = typeof RETRANSMIT_POLICIES[number];
+
 /** The log formats {@linkcode Config.logFormat} accepts. */
 export const LOG_FORMATS = ["text", "json"] as const;
 
@@ -94,7 +145,15 @@ export const DEFAULT_CONFIG: Readonly<Config> = Object.freeze({
   discoveryPortRange: [8081, 8090] as [number, number],
   enableDiscovery: true,
   maxMessageSize: 1_048_576,
+  retransmitPolicy: "adaptive",
   retransmitSchedule: [500, 1000, 2000],
+  rtoInitialMs: 500,
+  rtoMinMs: 100,
+  rtoMaxMs: 2000,
+  handshakeTimeout: 10,
+  deliveryTimeout: 30,
+  maxDatagramSize: 1200,
+  reassemblyBufferBytes: 67_108_864,
   discoveryPageSize: 64,
   metricsAddress: null,
   metricsToken: null,
@@ -111,7 +170,15 @@ export const CONFIG_FILE_KEYS = {
   discovery_port_range: "discoveryPortRange",
   enable_discovery: "enableDiscovery",
   max_message_size: "maxMessageSize",
+  retransmit_policy: "retransmitPolicy",
   retransmit_schedule_ms: "retransmitSchedule",
+  rto_initial_ms: "rtoInitialMs",
+  rto_min_ms: "rtoMinMs",
+  rto_max_ms: "rtoMaxMs",
+  handshake_timeout: "handshakeTimeout",
+  delivery_timeout: "deliveryTimeout",
+  max_datagram_size: "maxDatagramSize",
+  reassembly_buffer_bytes: "reassemblyBufferBytes",
   discovery_page_size: "discoveryPageSize",
   metrics_address: "metricsAddress",
   metrics_token: "metricsToken",
@@ -174,6 +241,20 @@ const CHECKS: Record<keyof Config, Check> = {
       v.every((x) => typeof x === "number" && Number.isInteger(x) && x >= 1 && x <= 600_000)
       ? undefined
       : "must be a list of 1 to 32 waits in milliseconds, each from 1 to 600000",
+  retransmitPolicy: (v) =>
+    (RETRANSMIT_POLICIES as readonly unknown[]).includes(v)
+      ? undefined
+      : `must be one of ${RETRANSMIT_POLICIES.map((f) => `"${f}"`).join(", ")}`,
+  rtoInitialMs: positiveInt(600_000),
+  rtoMinMs: positiveInt(600_000),
+  rtoMaxMs: positiveInt(600_000),
+  handshakeTimeout: positiveSeconds,
+  deliveryTimeout: positiveSeconds,
+  maxDatagramSize: (v) =>
+    typeof v === "number" && Number.isInteger(v) && v >= 576 && v <= 65_507
+      ? undefined
+      : "must be an integer from 576 to 65507",
+  reassemblyBufferBytes: positiveInt(4 * 1024 * 1_048_576),
   discoveryPageSize: positiveInt(10_000),
   metricsAddress: (v) =>
     v === null
@@ -262,6 +343,12 @@ export function resolveConfig(partial: Partial<Config> = {}): Config {
         FIELD_TO_FILE_KEY[field],
       );
     }
+  }
+  if (merged.rtoMinMs > merged.rtoMaxMs) {
+    throw new ConfigError(
+      `Invalid config "rto_min_ms": must not exceed "rto_max_ms" (${merged.rtoMaxMs}), got ${merged.rtoMinMs}`,
+      "rto_min_ms",
+    );
   }
   return {
     ...merged,

@@ -107,7 +107,41 @@ export function formatMetrics(s: StatsSnapshot): string {
     s.acksReceived,
   );
   out.simple("p2p_retransmissions_total", "counter", "Reliable messages sent again.", s.retransmissions);
-  out.simple("p2p_give_ups_total", "counter", "Reliable messages given up after the last try.", s.giveUps);
+  out.labelled(
+    "p2p_give_ups_total",
+    "counter",
+    "Reliable messages given up, by reason (deadline, tries, queue_full).",
+    "reason",
+    s.giveUpsByReason,
+  );
+  out.simple("p2p_nacks_sent_total", "counter", "Retransmit requests sent for gaps.", s.nacksSent);
+  out.simple("p2p_nacks_received_total", "counter", "Retransmit requests received.", s.nacksReceived);
+  out.simple("p2p_nack_resends_total", "counter", "Datagrams resent on a Retransmit request.", s.nackResends);
+  out.simple(
+    "p2p_messages_fragmented_total",
+    "counter",
+    "Messages cut into fragments.",
+    s.messagesFragmented,
+  );
+  out.simple("p2p_fragments_sent_total", "counter", "Fragments sent (first sends).", s.fragmentsSent);
+  out.simple(
+    "p2p_messages_reassembled_total",
+    "counter",
+    "Whole messages reassembled from fragments.",
+    s.messagesReassembled,
+  );
+  out.simple(
+    "p2p_reassembly_expired_total",
+    "counter",
+    "Partly reassembled messages discarded after delivery_timeout.",
+    s.reassemblyExpired,
+  );
+  out.simple(
+    "p2p_ordered_held_total",
+    "counter",
+    "Ordered messages held back until an earlier one arrived.",
+    s.orderedHeld,
+  );
   out.simple("p2p_duplicates_total", "counter", "Reliable messages received again.", s.duplicates);
   out.simple(
     "p2p_sends_too_large_total",

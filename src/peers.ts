@@ -8,7 +8,15 @@
  */
 import type { SocketAddr } from "./address.ts";
 import type { NodeInfo } from "./protocol.ts";
-import { Outbox, ReceiveWindow } from "./reliability.ts";
+import type { Message, MessageType } from "./protocol.ts";
+import {
+  type OrderedInbox,
+  Outbox,
+  type Reassembler,
+  ReceiveWindow,
+  type RttEstimator,
+  type SendQueue,
+} from "./reliability.ts";
 import type { Timed } from "./timers.ts";
 
 /** State of a peer that registered with this endpoint. */
@@ -48,8 +56,19 @@ export interface Conn extends Timed {
   addr: SocketAddr;
   /** Next sequence number to send. */
   nextSeq: number;
-  /** Reliable sequence numbers already processed. */
+  /**
+   * Reliable messages already processed: by their `rel` number when they carry one (p2p_server peers), else
+   * by `sequence_number`.
+   */
   window: ReceiveWindow;
+  /** Next `rel` number (the reliable stream) to send. */
+  relNext: number;
+  /** Round-trip estimate of this path, once sampled. */
+  rtt: RttEstimator | null;
+  /** The remote speaks p2p_server's extensions (it sent `ext`). */
+  ext: boolean;
+  /** Reliability state beyond the basics, allocated on first use (idle peers carry none). */
+  x: ConnExtras | null;
   /** Reliable messages waiting for an Ack. */
   outbox: Outbox;
   /** When anything was last heard from this address (ms). */
@@ -62,6 +81,50 @@ export interface Conn extends Timed {
   link: LinkEntry | null;
 }
 
+/** A received ordered message waiting for its turn. */
+export interface HeldMessage {
+  /** Source. */
+  from: SocketAddr;
+  /** Source key. */
+  key: string;
+  /** The message. */
+  msg: Message;
+}
+
+/** A whole message sent as fragments, until every fragment is acknowledged or one is given up. */
+export interface FragmentedSend {
+  /** Fragments not yet acknowledged. */
+  remaining: number;
+  /** When it was handed to the endpoint (ms). */
+  startedAt: number;
+  /** Its type. */
+  type: MessageType;
+  /** Its ordered-delivery number, or null. */
+  ord: number | null;
+}
+
+/** Per-connection reliability state that most peers never need. */
+export interface ConnExtras {
+  /** Reliable messages waiting for window room. */
+  queue: SendQueue | null;
+  /** Whole messages in flight as fragments, by id. */
+  fragmented: Map<string, FragmentedSend> | null;
+  /** Fragments being reassembled. */
+  reassembly: Reassembler | null;
+  /** The remote's ordered stream. */
+  ordered: OrderedInbox<HeldMessage> | null;
+  /** Next ordered-delivery number to send (from 1 per session). */
+  ordNext: number;
+  /** `rel` numbers missing from the remote's reliable stream, with when each gap was seen (ms). */
+  missing: Map<number, number> | null;
+  /** When the next `Retransmit` request may go out (ms). */
+  nackAt: number;
+  /** Given-up ordered messages by `rel` number, so a `Retransmit` can be answered with their `ord`. */
+  goneOrdered: Map<number, number> | null;
+  /** Until when no further "gone" answer is sent (ms). */
+  goneQuietUntil: number;
+}
+
 /** Creates the transport state for a new remote address. */
 export function newConn(key: string, addr: SocketAddr, now: number): Conn {
   return {
@@ -69,6 +132,10 @@ export function newConn(key: string, addr: SocketAddr, now: number): Conn {
     addr: { hostname: addr.hostname, port: addr.port },
     nextSeq: 1,
     window: new ReceiveWindow(),
+    relNext: 1,
+    rtt: null,
+    ext: false,
+    x: null,
     outbox: new Outbox(),
     lastHeard: now,
     heartbeatAt: Infinity,

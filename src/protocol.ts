@@ -48,7 +48,40 @@ export interface Message {
   requires_ack: boolean;
   /** On an `Ack`: the acknowledged message's `id` (we send this) or `sequence_number` (accepted on input). */
   ack_for: string | number | null;
+  /**
+   * Extension (after the eight keys; old parsers ignore it): on HandshakeRequest and HandshakeResponse, the
+   * version of p2p_server's reliability extensions the sender speaks (`rel`, `ord`, `frag`, the Retransmit
+   * shapes). Currently 1.
+   */
+  ext?: number;
+  /** Extension: on a reliable message, its number (u32) in the sender's reliable stream to this receiver. */
+  rel?: number;
+  /** Extension: on ordered Data, its number (u32, from 1 per session) in the sender's ordered stream. */
+  ord?: number;
+  /** Extension: on a fragment, which whole message it belongs to; the payload is a base64 chunk. */
+  frag?: FragmentRef;
+  /**
+   * Set by {@linkcode decodeMessage} when the datagram ended in a `sum` field (a CRC-32 of the rest) and it
+   * matched. Never written by {@linkcode encodeMessage}; see {@linkcode encodeMessage}'s `checksum` option.
+   */
+  summed?: true;
 }
+
+/** Where a fragment belongs: the whole message's id, its index and the fragment count. */
+export interface FragmentRef {
+  /** Id of the whole message. */
+  of: string;
+  /** Index, from 0. */
+  i: number;
+  /** Number of fragments, at most {@linkcode MAX_FRAGMENTS}. */
+  n: number;
+}
+
+/** The most fragments one message may be cut into. */
+export const MAX_FRAGMENTS = 65_535;
+
+/** The version of the extensions this implementation speaks (the `ext` envelope field). */
+export const EXTENSIONS_VERSION = 1;
 
 /** Description of a node, carried by `HandshakeRequest` and `HandshakeResponse`. */
 export interface NodeInfo {
@@ -102,7 +135,12 @@ export type DecodeFailure =
   | "invalid_json"
   | "not_an_object"
   | "bad_field"
-  | "unknown_type";
+  | "unknown_type"
+  | "bad_checksum"
+  | "too_deep";
+
+/** Deepest nesting of arrays and objects accepted in a datagram (the envelope counts as one level). */
+export const MAX_JSON_DEPTH = 64;
 
 /** Thrown by {@linkcode decodeMessage} for undecodable input; `reason` is the stats bucket. */
 export class DecodeError extends SyntaxError {
@@ -135,8 +173,95 @@ const encoder = new TextEncoder();
  * if (!new TextDecoder().decode(bytes).startsWith('{"id":')) throw new Error("bad order");
  * ```
  */
-export function encodeMessage(message: Message): Uint8Array {
-  return encoder.encode(JSON.stringify({
+export function encodeMessage(message: Message, checksum = false): Uint8Array {
+  const text = encodeMessageText(message);
+  if (!checksum) return encoder.encode(text);
+  // The sum covers the datagram as it would be without the sum member: `{...}` with its last brace.
+  const body = encoder.encode(text);
+  const sum = crc32(body);
+  const out = new Uint8Array(body.length + SUM_SUFFIX_BYTES);
+  out.set(body.subarray(0, body.length - 1));
+  let at = body.length - 1;
+  for (let i = 0; i < SUM_PREFIX.length; i++) out[at++] = SUM_PREFIX[i]!;
+  for (let shift = 28; shift >= 0; shift -= 4) out[at++] = HEX[(sum >>> shift) & 15]!;
+  out[at++] = 0x22; // "
+  out[at] = 0x7d; // }
+  return out;
+}
+
+/** `,"sum":"` */
+const SUM_PREFIX = encoder.encode(',"sum":"');
+/** What the sum member adds: `,"sum":"` + 8 hex digits + `"`. */
+const SUM_SUFFIX_BYTES = SUM_PREFIX.length + 9;
+const HEX = encoder.encode("0123456789abcdef");
+
+const CRC_TABLE = (() => {
+  const table = new Int32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    table[n] = c;
+  }
+  return table;
+})();
+
+/**
+ * CRC-32 (IEEE 802.3) of `bytes[0, end)` followed by the byte `last` (the datagram without its sum member).
+ * @example
+ * ```ts
+ * import { crc32 } from "./protocol.ts";
+ * if (crc32(new TextEncoder().encode("123456789")) !== 0xcbf43926) throw new Error("not CRC-32");
+ * ```
+ */
+export function crc32(bytes: Uint8Array, end = bytes.length): number {
+  let c = -1;
+  for (let i = 0; i < end; i++) c = CRC_TABLE[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8);
+  return ~c >>> 0;
+}
+
+/**
+ * When `bytes` end in a sum member, whether it matches: `true`, `false` (corrupt), or `null` (no sum).
+ */
+function checkSum(bytes: Uint8Array): boolean | null {
+  const n = bytes.length;
+  const start = n - 1 - SUM_SUFFIX_BYTES; // where `,"sum":"` begins
+  if (start < 1 || bytes[n - 1] !== 0x7d || bytes[n - 2] !== 0x22) return null;
+  for (let i = 0; i < SUM_PREFIX.length; i++) if (bytes[start + i] !== SUM_PREFIX[i]) return null;
+  let sum = 0;
+  for (let i = start + SUM_PREFIX.length; i < n - 2; i++) {
+    const b = bytes[i]!;
+    const digit = b >= 0x30 && b <= 0x39 ? b - 0x30 : b >= 0x61 && b <= 0x66 ? b - 0x57 : -1;
+    if (digit < 0) return false;
+    sum = sum * 16 + digit;
+  }
+  // CRC of the body up to the sum member, then the closing brace.
+  let c = -1;
+  for (let i = 0; i < start; i++) c = CRC_TABLE[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8);
+  c = CRC_TABLE[(c ^ 0x7d) & 0xff]! ^ (c >>> 8);
+  return (~c >>> 0) === sum;
+}
+
+/** Whether the JSON text nests arrays and objects deeper than {@linkcode MAX_JSON_DEPTH}. */
+function tooDeep(text: string): boolean {
+  if (text.length <= 2 * MAX_JSON_DEPTH) return false;
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) {
+      if (++depth > MAX_JSON_DEPTH) return true;
+    } else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return false;
+}
+
+/** The JSON text {@linkcode encodeMessage} encodes: the eight keys in order, then any extension fields. */
+export function encodeMessageText(message: Message): string {
+  const out: Record<string, unknown> = {
     id: message.id,
     message_type: message.message_type,
     timestamp: message.timestamp,
@@ -145,7 +270,12 @@ export function encodeMessage(message: Message): Uint8Array {
     sequence_number: message.sequence_number,
     requires_ack: message.requires_ack,
     ack_for: message.ack_for,
-  }));
+  };
+  if (message.ext !== undefined) out.ext = message.ext;
+  if (message.rel !== undefined) out.rel = message.rel;
+  if (message.ord !== undefined) out.ord = message.ord;
+  if (message.frag !== undefined) out.frag = message.frag;
+  return JSON.stringify(out);
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
@@ -178,12 +308,15 @@ export function isSequenceNumber(value: unknown): value is number {
  * ```
  */
 export function decodeMessage(bytes: Uint8Array): Message {
+  const summed = checkSum(bytes);
+  if (summed === false) throw new DecodeError("bad_checksum", "Datagram does not match its sum");
   let text: string;
   try {
     text = decoder.decode(bytes);
   } catch {
     throw new DecodeError("invalid_utf8", "Datagram is not valid UTF-8");
   }
+  if (tooDeep(text)) throw new DecodeError("too_deep", `Datagram nests deeper than ${MAX_JSON_DEPTH} levels`);
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -219,7 +352,7 @@ export function decodeMessage(bytes: Uint8Array): Message {
   if (ackFor !== null && !(typeof ackFor === "string" && isUuid(ackFor)) && !isSequenceNumber(ackFor)) {
     throw new DecodeError("bad_field", `Bad "ack_for": ${show(ackFor)}`);
   }
-  return {
+  const msg: Message = {
     id,
     message_type: message_type as MessageType,
     timestamp,
@@ -229,6 +362,35 @@ export function decodeMessage(bytes: Uint8Array): Message {
     requires_ack: requiresAck,
     ack_for: ackFor as string | number | null,
   };
+  const { ext, rel, ord, frag } = value;
+  if (ext !== undefined && ext !== null) {
+    if (!isSequenceNumber(ext)) throw new DecodeError("bad_field", `Bad "ext": ${show(ext)}`);
+    msg.ext = ext;
+  }
+  if (rel !== undefined && rel !== null) {
+    if (!isSequenceNumber(rel)) throw new DecodeError("bad_field", `Bad "rel": ${show(rel)}`);
+    msg.rel = rel;
+  }
+  if (ord !== undefined && ord !== null) {
+    if (!isSequenceNumber(ord)) throw new DecodeError("bad_field", `Bad "ord": ${show(ord)}`);
+    msg.ord = ord;
+  }
+  if (frag !== undefined && frag !== null) {
+    const ref = parseFragmentRef(frag);
+    if (!ref) throw new DecodeError("bad_field", `Bad "frag": ${show(frag)}`);
+    msg.frag = ref;
+  }
+  if (summed) msg.summed = true;
+  return msg;
+}
+
+function parseFragmentRef(value: unknown): FragmentRef | null {
+  if (!isObject(value)) return null;
+  const { of, i, n } = value;
+  if (typeof of !== "string" || !isUuid(of)) return null;
+  if (!isNonNegativeInteger(n) || n < 1 || n > MAX_FRAGMENTS) return null;
+  if (!isNonNegativeInteger(i) || i >= n) return null;
+  return { of: of.toLowerCase(), i, n };
 }
 
 /** A short, quoted rendering of an offending value for error messages. */

@@ -11,7 +11,7 @@ import { Endpoint, type EndpointEvent, type LeaveReason, type PeerSummary } from
 import { BindError, ConnectionTimeoutError, HandshakeError } from "./errors.ts";
 import { type IdentityOptions, makeNodeInfo } from "./identity.ts";
 import type { Json, Message, NodeInfo } from "./protocol.ts";
-import type { StatsSnapshot } from "./stats.ts";
+import type { GiveUpReason, StatsSnapshot } from "./stats.ts";
 import { createOpsHandler, EventRing, type OpsPeer, type OpsServer, serveOps } from "./ops_server.ts";
 import { getLogger } from "./deps/log.ts";
 
@@ -35,8 +35,9 @@ export interface ServerEvents extends Record<string, unknown> {
   peerLeft: { peer: PeerSummary; reason: LeaveReason };
   /** A registered peer sent Data (echoed back, or routed when `to` named another peer). */
   data: { from: SocketAddr; fromId: string | null; to: string | null; payload: Json; message: Message };
-  /** A reliable message was given up after its last try. */
-  gaveUp: { to: SocketAddr; id: string; messageType: string; tries: number };
+  /** A reliable message was given up: its deadline passed (`deadline`), its tries ran out under the spec's
+   * count-based schedule (`tries`), or the peer's send queue was full (`queue_full`). */
+  gaveUp: { to: SocketAddr; id: string; messageType: string; tries: number; reason: GiveUpReason };
   /** A sibling server (or a `connectToPeer` target) accepted our handshake. */
   connected: { addr: SocketAddr; node: NodeInfo };
 }
@@ -198,9 +199,13 @@ export class P2PServer {
     return waiter.promise;
   }
 
-  /** Sends reliable Data to an authenticated peer; returns false when there is no such peer. */
-  sendData(nodeId: string, data: Json): boolean {
-    return this.#requireDriver().run((now) => this.#endpoint.sendToPeer(now, nodeId, data));
+  /**
+   * Sends reliable Data to an authenticated peer (fragmented when larger than `max_datagram_size` and the
+   * peer speaks the extension); with `ordered`, in order with the server's other ordered Data to it. Returns
+   * false when there is no such peer or the message is too large for it.
+   */
+  sendData(nodeId: string, data: Json, options: { ordered?: boolean } = {}): boolean {
+    return this.#requireDriver().run((now) => this.#endpoint.sendToPeer(now, nodeId, data, options));
   }
 
   /** A fresh snapshot of every counter. */
@@ -371,18 +376,24 @@ export class P2PServer {
           time: Date.now(),
           type: "give_up",
           addr: formatSocketAddr(event.to),
-          detail: `${event.messageType} after ${event.tries} tries`,
+          detail: `${event.messageType} after ${event.tries} tries (${event.reason})`,
         });
         // Deployed clients never ack the HandshakeResponse; giving up on it is routine.
         log[event.messageType === "HandshakeResponse" ? "debug" : "info"](
-          "gave up on {type} to {addr} after {tries} tries",
-          { type: event.messageType, addr: formatSocketAddr(event.to), tries: event.tries },
+          "gave up on {type} to {addr} after {tries} tries ({reason})",
+          {
+            type: event.messageType,
+            addr: formatSocketAddr(event.to),
+            tries: event.tries,
+            reason: event.reason,
+          },
         );
         this.#events.emit("gaveUp", {
           to: event.to,
           id: event.id,
           messageType: event.messageType,
           tries: event.tries,
+          reason: event.reason,
         });
         break;
       case "error":

@@ -14,13 +14,22 @@ export const DROP_REASONS = [
   "not_an_object",
   "bad_field",
   "unknown_type",
+  "bad_checksum",
+  "too_deep",
   "bad_payload",
   "not_registered",
   "unexpected",
+  "buffer_full",
 ] as const;
 
 /** One of {@linkcode DROP_REASONS}. */
 export type DropReason = typeof DROP_REASONS[number];
+
+/** Why a reliable message was given up. */
+export const GIVE_UP_REASONS = ["deadline", "tries", "queue_full"] as const;
+
+/** One of {@linkcode GIVE_UP_REASONS}. */
+export type GiveUpReason = typeof GIVE_UP_REASONS[number];
 
 /** A point-in-time copy of every counter and gauge. */
 export interface StatsSnapshot {
@@ -50,8 +59,26 @@ export interface StatsSnapshot {
   acksReceived: number;
   /** Reliable messages sent again after a wait. */
   retransmissions: number;
-  /** Reliable messages given up after the last wait. */
+  /** Reliable messages given up (handshakes included). Equals the sum of `giveUpsByReason`. */
   giveUps: number;
+  /** Reliable messages given up, by reason. */
+  giveUpsByReason: Record<GiveUpReason, number>;
+  /** `Retransmit` requests sent for gaps in a peer's reliable stream. */
+  nacksSent: number;
+  /** `Retransmit` requests received. */
+  nacksReceived: number;
+  /** Datagrams resent because a `Retransmit` asked for them. */
+  nackResends: number;
+  /** Messages cut into fragments. */
+  messagesFragmented: number;
+  /** Fragments sent (first sends; resends count as retransmissions). */
+  fragmentsSent: number;
+  /** Whole messages reassembled from fragments. */
+  messagesReassembled: number;
+  /** Partly reassembled messages discarded after `delivery_timeout`. */
+  reassemblyExpired: number;
+  /** Messages delivered late, after an earlier ordered message they waited for. */
+  orderedHeld: number;
   /** Reliable messages received again (re-acked, not re-processed). */
   duplicates: number;
   /** Messages not sent because they would not fit in one UDP datagram (65,507 bytes). */
@@ -159,6 +186,15 @@ export class Stats {
   acksReceived = 0;
   retransmissions = 0;
   giveUps = 0;
+  readonly giveUpsByReason: Record<GiveUpReason, number> = zeroes(GIVE_UP_REASONS);
+  nacksSent = 0;
+  nacksReceived = 0;
+  nackResends = 0;
+  messagesFragmented = 0;
+  fragmentsSent = 0;
+  messagesReassembled = 0;
+  reassemblyExpired = 0;
+  orderedHeld = 0;
   duplicates = 0;
   sendsTooLarge = 0;
   readonly drops: Record<DropReason, number> = zeroes(DROP_REASONS);
@@ -179,6 +215,12 @@ export class Stats {
   /** Counts a dropped datagram. */
   drop(reason: DropReason): void {
     this.drops[reason]++;
+  }
+
+  /** Counts a reliable message given up. */
+  giveUp(reason: GiveUpReason): void {
+    this.giveUps++;
+    this.giveUpsByReason[reason]++;
   }
 
   /** Counts a refused handshake. */
@@ -216,6 +258,15 @@ export class Stats {
       acksReceived: this.acksReceived,
       retransmissions: this.retransmissions,
       giveUps: this.giveUps,
+      giveUpsByReason: { ...this.giveUpsByReason },
+      nacksSent: this.nacksSent,
+      nacksReceived: this.nacksReceived,
+      nackResends: this.nackResends,
+      messagesFragmented: this.messagesFragmented,
+      fragmentsSent: this.fragmentsSent,
+      messagesReassembled: this.messagesReassembled,
+      reassemblyExpired: this.reassemblyExpired,
+      orderedHeld: this.orderedHeld,
       duplicates: this.duplicates,
       sendsTooLarge: this.sendsTooLarge,
       drops,

@@ -31,7 +31,15 @@ Deno.test("the defaults are the spec's config.json values", () => {
     discoveryPortRange: [8081, 8090],
     enableDiscovery: true,
     maxMessageSize: 1_048_576,
+    retransmitPolicy: "adaptive",
     retransmitSchedule: [500, 1_000, 2_000],
+    rtoInitialMs: 500,
+    rtoMinMs: 100,
+    rtoMaxMs: 2_000,
+    handshakeTimeout: 10,
+    deliveryTimeout: 30,
+    maxDatagramSize: 1_200,
+    reassemblyBufferBytes: 67_108_864,
     discoveryPageSize: 64,
     metricsAddress: null,
     metricsToken: null,
@@ -162,4 +170,22 @@ Deno.test("toConfigFile writes every key and parseConfigFile reads it back", () 
   const { config, unknownKeys } = parseConfigFile(JSON.stringify(file), FILE);
   assertEquals(unknownKeys, []);
   assertEquals(resolveConfig(config), c);
+});
+
+Deno.test("reliability keys are validated and rto_min_ms may not exceed rto_max_ms", () => {
+  const bad = (partial: Record<string, unknown>, key: string) => {
+    assertStrictEquals(configError(() => resolveConfig(partial as Partial<Config>)).key, key);
+  };
+  bad({ retransmitPolicy: "fast" }, "retransmit_policy");
+  bad({ maxDatagramSize: 500 }, "max_datagram_size");
+  bad({ maxDatagramSize: 65_508 }, "max_datagram_size");
+  bad({ handshakeTimeout: 0 }, "handshake_timeout");
+  bad({ deliveryTimeout: -1 }, "delivery_timeout");
+  bad({ rtoMinMs: 0 }, "rto_min_ms");
+  bad({ rtoMinMs: 3_000, rtoMaxMs: 2_000 }, "rto_min_ms");
+  const { config } = parseConfigFile(
+    '{"retransmit_policy": "schedule", "rto_max_ms": 4000, "max_datagram_size": 1400}',
+    FILE,
+  );
+  assertEquals(config, { retransmitPolicy: "schedule", rtoMaxMs: 4_000, maxDatagramSize: 1_400 });
 });

@@ -7,7 +7,7 @@
  */
 import { assert, assertEquals, assertMatch, assertStrictEquals } from "../src/deps/assert.ts";
 import { VERSION } from "../src/identity.ts";
-import { type Addr, ENVELOPE_KEYS, RawPeer, type Received } from "./helpers/raw_peer.ts";
+import { type Addr, ENVELOPE_KEYS, EXTENSION_KEYS, RawPeer, type Received } from "./helpers/raw_peer.ts";
 import { runScript, startServer, waitUntil } from "./helpers/server_process.ts";
 
 const NODE_ID_EXISTS = "handshake failed: node ID already exists";
@@ -30,7 +30,11 @@ interface PeerEntry {
 }
 
 function assertEnvelope(r: Received): void {
-  assertEquals(Object.keys(r.message), [...ENVELOPE_KEYS], `not an eight-key envelope: ${r.text}`);
+  const keys = Object.keys(r.message);
+  assertEquals(keys.slice(0, 8), [...ENVELOPE_KEYS], `not an eight-key envelope: ${r.text}`);
+  for (const extra of keys.slice(8)) {
+    assert((EXTENSION_KEYS as readonly string[]).includes(extra), `undocumented field ${extra}: ${r.text}`);
+  }
   assertMatch(r.message.id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   assert(Number.isInteger(r.message.timestamp) && r.message.timestamp > 1_600_000_000, r.text);
   assert(r.message.timestamp < 10_000_000_000, `timestamp is not in seconds: ${r.text}`);

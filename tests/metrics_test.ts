@@ -19,7 +19,7 @@ function busyStats(): Stats {
   stats.acksSent = 3;
   stats.acksReceived = 2;
   stats.retransmissions = 1;
-  stats.giveUps = 1;
+  stats.giveUp("deadline");
   stats.duplicates = 2;
   stats.drop("invalid_json");
   stats.drop("invalid_json");
@@ -52,7 +52,8 @@ Deno.test("the exposition of a busy snapshot parses strictly and carries every c
   assertStrictEquals(v("p2p_acks_sent_total"), 3);
   assertStrictEquals(v("p2p_acks_received_total"), 2);
   assertStrictEquals(v("p2p_retransmissions_total"), 1);
-  assertStrictEquals(v("p2p_give_ups_total"), 1);
+  assertStrictEquals(v("p2p_give_ups_total", { reason: "deadline" }), 1);
+  assertStrictEquals(v("p2p_give_ups_total", { reason: "tries" }), 0);
   assertStrictEquals(v("p2p_duplicates_total"), 2);
   assertStrictEquals(v("p2p_dropped_total", { reason: "invalid_json" }), 2);
   assertStrictEquals(v("p2p_dropped_total", { reason: "oversize" }), 0);

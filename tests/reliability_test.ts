@@ -1,9 +1,81 @@
 import { assert, assertEquals, assertStrictEquals } from "../src/deps/assert.ts";
-import { MAX_PENDING_PER_PEER, Outbox, RECEIVE_WINDOW, ReceiveWindow } from "../src/reliability.ts";
+import type { FragmentRef, MessageType } from "../src/protocol.ts";
+import {
+  type Budget,
+  MAX_ORDERED_HELD,
+  MAX_PARTIAL_PER_PEER,
+  MAX_QUEUED_BYTES_PER_PEER,
+  MAX_QUEUED_PER_PEER,
+  MAX_REL_SPAN,
+  OrderedInbox,
+  Outbox,
+  type Pending,
+  type Queued,
+  Reassembler,
+  RECEIVE_WINDOW,
+  ReceiveWindow,
+  RTT_GRANULARITY_MS,
+  RttEstimator,
+  SEND_WINDOW,
+  SendQueue,
+} from "../src/reliability.ts";
 import { mulberry32 } from "./sim.ts";
 
 const U32 = 0x1_0000_0000;
-const bytes = new Uint8Array([1]);
+
+/** A Pending with sensible defaults; `id`, `seq` and `rel` default to values derived from each other. */
+function pending(fields: Partial<Pending> & { id: string }): Pending {
+  const seq = fields.seq ?? 1;
+  return {
+    seq,
+    rel: seq,
+    type: "Data",
+    bytes: new Uint8Array([1]),
+    firstSentAt: 0,
+    lastSentAt: 0,
+    askedAt: -Infinity,
+    tries: 1,
+    nextAt: 500,
+    giveUpAt: Infinity,
+    schedule: null,
+    parent: null,
+    ord: null,
+    ...fields,
+  };
+}
+
+/** A queued message of `size` bytes. */
+function queued(id: string, size = 10, type: MessageType = "Data"): Queued {
+  return {
+    id,
+    type,
+    payload: id,
+    ord: null,
+    frag: null,
+    parentOrd: null,
+    schedule: null,
+    deadlineMs: 5_000,
+    size,
+  };
+}
+
+function freshBudget(limit = 1_000_000): Budget {
+  return { used: 0, limit };
+}
+
+/** `n` bytes, every one equal to `value`. */
+function fill(n: number, value: number): Uint8Array {
+  return new Uint8Array(n).fill(value);
+}
+
+const MSG_A = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa";
+const MSG_B = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb";
+
+function ref(of: string, i: number, n: number): FragmentRef {
+  return { of, i, n };
+}
+
+// --- ReceiveWindow ---------------------------------------------------------------------------------------
 
 Deno.test("ReceiveWindow accepts a new sequence number once", () => {
   const w = new ReceiveWindow();
@@ -85,74 +157,933 @@ Deno.test("ReceiveWindow agrees with a reference model on seeded random streams"
       assertStrictEquals(w.accept(seq), expected, `seed ${seed} step ${i}: seq ${seq} highest ${highest}`);
       if (expected) seen.add(seq);
       if (distance > 0) highest = seq;
+      assertStrictEquals(w.highest, highest, `seed ${seed} step ${i}: highest`);
     }
   }
 });
 
-Deno.test("Outbox resends on the schedule [500, 1000, 2000] and gives up at 3.5 s", () => {
-  const o = new Outbox();
-  o.add(0, "a", 1, "Data", bytes, [500, 1_000, 2_000]);
-  assertStrictEquals(o.nextDeadline(), 500);
-  assertEquals(o.poll(499), []);
-  const first = o.poll(500);
-  assertEquals(first.map((d) => [d.action, d.pending.tries]), [["resend", 2]]);
-  assertStrictEquals(o.nextDeadline(), 1_500);
-  assertEquals(o.poll(1_499), []);
-  assertEquals(o.poll(1_500).map((d) => [d.action, d.pending.tries]), [["resend", 3]]);
-  assertStrictEquals(o.nextDeadline(), 3_500);
-  assertEquals(o.poll(3_499), []);
-  const last = o.poll(3_500);
-  assertEquals(last.map((d) => [d.action, d.pending.id, d.pending.tries]), [["give_up", "a", 3]]);
-  assertStrictEquals(o.size, 0);
-  assertStrictEquals(o.nextDeadline(), Infinity);
+Deno.test("ReceiveWindow.highest is -1 before the first number and follows the serial-number maximum", () => {
+  const w = new ReceiveWindow();
+  assertStrictEquals(w.highest, -1);
+  assert(w.accept(10));
+  assertStrictEquals(w.highest, 10);
+  assert(w.accept(5));
+  assertStrictEquals(w.highest, 10, "a late number does not move it");
+  assert(w.accept(12));
+  assertStrictEquals(w.highest, 12);
+  assert(w.accept(0xffff_fff0));
+  assertStrictEquals(w.highest, 12, "0xfffffff0 is behind 12 in serial arithmetic");
+  w.reset();
+  assertStrictEquals(w.highest, -1);
+  assert(w.accept(0xffff_ffff));
+  assert(w.accept(3));
+  assertStrictEquals(w.highest, 3, "across the wrap");
 });
 
-Deno.test("Outbox with a one-wait schedule gives up after the wait without resending", () => {
+Deno.test("ReceiveWindow.has reports exactly the accepted numbers inside the window", () => {
+  const w = new ReceiveWindow();
+  assert(!w.has(0));
+  assert(!w.has(1));
+  assert(w.accept(100));
+  assert(w.has(100), "the only number, before the bitmap exists");
+  assert(!w.has(99));
+  assert(!w.has(101), "ahead of the highest");
+  assert(w.accept(98));
+  assert(w.has(98));
+  assert(!w.has(99), "a gap");
+  assert(w.has(100));
+  assert(w.accept(103));
+  assert(w.has(103));
+  assert(!w.has(101));
+  assert(!w.has(102));
+  assert(w.has(100), "still remembered after the highest moved");
+  assert(w.has(98));
+  assert(!w.has(104));
+  assert(!w.has(103 + 0x7fff_ffff), "far ahead");
+  assert(!w.has(103 - RECEIVE_WINDOW), "outside the window");
+  // Move the window past 98: it falls out even though it was accepted.
+  assert(w.accept(98 + RECEIVE_WINDOW));
+  assert(!w.has(98));
+  assert(w.has(100));
+  assert(w.has(98 + RECEIVE_WINDOW));
+  w.reset();
+  assert(!w.has(100));
+  assert(!w.has(98 + RECEIVE_WINDOW));
+});
+
+Deno.test("ReceiveWindow.has across u32 wrap-around", () => {
+  const w = new ReceiveWindow();
+  assert(w.accept(0xffff_fffe));
+  assert(w.accept(1));
+  assert(w.has(0xffff_fffe));
+  assert(!w.has(0xffff_ffff));
+  assert(!w.has(0));
+  assert(w.has(1));
+  assert(!w.has(2));
+  assert(w.accept(0));
+  assert(w.has(0));
+});
+
+Deno.test("ReceiveWindow.has agrees with accept on a seeded random stream", () => {
+  const rand = mulberry32(42);
+  const w = new ReceiveWindow();
+  const start = 0xffff_f000;
+  assert(w.accept(start));
+  for (let i = 0; i < 5_000; i++) {
+    const seq = (start + Math.floor(rand() * 8_192) - 512 + U32) % U32;
+    const before = w.has(seq);
+    const accepted = w.accept(seq);
+    if (accepted) assert(!before, `step ${i}: ${seq} accepted though has() said so`);
+    // After accept, the number is known exactly when it is inside the window.
+    const distance = (seq - w.highest) | 0;
+    assertStrictEquals(w.has(seq), distance <= 0 && -distance < RECEIVE_WINDOW, `step ${i}: has(${seq})`);
+    assertStrictEquals(w.accept(seq), false, `step ${i}: a second accept of ${seq}`);
+  }
+});
+
+// --- RttEstimator ----------------------------------------------------------------------------------------
+
+const BOUNDS = { initialMs: 500, minMs: 10, maxMs: 2_000 };
+
+Deno.test("RttEstimator before any sample returns the initial timeout, clamped", () => {
+  const rtt = new RttEstimator();
+  assertStrictEquals(rtt.samples, 0);
+  assertStrictEquals(rtt.srtt, 0);
+  assertStrictEquals(rtt.rttvar, 0);
+  assertStrictEquals(rtt.rto(BOUNDS), 500);
+  assertStrictEquals(rtt.rto({ initialMs: 5_000, minMs: 10, maxMs: 2_000 }), 2_000, "clamped to max");
+  assertStrictEquals(rtt.rto({ initialMs: 5, minMs: 10, maxMs: 2_000 }), 10, "clamped to min");
+});
+
+Deno.test("RttEstimator: the first sample sets srtt = R and rttvar = R/2", () => {
+  const rtt = new RttEstimator();
+  rtt.sample(100);
+  assertStrictEquals(rtt.samples, 1);
+  assertStrictEquals(rtt.srtt, 100);
+  assertStrictEquals(rtt.rttvar, 50);
+  assertStrictEquals(rtt.rto(BOUNDS), 300, "100 + 4 * 50");
+});
+
+Deno.test("RttEstimator: later samples use gains 1/8 (srtt) and 1/4 (rttvar), variance from the old srtt", () => {
+  const rtt = new RttEstimator();
+  rtt.sample(100);
+  rtt.sample(200);
+  // rttvar = 3/4 * 50 + 1/4 * |100 - 200| = 62.5; srtt = 7/8 * 100 + 1/8 * 200 = 112.5
+  assertStrictEquals(rtt.rttvar, 62.5);
+  assertStrictEquals(rtt.srtt, 112.5);
+  assertStrictEquals(rtt.rto(BOUNDS), 362.5);
+  rtt.sample(48.5);
+  // rttvar = 3/4 * 62.5 + 1/4 * |112.5 - 48.5| = 46.875 + 16 = 62.875; srtt = 98.4375 + 6.0625 = 104.5
+  assertStrictEquals(rtt.rttvar, 62.875);
+  assertStrictEquals(rtt.srtt, 104.5);
+  assertStrictEquals(rtt.rto(BOUNDS), 104.5 + 4 * 62.875);
+  assertStrictEquals(rtt.samples, 3);
+});
+
+Deno.test("RttEstimator converges on a constant RTT and the variance term bottoms out at the granularity", () => {
+  const rtt = new RttEstimator();
+  for (let i = 0; i < 400; i++) rtt.sample(40);
+  assertStrictEquals(rtt.srtt, 40);
+  assert(rtt.rttvar < 1e-9, `rttvar ${rtt.rttvar}`);
+  assertStrictEquals(rtt.rto({ initialMs: 500, minMs: 0, maxMs: 2_000 }), 40 + RTT_GRANULARITY_MS);
+  assertStrictEquals(rtt.rto(BOUNDS), 41);
+  assertStrictEquals(rtt.rto({ initialMs: 500, minMs: 100, maxMs: 2_000 }), 100, "clamped to min");
+});
+
+Deno.test("RttEstimator: a zero first sample gives srtt + G, then the floor", () => {
+  const rtt = new RttEstimator();
+  rtt.sample(0);
+  assertStrictEquals(rtt.srtt, 0);
+  assertStrictEquals(rtt.rttvar, 0);
+  assertStrictEquals(rtt.rto({ initialMs: 500, minMs: 0, maxMs: 2_000 }), RTT_GRANULARITY_MS);
+  assertStrictEquals(rtt.rto(BOUNDS), 10);
+});
+
+Deno.test("RttEstimator clamps a large timeout to the maximum", () => {
+  const rtt = new RttEstimator();
+  rtt.sample(1_000);
+  assertStrictEquals(rtt.rto(BOUNDS), 2_000, "1000 + 4 * 500 = 3000, clamped");
+  assertStrictEquals(rtt.rto({ initialMs: 500, minMs: 10, maxMs: 60_000 }), 3_000);
+  assertStrictEquals(rtt.rto({ initialMs: 500, minMs: 10, maxMs: 3_000 }), 3_000, "exactly the max");
+});
+
+// --- Outbox ----------------------------------------------------------------------------------------------
+
+Deno.test("Outbox starts empty", () => {
   const o = new Outbox();
-  o.add(10, "p", 3, "HandshakeRequest", bytes, [1_000]);
-  assertEquals(o.poll(1_010).map((d) => d.action), ["give_up"]);
+  assertStrictEquals(o.size, 0);
+  assertStrictEquals(o.nextDeadline(), Infinity);
+  assertEquals(o.due(1e12), []);
+  assertEquals(o.drain(), []);
+  assertStrictEquals(o.acknowledge("x"), undefined);
+  assertStrictEquals(o.acknowledge(1), undefined);
+  assertStrictEquals(o.findType("Data"), undefined);
+  assertStrictEquals(o.settleType("Data"), undefined);
+  assertStrictEquals(o.bySeq(1), undefined);
+  assertStrictEquals(o.byRel(1), undefined);
+  assertEquals(o.byParent("p"), []);
+  assert(o.hasRoom(0));
+  o.remove("nothing");
+  assertStrictEquals(o.size, 0);
+});
+
+Deno.test("Outbox add, remove and size; remove of an unknown id is harmless", () => {
+  const o = new Outbox();
+  const a = pending({ id: "a", seq: 1 });
+  o.add(a);
+  o.add(pending({ id: "b", seq: 2 }));
+  assertStrictEquals(o.size, 2);
+  assertStrictEquals(o.bySeq(1), a, "the same object is held");
+  o.remove("zzz");
+  assertStrictEquals(o.size, 2);
+  o.remove("a");
+  assertStrictEquals(o.size, 1);
+  assertStrictEquals(o.bySeq(1), undefined);
+  o.remove("b");
+  assertStrictEquals(o.size, 0);
+  o.remove("b");
+  assertStrictEquals(o.size, 0);
+  o.add(pending({ id: "c", seq: 3 }));
+  assertStrictEquals(o.size, 1, "usable again after emptying");
 });
 
 Deno.test("Outbox acknowledges by id (any case) or by sequence number, once", () => {
   const o = new Outbox();
   const id = "7d444840-9dc0-41d1-b245-5ffdce74fad2";
-  o.add(0, id, 1, "Data", bytes, [500]);
-  o.add(0, "b", 2, "Data", bytes, [500]);
+  o.add(pending({ id, seq: 1 }));
+  o.add(pending({ id: "b", seq: 2 }));
   assertStrictEquals(o.acknowledge(id.toUpperCase())?.seq, 1);
   assertStrictEquals(o.acknowledge(id), undefined);
   assertStrictEquals(o.acknowledge(2)?.id, "b");
   assertStrictEquals(o.acknowledge(2), undefined);
+  assertStrictEquals(o.acknowledge("b"), undefined);
   assertStrictEquals(o.size, 0);
 });
 
-Deno.test("Outbox settleType, findType, bySeq and drain", () => {
+Deno.test("Outbox settleType and findType take the first message of a type", () => {
   const o = new Outbox();
-  o.add(0, "r", 1, "HandshakeResponse", bytes, [500]);
-  o.add(0, "d", 2, "Data", bytes, [300]);
-  assertStrictEquals(o.findType("Data")?.id, "d");
-  assertStrictEquals(o.size, 2, "findType leaves it in place");
-  assertStrictEquals(o.bySeq(1)?.id, "r");
-  assertStrictEquals(o.bySeq(9), undefined);
-  assertStrictEquals(o.nextDeadline(), 300);
+  o.add(pending({ id: "r", seq: 1, type: "HandshakeResponse" }));
+  o.add(pending({ id: "d1", seq: 2, type: "Data" }));
+  o.add(pending({ id: "d2", seq: 3, type: "Data" }));
+  assertStrictEquals(o.findType("Data")?.id, "d1");
+  assertStrictEquals(o.size, 3, "findType leaves it in place");
+  assertStrictEquals(o.findType("Ping"), undefined);
   assertStrictEquals(o.settleType("HandshakeResponse")?.id, "r");
   assertStrictEquals(o.settleType("HandshakeResponse"), undefined);
-  assertEquals(o.drain().map((p) => p.id), ["d"]);
-  assertStrictEquals(o.size, 0);
+  assertStrictEquals(o.settleType("Data")?.id, "d1");
+  assertStrictEquals(o.findType("Data")?.id, "d2");
+  assertStrictEquals(o.size, 1);
 });
 
-Deno.test("Outbox reports full at MAX_PENDING_PER_PEER", () => {
+Deno.test("Outbox bySeq, byRel and byParent", () => {
   const o = new Outbox();
-  for (let i = 0; i < MAX_PENDING_PER_PEER - 1; i++) o.add(0, `m${i}`, i, "Data", bytes, [500]);
-  assert(!o.full);
-  o.add(0, "last", 9_999, "Data", bytes, [500]);
-  assert(o.full);
+  o.add(pending({ id: "x", seq: 10, rel: 100 }));
+  o.add(pending({ id: "f0", seq: 11, rel: 101, parent: "whole" }));
+  o.add(pending({ id: "f1", seq: 12, rel: 102, parent: "whole" }));
+  o.add(pending({ id: "g0", seq: 13, rel: 103, parent: "other" }));
+  assertStrictEquals(o.bySeq(10)?.id, "x");
+  assertStrictEquals(o.bySeq(100), undefined, "bySeq does not look at rel");
+  assertStrictEquals(o.byRel(100)?.id, "x");
+  assertStrictEquals(o.byRel(10), undefined, "byRel does not look at seq");
+  assertStrictEquals(o.byRel(103)?.id, "g0");
+  assertEquals(o.byParent("whole").map((p) => p.id), ["f0", "f1"]);
+  assertEquals(o.byParent("other").map((p) => p.id), ["g0"]);
+  assertEquals(o.byParent("none"), []);
+  o.acknowledge(11);
+  assertEquals(o.byParent("whole").map((p) => p.id), ["f1"]);
+  assertStrictEquals(o.size, 3, "lookups leave messages in place");
 });
 
-Deno.test("Outbox polls several due messages at once, each on its own schedule", () => {
+Deno.test("Outbox nextDeadline and due follow nextAt; due leaves messages in place", () => {
   const o = new Outbox();
-  o.add(0, "a", 1, "Data", bytes, [100, 100]);
-  o.add(50, "b", 2, "Data", bytes, [50]);
-  const due = o.poll(100);
-  assertEquals(due.map((d) => [d.pending.id, d.action]).sort(), [["a", "resend"], ["b", "give_up"]]);
+  o.add(pending({ id: "a", seq: 1, nextAt: 300 }));
+  o.add(pending({ id: "b", seq: 2, nextAt: 100 }));
+  o.add(pending({ id: "c", seq: 3, nextAt: 200 }));
+  assertStrictEquals(o.nextDeadline(), 100);
+  assertEquals(o.due(99), []);
+  assertEquals(o.due(100).map((p) => p.id), ["b"]);
+  assertEquals(o.due(250).map((p) => p.id).sort(), ["b", "c"]);
+  assertEquals(o.due(300).map((p) => p.id).sort(), ["a", "b", "c"]);
+  assertStrictEquals(o.size, 3);
+  // The caller moves a resent message's deadline in place.
+  o.bySeq(2)!.nextAt = 1_000;
   assertStrictEquals(o.nextDeadline(), 200);
+  o.acknowledge("c");
+  assertStrictEquals(o.nextDeadline(), 300);
+  o.acknowledge("a");
+  assertStrictEquals(o.nextDeadline(), 1_000);
+  o.acknowledge("b");
+  assertStrictEquals(o.nextDeadline(), Infinity);
+});
+
+Deno.test("Outbox drain removes and returns everything", () => {
+  const o = new Outbox();
+  o.add(pending({ id: "a", seq: 1 }));
+  o.add(pending({ id: "b", seq: 2 }));
+  assertEquals(o.drain().map((p) => p.id), ["a", "b"]);
+  assertStrictEquals(o.size, 0);
+  assertStrictEquals(o.nextDeadline(), Infinity);
+  assertEquals(o.drain(), []);
+  assert(o.hasRoom(1_000_000));
+});
+
+Deno.test("Outbox.hasRoom is false at SEND_WINDOW messages", () => {
+  const o = new Outbox();
+  for (let i = 0; i < SEND_WINDOW - 1; i++) o.add(pending({ id: `m${i}`, seq: i, rel: i }));
+  assert(o.hasRoom(SEND_WINDOW - 1));
+  o.add(pending({ id: "last", seq: SEND_WINDOW - 1, rel: SEND_WINDOW - 1 }));
+  assertStrictEquals(o.size, SEND_WINDOW);
+  assert(!o.hasRoom(SEND_WINDOW));
+  o.acknowledge(5);
+  assert(o.hasRoom(SEND_WINDOW), "room again after an Ack");
+});
+
+Deno.test("Outbox.hasRoom is false once nextRel runs MAX_REL_SPAN ahead of the oldest rel", () => {
+  const o = new Outbox();
+  o.add(pending({ id: "old", seq: 1, rel: 1_000 }));
+  o.add(pending({ id: "new", seq: 2, rel: 1_400 }));
+  assert(o.hasRoom(1_000 + MAX_REL_SPAN - 1));
+  assert(!o.hasRoom(1_000 + MAX_REL_SPAN));
+  assert(!o.hasRoom(1_000 + MAX_REL_SPAN + 50));
+  o.acknowledge("old");
+  assert(o.hasRoom(1_000 + MAX_REL_SPAN), "the oldest is now 1400");
+  assert(o.hasRoom(1_400 + MAX_REL_SPAN - 1));
+  assert(!o.hasRoom(1_400 + MAX_REL_SPAN));
+});
+
+Deno.test("Outbox.hasRoom measures the rel span across u32 wrap-around", () => {
+  const o = new Outbox();
+  const oldest = 0xffff_ff00;
+  o.add(pending({ id: "old", seq: 1, rel: oldest }));
+  o.add(pending({ id: "after-wrap", seq: 2, rel: 5 }));
+  assert(o.hasRoom((oldest + MAX_REL_SPAN - 1) >>> 0));
+  assert(!o.hasRoom((oldest + MAX_REL_SPAN) >>> 0));
+  assertStrictEquals((oldest + MAX_REL_SPAN) >>> 0, 0x100, "the limit is past the wrap");
+  assert(!o.hasRoom(0x200));
+  o.remove("old");
+  assert(o.hasRoom(0x100), "the oldest is now 5");
+  assert(o.hasRoom(5 + MAX_REL_SPAN - 1));
+  assert(!o.hasRoom(5 + MAX_REL_SPAN));
+});
+
+// --- SendQueue -------------------------------------------------------------------------------------------
+
+Deno.test("SendQueue is FIFO with byte accounting", () => {
+  const q = new SendQueue();
+  assertStrictEquals(q.size, 0);
+  assertStrictEquals(q.bytes, 0);
+  assertStrictEquals(q.peek(), undefined);
+  assertStrictEquals(q.shift(), undefined);
+  q.push(queued("a", 10));
+  q.push(queued("b", 20));
+  q.push(queued("c", 30));
+  assertStrictEquals(q.size, 3);
+  assertStrictEquals(q.bytes, 60);
+  assertStrictEquals(q.peek()?.id, "a");
+  assertStrictEquals(q.size, 3, "peek leaves it in place");
+  assertStrictEquals(q.shift()?.id, "a");
+  assertStrictEquals(q.bytes, 50);
+  assertStrictEquals(q.peek()?.id, "b");
+  assertStrictEquals(q.shift()?.id, "b");
+  assertStrictEquals(q.shift()?.id, "c");
+  assertStrictEquals(q.size, 0);
+  assertStrictEquals(q.bytes, 0);
+  assertStrictEquals(q.shift(), undefined);
+  assertStrictEquals(q.bytes, 0);
+});
+
+Deno.test("SendQueue keeps FIFO order and bytes across its internal compaction", () => {
+  const q = new SendQueue();
+  let pushed = 0;
+  let shifted = 0;
+  let bytes = 0;
+  const push = () => {
+    const size = 1 + (pushed % 7);
+    q.push(queued(`m${pushed++}`, size));
+    bytes += size;
+  };
+  for (let i = 0; i < 3_000; i++) push();
+  // Shift well past 1024 (compaction happens), interleaving pushes.
+  for (let round = 0; round < 5_000; round++) {
+    const item = q.shift()!;
+    assertStrictEquals(item.id, `m${shifted}`, `round ${round}`);
+    bytes -= item.size;
+    shifted++;
+    if (round % 3 === 0) push();
+    assertStrictEquals(q.size, pushed - shifted);
+    assertStrictEquals(q.bytes, bytes);
+    if (q.size > 0) assertStrictEquals(q.peek()?.id, `m${shifted}`);
+    if (q.size === 0) break;
+  }
+  while (q.size > 0) assertStrictEquals(q.shift()?.id, `m${shifted++}`);
+  assertStrictEquals(shifted, pushed);
+  assertStrictEquals(q.bytes, 0);
+  assertStrictEquals(q.peek(), undefined);
+  // Usable after draining.
+  q.push(queued("again", 4));
+  assertStrictEquals(q.peek()?.id, "again");
+  assertStrictEquals(q.bytes, 4);
+});
+
+Deno.test("SendQueue.fits bounds the count at MAX_QUEUED_PER_PEER", () => {
+  const q = new SendQueue();
+  assert(q.fits(MAX_QUEUED_PER_PEER, 0));
+  assert(!q.fits(MAX_QUEUED_PER_PEER + 1, 0));
+  for (let i = 0; i < MAX_QUEUED_PER_PEER - 1; i++) q.push(queued(`m${i}`, 0));
+  assert(q.fits(1, 0));
+  assert(!q.fits(2, 0));
+  q.push(queued("last", 0));
+  assert(!q.fits(1, 0));
+  assert(q.fits(0, 0));
+  q.shift();
+  assert(q.fits(1, 0), "room again after a shift");
+});
+
+Deno.test("SendQueue.fits bounds the bytes at MAX_QUEUED_BYTES_PER_PEER", () => {
+  const q = new SendQueue();
+  assert(q.fits(1, MAX_QUEUED_BYTES_PER_PEER));
+  assert(!q.fits(1, MAX_QUEUED_BYTES_PER_PEER + 1));
+  q.push(queued("big", MAX_QUEUED_BYTES_PER_PEER - 100));
+  assert(q.fits(1, 100));
+  assert(!q.fits(1, 101));
+  q.push(queued("rest", 100));
+  assert(!q.fits(1, 1));
+  assert(q.fits(1, 0));
+  assertStrictEquals(q.shift()?.id, "big");
+  assert(q.fits(1, MAX_QUEUED_BYTES_PER_PEER - 100));
+  assert(!q.fits(1, MAX_QUEUED_BYTES_PER_PEER - 99));
+});
+
+Deno.test("SendQueue.removeWhere removes the selected messages, keeps order and bytes", () => {
+  const q = new SendQueue();
+  for (let i = 0; i < 10; i++) q.push(queued(`m${i}`, 10 + i));
+  q.shift();
+  q.shift(); // m0 and m1 gone: removeWhere must not see them
+  const seen: string[] = [];
+  const removed = q.removeWhere((item) => {
+    seen.push(item.id);
+    return Number(item.id.slice(1)) % 2 === 0;
+  });
+  assertEquals(seen, ["m2", "m3", "m4", "m5", "m6", "m7", "m8", "m9"]);
+  assertEquals(removed.map((r) => r.id), ["m2", "m4", "m6", "m8"]);
+  assertStrictEquals(q.size, 4);
+  assertStrictEquals(q.bytes, 13 + 15 + 17 + 19);
+  assertStrictEquals(q.removeWhere(() => false).length, 0);
+  assertStrictEquals(q.size, 4);
+  q.push(queued("late", 1));
+  assertEquals([q.shift()?.id, q.shift()?.id, q.shift()?.id, q.shift()?.id, q.shift()?.id], [
+    "m3",
+    "m5",
+    "m7",
+    "m9",
+    "late",
+  ]);
+  assertStrictEquals(q.bytes, 0);
+  q.push(queued("x", 5));
+  assertEquals(q.removeWhere(() => true).map((r) => r.id), ["x"]);
+  assertStrictEquals(q.size, 0);
+  assertStrictEquals(q.bytes, 0);
+  assertStrictEquals(q.peek(), undefined);
+});
+
+Deno.test("SendQueue.removeWhere after a compaction", () => {
+  const q = new SendQueue();
+  for (let i = 0; i < 2_100; i++) q.push(queued(`m${i}`, 2));
+  for (let i = 0; i < 1_500; i++) assertStrictEquals(q.shift()?.id, `m${i}`);
+  const removed = q.removeWhere((item) => item.id.endsWith("0"));
+  assertStrictEquals(removed.length, 60);
+  assertStrictEquals(q.size, 540);
+  assertStrictEquals(q.bytes, 540 * 2);
+  assertStrictEquals(q.peek()?.id, "m1501");
+});
+
+// --- Reassembler -----------------------------------------------------------------------------------------
+
+/** Admits then adds, asserting the admission. */
+function admitAdd(
+  r: Reassembler,
+  now: number,
+  fr: FragmentRef,
+  chunk: Uint8Array,
+  budget: Budget,
+  maxBytes = 1_000,
+) {
+  assertStrictEquals(r.admit(fr, chunk.length, maxBytes, budget), undefined, `admit ${fr.of} ${fr.i}`);
+  return r.add(now, fr, chunk, budget);
+}
+
+Deno.test("Reassembler completes a message fragmented in order with the exact bytes", () => {
+  const r = new Reassembler();
+  const budget = freshBudget();
+  assertEquals(admitAdd(r, 0, ref(MSG_A, 0, 3), new Uint8Array([1, 2, 3]), budget), { status: "stored" });
+  assertStrictEquals(r.size, 1);
+  assertStrictEquals(r.bytes, 3);
+  assertStrictEquals(budget.used, 3);
+  assertEquals(admitAdd(r, 1, ref(MSG_A, 1, 3), new Uint8Array([4, 5]), budget), { status: "stored" });
+  assertStrictEquals(budget.used, 5);
+  const out = admitAdd(r, 2, ref(MSG_A, 2, 3), new Uint8Array([6]), budget);
+  assertEquals(out, { status: "complete", bytes: new Uint8Array([1, 2, 3, 4, 5, 6]) });
+  assertStrictEquals(r.size, 0);
+  assertStrictEquals(r.bytes, 0);
+  assertStrictEquals(budget.used, 0);
+});
+
+Deno.test("Reassembler completes a message whose fragments arrive out of order", () => {
+  const r = new Reassembler();
+  const budget = freshBudget();
+  const parts = [fill(4, 0xa0), fill(2, 0xa1), fill(5, 0xa2), fill(1, 0xa3)];
+  const order = [2, 0, 3, 1];
+  let last;
+  for (const i of order) last = admitAdd(r, 0, ref(MSG_A, i, 4), parts[i]!, budget);
+  assert(last?.status === "complete");
+  assertEquals(last.bytes, new Uint8Array([...parts[0]!, ...parts[1]!, ...parts[2]!, ...parts[3]!]));
+  assertStrictEquals(last.bytes.length, 12);
+  assertStrictEquals(budget.used, 0);
+});
+
+Deno.test("Reassembler: a one-fragment message completes at once", () => {
+  const r = new Reassembler();
+  const budget = freshBudget();
+  assertEquals(admitAdd(r, 0, ref(MSG_A, 0, 1), new Uint8Array([9, 8]), budget), {
+    status: "complete",
+    bytes: new Uint8Array([9, 8]),
+  });
+  assertStrictEquals(r.size, 0);
+});
+
+Deno.test("Reassembler keeps two messages apart", () => {
+  const r = new Reassembler();
+  const budget = freshBudget();
+  assertStrictEquals(admitAdd(r, 0, ref(MSG_A, 1, 2), fill(2, 1), budget).status, "stored");
+  assertStrictEquals(admitAdd(r, 0, ref(MSG_B, 0, 2), fill(3, 2), budget).status, "stored");
+  assertStrictEquals(r.size, 2);
+  assertStrictEquals(r.bytes, 5);
+  assertEquals(admitAdd(r, 0, ref(MSG_B, 1, 2), fill(1, 3), budget), {
+    status: "complete",
+    bytes: new Uint8Array([2, 2, 2, 3]),
+  });
+  assertStrictEquals(budget.used, 2);
+  assertEquals(admitAdd(r, 0, ref(MSG_A, 0, 2), fill(1, 4), budget), {
+    status: "complete",
+    bytes: new Uint8Array([4, 1, 1]),
+  });
+  assertStrictEquals(budget.used, 0);
+});
+
+Deno.test("Reassembler: a repeated fragment is a duplicate and counts once", () => {
+  const r = new Reassembler();
+  const budget = freshBudget();
+  assertStrictEquals(admitAdd(r, 0, ref(MSG_A, 0, 2), fill(3, 1), budget).status, "stored");
+  assertStrictEquals(r.admit(ref(MSG_A, 0, 2), 3, 1_000, budget), undefined, "a duplicate is admitted");
+  assertEquals(r.add(1, ref(MSG_A, 0, 2), fill(3, 7), budget), { status: "duplicate" });
+  assertStrictEquals(r.bytes, 3);
+  assertStrictEquals(budget.used, 3);
+  const out = admitAdd(r, 2, ref(MSG_A, 1, 2), fill(1, 2), budget);
+  assertEquals(out, { status: "complete", bytes: new Uint8Array([1, 1, 1, 2]) }, "the first copy is kept");
+});
+
+Deno.test("Reassembler: a fragment of an already completed message is a duplicate", () => {
+  const r = new Reassembler();
+  const budget = freshBudget(10);
+  admitAdd(r, 0, ref(MSG_A, 0, 2), fill(4, 1), budget);
+  assertStrictEquals(admitAdd(r, 0, ref(MSG_A, 1, 2), fill(4, 2), budget).status, "complete");
+  // Admitted (so it is acknowledged again) even with sizes that would otherwise be refused.
+  assertStrictEquals(r.admit(ref(MSG_A, 1, 2), 50, 10, { used: 10, limit: 10 }), undefined);
+  assertStrictEquals(r.admit(ref(MSG_A, 0, 9), 4, 1_000, budget), undefined);
+  assertEquals(r.add(5, ref(MSG_A, 1, 2), fill(4, 2), budget), { status: "duplicate" });
+  assertEquals(r.add(5, ref(MSG_A, 0, 2), fill(4, 1), budget), { status: "duplicate" });
+  assertStrictEquals(r.size, 0, "no partial message is recreated");
+  assertStrictEquals(budget.used, 0);
+});
+
+Deno.test("Reassembler.admit refuses a fragment whose count differs", () => {
+  const r = new Reassembler();
+  const budget = freshBudget();
+  admitAdd(r, 0, ref(MSG_A, 0, 3), fill(2, 1), budget);
+  const why = r.admit(ref(MSG_A, 1, 4), 2, 1_000, budget);
+  assertStrictEquals(why, "fragment count 4 differs from 3");
+  assertStrictEquals(r.admit(ref(MSG_A, 1, 3), 2, 1_000, budget), undefined);
+});
+
+Deno.test("Reassembler.admit refuses more than MAX_PARTIAL_PER_PEER partial messages", () => {
+  const r = new Reassembler();
+  const budget = freshBudget();
+  const ids: string[] = [];
+  for (let k = 0; k < MAX_PARTIAL_PER_PEER; k++) {
+    const id = `0000000${k}-0000-4000-8000-000000000000`;
+    ids.push(id);
+    assertStrictEquals(admitAdd(r, 0, ref(id, 0, 2), fill(1, k), budget).status, "stored");
+  }
+  assertStrictEquals(r.size, MAX_PARTIAL_PER_PEER);
+  const why = r.admit(ref(MSG_B, 0, 2), 1, 1_000, budget);
+  assertStrictEquals(why, `${MAX_PARTIAL_PER_PEER} messages are already in reassembly`);
+  // Fragments of messages already in reassembly are still admitted.
+  assertStrictEquals(r.admit(ref(ids[0]!, 1, 2), 1, 1_000, budget), undefined);
+  // Completing one makes room.
+  assertStrictEquals(r.add(0, ref(ids[0]!, 1, 2), fill(1, 0), budget).status, "complete");
+  assertStrictEquals(r.admit(ref(MSG_B, 0, 2), 1, 1_000, budget), undefined);
+});
+
+Deno.test("Reassembler.admit refuses a message larger than maxBytes", () => {
+  const r = new Reassembler();
+  const budget = freshBudget();
+  assertStrictEquals(r.admit(ref(MSG_A, 0, 2), 101, 100, budget), "the message would exceed 100 bytes");
+  assertStrictEquals(r.admit(ref(MSG_A, 0, 2), 100, 100, budget), undefined, "exactly maxBytes");
+  admitAdd(r, 0, ref(MSG_A, 0, 3), fill(60, 1), budget, 100);
+  assertStrictEquals(r.admit(ref(MSG_A, 1, 3), 41, 100, budget), "the message would exceed 100 bytes");
+  assertStrictEquals(r.admit(ref(MSG_A, 1, 3), 40, 100, budget), undefined);
+});
+
+Deno.test("Reassembler.admit refuses when the peer's total would exceed 2 * maxBytes", () => {
+  const r = new Reassembler();
+  const budget = freshBudget();
+  const C = "cccccccc-cccc-4ccc-8ccc-cccccccccccc";
+  admitAdd(r, 0, ref(MSG_A, 0, 2), fill(90, 1), budget, 100);
+  admitAdd(r, 0, ref(MSG_B, 0, 2), fill(90, 2), budget, 100);
+  assertStrictEquals(r.bytes, 180);
+  assertStrictEquals(r.admit(ref(C, 0, 2), 21, 100, budget), "the peer's reassembly buffer is full");
+  assertStrictEquals(r.admit(ref(C, 0, 2), 20, 100, budget), undefined, "exactly 2 * maxBytes");
+});
+
+Deno.test("Reassembler.admit refuses when the shared budget is exhausted", () => {
+  const budget = freshBudget(100);
+  const r1 = new Reassembler();
+  const r2 = new Reassembler();
+  admitAdd(r1, 0, ref(MSG_A, 0, 2), fill(70, 1), budget);
+  assertStrictEquals(budget.used, 70);
+  assertStrictEquals(r2.admit(ref(MSG_B, 0, 2), 31, 1_000, budget), "the reassembly buffers are full");
+  assertStrictEquals(r2.admit(ref(MSG_B, 0, 2), 30, 1_000, budget), undefined, "exactly the limit");
+  admitAdd(r2, 0, ref(MSG_B, 0, 2), fill(30, 2), budget);
+  assertStrictEquals(budget.used, 100);
+  assertStrictEquals(r1.admit(ref(MSG_A, 1, 2), 1, 1_000, budget), "the reassembly buffers are full");
+  r2.clear(budget);
+  assertStrictEquals(budget.used, 70);
+  assertStrictEquals(r1.admit(ref(MSG_A, 1, 2), 1, 1_000, budget), undefined);
+});
+
+Deno.test("Reassembler nextExpiry and expire by lifetime release the budget", () => {
+  const r = new Reassembler();
+  const budget = freshBudget();
+  assertStrictEquals(r.nextExpiry(1_000), Infinity);
+  admitAdd(r, 100, ref(MSG_A, 0, 3), fill(2, 1), budget);
+  admitAdd(r, 300, ref(MSG_B, 0, 2), fill(7, 2), budget);
+  admitAdd(r, 400, ref(MSG_A, 1, 3), fill(3, 1), budget);
+  assertStrictEquals(r.nextExpiry(1_000), 1_100, "from the first fragment of the oldest");
+  assertStrictEquals(r.expire(1_099, 1_000, budget), 0);
+  assertStrictEquals(r.size, 2);
+  assertStrictEquals(r.expire(1_100, 1_000, budget), 1);
+  assertStrictEquals(r.size, 1);
+  assertStrictEquals(r.bytes, 7);
+  assertStrictEquals(budget.used, 7);
+  assertStrictEquals(r.nextExpiry(1_000), 1_300);
+  assertStrictEquals(r.expire(5_000, 1_000, budget), 1);
+  assertStrictEquals(r.size, 0);
+  assertStrictEquals(r.bytes, 0);
+  assertStrictEquals(budget.used, 0);
+  assertStrictEquals(r.nextExpiry(1_000), Infinity);
+  // An expired message starts over: its fragment is stored, not a duplicate.
+  assertStrictEquals(admitAdd(r, 6_000, ref(MSG_A, 0, 2), fill(5, 1), budget).status, "stored");
+});
+
+Deno.test("Reassembler.clear releases the budget and forgets completed messages", () => {
+  const budget = freshBudget();
+  const other = new Reassembler();
+  admitAdd(other, 0, ref(MSG_B, 0, 2), fill(11, 9), budget);
+  const r = new Reassembler();
+  admitAdd(r, 0, ref(MSG_A, 0, 1), fill(3, 1), budget);
+  admitAdd(r, 0, ref(MSG_B, 0, 3), fill(4, 1), budget);
+  admitAdd(r, 0, ref(MSG_B, 1, 3), fill(4, 1), budget);
+  assertStrictEquals(budget.used, 19);
+  r.clear(budget);
+  assertStrictEquals(r.size, 0);
+  assertStrictEquals(r.bytes, 0);
+  assertStrictEquals(budget.used, 11, "the other peer's bytes stay counted");
+  assertStrictEquals(r.add(0, ref(MSG_A, 0, 2), fill(3, 1), budget).status, "stored", "A is forgotten");
+  r.clear(budget);
+  other.clear(budget);
+  assertStrictEquals(budget.used, 0);
+});
+
+Deno.test("Reassembler: budget.used returns to 0 over a seeded mix of completions, expiries and clears", () => {
+  const rand = mulberry32(7);
+  const budget = freshBudget(10_000);
+  const peers = [new Reassembler(), new Reassembler(), new Reassembler()];
+  let now = 0;
+  for (let m = 0; m < 200; m++) {
+    const r = peers[m % peers.length]!;
+    const id = `${m.toString(16).padStart(8, "0")}-0000-4000-8000-000000000000`;
+    const n = 1 + Math.floor(rand() * 5);
+    const parts = Array.from({ length: n }, (_, i) => fill(1 + Math.floor(rand() * 20), (m + i) & 0xff));
+    const order = parts.map((_, i) => i).sort(() => rand() - 0.5);
+    const dropLast = rand() < 0.2;
+    for (const [k, i] of order.entries()) {
+      if (dropLast && k === order.length - 1) break;
+      const fr = ref(id, i, n);
+      if (r.admit(fr, parts[i]!.length, 1_000, budget) !== undefined) continue;
+      const out = r.add(now, fr, parts[i]!, budget);
+      if (out.status === "complete") {
+        const whole: number[] = [];
+        for (const p of parts) whole.push(...p);
+        assertEquals(out.bytes, new Uint8Array(whole));
+      }
+    }
+    now += 10;
+    if (m % 25 === 0) r.expire(now, 100, budget);
+    const held = peers.reduce((sum, p) => sum + p.bytes, 0);
+    assertStrictEquals(budget.used, held, `message ${m}`);
+  }
+  peers[0]!.expire(now + 1_000, 100, budget);
+  peers[1]!.clear(budget);
+  peers[2]!.clear(budget);
+  assertStrictEquals(budget.used, 0);
+});
+
+// --- OrderedInbox ----------------------------------------------------------------------------------------
+
+Deno.test("OrderedInbox delivers in-order messages at once", () => {
+  const inbox = new OrderedInbox<string>();
+  assertStrictEquals(inbox.expected, 1);
+  assertStrictEquals(inbox.stalledSince, Infinity);
+  assertEquals(inbox.offer(0, 1, "a"), { status: "deliver", items: ["a"] });
+  assertEquals(inbox.offer(0, 2, "b"), { status: "deliver", items: ["b"] });
+  assertEquals(inbox.offer(0, 3, "c"), { status: "deliver", items: ["c"] });
+  assertStrictEquals(inbox.expected, 4);
+  assertStrictEquals(inbox.held, 0);
+  assertStrictEquals(inbox.stalledSince, Infinity);
+});
+
+Deno.test("OrderedInbox holds later messages and flushes them in order when the gap fills", () => {
+  const inbox = new OrderedInbox<string>();
+  assertEquals(inbox.offer(10, 3, "c"), { status: "held" });
+  assertStrictEquals(inbox.stalledSince, 10);
+  assertEquals(inbox.offer(20, 2, "b"), { status: "held" });
+  assertStrictEquals(inbox.stalledSince, 10, "the gap was first seen at 10");
+  assertEquals(inbox.offer(25, 5, "e"), { status: "held" });
+  assertStrictEquals(inbox.held, 3);
+  assertEquals(inbox.offer(30, 1, "a"), { status: "deliver", items: ["a", "b", "c"] });
+  assertStrictEquals(inbox.expected, 4);
+  assertStrictEquals(inbox.held, 1);
+  assertStrictEquals(inbox.stalledSince, 30, "a new gap (4) is seen now");
+  assertEquals(inbox.offer(40, 4, "d"), { status: "deliver", items: ["d", "e"] });
+  assertStrictEquals(inbox.expected, 6);
+  assertStrictEquals(inbox.held, 0);
+  assertStrictEquals(inbox.stalledSince, Infinity);
+});
+
+Deno.test("OrderedInbox.skip of the expected number delivers what was held behind it", () => {
+  const inbox = new OrderedInbox<string>();
+  inbox.offer(0, 2, "b");
+  inbox.offer(0, 3, "c");
+  inbox.offer(0, 5, "e");
+  assertEquals(inbox.skip(1, 1), ["b", "c"]);
+  assertStrictEquals(inbox.expected, 4);
+  assertEquals(inbox.skip(2, 4), ["e"]);
+  assertStrictEquals(inbox.expected, 6);
+  assertEquals(inbox.skip(3, 6), [], "nothing held: just moves on");
+  assertStrictEquals(inbox.expected, 7);
+  assertEquals(inbox.skip(4, 3), [], "a number already passed is ignored");
+  assertStrictEquals(inbox.expected, 7);
+  assertStrictEquals(inbox.stalledSince, Infinity);
+});
+
+Deno.test("OrderedInbox.skip of a future number leaves a tombstone that flushes silently", () => {
+  const inbox = new OrderedInbox<string>();
+  inbox.offer(0, 2, "b");
+  inbox.offer(0, 4, "d");
+  assertEquals(inbox.skip(0, 3), [], "3 is ahead of the expected 1");
+  assertStrictEquals(inbox.held, 3, "the tombstone is held");
+  assertStrictEquals(inbox.expected, 1);
+  assertEquals(inbox.offer(5, 1, "a"), { status: "deliver", items: ["a", "b", "d"] });
+  assertStrictEquals(inbox.expected, 5);
+  assertStrictEquals(inbox.held, 0);
+  // Tombstones only, then the expected number is skipped too.
+  assertEquals(inbox.skip(6, 6), []);
+  assertEquals(inbox.skip(6, 7), []);
+  assertEquals(inbox.offer(6, 8, "h"), { status: "held" });
+  assertEquals(inbox.skip(7, 5), ["h"]);
+  assertStrictEquals(inbox.expected, 9);
+  assertStrictEquals(inbox.held, 0);
+});
+
+Deno.test("OrderedInbox.expire after the lifetime skips the gap to the lowest held number", () => {
+  const inbox = new OrderedInbox<string>();
+  assertEquals(inbox.expire(1_000_000, 100), [], "nothing held");
+  inbox.offer(0, 5, "e");
+  inbox.offer(10, 3, "c");
+  inbox.offer(10, 8, "h");
+  assertStrictEquals(inbox.stalledSince, 0);
+  assertEquals(inbox.expire(99, 100), [], "not yet");
+  assertStrictEquals(inbox.expected, 1);
+  assertEquals(inbox.expire(100, 100), ["c"], "1 and 2 given up; 4 is a new gap");
+  assertStrictEquals(inbox.expected, 4);
+  assertStrictEquals(inbox.stalledSince, 100);
+  assertEquals(inbox.expire(199, 100), []);
+  assertEquals(inbox.expire(200, 100), ["e"]);
+  assertStrictEquals(inbox.expected, 6);
+  assertStrictEquals(inbox.stalledSince, 200);
+  assertEquals(inbox.offer(250, 6, "f"), { status: "deliver", items: ["f"] });
+  assertStrictEquals(inbox.stalledSince, 250, "the gap at 7 remains");
+  assertEquals(inbox.expire(350, 100), ["h"]);
+  assertStrictEquals(inbox.expected, 9);
+  assertStrictEquals(inbox.held, 0);
+  assertStrictEquals(inbox.stalledSince, Infinity);
+});
+
+Deno.test("OrderedInbox.expire skips past a lowest held tombstone", () => {
+  const inbox = new OrderedInbox<string>();
+  inbox.offer(0, 4, "d");
+  inbox.skip(0, 3);
+  assertEquals(inbox.expire(1_000, 100), ["d"]);
+  assertStrictEquals(inbox.expected, 5);
+  assertStrictEquals(inbox.held, 0);
+});
+
+Deno.test("OrderedInbox.wouldOverflow and offer report full at MAX_ORDERED_HELD", () => {
+  const inbox = new OrderedInbox<number>();
+  for (let ord = 2; ord < 2 + MAX_ORDERED_HELD - 1; ord++) {
+    assert(!inbox.wouldOverflow(ord));
+    assertEquals(inbox.offer(0, ord, ord), { status: "held" });
+  }
+  const last = 2 + MAX_ORDERED_HELD - 1;
+  assert(!inbox.wouldOverflow(last));
+  assertEquals(inbox.offer(0, last, last), { status: "held" });
+  assertStrictEquals(inbox.held, MAX_ORDERED_HELD);
+  assert(inbox.wouldOverflow(last + 1));
+  assertEquals(inbox.offer(0, last + 1, last + 1), { status: "full" });
+  assertStrictEquals(inbox.held, MAX_ORDERED_HELD);
+  assert(!inbox.wouldOverflow(1), "the expected number is never refused");
+  inbox.skip(0, last + 2);
+  assertStrictEquals(inbox.held, MAX_ORDERED_HELD, "a tombstone is not held when full");
+  const out = inbox.offer(0, 1, 1);
+  assert(out.status === "deliver");
+  assertStrictEquals(out.items.length, MAX_ORDERED_HELD + 1);
+  assertEquals(out.items, Array.from({ length: MAX_ORDERED_HELD + 1 }, (_, i) => i + 1));
+  assertStrictEquals(inbox.expected, last + 1);
+  assert(!inbox.wouldOverflow(last + 1));
+});
+
+Deno.test("OrderedInbox: a new number below the expected one (skipped earlier) is delivered late", () => {
+  const inbox = new OrderedInbox<string>();
+  inbox.offer(0, 1, "a");
+  inbox.skip(0, 2); // the sender gave 2 up
+  inbox.offer(0, 3, "c");
+  inbox.offer(0, 6, "f");
+  assertStrictEquals(inbox.expected, 4);
+  assertStrictEquals(inbox.stalledSince, 0);
+  // 2 arrives after all: delivered at once, the rest of the state untouched.
+  assertEquals(inbox.offer(5, 2, "b"), { status: "deliver", items: ["b"] });
+  assertStrictEquals(inbox.expected, 4);
+  assertStrictEquals(inbox.held, 1, "6 stays held");
+  assertStrictEquals(inbox.stalledSince, 0);
+  assertEquals(inbox.offer(6, 4, "d"), { status: "deliver", items: ["d"] });
+  assertEquals(inbox.offer(6, 5, "e"), { status: "deliver", items: ["e", "f"] });
+});
+
+Deno.test("OrderedInbox: skip() of a number already held keeps the held message", () => {
+  const inbox = new OrderedInbox<string>();
+  assertEquals(inbox.offer(0, 2, "b"), { status: "held" });
+  assertEquals(inbox.skip(0, 2), []);
+  assertEquals(inbox.offer(0, 1, "a"), { status: "deliver", items: ["a", "b"] });
+});
+
+Deno.test("OrderedInbox.reset starts a new session", () => {
+  const inbox = new OrderedInbox<string>();
+  inbox.offer(0, 1, "a");
+  inbox.offer(0, 3, "c");
+  inbox.reset();
+  assertStrictEquals(inbox.expected, 1);
+  assertStrictEquals(inbox.held, 0);
+  assertStrictEquals(inbox.stalledSince, Infinity);
+  assertEquals(inbox.offer(1, 2, "b"), { status: "held" });
+  assertEquals(inbox.offer(1, 1, "a"), { status: "deliver", items: ["a", "b"] });
+});
+
+Deno.test("OrderedInbox wraps from 0xffffffff to 0", () => {
+  const inbox = new OrderedInbox<string>();
+  inbox.expected = 0xffff_fffe;
+  assertEquals(inbox.offer(0, 0xffff_fffe, "fe"), { status: "deliver", items: ["fe"] });
+  assertStrictEquals(inbox.expected, 0xffff_ffff);
+  assertEquals(inbox.offer(0, 1, "1"), { status: "held" }, "1 is ahead of 0xffffffff");
+  assertEquals(inbox.offer(0, 0, "0"), { status: "held" });
+  assert(!inbox.wouldOverflow(2));
+  assertEquals(inbox.offer(0, 0xffff_ffff, "ff"), { status: "deliver", items: ["ff", "0", "1"] });
+  assertStrictEquals(inbox.expected, 2);
+  assertStrictEquals(inbox.held, 0);
+});
+
+Deno.test("OrderedInbox skip and expire across the wrap", () => {
+  const inbox = new OrderedInbox<string>();
+  inbox.expected = 0xffff_fffd;
+  inbox.offer(0, 1, "1");
+  inbox.offer(0, 0xffff_ffff, "ff");
+  inbox.skip(0, 0);
+  assertEquals(inbox.expire(100, 100), ["ff", "1"], "the lowest held is 0xffffffff, not 0 or 1");
+  assertStrictEquals(inbox.expected, 2);
+  inbox.expected = 0xffff_ffff;
+  inbox.offer(200, 1, "one");
+  assertEquals(inbox.skip(200, 0xffff_ffff), []);
+  assertStrictEquals(inbox.expected, 0);
+  assertEquals(inbox.skip(200, 0), ["one"]);
+  assertStrictEquals(inbox.expected, 2);
+});
+
+Deno.test("OrderedInbox: numbering near the top of the u32 range wraps to 0", () => {
+  const inbox = new OrderedInbox<number>();
+  inbox.expected = 0xffff_fffe;
+  const delivered: number[] = [];
+  for (const ord of [0xffff_fffe, 0xffff_ffff, 0, 1, 2]) {
+    const out = inbox.offer(0, ord, ord);
+    assert(out.status === "deliver");
+    delivered.push(...out.items);
+  }
+  assertEquals(delivered, [0xffff_fffe, 0xffff_ffff, 0, 1, 2]);
+  assertStrictEquals(inbox.expected, 3);
+  // 0xffffffff is "below" 3 in serial arithmetic: a late message, delivered without moving expected.
+  assertEquals(inbox.offer(0, 0xffff_ffff, -1), { status: "deliver", items: [-1] });
+  assertStrictEquals(inbox.expected, 3);
+});
+
+/** A seeded shuffle (Fisher-Yates). */
+function shuffle<T>(items: T[], rand: () => number): T[] {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [items[i], items[j]] = [items[j]!, items[i]!];
+  }
+  return items;
+}
+
+Deno.test("OrderedInbox delivers exactly the non-skipped numbers in order for seeded permutations", () => {
+  for (const seed of [1, 2, 3, 4, 5]) {
+    const rand = mulberry32(seed);
+    const N = 500;
+    const skipped = new Set<number>();
+    for (let ord = 1; ord <= N; ord++) if (rand() < 0.15) skipped.add(ord);
+    // Every number arrives once, either as a message or as a skip, in random order. One refused for lack of
+    // room (the endpoint does not acknowledge it) is sent again later: back to the end of the line.
+    const arrivals = shuffle(Array.from({ length: N }, (_, i) => i + 1), rand);
+    const inbox = new OrderedInbox<number>();
+    const delivered: number[] = [];
+    let now = 0;
+    for (let k = 0; k < arrivals.length; k++) {
+      const ord = arrivals[k]!;
+      now++;
+      if (inbox.wouldOverflow(ord)) {
+        arrivals.push(ord);
+        continue;
+      }
+      if (skipped.has(ord)) delivered.push(...inbox.skip(now, ord));
+      else {
+        const out = inbox.offer(now, ord, ord);
+        assert(out.status !== "full", `seed ${seed}: ${ord} refused although wouldOverflow said no`);
+        if (out.status === "deliver") delivered.push(...out.items);
+      }
+      assert(inbox.held <= MAX_ORDERED_HELD);
+    }
+    const expected = Array.from({ length: N }, (_, i) => i + 1).filter((ord) => !skipped.has(ord));
+    assert(skipped.size > 0 && skipped.size < N);
+    assertEquals(delivered, expected, `seed ${seed}`);
+    assertStrictEquals(inbox.expected, N + 1);
+    assertStrictEquals(inbox.held, 0);
+    assertStrictEquals(inbox.stalledSince, Infinity);
+  }
 });
