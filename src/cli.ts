@@ -50,7 +50,12 @@ Options:
 Config file defaults: heartbeat_interval ${d.heartbeatInterval} s, connection_timeout ${d.connectionTimeout} s,
 discovery_port_range [${d.discoveryPortRange.join(", ")}], enable_discovery ${d.enableDiscovery}, ` +
     `max_message_size ${d.maxMessageSize} B,
-retransmit_schedule_ms [${d.retransmitSchedule.join(", ")}], discovery_page_size ${d.discoveryPageSize},
+retransmit_policy ${d.retransmitPolicy} (rto_initial_ms ${d.rtoInitialMs}, rto_min_ms ${d.rtoMinMs}, ` +
+    `rto_max_ms ${d.rtoMaxMs},
+handshake_timeout ${d.handshakeTimeout} s, delivery_timeout ${d.deliveryTimeout} s; "schedule" uses ` +
+    `retransmit_schedule_ms [${d.retransmitSchedule.join(", ")}]),
+max_datagram_size ${d.maxDatagramSize} B, reassembly_buffer_bytes ${d.reassemblyBufferBytes}, ` +
+    `discovery_page_size ${d.discoveryPageSize},
 metrics_token null (set, it requires "Authorization: Bearer <token>" on /metrics, /peers, /api/*),
 stats_interval ${d.statsInterval} s (a stats line at info level; 0 turns it off).
 Logs go to stderr; SIGINT/SIGTERM disconnect every peer and exit 0.`;
