@@ -97,6 +97,53 @@ export interface Config {
    */
   reassemblyBufferBytes: number;
   /**
+   * When a HandshakeRequest must carry a stateless cookie: `"auto"` once more than `cookie_threshold`
+   * handshakes are half-open, `"always"`, or `"never"`.
+   * @default {"auto"}
+   */
+  cookieMode: CookieMode;
+  /**
+   * Half-open handshakes (peers registered but not yet confirmed) above which `"auto"` requires cookies.
+   * @default {64}
+   */
+  cookieThreshold: number;
+  /**
+   * Seconds a peer may stay half-open (its handshake answered, never confirmed) before it is removed.
+   * @default {60}
+   */
+  halfOpenTimeout: number;
+  /**
+   * `[per second, burst]`: datagrams accepted from one source IP; the excess is dropped unanswered.
+   * @default {[2000, 4000]}
+   */
+  rateLimitDatagramsPerIp: [number, number];
+  /**
+   * `[per second, burst]`: HandshakeRequests accepted from one source IP.
+   * @default {[50, 100]}
+   */
+  rateLimitHandshakesPerIp: [number, number];
+  /**
+   * `[per second, burst]`: datagrams accepted from one registered peer.
+   * @default {[1000, 2000]}
+   */
+  rateLimitDatagramsPerNode: [number, number];
+  /**
+   * `[per second, burst]`: datagrams accepted in all.
+   * @default {[200000, 200000]}
+   */
+  rateLimitDatagramsGlobal: [number, number];
+  /**
+   * Seconds an IP is banned (all its datagrams dropped) after 1,000 datagrams in a row over its limit; 0
+   * turns bans off.
+   * @default {0}
+   */
+  banSeconds: number;
+  /**
+   * Whether loopback sources (127.0.0.0/8, ::1) are exempt from the per-IP limits.
+   * @default {true}
+   */
+  rateLimitExemptLoopback: boolean;
+  /**
    * Most peers listed in one DiscoveryResponse (the response is also kept within one datagram).
    * @default {64}
    */
@@ -130,6 +177,12 @@ export const RETRANSMIT_POLICIES = ["adaptive", "schedule"] as const;
 /** One of {@linkcode RETRANSMIT_POLICIES}. */
 export type RetransmitPolicy = typeof RETRANSMIT_POLICIES[number];
 
+/** The cookie modes {@linkcode Config.cookieMode} accepts. */
+export const COOKIE_MODES = ["auto", "always", "never"] as const;
+
+/** One of {@linkcode COOKIE_MODES}. */
+export type CookieMode = typeof COOKIE_MODES[number];
+
 /** The log formats {@linkcode Config.logFormat} accepts. */
 export const LOG_FORMATS = ["text", "json"] as const;
 
@@ -154,6 +207,15 @@ export const DEFAULT_CONFIG: Readonly<Config> = Object.freeze({
   deliveryTimeout: 30,
   maxDatagramSize: 1200,
   reassemblyBufferBytes: 67_108_864,
+  cookieMode: "auto",
+  cookieThreshold: 64,
+  halfOpenTimeout: 60,
+  rateLimitDatagramsPerIp: [2000, 4000] as [number, number],
+  rateLimitHandshakesPerIp: [50, 100] as [number, number],
+  rateLimitDatagramsPerNode: [1000, 2000] as [number, number],
+  rateLimitDatagramsGlobal: [200_000, 200_000] as [number, number],
+  banSeconds: 0,
+  rateLimitExemptLoopback: true,
   discoveryPageSize: 64,
   metricsAddress: null,
   metricsToken: null,
@@ -179,6 +241,15 @@ export const CONFIG_FILE_KEYS = {
   delivery_timeout: "deliveryTimeout",
   max_datagram_size: "maxDatagramSize",
   reassembly_buffer_bytes: "reassemblyBufferBytes",
+  cookie_mode: "cookieMode",
+  cookie_threshold: "cookieThreshold",
+  half_open_timeout: "halfOpenTimeout",
+  rate_limit_datagrams_per_ip: "rateLimitDatagramsPerIp",
+  rate_limit_handshakes_per_ip: "rateLimitHandshakesPerIp",
+  rate_limit_datagrams_per_node: "rateLimitDatagramsPerNode",
+  rate_limit_datagrams_global: "rateLimitDatagramsGlobal",
+  ban_seconds: "banSeconds",
+  rate_limit_exempt_loopback: "rateLimitExemptLoopback",
   discovery_page_size: "discoveryPageSize",
   metrics_address: "metricsAddress",
   metrics_token: "metricsToken",
@@ -217,6 +288,11 @@ const positiveSeconds: Check = (v) =>
   typeof v === "number" && Number.isFinite(v) && v > 0 && v <= 86_400
     ? undefined
     : "must be a number of seconds above 0 and at most 86400";
+const rate: Check = (v) =>
+  Array.isArray(v) && v.length === 2 &&
+    v.every((x) => typeof x === "number" && Number.isFinite(x) && x >= 1 && x <= 100_000_000)
+    ? undefined
+    : "must be [per second, burst], each a number from 1 to 100000000";
 const port = (v: unknown) => typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= 65535;
 
 const socketAddr: Check = (v) => {
@@ -255,6 +331,24 @@ const CHECKS: Record<keyof Config, Check> = {
       ? undefined
       : "must be an integer from 576 to 65507",
   reassemblyBufferBytes: positiveInt(4 * 1024 * 1_048_576),
+  cookieMode: (v) =>
+    (COOKIE_MODES as readonly unknown[]).includes(v)
+      ? undefined
+      : `must be one of ${COOKIE_MODES.map((f) => `"${f}"`).join(", ")}`,
+  cookieThreshold: (v) =>
+    typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 1_000_000
+      ? undefined
+      : "must be an integer from 0 to 1000000",
+  halfOpenTimeout: positiveSeconds,
+  rateLimitDatagramsPerIp: rate,
+  rateLimitHandshakesPerIp: rate,
+  rateLimitDatagramsPerNode: rate,
+  rateLimitDatagramsGlobal: rate,
+  banSeconds: (v) =>
+    typeof v === "number" && Number.isFinite(v) && v >= 0 && v <= 86_400
+      ? undefined
+      : "must be a number of seconds from 0 (off) to 86400",
+  rateLimitExemptLoopback: (v) => typeof v === "boolean" ? undefined : "must be true or false",
   discoveryPageSize: positiveInt(10_000),
   metricsAddress: (v) =>
     v === null
@@ -354,6 +448,10 @@ export function resolveConfig(partial: Partial<Config> = {}): Config {
     ...merged,
     discoveryPortRange: [merged.discoveryPortRange[0], merged.discoveryPortRange[1]],
     retransmitSchedule: [...merged.retransmitSchedule],
+    rateLimitDatagramsPerIp: [...merged.rateLimitDatagramsPerIp],
+    rateLimitHandshakesPerIp: [...merged.rateLimitHandshakesPerIp],
+    rateLimitDatagramsPerNode: [...merged.rateLimitDatagramsPerNode],
+    rateLimitDatagramsGlobal: [...merged.rateLimitDatagramsGlobal],
   };
 }
 

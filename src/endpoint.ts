@@ -44,6 +44,8 @@ import {
 } from "./reliability.ts";
 import { type DropReason, type GiveUpReason, Stats, type StatsSnapshot } from "./stats.ts";
 import { TimerHeap } from "./timers.ts";
+import { fullBucket, type Rate, RateLimiter, take } from "./limits.ts";
+import { CookieJar } from "./cookies.ts";
 import { isUuid } from "./deps/uuid.ts";
 
 /** Largest UDP payload (IPv4); a single-datagram message can never be larger. */
@@ -66,6 +68,9 @@ const MISSING_TRACKED = RECEIVE_WINDOW;
 
 /** Random jitter added to each backed-off retransmission wait: up to this fraction of it. */
 export const BACKOFF_JITTER = 0.25;
+
+/** Cookie challenges one handshake answers before it fails with `cookie_required`. */
+const MAX_COOKIE_TRIES = 3;
 
 /** Wait before a sibling-server probe is given up (one try). */
 const PROBE_WAIT_MS = 1000;
@@ -165,6 +170,10 @@ export interface EndpointOptions {
    * exactly. @default {a PRNG seeded from the node id}
    */
   random?: () => number;
+  /**
+   * Secret for stateless handshake cookies (at least 16 bytes). @default {bytes drawn from `random`}
+   */
+  cookieSecret?: Uint8Array;
 }
 
 /** Options of {@linkcode Endpoint.send}. */
@@ -205,6 +214,7 @@ export const ERROR_CODES = {
   unknownRecipient: "unknown_recipient",
   badRequest: "bad_request",
   tooLarge: "too_large",
+  cookieRequired: "cookie_required",
 } as const;
 
 /** The text upstream peers and users search for when a node id is taken. */
@@ -255,6 +265,16 @@ export class Endpoint {
   #linkCounts = { handshaking: 0, connected: 0 };
   /** Whether the datagram being handled carried a valid sum: stateless replies to it carry one too. */
   #replySummed = false;
+  /** Size of the datagram being handled (0 outside `handleDatagram`). */
+  #inLen = 0;
+  /** Bytes stateless replies to the datagram being handled may still use (3x its size). */
+  #statelessBudget = 0;
+  /** The datagram being handled is a HandshakeRequest with a valid cookie. */
+  #cookieOk = false;
+  readonly #limiter: RateLimiter;
+  readonly #nodeRate: Rate;
+  readonly #cookies: CookieJar;
+  readonly #halfOpenMs: number;
 
   /** @param options See {@linkcode EndpointOptions}. */
   constructor(options: EndpointOptions) {
@@ -276,6 +296,20 @@ export class Endpoint {
     this.#reassemblyBudget = { used: 0, limit: options.config.reassemblyBufferBytes };
     this.#deliveryMs = options.config.deliveryTimeout * 1000;
     this.#handshakeMs = options.config.handshakeTimeout * 1000;
+    this.#halfOpenMs = options.config.halfOpenTimeout * 1000;
+    const c = options.config;
+    const rate = ([perSecond, burst]: [number, number]): Rate => ({ perSecond, burst });
+    this.#limiter = new RateLimiter({
+      datagramsPerIp: rate(c.rateLimitDatagramsPerIp),
+      handshakesPerIp: rate(c.rateLimitHandshakesPerIp),
+      datagramsGlobal: rate(c.rateLimitDatagramsGlobal),
+      banSeconds: c.banSeconds,
+      exemptLoopback: c.rateLimitExemptLoopback,
+    });
+    this.#nodeRate = rate(c.rateLimitDatagramsPerNode);
+    this.#cookies = new CookieJar(
+      options.cookieSecret ?? Uint8Array.from({ length: 32 }, () => Math.floor(this.#random() * 256)),
+    );
   }
 
   /** This endpoint's NodeInfo. */
@@ -296,6 +330,12 @@ export class Endpoint {
     const stats = this.#stats;
     stats.datagramsReceived++;
     stats.bytesReceived += bytes.length;
+    const admission = this.#limiter.admit(from.hostname, now);
+    if (admission !== "ok") {
+      // Dropped unanswered and without an event: a flood must cost as little as possible.
+      stats.drop(admission === "banned" ? "banned" : "rate_limited");
+      return;
+    }
     const key = formatSocketAddr(from);
     if (bytes.length > this.#maxIncoming) {
       this.#drop(from, key, "oversize", `${bytes.length} bytes exceed the ${this.#maxIncoming}-byte limit`);
@@ -309,7 +349,18 @@ export class Endpoint {
       this.#drop(from, key, error.reason, error.message);
       return;
     }
-    const outcome = this.#receive(now, from, key, msg);
+    this.#inLen = bytes.length;
+    this.#statelessBudget = 3 * bytes.length;
+    let outcome: Outcome;
+    try {
+      outcome = this.#receive(now, from, key, msg);
+    } catch (error) {
+      // A bug must not let one datagram stop the server: count it, report it, and go on.
+      outcome = drop("internal_error", `${(error as Error)?.stack ?? error}`);
+    }
+    this.#inLen = 0;
+    this.#statelessBudget = 0;
+    this.#cookieOk = false;
     if (outcome === undefined) stats.processed++;
     else if (outcome === "duplicate") stats.duplicates++;
     else this.#drop(from, key, outcome.reason, outcome.detail);
@@ -417,6 +468,7 @@ export class Endpoint {
     }
     if (conn.link) this.#closeLink(conn, null);
     this.#newSession(conn, null);
+    conn.validated = true; // we chose to send to it
     conn.lastHeard = now;
     const probe = options.probe ?? false;
     conn.link = { state: "handshaking", local: this.#node, remote: null, probe };
@@ -520,11 +572,23 @@ export class Endpoint {
       // Peers that speak the extensions sum every datagram: one without a valid sum is corrupt.
       return drop("bad_checksum", "datagram from a peer with extensions carries no sum");
     }
+    const type = msg.message_type;
+    if (conn?.peer) {
+      if (!take(conn.bucket ??= fullBucket(this.#nodeRate, now), this.#nodeRate, now)) {
+        return drop("rate_limited", "over the per-node datagram limit");
+      }
+    } else if (type === "HandshakeRequest" && this.#role === "server") {
+      if (!this.#limiter.admitHandshake(from.hostname, now)) {
+        return drop("rate_limited", "over the per-IP handshake limit");
+      }
+      const refusal = this.#checkCookie(now, from, key, msg);
+      if (refusal) return refusal;
+    }
     if (conn) {
       conn.lastHeard = now;
       if (msg.ext !== undefined) conn.ext = true;
+      if (!conn.validated) conn.bytesIn += this.#inLen;
     }
-    const type = msg.message_type;
     let chunk: Uint8Array | null = null;
     if (msg.frag) {
       // Checked before the Ack: a fragment that cannot be stored is not acknowledged, so it comes again.
@@ -576,6 +640,30 @@ export class Endpoint {
       this.#sendAck(now, from, conn, msg, ackAt);
     }
     return outcome;
+  }
+
+  /**
+   * Stateless cookies: with `cookie_mode` `always`, or `auto` while more than `cookie_threshold` handshakes
+   * are half-open, a new registration must carry a valid cookie. A request without one is answered with a
+   * small challenge and nothing is stored. Returns how such a request ended, or null to go on.
+   */
+  #checkCookie(now: number, from: SocketAddr, key: string, msg: Message): Outcome | null {
+    const mode = this.#config.cookieMode;
+    if (mode === "never") return null;
+    const cookie = msg.cookie;
+    if (cookie !== undefined && this.#cookies.check(key, cookie, now)) {
+      this.#cookieOk = true;
+      this.#stats.cookiesAccepted++;
+      return null;
+    }
+    if (mode === "auto" && this.#table.halfOpen < this.#config.cookieThreshold) return null;
+    this.#stats.cookieChallenges++;
+    this.#reply(now, from, undefined, "Error", {
+      error: "busy: repeat with cookie",
+      code: ERROR_CODES.cookieRequired,
+      cookie: this.#cookies.make(key, now),
+    });
+    return undefined;
   }
 
   /** Tracks gaps in a peer's reliable stream after `rel` was accepted (`before` was the highest). */
@@ -714,7 +802,14 @@ export class Endpoint {
         this.#reply(now, from, conn, "Pong", pongPayload(msg.payload));
         return undefined;
       case "Pong":
+        if (conn) this.#settled(now, conn, conn.outbox.settleType("Ping"));
         this.#events.push({ type: "pong", from, payload: msg.payload, message: msg });
+        if (conn?.link?.state === "connected" && conn.ext && msg.sequence_number === null && !conn.peer) {
+          // p2p_server numbers every reply on a connection: an unnumbered Pong is a stateless one, so the
+          // remote no longer knows us (restart, timeout, or our address changed under a NAT).
+          this.#closeLink(conn, "disconnect");
+          this.#forget(conn);
+        }
         return undefined;
       case "DiscoveryRequest":
         return this.#onDiscoveryRequest(now, from, conn, msg);
@@ -723,7 +818,7 @@ export class Endpoint {
       case "Data":
         return this.#onData(now, from, conn, msg);
       case "Error":
-        return this.#onError(from, conn, msg);
+        return this.#onError(now, from, conn, msg);
       case "Disconnect":
         return this.#onDisconnect(conn);
       case "Retransmit":
@@ -792,6 +887,8 @@ export class Endpoint {
       this.#table.byAddr.set(key, conn);
     }
     conn.ext = msg.ext !== undefined;
+    if (this.#cookieOk) conn.validated = true;
+    else if (!conn.validated && conn.bytesIn === 0) conn.bytesIn = this.#inLen;
     this.#newSession(conn, msg);
     const network = networkOf(info);
     this.#table.register(conn, { info, network, state: "handshaking", requestId: msg.id, joinedAt: now });
@@ -854,6 +951,10 @@ export class Endpoint {
     this.#linkCounts.connected++;
     if (conn.heartbeatAt === Infinity) conn.heartbeatAt = now + this.#heartbeatMs;
     this.#events.push({ type: "connected", addr: conn.addr, node: payload.node_info });
+    // Confirm at once, reliably: the remote counts us authenticated on any message after its response, and
+    // it may not resend that response to an address it has not validated (anti-amplification). A Pong
+    // settles this Ping as well as an Ack does.
+    this.#sendOn(now, conn, "Ping", null, true, null);
     return undefined;
   }
 
@@ -1037,9 +1138,27 @@ export class Endpoint {
     return undefined;
   }
 
-  #onError(from: SocketAddr, conn: Conn | undefined, msg: Message): Drop | undefined {
+  #onError(now: number, from: SocketAddr, conn: Conn | undefined, msg: Message): Drop | undefined {
     const error = parseErrorPayload(msg.payload);
-    if (conn?.link?.state === "handshaking") {
+    const link = conn?.link;
+    if (conn && link?.state === "handshaking") {
+      const p = msg.payload;
+      const cookie = isJsonObject(p) && typeof p.cookie === "string" ? p.cookie : null;
+      if (error.code === ERROR_CODES.cookieRequired && cookie && (link.cookieTries ?? 0) < MAX_COOKIE_TRIES) {
+        // A busy server asks for proof that we receive here: repeat the request with its cookie.
+        link.cookie = cookie;
+        link.cookieTries = (link.cookieTries ?? 0) + 1;
+        conn.outbox.settleType("HandshakeRequest");
+        this.#sendOn(
+          now,
+          conn,
+          "HandshakeRequest",
+          link.local as unknown as Json,
+          true,
+          link.probe ? [PROBE_WAIT_MS] : null,
+        );
+        return undefined;
+      }
       conn.outbox.settleType("HandshakeRequest");
       this.#failLink(conn, error.error, error.code ?? "refused");
       return undefined;
@@ -1135,6 +1254,7 @@ export class Endpoint {
     const peer = conn.peer;
     if (peer?.state !== "handshaking") return;
     this.#table.authenticate(conn);
+    conn.validated = true;
     conn.outbox.settleType("HandshakeResponse");
     this.#stats.handshakesOk++;
     this.#stats.handshakeDuration(now - peer.joinedAt);
@@ -1212,6 +1332,15 @@ export class Endpoint {
       this.#giveUp(conn, p, reason);
     }
     if (!conn.peer && !conn.link) return;
+    if (conn.peer?.state === "handshaking" && now - conn.peer.joinedAt >= this.#halfOpenMs) {
+      // Never confirmed: a spoofed source, or a peer that vanished right after asking.
+      this.#stats.halfOpenExpired++;
+      this.#removePeer(conn, "timeout");
+      if (!conn.link) {
+        this.#forget(conn);
+        return;
+      }
+    }
     this.#pump(now, conn);
     const x = conn.x;
     if (x) this.#runExtraTimers(now, conn, x);
@@ -1268,6 +1397,10 @@ export class Endpoint {
       if (conn.heartbeatAt < at) at = conn.heartbeatAt;
       const idle = conn.lastHeard + this.#timeoutMs;
       if (idle < at) at = idle;
+      if (conn.peer?.state === "handshaking") {
+        const halfOpen = conn.peer.joinedAt + this.#halfOpenMs;
+        if (halfOpen < at) at = halfOpen;
+      }
       const x = conn.x;
       if (x) {
         if (x.nackAt < at) at = x.nackAt;
@@ -1363,7 +1496,7 @@ export class Endpoint {
       if (bytes.length > this.#config.maxDatagramSize && conn.ext) {
         return this.#fragment(now, conn, type, payload, msg.id, null, null);
       }
-      return this.#transmit(conn.addr, bytes, type) ? msg : null;
+      return this.#transmit(conn.addr, bytes, type, conn) ? msg : null;
     }
     const x = conn.x;
     const ord = ordered ? this.#nextOrd(conn) : null;
@@ -1473,12 +1606,14 @@ export class Endpoint {
       ack_for: null,
     };
     if (type === "HandshakeRequest" || type === "HandshakeResponse") msg.ext = EXTENSIONS_VERSION;
+    const cookie = type === "HandshakeRequest" ? conn.link?.cookie : undefined;
     msg.rel = rel;
     if (item.ord !== null) msg.ord = item.ord;
     if (item.frag) msg.frag = item.frag;
+    if (cookie) msg.cookie = cookie;
     const bytes = encodeMessage(msg, conn.ext || msg.ext !== undefined);
     if (bytes.length > (conn.ext ? this.#config.maxDatagramSize : MAX_UDP_PAYLOAD) && !item.frag) return null;
-    if (!this.#transmit(conn.addr, bytes, type)) return null;
+    if (!this.#transmit(conn.addr, bytes, type, conn)) return null;
     conn.nextSeq = seq === MAX_SEQUENCE ? 0 : seq + 1;
     conn.relNext = rel === MAX_SEQUENCE ? 0 : rel + 1;
     const schedule = item.schedule;
@@ -1569,8 +1704,21 @@ export class Endpoint {
    */
   #reply(now: number, to: SocketAddr, conn: Conn | undefined, type: MessageType, payload: Json): boolean {
     if (conn && (conn.peer || conn.link)) return this.#sendOn(now, conn, type, payload, false, null) !== null;
-    const bytes = encodeMessage(this.#envelope(now, type, payload, null, false, null), this.#replySummed);
-    return this.#transmit(to, bytes, type);
+    const envelope = this.#envelope(now, type, payload, null, false, null);
+    let bytes = encodeMessage(envelope, this.#replySummed);
+    if (type === "Error" && bytes.length > this.#inLen && isJsonObject(payload)) {
+      // An Error to an address with no state is never larger than the datagram that caused it: shorten
+      // its text (the code stays), or send nothing when even that is too large.
+      const text = typeof payload.error === "string" ? payload.error : "";
+      const cut = Math.max(0, text.length - (bytes.length - this.#inLen) - 3);
+      envelope.payload = { ...payload, error: cut > 0 ? `${text.slice(0, cut)}...` : "" };
+      bytes = encodeMessage(envelope, this.#replySummed);
+      if (bytes.length > this.#inLen) {
+        this.#stats.amplificationLimited++;
+        return true;
+      }
+    }
+    return this.#transmit(to, bytes, type, null);
   }
 
   /** A new message from this endpoint: fresh id, timestamp in seconds, our `sender_addr`. */
@@ -1599,7 +1747,7 @@ export class Endpoint {
     const msg = this.#envelope(now, "Ack", null, acked.sequence_number, false, acked.id);
     this.#stats.acksSent++;
     const queued = this.#transmits.length;
-    this.#transmit(conn?.addr ?? to, encodeMessage(msg, conn?.ext ?? false), "Ack");
+    this.#transmit(conn?.addr ?? to, encodeMessage(msg, conn?.ext ?? false), "Ack", conn ?? null);
     if (at >= 0 && at < queued) this.#transmits.splice(at, 0, this.#transmits.pop()!);
   }
 
@@ -1629,14 +1777,29 @@ export class Endpoint {
   }
 
   #resend(conn: Conn, bytes: Uint8Array, type: MessageType): void {
-    this.#transmit(conn.addr, bytes, type);
+    this.#transmit(conn.addr, bytes, type, conn);
   }
 
   /** Queues a datagram; one that cannot fit in a UDP datagram is counted and not queued (returns false). */
-  #transmit(to: SocketAddr, bytes: Uint8Array, type: MessageType): boolean {
+  #transmit(to: SocketAddr, bytes: Uint8Array, type: MessageType, conn: Conn | null): boolean {
     if (bytes.length > MAX_UDP_PAYLOAD) {
       this.#stats.sendsTooLarge++;
       return false;
+    }
+    // Anti-amplification: to an address that has not proved it receives here, never more than 3x the bytes
+    // it sent. A datagram held back this way is treated as lost (retransmissions retry it later).
+    if (conn === null) {
+      if (bytes.length > this.#statelessBudget) {
+        this.#stats.amplificationLimited++;
+        return true;
+      }
+      this.#statelessBudget -= bytes.length;
+    } else if (!conn.validated) {
+      if (conn.bytesOut + bytes.length > 3 * conn.bytesIn) {
+        this.#stats.amplificationLimited++;
+        return true;
+      }
+      conn.bytesOut += bytes.length;
     }
     this.#stats.datagramsSent++;
     this.#stats.bytesSent += bytes.length;

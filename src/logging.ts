@@ -107,11 +107,13 @@ export async function setupLogging(level: Level, format: "text" | "json" = "text
     sinks: { stderr: stderrSink(formatterFor(format)) },
     filters: {
       dropThrottle: getThrottlingFilter({ limit: 10, windowMs: 1000 }),
+      remoteThrottle: getThrottlingFilter({ limit: 10, windowMs: 1000 }),
     },
     loggers: [
       { category: ["logtape", "meta"], sinks: ["stderr"], lowestLevel: "warning" },
       { category: ["p2p_server"], sinks: ["stderr"], lowestLevel: toLogLevel(level) },
       { category: ["p2p_server", "drops"], filters: ["dropThrottle"] },
+      { category: ["p2p_server", "remote"], filters: ["remoteThrottle"] },
     ],
   });
 }

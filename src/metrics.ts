@@ -137,6 +137,30 @@ export function formatMetrics(s: StatsSnapshot): string {
     s.reassemblyExpired,
   );
   out.simple(
+    "p2p_amplification_limited_total",
+    "counter",
+    "Datagrams not sent: they would exceed 3x the bytes received from an unvalidated address.",
+    s.amplificationLimited,
+  );
+  out.simple(
+    "p2p_cookie_challenges_total",
+    "counter",
+    "HandshakeRequests answered with a stateless cookie challenge.",
+    s.cookieChallenges,
+  );
+  out.simple(
+    "p2p_cookies_accepted_total",
+    "counter",
+    "HandshakeRequests with a valid cookie.",
+    s.cookiesAccepted,
+  );
+  out.simple(
+    "p2p_half_open_expired_total",
+    "counter",
+    "Half-open peers removed at half_open_timeout.",
+    s.halfOpenExpired,
+  );
+  out.simple(
     "p2p_ordered_held_total",
     "counter",
     "Ordered messages held back until an earlier one arrived.",

@@ -18,6 +18,7 @@ import {
   type SendQueue,
 } from "./reliability.ts";
 import type { Timed } from "./timers.ts";
+import type { Bucket } from "./limits.ts";
 
 /** State of a peer that registered with this endpoint. */
 export type PeerState = "handshaking" | "authenticated";
@@ -46,6 +47,10 @@ export interface LinkEntry {
   remote: NodeInfo | null;
   /** A sibling-server probe: one try, failure is quiet. */
   probe: boolean;
+  /** The cookie a busy remote handed out, sent with the repeated request. */
+  cookie?: string;
+  /** How many cookie challenges this handshake has answered. */
+  cookieTries?: number;
 }
 
 /** Transport state for one remote address. */
@@ -69,6 +74,17 @@ export interface Conn extends Timed {
   ext: boolean;
   /** Reliability state beyond the basics, allocated on first use (idle peers carry none). */
   x: ConnExtras | null;
+  /**
+   * The remote proved it receives at this address (a confirmed handshake, a valid cookie, or we started the
+   * handshake). Until then at most 3x the bytes received from it are sent to it.
+   */
+  validated: boolean;
+  /** Bytes received from the remote while unvalidated. */
+  bytesIn: number;
+  /** Bytes sent to the remote while unvalidated. */
+  bytesOut: number;
+  /** Rate-limit bucket of a registered peer, once it has sent anything after registering. */
+  bucket: Bucket | null;
   /** Reliable messages waiting for an Ack. */
   outbox: Outbox;
   /** When anything was last heard from this address (ms). */
@@ -136,6 +152,10 @@ export function newConn(key: string, addr: SocketAddr, now: number): Conn {
     rtt: null,
     ext: false,
     x: null,
+    validated: false,
+    bytesIn: 0,
+    bytesOut: 0,
+    bucket: null,
     outbox: new Outbox(),
     lastHeard: now,
     heartbeatAt: Infinity,
@@ -161,6 +181,11 @@ export class PeerTable {
   /** Peers by state. */
   counts(): { handshaking: number; authenticated: number } {
     return { handshaking: this.#handshaking, authenticated: this.#authenticated };
+  }
+
+  /** Peers registered but not yet confirmed (half-open handshakes). */
+  get halfOpen(): number {
+    return this.#handshaking;
   }
 
   /** Number of registered peers (both states). */

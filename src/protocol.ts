@@ -60,6 +60,8 @@ export interface Message {
   ord?: number;
   /** Extension: on a fragment, which whole message it belongs to; the payload is a base64 chunk. */
   frag?: FragmentRef;
+  /** Extension: on a HandshakeRequest, the stateless cookie a busy server handed out (hex). */
+  cookie?: string;
   /**
    * Set by {@linkcode decodeMessage} when the datagram ended in a `sum` field (a CRC-32 of the rest) and it
    * matched. Never written by {@linkcode encodeMessage}; see {@linkcode encodeMessage}'s `checksum` option.
@@ -275,6 +277,7 @@ export function encodeMessageText(message: Message): string {
   if (message.rel !== undefined) out.rel = message.rel;
   if (message.ord !== undefined) out.ord = message.ord;
   if (message.frag !== undefined) out.frag = message.frag;
+  if (message.cookie !== undefined) out.cookie = message.cookie;
   return JSON.stringify(out);
 }
 
@@ -362,7 +365,7 @@ export function decodeMessage(bytes: Uint8Array): Message {
     requires_ack: requiresAck,
     ack_for: ackFor as string | number | null,
   };
-  const { ext, rel, ord, frag } = value;
+  const { ext, rel, ord, frag, cookie } = value;
   if (ext !== undefined && ext !== null) {
     if (!isSequenceNumber(ext)) throw new DecodeError("bad_field", `Bad "ext": ${show(ext)}`);
     msg.ext = ext;
@@ -379,6 +382,12 @@ export function decodeMessage(bytes: Uint8Array): Message {
     const ref = parseFragmentRef(frag);
     if (!ref) throw new DecodeError("bad_field", `Bad "frag": ${show(frag)}`);
     msg.frag = ref;
+  }
+  if (cookie !== undefined && cookie !== null) {
+    if (typeof cookie !== "string" || !/^[0-9a-f]{1,64}$/.test(cookie)) {
+      throw new DecodeError("bad_field", `Bad "cookie": ${show(cookie)}`);
+    }
+    msg.cookie = cookie;
   }
   if (summed) msg.summed = true;
   return msg;

@@ -17,6 +17,15 @@ import { getLogger } from "./deps/log.ts";
 
 const log = getLogger(["p2p_server", "server"]);
 const dropLog = getLogger(["p2p_server", "drops"]);
+/** What remotes say (their Error texts): anyone can send them, so throttled and cut short. */
+const remoteLog = getLogger(["p2p_server", "remote"]);
+
+/** Longest remote-supplied text put in one log line. */
+const MAX_REMOTE_TEXT = 200;
+
+function clip(text: string): string {
+  return text.length > MAX_REMOTE_TEXT ? `${text.slice(0, MAX_REMOTE_TEXT)}... (${text.length} chars)` : text;
+}
 
 /** Capabilities every p2p_server announces. */
 export const SERVER_CAPABILITIES: readonly string[] = ["server", "discovery", "routing"];
@@ -93,6 +102,8 @@ export class P2PServer {
       node,
       newId: () => crypto.randomUUID(),
       now: monotonicNow(),
+      random: Math.random,
+      cookieSecret: crypto.getRandomValues(new Uint8Array(32)),
     });
     this.#opsHandler = createOpsHandler({
       stats: () => this.getStats(),
@@ -397,9 +408,9 @@ export class P2PServer {
         });
         break;
       case "error":
-        log.info("error from {addr}: {error}", {
+        remoteLog.info("error from {addr}: {error}", {
           addr: formatSocketAddr(event.from),
-          error: event.error.error,
+          error: clip(event.error.error),
         });
         break;
       case "dropped":
@@ -409,13 +420,20 @@ export class P2PServer {
           addr: formatSocketAddr(event.from),
           detail: event.reason,
         });
+        if (event.reason === "internal_error") {
+          log.error("internal error on a datagram from {addr} (dropped, serving on): {detail}", {
+            addr: formatSocketAddr(event.from),
+            detail: event.detail,
+          });
+          break;
+        }
         // Stray datagrams from a peer that just left are expected (spec troubleshooting): debug only.
         dropLog[event.afterDisconnect ? "debug" : "warn"](
           "dropped datagram from {addr} ({reason}): {detail}",
           {
             addr: formatSocketAddr(event.from),
             reason: event.reason,
-            detail: event.detail,
+            detail: clip(event.detail),
           },
         );
         break;

@@ -20,6 +20,9 @@ export const DROP_REASONS = [
   "not_registered",
   "unexpected",
   "buffer_full",
+  "rate_limited",
+  "banned",
+  "internal_error",
 ] as const;
 
 /** One of {@linkcode DROP_REASONS}. */
@@ -79,6 +82,14 @@ export interface StatsSnapshot {
   reassemblyExpired: number;
   /** Messages delivered late, after an earlier ordered message they waited for. */
   orderedHeld: number;
+  /** Datagrams not sent because they would exceed 3x the bytes received from an unvalidated address. */
+  amplificationLimited: number;
+  /** HandshakeRequests answered with a cookie challenge (no state kept). */
+  cookieChallenges: number;
+  /** HandshakeRequests accepted with a valid cookie. */
+  cookiesAccepted: number;
+  /** Half-open peers removed at `half_open_timeout`. */
+  halfOpenExpired: number;
   /** Reliable messages received again (re-acked, not re-processed). */
   duplicates: number;
   /** Messages not sent because they would not fit in one UDP datagram (65,507 bytes). */
@@ -195,6 +206,10 @@ export class Stats {
   messagesReassembled = 0;
   reassemblyExpired = 0;
   orderedHeld = 0;
+  amplificationLimited = 0;
+  cookieChallenges = 0;
+  cookiesAccepted = 0;
+  halfOpenExpired = 0;
   duplicates = 0;
   sendsTooLarge = 0;
   readonly drops: Record<DropReason, number> = zeroes(DROP_REASONS);
@@ -267,6 +282,10 @@ export class Stats {
       messagesReassembled: this.messagesReassembled,
       reassemblyExpired: this.reassemblyExpired,
       orderedHeld: this.orderedHeld,
+      amplificationLimited: this.amplificationLimited,
+      cookieChallenges: this.cookieChallenges,
+      cookiesAccepted: this.cookiesAccepted,
+      halfOpenExpired: this.halfOpenExpired,
       duplicates: this.duplicates,
       sendsTooLarge: this.sendsTooLarge,
       drops,

@@ -23,7 +23,7 @@ export const ENVELOPE_KEYS = [
 ] as const;
 
 /** The optional fields p2p_server appends after the eight keys (docs/protocol.md, "Extensions"). */
-export const EXTENSION_KEYS = ["ext", "rel", "ord", "frag", "sum"] as const;
+export const EXTENSION_KEYS = ["ext", "rel", "ord", "frag", "cookie", "sum"] as const;
 
 /** One message as it travels on the wire (untyped payload: the tests inspect it). */
 export interface Envelope {
