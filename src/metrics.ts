@@ -64,8 +64,18 @@ function formatValue(value: number): string {
   return String(value);
 }
 
+/** Process memory, in bytes, as `Deno.memoryUsage()` reports it. */
+export interface ProcessMemory {
+  /** Resident set size. */
+  rss: number;
+  /** JavaScript heap in use. */
+  heapUsed: number;
+  /** JavaScript heap allocated. */
+  heapTotal: number;
+}
+
 /**
- * Formats every counter and gauge of a snapshot as Prometheus text, each family with `# HELP` and `# TYPE`.
+ * Formats every counter and gauge of a snapshot (and, when given, the process's memory) as Prometheus text, each family with `# HELP` and `# TYPE`.
  *
  * @example
  * ```ts
@@ -78,8 +88,13 @@ function formatValue(value: number): string {
  * if (!text.includes('p2p_peers{state="authenticated"} 2\n')) throw new Error(text);
  * ```
  */
-export function formatMetrics(s: StatsSnapshot): string {
+export function formatMetrics(s: StatsSnapshot, memory?: ProcessMemory): string {
   const out = new Exposition();
+  if (memory) {
+    out.simple("process_resident_memory_bytes", "gauge", "Resident set size of the process.", memory.rss);
+    out.simple("p2p_heap_used_bytes", "gauge", "JavaScript heap in use.", memory.heapUsed);
+    out.simple("p2p_heap_total_bytes", "gauge", "JavaScript heap allocated.", memory.heapTotal);
+  }
   out.simple("p2p_datagrams_received_total", "counter", "UDP datagrams received.", s.datagramsReceived);
   out.simple("p2p_datagrams_sent_total", "counter", "UDP datagrams sent.", s.datagramsSent);
   out.simple("p2p_bytes_received_total", "counter", "Bytes received in UDP datagrams.", s.bytesReceived);

@@ -6,7 +6,7 @@
  * @module
  */
 import { parseSocketAddr, type SocketAddr } from "./address.ts";
-import { formatMetrics, METRICS_CONTENT_TYPE } from "./metrics.ts";
+import { formatMetrics, METRICS_CONTENT_TYPE, type ProcessMemory } from "./metrics.ts";
 import type { StatsSnapshot } from "./stats.ts";
 import { STATUS_PAGE_HTML } from "./status_page.ts";
 
@@ -180,7 +180,7 @@ export function createOpsHandler(
     }
     switch (path) {
       case "/metrics":
-        return new Response(formatMetrics(source.stats()), {
+        return new Response(formatMetrics(source.stats(), memory()), {
           headers: { "content-type": METRICS_CONTENT_TYPE, "cache-control": "no-store" },
         });
       case "/peers": {
@@ -194,7 +194,12 @@ export function createOpsHandler(
         return json({ peers: page, total: all.length, next_offset: next });
       }
       case "/api/stats":
-        return json({ server_time: clock(), closing: source.closing(), stats: source.stats() });
+        return json({
+          server_time: clock(),
+          closing: source.closing(),
+          stats: source.stats(),
+          memory: memory(),
+        });
       case "/api/events":
         return json({ events: source.events() });
       default:
@@ -227,4 +232,10 @@ export function serveOps(address: string, handler: (request: Request) => Respons
     addr: { hostname: local.hostname, port: local.port },
     close: () => (closing ??= server.shutdown()),
   };
+}
+
+/** The process's memory as the runtime reports it (bytes). */
+function memory(): ProcessMemory {
+  const m = Deno.memoryUsage();
+  return { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal };
 }
