@@ -56,6 +56,14 @@ handshake_timeout ${d.handshakeTimeout} s, delivery_timeout ${d.deliveryTimeout}
     `retransmit_schedule_ms [${d.retransmitSchedule.join(", ")}]),
 max_datagram_size ${d.maxDatagramSize} B, reassembly_buffer_bytes ${d.reassemblyBufferBytes}, ` +
     `discovery_page_size ${d.discoveryPageSize},
+cookie_mode ${d.cookieMode} (cookie_threshold ${d.cookieThreshold}), half_open_timeout ${d.halfOpenTimeout} s, ` +
+    `rate limits per second/burst:
+datagrams per IP [${d.rateLimitDatagramsPerIp.join(", ")}], handshakes per IP [${
+      d.rateLimitHandshakesPerIp.join(", ")
+    }], per node [${d.rateLimitDatagramsPerNode.join(", ")}], global [${
+      d.rateLimitDatagramsGlobal.join(", ")
+    }]
+(loopback exempt), ban_seconds ${d.banSeconds},
 metrics_token null (set, it requires "Authorization: Bearer <token>" on /metrics, /peers, /api/*),
 stats_interval ${d.statsInterval} s (a stats line at info level; 0 turns it off).
 Logs go to stderr; SIGINT/SIGTERM disconnect every peer and exit 0.`;
