@@ -33,6 +33,8 @@ import {
 } from "./protocol.ts";
 import {
   type Budget,
+  MAX_QUEUED_BYTES_PER_PEER,
+  MAX_QUEUED_PER_PEER,
   OrderedInbox,
   type Pending,
   type Queued,
@@ -44,7 +46,7 @@ import {
 } from "./reliability.ts";
 import { type DropReason, type GiveUpReason, Stats, type StatsSnapshot } from "./stats.ts";
 import { TimerHeap } from "./timers.ts";
-import { fullBucket, type Rate, RateLimiter, take } from "./limits.ts";
+import { fullBucket, type Rate, RateLimiter, take, takeMany } from "./limits.ts";
 import { CookieJar } from "./cookies.ts";
 import { isUuid } from "./deps/uuid.ts";
 
@@ -62,6 +64,18 @@ const NACK_DELAY_MS = 10;
 
 /** Most given-up ordered messages remembered per peer for answering `Retransmit`. */
 const GONE_REMEMBERED = 256;
+
+/** Per gap filled, how much of the path's earlier lateness estimate is kept (a decaying maximum). */
+const REORDER_DECAY = 0.95;
+
+/**
+ * Bytes per second (and burst) sent to a peer validated only by the compatibility rule: enough for a deployed
+ * client's discovery pages and echoes, too little to make the server a useful reflector.
+ */
+export const UNPROVEN_RATE: Rate = { perSecond: 16 * 1024, burst: 64 * 1024 };
+
+/** A rate-limited datagram after decoding: counted, but without an event (a flood must stay cheap). */
+const QUIET_RATE_LIMITED: Drop = { reason: "rate_limited", detail: "", quiet: true };
 
 /** Most missing `rel` numbers tracked per peer. */
 const MISSING_TRACKED = RECEIVE_WINDOW;
@@ -263,6 +277,8 @@ export class Endpoint {
   readonly #deliveryMs: number;
   readonly #handshakeMs: number;
   #linkCounts = { handshaking: 0, connected: 0 };
+  /** The `now` of the call being handled (ms), for the byte budgets checked where datagrams are queued. */
+  #clock = 0;
   /** Whether the datagram being handled carried a valid sum: stateless replies to it carry one too. */
   #replySummed = false;
   /** Size of the datagram being handled (0 outside `handleDatagram`). */
@@ -275,6 +291,8 @@ export class Endpoint {
   readonly #nodeRate: Rate;
   readonly #cookies: CookieJar;
   readonly #halfOpenMs: number;
+  /** Send-queue bounds per remote: room for four messages of `max_message_size` in fragments, at least. */
+  readonly #queueLimits: [number, number];
 
   /** @param options See {@linkcode EndpointOptions}. */
   constructor(options: EndpointOptions) {
@@ -297,6 +315,14 @@ export class Endpoint {
     this.#deliveryMs = options.config.deliveryTimeout * 1000;
     this.#handshakeMs = options.config.handshakeTimeout * 1000;
     this.#halfOpenMs = options.config.halfOpenTimeout * 1000;
+    // A fragment carries at least (max_datagram_size - 400) * 3/4 bytes of its message.
+    const perMessage = Math.ceil(
+      options.config.maxMessageSize / Math.max(3, Math.floor((options.config.maxDatagramSize - 400) / 4) * 3),
+    );
+    this.#queueLimits = [
+      Math.max(MAX_QUEUED_PER_PEER, 4 * perMessage + 64),
+      Math.max(MAX_QUEUED_BYTES_PER_PEER, 4 * perMessage * options.config.maxDatagramSize),
+    ];
     const c = options.config;
     const rate = ([perSecond, burst]: [number, number]): Rate => ({ perSecond, burst });
     this.#limiter = new RateLimiter({
@@ -327,6 +353,7 @@ export class Endpoint {
 
   /** Feeds one received datagram. */
   handleDatagram(now: number, from: SocketAddr, bytes: Uint8Array): void {
+    this.#clock = now;
     const stats = this.#stats;
     stats.datagramsReceived++;
     stats.bytesReceived += bytes.length;
@@ -363,6 +390,7 @@ export class Endpoint {
     this.#cookieOk = false;
     if (outcome === undefined) stats.processed++;
     else if (outcome === "duplicate") stats.duplicates++;
+    else if (outcome.quiet) stats.drop(outcome.reason);
     else this.#drop(from, key, outcome.reason, outcome.detail);
     const after = this.#table.byAddr.get(key);
     if (after) this.#reschedule(after);
@@ -370,6 +398,7 @@ export class Endpoint {
 
   /** Runs every timer due at `now`: retransmissions, give-ups, heartbeats and idle timeouts. */
   handleTimeout(now: number): void {
+    this.#clock = now;
     for (;;) {
       const conn = this.#timers.popDue(now);
       if (!conn) break;
@@ -459,7 +488,8 @@ export class Endpoint {
    * Starts a handshake towards `addr` (the client role; a server uses it for sibling servers). The outcome
    * arrives as a `connected` or `connectFailed` event.
    */
-  connect(now: number, addr: SocketAddr, options: { probe?: boolean } = {}): void {
+  connect(now: number, addr: SocketAddr, options: { probe?: boolean; validated?: boolean } = {}): void {
+    this.#clock = now;
     const key = formatSocketAddr(addr);
     let conn = this.#table.byAddr.get(key);
     if (!conn) {
@@ -468,7 +498,8 @@ export class Endpoint {
     }
     if (conn.link) this.#closeLink(conn, null);
     this.#newSession(conn, null);
-    conn.validated = true; // we chose to send to it
+    // We chose to send to it, unless a remote asked us to (a connect-back): that proves nothing about it.
+    if (options.validated ?? true) conn.validated = true;
     conn.lastHeard = now;
     const probe = options.probe ?? false;
     conn.link = { state: "handshaking", local: this.#node, remote: null, probe };
@@ -493,6 +524,7 @@ export class Endpoint {
    * (`max_message_size`, or one UDP datagram for a remote without the extensions).
    */
   send(now: number, to: SocketAddr, type: MessageType, payload: Json, options: SendOptions = {}): Message {
+    this.#clock = now;
     const conn = this.#table.byAddr.get(formatSocketAddr(to));
     if (!conn || (!conn.link && !conn.peer)) {
       throw new RangeError(`Cannot send to "${formatSocketAddr(to)}": not connected`);
@@ -513,6 +545,7 @@ export class Endpoint {
    * message is too large for it.
    */
   sendToPeer(now: number, nodeId: string, data: Json, options: { ordered?: boolean } = {}): boolean {
+    this.#clock = now;
     const conn = this.#table.byId.get(nodeId.toLowerCase());
     if (!conn?.peer || conn.peer.state !== "authenticated") return false;
     const payload = { from: this.#node.id, data };
@@ -523,6 +556,7 @@ export class Endpoint {
 
   /** Sends `Disconnect` to `addr` and forgets the link and peer there. */
   disconnect(now: number, addr: SocketAddr, reason: string): void {
+    this.#clock = now;
     const conn = this.#table.byAddr.get(formatSocketAddr(addr));
     if (!conn) return;
     this.#sendOn(now, conn, "Disconnect", { reason }, false, null);
@@ -533,6 +567,7 @@ export class Endpoint {
 
   /** Sends `Disconnect` to every peer and link and forgets them all (shutdown). */
   shutdown(now: number, reason: string): void {
+    this.#clock = now;
     for (const conn of [...this.#table.byAddr.values()]) {
       if (conn.peer || conn.link) this.#sendOn(now, conn, "Disconnect", { reason }, false, null);
       if (conn.peer) this.#removePeer(conn, "shutdown");
@@ -548,6 +583,7 @@ export class Endpoint {
    * connecting back), so both list each other with capability `server`.
    */
   probeSiblings(now: number, local: SocketAddr): void {
+    this.#clock = now;
     const host = isUnspecified(local.hostname) ? loopbackFor(local.hostname) : local.hostname;
     const [first, last] = this.#config.discoveryPortRange;
     for (let port = first; port <= last; port++) {
@@ -573,16 +609,22 @@ export class Endpoint {
       return drop("bad_checksum", "datagram from a peer with extensions carries no sum");
     }
     const type = msg.message_type;
-    if (conn?.peer) {
-      if (!take(conn.bucket ??= fullBucket(this.#nodeRate, now), this.#nodeRate, now)) {
-        return drop("rate_limited", "over the per-node datagram limit");
+    const peer = conn?.peer;
+    if (peer && !take(conn!.bucket ??= fullBucket(this.#nodeRate, now), this.#nodeRate, now)) {
+      return QUIET_RATE_LIMITED;
+    }
+    if (type === "HandshakeRequest" && this.#role === "server" && peer?.requestId !== msg.id) {
+      // Every new request (only a retransmission of the one already answered is exempt) counts against the
+      // per-IP handshake limit; one that would register a node (not the peer already here re-handshaking)
+      // needs a cookie under load.
+      if (!this.#limiter.admitHandshake(from.hostname, now)) return QUIET_RATE_LIMITED;
+      const p = msg.payload;
+      const sameNode = peer !== undefined && peer !== null && isJsonObject(p) && typeof p.id === "string" &&
+        p.id.toLowerCase() === peer.info.id;
+      if (!sameNode) {
+        const refusal = this.#checkCookie(now, from, key, msg);
+        if (refusal !== null) return refusal;
       }
-    } else if (type === "HandshakeRequest" && this.#role === "server") {
-      if (!this.#limiter.admitHandshake(from.hostname, now)) {
-        return drop("rate_limited", "over the per-IP handshake limit");
-      }
-      const refusal = this.#checkCookie(now, from, key, msg);
-      if (refusal) return refusal;
     }
     if (conn) {
       conn.lastHeard = now;
@@ -637,7 +679,8 @@ export class Endpoint {
         conn.window.accept(tracked);
         if (msg.rel !== undefined) this.#noteRel(now, conn, before, msg.rel);
       }
-      this.#sendAck(now, from, conn, msg, ackAt);
+      // A HandshakeRequest may have created the connection meanwhile: the Ack goes out on it (with its sum).
+      this.#sendAck(now, from, conn ?? this.#table.byAddr.get(key), msg, ackAt);
     }
     return outcome;
   }
@@ -672,7 +715,12 @@ export class Endpoint {
     if (before < 0) return;
     const distance = (rel - before) | 0;
     if (distance <= 0) {
-      if (x?.missing?.delete(rel) && x.missing.size === 0) x.nackAt = Infinity;
+      const since = x?.missing?.get(rel);
+      if (x && since !== undefined) {
+        x.missing!.delete(rel);
+        if (x.missing!.size === 0) x.nackAt = Infinity;
+        x.reorderMs = Math.max(x.reorderMs * REORDER_DECAY, now - since);
+      }
       return;
     }
     if (distance === 1 || distance >= RECEIVE_WINDOW) return;
@@ -682,7 +730,13 @@ export class Endpoint {
       if (missing.size >= MISSING_TRACKED) missing.delete(missing.keys().next().value!);
       missing.set((before + d) >>> 0, now);
     }
-    if (extras.nackAt === Infinity) extras.nackAt = now + Math.max(NACK_DELAY_MS, (conn.rtt?.srtt ?? 0) / 4);
+    if (extras.nackAt === Infinity) {
+      // Wait out ordinary reordering before asking: a quarter RTT plus twice its variance, or a quarter more
+      // than the lateness seen on this path, whichever is longer; but ask well before the sender's timer.
+      const rtt = conn.rtt;
+      const wait = Math.max(NACK_DELAY_MS, rtt ? rtt.srtt / 4 + 2 * rtt.rttvar : 0, 1.25 * extras.reorderMs);
+      extras.nackAt = now + Math.min(wait, this.#rtoOf(conn) / 2);
+    }
   }
 
   /** Decodes and admits a fragment's chunk, or says why it is dropped. */
@@ -779,6 +833,7 @@ export class Endpoint {
       nackAt: Infinity,
       goneOrdered: null,
       goneQuietUntil: -Infinity,
+      reorderMs: 0,
     };
   }
 
@@ -799,6 +854,9 @@ export class Endpoint {
       case "Ack":
         return this.#onAck(now, conn, msg);
       case "Ping":
+        if (conn && isJsonObject(msg.payload) && typeof msg.payload.confirm === "string") {
+          this.#proof(conn, msg.payload.confirm);
+        }
         this.#reply(now, from, conn, "Pong", pongPayload(msg.payload));
         return undefined;
       case "Pong":
@@ -861,7 +919,15 @@ export class Endpoint {
           peer.info = info;
           peer.requestId = msg.id;
         }
-        this.#sendOn(now, conn, "HandshakeResponse", this.#responsePayload(networkOf(info)), true, null);
+        const response = this.#sendOn(
+          now,
+          conn,
+          "HandshakeResponse",
+          this.#responsePayload(networkOf(info)),
+          true,
+          null,
+        );
+        if (response && conn.peer) conn.peer.responseId = response.id;
         return undefined;
       }
     }
@@ -894,11 +960,12 @@ export class Endpoint {
     this.#table.register(conn, { info, network, state: "handshaking", requestId: msg.id, joinedAt: now });
     conn.heartbeatAt = now + this.#heartbeatMs;
     this.#recentlyClosed.delete(key);
-    this.#sendOn(now, conn, "HandshakeResponse", this.#responsePayload(network), true, null);
+    const response = this.#sendOn(now, conn, "HandshakeResponse", this.#responsePayload(network), true, null);
+    if (response) conn.peer!.responseId = response.id;
     if (info.capabilities.includes("server") && !conn.link) {
       // A sibling server registered with us (its discovery probe, or its connectToPeer): register with it
       // too, so both list each other.
-      this.connect(now, from, { probe: true });
+      this.connect(now, from, { probe: true, validated: false });
     }
     return undefined;
   }
@@ -954,7 +1021,7 @@ export class Endpoint {
     // Confirm at once, reliably: the remote counts us authenticated on any message after its response, and
     // it may not resend that response to an address it has not validated (anti-amplification). A Pong
     // settles this Ping as well as an Ack does.
-    this.#sendOn(now, conn, "Ping", null, true, null);
+    this.#sendOn(now, conn, "Ping", { confirm: msg.id }, true, null);
     return undefined;
   }
 
@@ -962,6 +1029,7 @@ export class Endpoint {
     if (!conn) return drop("unexpected", "Ack from an unknown address");
     const ackFor = msg.ack_for ?? msg.sequence_number;
     if (ackFor === null) return drop("bad_payload", "Ack names no message");
+    if (typeof ackFor === "string") this.#proof(conn, ackFor);
     const pending = conn.outbox.acknowledge(ackFor);
     if (!pending) {
       // A late or repeated Ack; from a handshaking peer it still proves the peer is there.
@@ -1240,7 +1308,9 @@ export class Endpoint {
   #resendAsked(now: number, conn: Conn, pending: Pending | undefined): void {
     if (!pending) return;
     const spacing = conn.rtt ? Math.max(1, conn.rtt.srtt) : this.#rtoOf(conn) / 2;
-    if (now - pending.askedAt < spacing) return;
+    // Also not before the copy in flight had a round trip to be acknowledged: asked too early, it is late,
+    // not lost.
+    if (now - pending.askedAt < spacing || now - pending.lastSentAt < spacing) return;
     pending.askedAt = now;
     pending.lastSentAt = now;
     pending.nextAt = Math.min(Math.max(pending.nextAt, now + this.#rtoOf(conn)), pending.giveUpAt);
@@ -1254,11 +1324,27 @@ export class Endpoint {
     const peer = conn.peer;
     if (peer?.state !== "handshaking") return;
     this.#table.authenticate(conn);
-    conn.validated = true;
-    conn.outbox.settleType("HandshakeResponse");
+    // A peer without the extensions never acks (deployed clients): its later message is taken as proof that
+    // it receives here, for compatibility. A spoofer can fake that message, so such a peer gets a bounded
+    // byte rate until it proves itself. A peer with the extensions proves it by naming our response (#proof).
+    if (!conn.ext && !conn.validated) {
+      conn.validated = true;
+      conn.unproven = fullBucket(UNPROVEN_RATE, now);
+    }
+    // Whatever confirmed it (the Ack, or a later message that overtook the Ack) times the round trip.
+    this.#settled(now, conn, conn.outbox.settleType("HandshakeResponse"));
     this.#stats.handshakesOk++;
     this.#stats.handshakeDuration(now - peer.joinedAt);
     this.#events.push({ type: "peerJoined", peer: this.#summary(conn, peer) });
+  }
+
+  /** An Ack or a confirming Ping named `id`: when that is our HandshakeResponse, the address is proven. */
+  #proof(conn: Conn, id: string): void {
+    const responseId = conn.peer?.responseId;
+    if (responseId !== undefined && id.toLowerCase() === responseId) {
+      conn.validated = true;
+      conn.unproven = null;
+    }
   }
 
   /** Unregisters the peer on `conn`; `peerLeft` is reported only for peers that had joined. */
@@ -1292,9 +1378,23 @@ export class Endpoint {
 
   /** Forgets everything in flight on a connection nobody uses any more (no events). */
   #dropStreams(conn: Conn): void {
-    conn.outbox.drain();
+    // What was in flight will never be delivered now: say so, once per message.
+    const told = new Set<string>();
+    const closed = (id: string, seq: number, type: MessageType, tries: number) => {
+      if (told.has(id)) return;
+      told.add(id);
+      this.#gaveUp(conn, id, seq, type, tries, "closed");
+    };
     const x = conn.x;
+    for (const p of conn.outbox.drain()) {
+      const whole = p.parent === null ? undefined : x?.fragmented?.get(p.parent);
+      closed(p.parent ?? p.id, p.seq, whole?.type ?? p.type, p.tries);
+    }
     if (!x) return;
+    for (const item of x.queue?.removeWhere(() => true) ?? []) {
+      const whole = item.frag ? x.fragmented?.get(item.frag.of) : undefined;
+      closed(item.frag?.of ?? item.id, 0, whole?.type ?? item.type, 0);
+    }
     x.reassembly?.clear(this.#reassemblyBudget);
     conn.x = null;
   }
@@ -1437,7 +1537,11 @@ export class Endpoint {
   #backoff(rto: number, tries: number, deadlineMs: number): number {
     const cap = Math.min(this.#rto.maxMs, Math.max(this.#rto.minMs, deadlineMs / 10));
     const base = Math.min(rto * 2 ** (tries - 1), cap);
-    return tries === 1 ? base : base * (1 + BACKOFF_JITTER * this.#random());
+    if (tries === 1) return base;
+    // Jitter stays inside the cap: above the doubled timeout while it is below the cap, below the cap once
+    // it is reached, so no wait exceeds the cap and retries at the cap are still spread out.
+    const r = this.#random();
+    return base < cap ? Math.min(base * (1 + BACKOFF_JITTER * r), cap) : cap * (1 - (BACKOFF_JITTER / 2) * r);
   }
 
   /** A reliable message (or a whole fragmented one) is given up: the event, the counter, the cleanup. */
@@ -1558,7 +1662,7 @@ export class Endpoint {
    */
   #enqueue(now: number, conn: Conn, items: Queued[]): boolean {
     const x = this.#extras(conn);
-    const queue = x.queue ??= new SendQueue();
+    const queue = x.queue ??= new SendQueue(this.#queueLimits[0], this.#queueLimits[1]);
     let bytes = 0;
     for (const item of items) bytes += item.size;
     if (!queue.fits(items.length, bytes)) {
@@ -1747,7 +1851,7 @@ export class Endpoint {
     const msg = this.#envelope(now, "Ack", null, acked.sequence_number, false, acked.id);
     this.#stats.acksSent++;
     const queued = this.#transmits.length;
-    this.#transmit(conn?.addr ?? to, encodeMessage(msg, conn?.ext ?? false), "Ack", conn ?? null);
+    this.#transmit(conn?.addr ?? to, encodeMessage(msg, conn?.ext ?? this.#replySummed), "Ack", conn ?? null);
     if (at >= 0 && at < queued) this.#transmits.splice(at, 0, this.#transmits.pop()!);
   }
 
@@ -1789,17 +1893,27 @@ export class Endpoint {
     // Anti-amplification: to an address that has not proved it receives here, never more than 3x the bytes
     // it sent. A datagram held back this way is treated as lost (retransmissions retry it later).
     if (conn === null) {
-      if (bytes.length > this.#statelessBudget) {
+      // A stateless reply to an address that has an unvalidated connection spends that budget too.
+      const known = this.#table.byAddr.get(formatSocketAddr(to));
+      const unvalidated = known && !known.validated ? known : null;
+      if (
+        bytes.length > this.#statelessBudget ||
+        (unvalidated && unvalidated.bytesOut + bytes.length > 3 * unvalidated.bytesIn)
+      ) {
         this.#stats.amplificationLimited++;
         return true;
       }
       this.#statelessBudget -= bytes.length;
+      if (unvalidated) unvalidated.bytesOut += bytes.length;
     } else if (!conn.validated) {
       if (conn.bytesOut + bytes.length > 3 * conn.bytesIn) {
         this.#stats.amplificationLimited++;
         return true;
       }
       conn.bytesOut += bytes.length;
+    } else if (conn.unproven && !takeMany(conn.unproven, UNPROVEN_RATE, this.#clock, bytes.length)) {
+      this.#stats.amplificationLimited++;
+      return true;
     }
     this.#stats.datagramsSent++;
     this.#stats.bytesSent += bytes.length;
@@ -1841,6 +1955,8 @@ interface Drop {
   detail: string;
   /** The message was understood and refused with an Error reply: it is still acknowledged. */
   refused?: boolean;
+  /** Counted without a `dropped` event. */
+  quiet?: boolean;
 }
 
 /** What became of one received datagram: processed (undefined), a duplicate, or dropped. */

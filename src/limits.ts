@@ -50,6 +50,21 @@ export function take(bucket: Bucket, rate: Rate, now: number): boolean {
   return true;
 }
 
+/**
+ * Like {@linkcode take} for `n` tokens at once (bytes, say). Returns false (and takes nothing) when fewer
+ * than `n` are left.
+ */
+export function takeMany(bucket: Bucket, rate: Rate, now: number, n: number): boolean {
+  const elapsed = now - bucket.at;
+  if (elapsed > 0) {
+    bucket.tokens = Math.min(rate.burst, bucket.tokens + (elapsed / 1000) * rate.perSecond);
+    bucket.at = now;
+  }
+  if (bucket.tokens < n) return false;
+  bucket.tokens -= n;
+  return true;
+}
+
 /** The most source IPs whose buckets are remembered at once; the oldest are forgotten first. */
 export const MAX_TRACKED_IPS = 65_536;
 

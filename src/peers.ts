@@ -33,6 +33,11 @@ export interface PeerEntry {
   state: PeerState;
   /** Id of the HandshakeRequest that registered it (a repeat of it is a retransmission). */
   requestId: string;
+  /**
+   * Id of our latest HandshakeResponse to it: an Ack or a confirming Ping that names it proves the peer
+   * receives at its address (a random UUID cannot be guessed by a spoofer).
+   */
+  responseId?: string;
   /** When it registered (ms). */
   joinedAt: number;
 }
@@ -85,6 +90,11 @@ export interface Conn extends Timed {
   bytesOut: number;
   /** Rate-limit bucket of a registered peer, once it has sent anything after registering. */
   bucket: Bucket | null;
+  /**
+   * Bytes that may still be sent to a peer validated only by the compatibility rule (a deployed client's
+   * later message, which a spoofer can fake): null once the peer proved its address, or never needed it.
+   */
+  unproven: Bucket | null;
   /** Reliable messages waiting for an Ack. */
   outbox: Outbox;
   /** When anything was last heard from this address (ms). */
@@ -139,6 +149,11 @@ export interface ConnExtras {
   goneOrdered: Map<number, number> | null;
   /** Until when no further "gone" answer is sent (ms). */
   goneQuietUntil: number;
+  /**
+   * How late (ms) messages of the remote's reliable stream have been arriving after a later one: a decaying
+   * maximum of the time gaps took to fill, so gap reports wait out the reordering this path really has.
+   */
+  reorderMs: number;
 }
 
 /** Creates the transport state for a new remote address. */
@@ -156,6 +171,7 @@ export function newConn(key: string, addr: SocketAddr, now: number): Conn {
     bytesIn: 0,
     bytesOut: 0,
     bucket: null,
+    unproven: null,
     outbox: new Outbox(),
     lastHeard: now,
     heartbeatAt: Infinity,

@@ -317,18 +317,29 @@ export interface Queued {
   size: number;
 }
 
-/** Most messages waiting in one peer's send queue. */
+/** Least number of messages one peer's send queue holds (the endpoint raises it for large messages). */
 export const MAX_QUEUED_PER_PEER = 8192;
 
-/** Most bytes waiting in one peer's send queue (four 1 MiB messages with their fragment overhead). */
+/** Least number of bytes one peer's send queue holds (the endpoint raises it for large messages). */
 export const MAX_QUEUED_BYTES_PER_PEER = 6 * 1_048_576;
 
 /** FIFO of reliable messages waiting for window room. */
 export class SendQueue {
   #items: Queued[] = [];
   #head = 0;
+  readonly #maxItems: number;
+  readonly #maxBytes: number;
   /** Bytes waiting. */
   bytes = 0;
+
+  /**
+   * @param maxItems Most messages waiting. @default {MAX_QUEUED_PER_PEER}
+   * @param maxBytes Most bytes waiting. @default {MAX_QUEUED_BYTES_PER_PEER}
+   */
+  constructor(maxItems: number = MAX_QUEUED_PER_PEER, maxBytes: number = MAX_QUEUED_BYTES_PER_PEER) {
+    this.#maxItems = maxItems;
+    this.#maxBytes = maxBytes;
+  }
 
   /** Messages waiting. */
   get size(): number {
@@ -337,7 +348,7 @@ export class SendQueue {
 
   /** Whether `count` more messages of `bytes` in total fit. */
   fits(count: number, bytes: number): boolean {
-    return this.size + count <= MAX_QUEUED_PER_PEER && this.bytes + bytes <= MAX_QUEUED_BYTES_PER_PEER;
+    return this.size + count <= this.#maxItems && this.bytes + bytes <= this.#maxBytes;
   }
 
   /** Appends a message. */

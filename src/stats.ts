@@ -29,7 +29,7 @@ export const DROP_REASONS = [
 export type DropReason = typeof DROP_REASONS[number];
 
 /** Why a reliable message was given up. */
-export const GIVE_UP_REASONS = ["deadline", "tries", "queue_full"] as const;
+export const GIVE_UP_REASONS = ["deadline", "tries", "queue_full", "closed"] as const;
 
 /** One of {@linkcode GIVE_UP_REASONS}. */
 export type GiveUpReason = typeof GIVE_UP_REASONS[number];

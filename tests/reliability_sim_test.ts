@@ -264,6 +264,7 @@ Deno.test("repeated Retransmit requests cannot multiply traffic: one resend per 
   const msg = sim.act(client, (ep, now) => ep.send(now, sock(SERVER), "Data", "x", { reliable: true }));
   const sent = sim.sentBy(client.addr).find((s) => s.msg.id === msg.id)!;
   const rel = (sent.msg as unknown as { rel: number }).rel;
+  sim.runFor(30); // a round trip (20 ms): a copy asked for sooner would be late, not lost
   // The server side asks 50 times within 10 ms (as a flood would).
   const before = sim.sentBy(client.addr).length;
   for (let i = 0; i < 50; i++) {
@@ -461,12 +462,11 @@ Deno.test("retransmissions back off exponentially, with jitter, up to rto_max_ms
   assert(Math.abs(waits[0]! - rto) < 0.01, `the first wait ${waits[0]} is the RTO ${rto}`);
   for (let i = 1; i < waits.length; i++) {
     const base = Math.min(rto * 2 ** i, 2_000);
-    assert(
-      waits[i]! >= base - 0.01 && waits[i]! <= base * 1.25 + 0.01,
-      `wait ${i}: ${waits[i]} for base ${base}`,
-    );
+    // Below the cap the jitter adds up to 25 %, never past the cap; at the cap it takes up to 12.5 % off.
+    const [low, high] = base < 2_000 ? [base, Math.min(base * 1.25, 2_000)] : [1_750, 2_000];
+    assert(waits[i]! >= low - 0.01 && waits[i]! <= high + 0.01, `wait ${i}: ${waits[i]} for base ${base}`);
   }
-  assert(waits.slice(-3).every((w) => w >= 2_000 && w <= 2_501), "capped at rto_max_ms plus jitter");
+  assert(waits.every((w) => w <= 2_000.01), "no wait exceeds rto_max_ms");
 });
 
 Deno.test("the spec's count-based schedule stays available: 500 ms, 1 s, 2 s, then give up", () => {
