@@ -9,7 +9,7 @@
  * checks that the server still runs and answers, that its counters add up
  * (`received = processed + dropped + duplicates`), that it counted every datagram sent to it, and that its
  * heap returns near its baseline after a GC; it also measures how many bytes each fuzz source address got
- * back per byte it sent (amplification; printed, not asserted).
+ * back per byte it sent (amplification: at most 3 for every source that does not complete a handshake).
  *
  * ```sh
  * deno task fuzz                            # 100,000 datagrams, a random seed (printed)
@@ -1062,9 +1062,22 @@ function traffic(s: FuzzSocket, drops: Map<number, number> | null): SourceTraffi
   };
 }
 
-/** The checks that make a run pass or fail (the amplification target is reported, not checked). */
+/** Most bytes the server may send to a source per byte it received from it. */
+export const AMPLIFICATION_LIMIT = 3;
+
+/** The checks that make a run pass or fail. */
 function check(r: FuzzReport): void {
   const f = r.failures;
+  // The limit is the server's for addresses that have not proved they receive. The valid_flow sockets complete
+  // real handshakes (validated) and are sent routed Data by other flows, so they are reported, not held to it.
+  const over = r.sources.filter((t) => !t.source.startsWith("valid_flow/") && t.ratio > AMPLIFICATION_LIMIT);
+  if (over.length > 0) {
+    const worst = over.reduce((a, b) => (b.ratio > a.ratio ? b : a));
+    f.push(
+      `${over.length} fuzz source(s) got more than ${AMPLIFICATION_LIMIT}x the bytes they sent; the worst, ` +
+        `${worst.source} (${worst.addr}), ${worst.ratio.toFixed(2)}x: ${JSON.stringify(worst.replies)}`,
+    );
+  }
   if (r.exitCode !== 0 && !r.crash) {
     f.push(`the server exited with code ${r.exitCode} on SIGTERM (expected 0)`);
   }
