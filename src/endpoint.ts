@@ -48,6 +48,7 @@ import { type DropReason, type GiveUpReason, Stats, type StatsSnapshot } from ".
 import { TimerHeap } from "./timers.ts";
 import { fullBucket, type Rate, RateLimiter, take, takeMany } from "./limits.ts";
 import { CookieJar } from "./cookies.ts";
+import { fnv1a, mulberry32 } from "./random.ts";
 import { isUuid } from "./deps/uuid.ts";
 
 /** Largest UDP payload (IPv4); a single-datagram message can never be larger. */
@@ -310,7 +311,7 @@ export class Endpoint {
       minMs: options.config.rtoMinMs,
       maxMs: options.config.rtoMaxMs,
     };
-    this.#random = options.random ?? seededRandom(options.node.id);
+    this.#random = options.random ?? mulberry32(fnv1a(options.node.id));
     this.#reassemblyBudget = { used: 0, limit: options.config.reassemblyBufferBytes };
     this.#deliveryMs = options.config.deliveryTimeout * 1000;
     this.#handshakeMs = options.config.handshakeTimeout * 1000;
@@ -1972,19 +1973,6 @@ const utf8 = new TextEncoder();
 const FRAGMENT_FIELDS_ROOM = 48;
 
 const ZERO_UUID = "00000000-0000-4000-8000-000000000000";
-
-/** A small seeded PRNG (mulberry32) for retransmission jitter when the caller supplies no randomness. */
-function seededRandom(seedText: string): () => number {
-  let state = 0x811c9dc5;
-  for (let i = 0; i < seedText.length; i++) state = Math.imul(state ^ seedText.charCodeAt(i), 0x01000193);
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 const NON_ASCII = /[^ -~\t\n\r]/; // anything outside printable ASCII
 

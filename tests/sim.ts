@@ -24,21 +24,13 @@ import { formatSocketAddr, parseSocketAddr, type SocketAddr } from "../src/addre
 import { type Config, resolveConfig } from "../src/config.ts";
 import { Endpoint, type EndpointEvent } from "../src/endpoint.ts";
 import type { Json, Message, MessageType, NodeInfo } from "../src/protocol.ts";
+import { mulberry32 } from "../src/random.ts";
 
 /** A virtual start time (ms) well inside the Unix era, so seconds and milliseconds cannot be confused. */
 export const EPOCH_MS = 1_700_000_000_000;
 
-/** mulberry32: a tiny, fast, seeded PRNG returning numbers in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
+/** mulberry32, re-exported for tests: a tiny, fast, seeded PRNG returning numbers in [0, 1). */
+export { mulberry32 };
 
 /** A source of valid, lowercase, hyphenated UUID v4 strings drawn from `rand`. */
 export function uuidSource(rand: () => number): () => string {
