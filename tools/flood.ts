@@ -40,16 +40,17 @@ import { parseArgs } from "node:util";
 import { DEFAULT_CONFIG, type Json, P2PClient } from "../mod.ts";
 import type { StatsSnapshot } from "../src/stats.ts";
 import { type Addr, addrText } from "../tests/helpers/raw_peer.ts";
+import { waitUntil } from "../tests/helpers/server_process.ts";
 import {
-  childEnv,
-  PROCESS_DEADLINE_MS,
-  PROJECT_ROOT,
-  RUN_FLAGS,
-  ServerProcess,
-  TEST_CONFIG,
-  waitUntil,
-  writeTempConfig,
-} from "../tests/helpers/server_process.ts";
+  type ApiStats,
+  getApiStats,
+  getJson,
+  Inspector,
+  processCpuMs,
+  rssHighWater,
+  startProbedServer,
+  udpDrops,
+} from "./server_probe.ts";
 
 // ------------------------------------------------------------------ options and report
 
@@ -368,187 +369,7 @@ const MAX_BATCH = 1_000;
 /** The flood's network id (the legitimate client stays in the default network). */
 const FLOOD_NETWORK = "flood";
 
-// ------------------------------------------------------------------ /proc
-
-/**
- * Reads a file of `/proc`. Deno asks for `--allow-all` to read some of `/proc` directly; without it the file is
- * read through `cat` (`--allow-run`, which starting the server needs anyway).
- */
-function readProc(path: string): string | null {
-  try {
-    return Deno.readTextFileSync(path);
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotCapable) && !(error instanceof Deno.errors.PermissionDenied)) {
-      return null;
-    }
-  }
-  try {
-    const out = new Deno.Command("cat", { args: [path], stdout: "piped", stderr: "null" }).outputSync();
-    return out.success ? new TextDecoder().decode(out.stdout) : null;
-  } catch {
-    return null;
-  }
-}
-
-/** Kernel drop counters of the IPv4 UDP sockets by local `ip:port` (`/proc/net/udp`), or null. */
-function udpDrops(): Map<string, number> | null {
-  const text = readProc("/proc/net/udp");
-  if (text === null) return null;
-  const out = new Map<string, number>();
-  for (const line of text.split("\n").slice(1)) {
-    const f = line.trim().split(/\s+/);
-    if (f.length < 13) continue;
-    const [hexIp, hexPort] = f[1]!.split(":");
-    if (hexIp?.length !== 8 || hexPort === undefined) continue;
-    // The address is the kernel's 32-bit value in hex, little-endian on the machines this runs on.
-    const ip = [6, 4, 2, 0].map((i) => parseInt(hexIp.slice(i, i + 2), 16)).join(".");
-    const key = `${ip}:${parseInt(hexPort, 16)}`;
-    out.set(key, (out.get(key) ?? 0) + Number(f[12]));
-  }
-  return out;
-}
-
-/** CPU time (ms) a process has used, from `/proc/<pid>/stat` (user + system, at 100 ticks a second). */
-function processCpuMs(pid: number): number | null {
-  const text = readProc(`/proc/${pid}/stat`);
-  if (text === null) return null;
-  // The command name (field 2) may hold spaces: count fields from after its closing parenthesis.
-  const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
-  const ticks = Number(f[11]) + Number(f[12]); // utime and stime, fields 14 and 15
-  return Number.isFinite(ticks) ? ticks * 10 : null;
-}
-
-/** The kernel's RSS high-water mark of a process (bytes), or null. */
-function rssHighWater(pid: number): number | null {
-  const m = /VmHWM:\s+(\d+) kB/.exec(readProc(`/proc/${pid}/status`) ?? "");
-  return m ? Number(m[1]) * 1024 : null;
-}
-
-// ------------------------------------------------------------------ the server
-
-/** A minimal client of the V8 inspector protocol, to read the server's heap after a GC. */
-class Inspector {
-  readonly #ws: WebSocket;
-  readonly #closed: Promise<void>;
-  readonly #pending = new Map<number, PromiseWithResolvers<Record<string, unknown>>>();
-  #nextId = 1;
-
-  private constructor(ws: WebSocket) {
-    this.#ws = ws;
-    this.#closed = new Promise((resolve) => ws.addEventListener("close", () => resolve(), { once: true }));
-    ws.addEventListener("message", (e) => {
-      const m = JSON.parse(String(e.data)) as {
-        id?: number;
-        result?: Record<string, unknown>;
-        error?: unknown;
-      };
-      if (m.id === undefined) return;
-      const waiter = this.#pending.get(m.id);
-      this.#pending.delete(m.id);
-      if (m.error) waiter?.reject(new Error(`Inspector error: ${JSON.stringify(m.error)}`));
-      else waiter?.resolve(m.result ?? {});
-    });
-    ws.addEventListener("close", () => {
-      for (const w of this.#pending.values()) w.reject(new Error("Inspector connection closed"));
-      this.#pending.clear();
-    });
-  }
-
-  static async connect(url: string): Promise<Inspector> {
-    const ws = new WebSocket(url);
-    await new Promise<void>((resolve, reject) => {
-      ws.addEventListener("open", () => resolve(), { once: true });
-      ws.addEventListener("error", () => reject(new Error(`Cannot reach the inspector at ${url}`)), {
-        once: true,
-      });
-    });
-    return new Inspector(ws);
-  }
-
-  #call(method: string): Promise<Record<string, unknown>> {
-    const id = this.#nextId++;
-    const waiter = Promise.withResolvers<Record<string, unknown>>();
-    this.#pending.set(id, waiter);
-    this.#ws.send(JSON.stringify({ id, method, params: {} }));
-    return waiter.promise;
-  }
-
-  /** The JS heap in use after two full GCs. */
-  async heapAfterGc(): Promise<number> {
-    await this.#call("HeapProfiler.collectGarbage");
-    await this.#call("HeapProfiler.collectGarbage");
-    return Number((await this.#call("Runtime.getHeapUsage")).usedSize);
-  }
-
-  async close(): Promise<void> {
-    if (this.#ws.readyState === WebSocket.CLOSED) return;
-    this.#ws.close();
-    await this.#closed;
-  }
-}
-
-interface FloodServer {
-  process: ServerProcess;
-  pid: number;
-  base: string;
-  inspectorUrl: string;
-}
-
-/**
- * Starts `main.ts` with `config` (over the test defaults: port 0, no discovery), the metrics endpoint on a
- * free loopback port and the inspector on another, the way `startServer` does, keeping the child's pid.
- */
-async function startFloodServer(config: Record<string, unknown>): Promise<FloodServer> {
-  const configPath = await writeTempConfig({ ...TEST_CONFIG, ...config });
-  let child: Deno.ChildProcess;
-  try {
-    child = new Deno.Command(Deno.execPath(), {
-      args: [
-        ...RUN_FLAGS,
-        "--inspect=127.0.0.1:0",
-        "main.ts",
-        "-c",
-        configPath,
-        "--metrics-address",
-        "127.0.0.1:0",
-      ],
-      cwd: PROJECT_ROOT,
-      env: childEnv(),
-      clearEnv: true,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-  } catch (error) {
-    await Deno.remove(configPath).catch(() => {});
-    throw error;
-  }
-  const process = new ServerProcess(child, [configPath], configPath);
-  await process.ready(PROCESS_DEADLINE_MS);
-  try {
-    const ops = await waitUntil(
-      () => /^metrics and status page on http:\/\/(\S+)\/$/m.exec(process.stdout)?.[1],
-      "the metrics address on stdout",
-    );
-    const inspectorUrl = /(ws:\/\/\S+)/.exec(await process.waitForStderr(/ws:\/\/\S+/))![1]!;
-    return { process, pid: child.pid, base: `http://${ops}`, inspectorUrl };
-  } catch (error) {
-    await process.stop("SIGKILL");
-    throw error;
-  }
-}
-
-interface ApiStats {
-  stats: StatsSnapshot;
-  memory: { rss: number; heapUsed: number; heapTotal: number };
-}
-
-async function getJson<T>(url: string): Promise<T> {
-  const res = await fetch(url);
-  const text = await res.text();
-  if (!res.ok) throw new Error(`GET ${url}: ${res.status} ${text.slice(0, 200)}`);
-  return JSON.parse(text) as T;
-}
+// ------------------------------------------------------------------ sampling the server
 
 function addsUp(s: StatsSnapshot): boolean {
   return s.datagramsReceived === s.processed + s.duplicates + s.droppedTotal;
@@ -586,7 +407,7 @@ class Sampler {
 
   /** One read, recorded. */
   async sample(): Promise<ApiStats> {
-    const api = await getJson<ApiStats>(`${this.#base}/api/stats`);
+    const api = await getApiStats(this.#base);
     const s = api.stats;
     this.latest = api;
     this.samples.push({
@@ -933,14 +754,14 @@ export async function runFlood(options: FloodOptions): Promise<FloodReport> {
   };
 
   log(`${o.scenario}: starting the server (${JSON.stringify(serverConfig)})`);
-  const srv = await startFloodServer(serverConfig);
+  const srv = await startProbedServer({ config: serverConfig, inspect: true });
   const server = srv.process;
   const sampler = new Sampler(srv.base, o.sampleIntervalMs);
   const sockets: FloodSocket[] = [];
   let client: P2PClient | null = null;
   let inspector: Inspector | null = null;
   try {
-    inspector = await Inspector.connect(srv.inspectorUrl);
+    inspector = await Inspector.connect(srv.inspectorUrl!);
     const to: Deno.NetAddr = { transport: "udp", hostname: server.addr.hostname, port: server.addr.port };
     for (let i = 0; i < o.sockets; i++) sockets.push(new FloodSocket(i));
     const sizes = sockets.map((s) => s.requestBytes);

@@ -26,17 +26,19 @@ import { P2PClient } from "../mod.ts";
 import type { StatsSnapshot } from "../src/stats.ts";
 import { CATEGORIES, type Category, type FuzzCase, FuzzCorpus } from "../tests/helpers/fuzz_corpus.ts";
 import { type Addr, addrText, RawPeer } from "../tests/helpers/raw_peer.ts";
-import {
-  childEnv,
-  PROCESS_DEADLINE_MS,
-  PROJECT_ROOT,
-  RUN_FLAGS,
-  ServerProcess,
-  TEST_CONFIG,
-  waitUntil,
-  writeTempConfig,
-} from "../tests/helpers/server_process.ts";
+import { type ServerProcess, TEST_CONFIG, waitUntil } from "../tests/helpers/server_process.ts";
 import { parseExposition, sampleValue } from "../tests/helpers/prom_parser.ts";
+import {
+  getApiStats,
+  getJson,
+  getText,
+  Inspector,
+  type ProbedServer,
+  rcvbufErrors,
+  rssBytes,
+  startProbedServer,
+  udpDropsByPort,
+} from "./server_probe.ts";
 
 // ------------------------------------------------------------------ options and report
 
@@ -286,129 +288,9 @@ export const FUZZ_CONFIG: Readonly<Record<string, unknown>> = Object.freeze({
 
 // ------------------------------------------------------------------ the server, with an inspector
 
-/** A small client of the V8 inspector protocol (the server runs with `--inspect`). */
-class Inspector {
-  readonly #ws: WebSocket;
-  readonly #closed: Promise<void>;
-  readonly #pending = new Map<number, PromiseWithResolvers<Record<string, unknown>>>();
-  #nextId = 1;
-
-  private constructor(ws: WebSocket) {
-    this.#ws = ws;
-    this.#closed = new Promise((resolve) => ws.addEventListener("close", () => resolve(), { once: true }));
-    ws.addEventListener("message", (e) => {
-      const m = JSON.parse(String(e.data)) as {
-        id?: number;
-        result?: Record<string, unknown>;
-        error?: unknown;
-      };
-      if (m.id === undefined) return;
-      const waiter = this.#pending.get(m.id);
-      this.#pending.delete(m.id);
-      if (m.error) waiter?.reject(new Error(`Inspector error: ${JSON.stringify(m.error)}`));
-      else waiter?.resolve(m.result ?? {});
-    });
-    ws.addEventListener("close", () => {
-      for (const w of this.#pending.values()) w.reject(new Error("Inspector connection closed"));
-      this.#pending.clear();
-    });
-  }
-
-  static async connect(url: string): Promise<Inspector> {
-    const ws = new WebSocket(url);
-    await new Promise<void>((resolve, reject) => {
-      ws.addEventListener("open", () => resolve(), { once: true });
-      ws.addEventListener("error", () => reject(new Error(`Cannot reach the inspector at ${url}`)), {
-        once: true,
-      });
-    });
-    return new Inspector(ws);
-  }
-
-  call(method: string, params: Record<string, unknown> = {}): Promise<Record<string, unknown>> {
-    const id = this.#nextId++;
-    const waiter = Promise.withResolvers<Record<string, unknown>>();
-    this.#pending.set(id, waiter);
-    this.#ws.send(JSON.stringify({ id, method, params }));
-    return waiter.promise;
-  }
-
-  /** The JS heap in use after two full GCs. */
-  async heapAfterGc(): Promise<number> {
-    await this.call("HeapProfiler.collectGarbage");
-    await this.call("HeapProfiler.collectGarbage");
-    const usage = await this.call("Runtime.getHeapUsage");
-    return Number(usage.usedSize);
-  }
-
-  async close(): Promise<void> {
-    if (this.#ws.readyState === WebSocket.CLOSED) return;
-    this.#ws.close();
-    await this.#closed;
-  }
-}
-
-interface FuzzServer {
-  process: ServerProcess;
-  pid: number;
-  metricsBase: string;
-  inspectorUrl: string | null;
-}
-
-/**
- * Starts `main.ts` the way `startServer` does, plus `--inspect` on a free loopback port (so the heap can be
- * read) and the metrics endpoint on a free port.
- */
-async function startFuzzServer(inspect: boolean): Promise<FuzzServer> {
-  const configPath = await writeTempConfig({ ...FUZZ_CONFIG });
-  const args = [
-    ...RUN_FLAGS,
-    ...(inspect ? ["--inspect=127.0.0.1:0"] : []),
-    "main.ts",
-    "-c",
-    configPath,
-    "--metrics-address",
-    "127.0.0.1:0",
-  ];
-  let child: Deno.ChildProcess;
-  try {
-    child = new Deno.Command(Deno.execPath(), {
-      args,
-      cwd: PROJECT_ROOT,
-      env: childEnv(),
-      clearEnv: true,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-  } catch (error) {
-    await Deno.remove(configPath).catch(() => {});
-    throw error;
-  }
-  const process = new ServerProcess(child, [configPath], configPath);
-  await process.ready(PROCESS_DEADLINE_MS);
-  try {
-    const metrics = await waitUntil(
-      () => /metrics and status page on http:\/\/(\S+)\//.exec(process.stdout)?.[1],
-      "the metrics address line",
-    );
-    const inspectorUrl = inspect ? /(ws:\/\/\S+)/.exec(await process.waitForStderr(/ws:\/\/\S+/))![1]! : null;
-    return { process, pid: child.pid, metricsBase: `http://${metrics}`, inspectorUrl };
-  } catch (error) {
-    await process.stop("SIGKILL");
-    throw error;
-  }
-}
-
-async function getText(url: string): Promise<string> {
-  const res = await fetch(url);
-  const text = await res.text();
-  if (!res.ok) throw new Error(`GET ${url}: ${res.status} ${text.slice(0, 200)}`);
-  return text;
-}
-
-async function apiStats(base: string): Promise<StatsSnapshot> {
-  return (JSON.parse(await getText(`${base}/api/stats`)) as { stats: StatsSnapshot }).stats;
+/** Starts `main.ts` with {@linkcode FUZZ_CONFIG}, optionally with the inspector (see {@linkcode startProbedServer}). */
+function startFuzzServer(inspect: boolean): Promise<ProbedServer> {
+  return startProbedServer({ config: FUZZ_CONFIG, inspect });
 }
 
 /** The server's counters, read from `/metrics` (Prometheus text, parsed strictly). */
@@ -465,7 +347,7 @@ class KernelDrops {
 
   constructor(port: number) {
     this.#port = port;
-    this.#socketAtStart = udpDrops()?.get(port) ?? null;
+    this.#socketAtStart = udpDropsByPort()?.get(port) ?? null;
     this.#globalAtStart = rcvbufErrors();
   }
 
@@ -475,7 +357,7 @@ class KernelDrops {
   /** Drops since the start, and where the number comes from. */
   read(): { drops: number; source: "socket" | "machine" } | null {
     if (this.#socketAtStart !== null) {
-      const now = udpDrops()?.get(this.#port);
+      const now = udpDropsByPort()?.get(this.#port);
       if (now !== undefined) return { drops: now - this.#socketAtStart, source: "socket" };
     }
     const now = rcvbufErrors();
@@ -484,64 +366,6 @@ class KernelDrops {
     }
     this.why = `/proc/net/udp ${this.#socketAtStart === null ? "did not list" : "no longer lists"} port ` +
       `${this.#port}; /proc/net/snmp RcvbufErrors ${now === null ? "unreadable" : "unreadable at the start"}`;
-    return null;
-  }
-}
-
-/**
- * Reads a file of `/proc`. Deno asks for `--allow-all` to read `/proc/net/*` directly, so without it the file is
- * read through `cat` (`--allow-run`, which the fuzzer needs anyway).
- *
- * @throws {Error} when it can be read neither way.
- */
-function readProc(path: string): string {
-  try {
-    return Deno.readTextFileSync(path);
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotCapable) && !(error instanceof Deno.errors.PermissionDenied)) {
-      throw error;
-    }
-  }
-  const out = new Deno.Command("cat", { args: [path], stdout: "piped", stderr: "null" }).outputSync();
-  if (!out.success) throw new Error(`cat ${path} failed`);
-  return new TextDecoder().decode(out.stdout);
-}
-
-function rcvbufErrors(): number | null {
-  try {
-    const lines = readProc("/proc/net/snmp").split("\n").filter((l) => l.startsWith("Udp: "));
-    const names = lines[0]?.split(/\s+/) ?? [];
-    const values = lines[1]?.split(/\s+/) ?? [];
-    const i = names.indexOf("RcvbufErrors");
-    return i > 0 && values[i] !== undefined ? Number(values[i]) : null;
-  } catch {
-    return null;
-  }
-}
-
-/** Kernel drop counters of UDP sockets by local port (`/proc/net/udp`), or null where it cannot be read. */
-function udpDrops(): Map<number, number> | null {
-  let text: string;
-  try {
-    text = readProc("/proc/net/udp");
-  } catch {
-    return null;
-  }
-  const out = new Map<number, number>();
-  for (const line of text.split("\n").slice(1)) {
-    const f = line.trim().split(/\s+/);
-    if (f.length < 13) continue;
-    const port = parseInt(f[1]!.split(":")[1]!, 16);
-    out.set(port, (out.get(port) ?? 0) + Number(f[12]));
-  }
-  return out;
-}
-
-function rssBytes(pid: number): number | null {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readProc(`/proc/${pid}/status`));
-    return m ? Number(m[1]) * 1024 : null;
-  } catch {
     return null;
   }
 }
@@ -822,7 +646,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
         if (server.exited) throw new ServerGone();
         let s: StatsSnapshot;
         try {
-          s = await apiStats(srv.metricsBase);
+          s = (await getApiStats(srv.base)).stats;
         } catch (error) {
           // A refused connection usually means the process is going away. A process run with --inspect
           // that dies of an uncaught error waits for its debugger session to end: end ours, then give it a
@@ -953,7 +777,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
         const pong = await check.expect("Pong", 5_000);
         checkReceivedBytes += pong.size;
         checkReceivedDatagrams++;
-        const health = JSON.parse(await getText(`${srv.metricsBase}/health`)) as { status?: string };
+        const health = await getJson<{ status?: string }>(`${srv.base}/health`);
         report.alive = health.status === "ok" &&
           (pong.message.payload as { nonce?: string } | null)?.nonce === nonce;
         if (!report.alive) {
@@ -977,13 +801,13 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       report.serverSocketDrops = kd?.drops ?? null;
       report.kernelDropsSource = kd?.source ?? null;
       if (!kd) notes.push(`kernel drops unknown: ${kernelDrops.why}`);
-      const drops = udpDrops();
+      const drops = udpDropsByPort();
       for (const s of sockets.values()) {
         const t = traffic(s, drops);
         if (s.category === "probe") report.probes.push(t);
         report.sources.push(t);
       }
-      report.server = await metricsCounters(srv.metricsBase);
+      report.server = await metricsCounters(srv.base);
       if (inspector) {
         const after = await inspector.heapAfterGc();
         report.heap = {
