@@ -9,6 +9,7 @@
 import { parseCli, usage, UsageError } from "./src/cli.ts";
 import { type Config, ConfigError, parseConfigFile, resolveConfig } from "./src/config.ts";
 import { BindError } from "./src/errors.ts";
+import { KeyFileError } from "./src/key_file.ts";
 import { VERSION } from "./src/identity.ts";
 import { chooseLevel, setupLogging, teardownLogging } from "./src/logging.ts";
 import { formatSocketAddr } from "./src/address.ts";
@@ -16,6 +17,9 @@ import { P2PServer } from "./src/server.ts";
 import { getLogger } from "./src/deps/log.ts";
 
 const log = getLogger(["p2p_server", "main"]);
+
+/** Where the program keeps its identity key unless the config file says otherwise (`identity_file`). */
+export const PROGRAM_IDENTITY_FILE = "p2p_server_identity.pem";
 
 /** Runs the program with `args`; resolves to the exit status. */
 export async function main(args: string[]): Promise<number> {
@@ -65,7 +69,8 @@ export async function main(args: string[]): Promise<number> {
   }
   let config: Config;
   try {
-    config = resolveConfig({ ...fileConfig, ...request.flags });
+    // The program keeps its identity across restarts; the library's default is a new key each run.
+    config = resolveConfig({ identityFile: PROGRAM_IDENTITY_FILE, ...fileConfig, ...request.flags });
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     console.error(`error: ${error.message}`);
@@ -80,7 +85,14 @@ export async function main(args: string[]): Promise<number> {
         file: request.configFile,
       });
     }
-    const server = new P2PServer(config);
+    let server: P2PServer;
+    try {
+      server = new P2PServer(config);
+    } catch (error) {
+      if (!(error instanceof KeyFileError)) throw error;
+      console.error(`error: ${error.message}`);
+      return 2;
+    }
     try {
       await server.listen();
     } catch (error) {

@@ -13,6 +13,7 @@ import { ConnectionTimeoutError, HandshakeError, RemoteError } from "./errors.ts
 import { type IdentityOptions, makeNodeInfo } from "./identity.ts";
 import type { ErrorPayload, Json, Message, NodeInfo, PeerInfo } from "./protocol.ts";
 import type { StatsSnapshot } from "./stats.ts";
+import { fromBase64Url, generateIdentity, type Identity } from "./auth.ts";
 
 /** Options of {@linkcode P2PClient}. */
 export interface ClientOptions extends IdentityOptions {
@@ -50,6 +51,18 @@ export interface ClientOptions extends IdentityOptions {
   connectionTimeout?: number;
   /** Closes the client when aborted. */
   signal?: AbortSignal;
+  /**
+   * A key-based identity: the handshake is signed, the node id is the key's, and the session is
+   * authenticated (every datagram MAC'd) and survives a change of the client's address. `"generate"` makes
+   * a new key. Implied by `serverKey`. @default {none: unkeyed, as the spec}
+   */
+  identity?: Identity | "generate";
+  /**
+   * The server's Ed25519 public key (unpadded base64url, `P2PServer.publicKey`): the client refuses a server
+   * that does not prove it (`HandshakeError` `server_key_mismatch` or `server_unauthenticated`).
+   * @default {none: any server}
+   */
+  serverKey?: string;
 }
 
 /** Options of {@linkcode P2PClient.send}. */
@@ -104,6 +117,7 @@ interface Waiter<T> {
  * ```
  */
 export class P2PClient {
+  #pinnedKey: Uint8Array | null = null;
   readonly #server: SocketAddr;
   readonly #serverKey: string;
   readonly #config: Config;
@@ -142,12 +156,27 @@ export class P2PClient {
     if (options.connectionTimeout !== undefined) partial.connectionTimeout = options.connectionTimeout;
     this.#config = resolveConfig(partial);
     this.#signal = options.signal;
+    if (options.serverKey !== undefined) {
+      const pinned = fromBase64Url(options.serverKey, 32);
+      if (!pinned) {
+        throw new TypeError(`Invalid serverKey "${options.serverKey}": not a base64url Ed25519 key`);
+      }
+      this.#pinnedKey = pinned;
+    }
+    const identity = options.identity === "generate" || (options.identity === undefined && this.#pinnedKey)
+      ? generateIdentity()
+      : options.identity;
+    if (identity && options.nodeId !== undefined && options.nodeId.toLowerCase() !== identity.nodeId) {
+      throw new TypeError(`Invalid nodeId "${options.nodeId}": a keyed client's id is its key's`);
+    }
     this.#endpoint = new Endpoint({
       role: "client",
       config: this.#config,
-      node: makeNodeInfo(options, "p2p_client", bind),
+      node: makeNodeInfo(identity ? { ...options, nodeId: identity.nodeId } : options, "p2p_client", bind),
       newId: () => crypto.randomUUID(),
       now: monotonicNow(),
+      random: Math.random,
+      ...(identity ? { identity } : {}),
     });
   }
 
@@ -206,7 +235,8 @@ export class P2PClient {
       this.#signal?.addEventListener("abort", () => void this.close(), { once: true });
     }
     this.#connecting = Promise.withResolvers();
-    this.#driver.run((now) => this.#endpoint.connect(now, this.#server));
+    const pinnedKey = this.#pinnedKey;
+    this.#driver.run((now) => this.#endpoint.connect(now, this.#server, pinnedKey ? { pinnedKey } : {}));
     return this.#connecting.promise;
   }
 

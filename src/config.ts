@@ -6,6 +6,7 @@
  */
 import { parseSocketAddr } from "./address.ts";
 import { show } from "./protocol.ts";
+import { AUTH_POLICIES, type AuthPolicy } from "./auth.ts";
 
 /** Server configuration. Every field has a documented default ({@linkcode DEFAULT_CONFIG}). */
 export interface Config {
@@ -144,6 +145,29 @@ export interface Config {
    */
   rateLimitExemptLoopback: boolean;
   /**
+   * Node authentication: `"off"` (keys ignored), `"optional"` (keyed nodes verified, unkeyed accepted) or
+   * `"required"` (unkeyed handshakes refused with `auth_required`).
+   * @default {"optional"}
+   */
+  auth: AuthPolicy;
+  /**
+   * Ed25519 public keys (unpadded base64url) allowed to register; `null` allows any. Unkeyed nodes are
+   * refused when set.
+   * @default {null}
+   */
+  authAllowKeys: string[] | null;
+  /**
+   * Seconds a signed HandshakeRequest's timestamp may differ from the server's clock.
+   * @default {60}
+   */
+  authMaxSkew: number;
+  /**
+   * The server's identity key file (PKCS#8 PEM, owner-only permissions), created on first run; `null` uses a
+   * new key each run. The program (`main.ts`) defaults it to `"p2p_server_identity.pem"`.
+   * @default {null}
+   */
+  identityFile: string | null;
+  /**
    * Most peers listed in one DiscoveryResponse (the response is also kept within one datagram).
    * @default {64}
    */
@@ -216,6 +240,10 @@ export const DEFAULT_CONFIG: Readonly<Config> = Object.freeze({
   rateLimitDatagramsGlobal: [200_000, 200_000] as [number, number],
   banSeconds: 0,
   rateLimitExemptLoopback: true,
+  auth: "optional",
+  authAllowKeys: null,
+  authMaxSkew: 60,
+  identityFile: null,
   discoveryPageSize: 64,
   metricsAddress: null,
   metricsToken: null,
@@ -250,6 +278,10 @@ export const CONFIG_FILE_KEYS = {
   rate_limit_datagrams_global: "rateLimitDatagramsGlobal",
   ban_seconds: "banSeconds",
   rate_limit_exempt_loopback: "rateLimitExemptLoopback",
+  auth: "auth",
+  auth_allow_keys: "authAllowKeys",
+  auth_max_skew: "authMaxSkew",
+  identity_file: "identityFile",
   discovery_page_size: "discoveryPageSize",
   metrics_address: "metricsAddress",
   metrics_token: "metricsToken",
@@ -349,6 +381,21 @@ const CHECKS: Record<keyof Config, Check> = {
       ? undefined
       : "must be a number of seconds from 0 (off) to 86400",
   rateLimitExemptLoopback: (v) => typeof v === "boolean" ? undefined : "must be true or false",
+  auth: (v) =>
+    (AUTH_POLICIES as readonly unknown[]).includes(v)
+      ? undefined
+      : `must be one of ${AUTH_POLICIES.map((f) => `"${f}"`).join(", ")}`,
+  authAllowKeys: (v) =>
+    v === null ||
+      (Array.isArray(v) && v.length <= 100_000 &&
+        v.every((k) => typeof k === "string" && /^[A-Za-z0-9_-]{43}$/.test(k)))
+      ? undefined
+      : "must be null or a list of Ed25519 public keys in unpadded base64url (43 characters each)",
+  authMaxSkew: positiveSeconds,
+  identityFile: (v) =>
+    v === null || (typeof v === "string" && v.length >= 1 && v.length <= 4096)
+      ? undefined
+      : "must be null or a file path",
   discoveryPageSize: positiveInt(10_000),
   metricsAddress: (v) =>
     v === null

@@ -8,8 +8,17 @@
  */
 import { formatSocketAddr, isUnspecified, loopbackFor, type SocketAddr } from "./address.ts";
 import type { Config } from "./config.ts";
-import { type Conn, type ConnExtras, type HeldMessage, newConn, type PeerEntry, PeerTable } from "./peers.ts";
 import {
+  type Conn,
+  type ConnExtras,
+  type HeldMessage,
+  type KeyedPeer,
+  newConn,
+  type PeerEntry,
+  PeerTable,
+} from "./peers.ts";
+import {
+  type AuthFields,
   DecodeError,
   decodeMessage,
   encodeMessage,
@@ -49,6 +58,16 @@ import { TimerHeap } from "./timers.ts";
 import { fullBucket, type Rate, RateLimiter, take, takeMany } from "./limits.ts";
 import { CookieJar } from "./cookies.ts";
 import { fnv1a, mulberry32 } from "./random.ts";
+import {
+  fromBase64Url,
+  type Identity,
+  nodeIdForKey,
+  ReplayCache,
+  requestSignedBytes,
+  responseSignedBytes,
+  toBase64Url,
+} from "./auth.ts";
+import { generateX25519, hkdf, hmac, signEd25519, verifyEd25519, x25519 } from "./deps/crypto.ts";
 import { isUuid } from "./deps/uuid.ts";
 
 /** Largest UDP payload (IPv4); a single-datagram message can never be larger. */
@@ -143,6 +162,13 @@ export type EndpointEvent =
     message: Message;
   }
   | { type: "connected"; addr: SocketAddr; node: NodeInfo }
+  | {
+    type: "roamed";
+    /** The peer that moved (null for a link without a registered peer). */
+    peer: PeerSummary | null;
+    /** Its new address. */
+    to: SocketAddr;
+  }
   | { type: "connectFailed"; addr: SocketAddr; error: string; code: string; probe: boolean }
   | { type: "linkClosed"; addr: SocketAddr; reason: "disconnect" | "timeout" | "closed" }
   | { type: "pong"; from: SocketAddr; payload: Json; message: Message }
@@ -189,6 +215,11 @@ export interface EndpointOptions {
    * Secret for stateless handshake cookies (at least 16 bytes). @default {bytes drawn from `random`}
    */
   cookieSecret?: Uint8Array;
+  /**
+   * This endpoint's key-based identity. With it, handshakes are signed and sessions authenticated; the
+   * node's id must be `identity.nodeId`. @default {none: unkeyed, as the spec}
+   */
+  identity?: Identity;
 }
 
 /** Options of {@linkcode Endpoint.send}. */
@@ -230,6 +261,21 @@ export const ERROR_CODES = {
   badRequest: "bad_request",
   tooLarge: "too_large",
   cookieRequired: "cookie_required",
+  authRequired: "auth_required",
+  badAuth: "bad_auth",
+  badIdentity: "bad_identity",
+  badSignature: "bad_signature",
+  stale: "stale",
+  replay: "replay",
+  wrongServer: "wrong_server",
+  notAllowed: "not_allowed",
+} as const;
+
+/** Codes a client's `connectFailed` carries when a server does not prove its key. */
+export const CLIENT_AUTH_CODES = {
+  serverKeyMismatch: "server_key_mismatch",
+  serverUnauthenticated: "server_unauthenticated",
+  badServerSignature: "bad_server_signature",
 } as const;
 
 /** The text upstream peers and users search for when a node id is taken. */
@@ -289,6 +335,12 @@ export class Endpoint {
   /** The datagram being handled is a HandshakeRequest with a valid cookie. */
   #cookieOk = false;
   readonly #limiter: RateLimiter;
+  readonly #identity: Identity | null;
+  /** Authenticated sessions by session id (servers: to recognise a peer that roamed to a new address). */
+  readonly #sessions = new Map<string, Conn>();
+  readonly #replays = new ReplayCache();
+  /** Path checks in progress, by the new address: the session that may move there and the nonce asked. */
+  readonly #pathChecks = new Map<string, { conn: Conn; nonce: string; until: number }>();
   readonly #nodeRate: Rate;
   readonly #cookies: CookieJar;
   readonly #halfOpenMs: number;
@@ -334,6 +386,12 @@ export class Endpoint {
       exemptLoopback: c.rateLimitExemptLoopback,
     });
     this.#nodeRate = rate(c.rateLimitDatagramsPerNode);
+    this.#identity = options.identity ?? null;
+    if (this.#identity && this.#identity.nodeId !== options.node.id) {
+      throw new RangeError(
+        `Node id "${options.node.id}" is not the id of its key ("${this.#identity.nodeId}")`,
+      );
+    }
     this.#cookies = new CookieJar(
       options.cookieSecret ?? Uint8Array.from({ length: 32 }, () => Math.floor(this.#random() * 256)),
     );
@@ -381,7 +439,7 @@ export class Endpoint {
     this.#statelessBudget = 3 * bytes.length;
     let outcome: Outcome;
     try {
-      outcome = this.#receive(now, from, key, msg);
+      outcome = this.#receive(now, from, key, msg, bytes);
     } catch (error) {
       // A bug must not let one datagram stop the server: count it, report it, and go on.
       outcome = drop("internal_error", `${(error as Error)?.stack ?? error}`);
@@ -489,7 +547,11 @@ export class Endpoint {
    * Starts a handshake towards `addr` (the client role; a server uses it for sibling servers). The outcome
    * arrives as a `connected` or `connectFailed` event.
    */
-  connect(now: number, addr: SocketAddr, options: { probe?: boolean; validated?: boolean } = {}): void {
+  connect(
+    now: number,
+    addr: SocketAddr,
+    options: { probe?: boolean; validated?: boolean; pinnedKey?: Uint8Array } = {},
+  ): void {
     this.#clock = now;
     const key = formatSocketAddr(addr);
     let conn = this.#table.byAddr.get(key);
@@ -504,6 +566,9 @@ export class Endpoint {
     conn.lastHeard = now;
     const probe = options.probe ?? false;
     conn.link = { state: "handshaking", local: this.#node, remote: null, probe };
+    if (options.pinnedKey) conn.link.pinnedKey = options.pinnedKey;
+    // A new handshake of ours starts a new session, unless a peer of ours shares this connection's.
+    if (!conn.peer) this.#endSession(conn);
     this.#linkCounts.handshaking++;
     this.#sendOn(
       now,
@@ -598,12 +663,23 @@ export class Endpoint {
   // ---------------------------------------------------------------- receiving
 
   /** One decoded datagram: Ack and duplicate handling, then fragments, ordered Data or plain dispatch. */
-  #receive(now: number, from: SocketAddr, key: string, msg: Message): Outcome {
+  #receive(now: number, from: SocketAddr, key: string, msg: Message, bytes: Uint8Array): Outcome {
     this.#stats.messagesReceived[msg.message_type]++;
     this.#replySummed = msg.summed === true;
-    const conn = this.#table.byAddr.get(key);
+    let conn = this.#table.byAddr.get(key);
+    if (!conn && msg.sid !== undefined && this.#role === "server") {
+      // A datagram of an authenticated session from an address that session is not on: a roaming peer, or
+      // a replay. Only a path check can tell.
+      const moved = this.#roam(now, from, key, msg, bytes);
+      if (moved !== true) return moved;
+      conn = this.#table.byAddr.get(key);
+    }
+    const session = conn?.session;
+    if (session && msg.message_type !== "HandshakeRequest" && !this.#macOk(session.recvKey, bytes, msg)) {
+      return drop("bad_mac", "datagram of an authenticated session without a valid mac");
+    }
     if (
-      !msg.summed &&
+      !msg.summed && !msg.mac &&
       (conn?.ext || msg.ext !== undefined || msg.rel !== undefined || msg.ord !== undefined || msg.frag)
     ) {
       // Peers that speak the extensions sum every datagram: one without a valid sum is corrupt.
@@ -681,7 +757,12 @@ export class Endpoint {
         if (msg.rel !== undefined) this.#noteRel(now, conn, before, msg.rel);
       }
       // A HandshakeRequest may have created the connection meanwhile: the Ack goes out on it (with its sum).
-      this.#sendAck(now, from, conn ?? this.#table.byAddr.get(key), msg, ackAt);
+      const ackConn = conn ?? this.#table.byAddr.get(key);
+      // The Ack of a HandshakeRequest that just started a session must not be MAC'd (the requester gets its
+      // keys from the response that follows); on a session that was already running it is.
+      const mac = msg.message_type !== "HandshakeRequest" ||
+        (session !== undefined && ackConn?.session === session);
+      this.#sendAck(now, from, ackConn, msg, ackAt, mac);
     }
     return outcome;
   }
@@ -898,6 +979,14 @@ export class Endpoint {
       this.#refuse(now, from, ERROR_CODES.invalidNodeInfo, `handshake failed: invalid node info: ${info}`);
       return undefined;
     }
+    // Keys: a signed request is verified (not its retransmission: that one was, and is in the replay cache);
+    // an unsigned one is accepted only as the policy allows.
+    let keyed: KeyedPeer | null = null;
+    if (this.#config.auth !== "off" && existing?.peer?.requestId !== msg.id) {
+      const verdict = this.#verifyRequest(now, from, info, msg);
+      if (verdict === "refused") return undefined;
+      keyed = verdict;
+    }
     let conn = existing;
     if (conn?.peer) {
       const peer = conn.peer;
@@ -920,6 +1009,10 @@ export class Endpoint {
           peer.info = info;
           peer.requestId = msg.id;
         }
+        // A new handshake, new keys: the old session ends here (unless our own link shares it).
+        if (!conn.link) this.#endSession(conn);
+        if (keyed) conn.peer!.keyed = keyed;
+        else delete conn.peer!.keyed;
         const response = this.#sendOn(
           now,
           conn,
@@ -934,7 +1027,12 @@ export class Endpoint {
     }
     // Checked before an old peer on this address is replaced, so a refused request changes nothing.
     const holder = this.#table.byId.get(info.id);
-    if ((holder && holder !== conn) || info.id === this.#node.id) {
+    if (holder && holder !== conn && keyed && holder.peer) {
+      // The key proves the id: whoever holds it elsewhere (this node from its old address, or a squatter
+      // without the key) gives way.
+      this.#removePeer(holder, "replaced");
+      if (!holder.link) this.#forget(holder);
+    } else if ((holder && holder !== conn) || info.id === this.#node.id) {
       this.#refuse(now, from, ERROR_CODES.nodeIdConflict, NODE_ID_EXISTS);
       return undefined;
     }
@@ -959,6 +1057,7 @@ export class Endpoint {
     this.#newSession(conn, msg);
     const network = networkOf(info);
     this.#table.register(conn, { info, network, state: "handshaking", requestId: msg.id, joinedAt: now });
+    if (keyed) conn.peer!.keyed = keyed;
     conn.heartbeatAt = now + this.#heartbeatMs;
     this.#recentlyClosed.delete(key);
     const response = this.#sendOn(now, conn, "HandshakeResponse", this.#responsePayload(network), true, null);
@@ -969,6 +1068,231 @@ export class Endpoint {
       this.connect(now, from, { probe: true, validated: false });
     }
     return undefined;
+  }
+
+  // ---------------------------------------------------------------- keys and authenticated sessions
+
+  /**
+   * Checks a HandshakeRequest's key and signature against the policy. Returns what it proved (null for an
+   * unkeyed request the policy accepts), or "refused" after answering with an Error.
+   */
+  #verifyRequest(now: number, from: SocketAddr, info: NodeInfo, msg: Message): KeyedPeer | null | "refused" {
+    const refuse = (code: string, why: string): "refused" => {
+      this.#refuse(now, from, code, `handshake failed: ${why}`);
+      return "refused";
+    };
+    const auth = msg.auth;
+    const allow = this.#config.authAllowKeys;
+    if (!auth) {
+      if (this.#config.auth === "required" || allow !== null) {
+        return refuse(ERROR_CODES.authRequired, "authentication required: sign the request with a node key");
+      }
+      // Version-8 ids are derived from keys: without the key, nobody may claim one.
+      if (info.id[14] === "8") return refuse(ERROR_CODES.badIdentity, "a key-derived node id needs its key");
+      return null;
+    }
+    const key = fromBase64Url(auth.key, 32);
+    const dh = fromBase64Url(auth.dh, 32);
+    const sig = fromBase64Url(auth.sig, 64);
+    if (!key || !dh || !sig || typeof auth.to !== "string") {
+      return refuse(ERROR_CODES.badAuth, "malformed auth");
+    }
+    if (nodeIdForKey(key) !== info.id) {
+      return refuse(ERROR_CODES.badIdentity, "node id is not the id of its key");
+    }
+    if (allow !== null && !allow.includes(auth.key)) return refuse(ERROR_CODES.notAllowed, "key not allowed");
+    if (auth.to !== "*" && auth.to !== this.#node.id) {
+      return refuse(ERROR_CODES.wrongServer, "request signed for another server");
+    }
+    const skew = this.#config.authMaxSkew;
+    if (Math.abs(Math.floor(now / 1000) - msg.timestamp) > skew) {
+      return refuse(ERROR_CODES.stale, `timestamp more than ${skew} s off`);
+    }
+    const claims = requestSignedBytes({
+      nodeId: info.id,
+      networkId: networkOf(info),
+      listenAddr: info.listen_addr,
+      to: auth.to,
+      timestamp: msg.timestamp,
+      messageId: msg.id,
+      dh: auth.dh,
+    });
+    if (!verifyEd25519(key, claims, sig)) return refuse(ERROR_CODES.badSignature, "bad signature");
+    // Recorded only once verified, so forged requests cannot fill the cache.
+    if (!this.#replays.add(msg.id, now + 2 * skew * 1000, now)) {
+      return refuse(ERROR_CODES.replay, "replayed request");
+    }
+    return { publicKey: key, keyText: auth.key, dh, requestId: msg.id };
+  }
+
+  /** Signs our HandshakeRequest (its id and timestamp are final here) with a fresh X25519 key. */
+  #signRequest(conn: Conn, msg: Message): AuthFields {
+    const link = conn.link!;
+    const identity = this.#identity!;
+    const eph = link.eph = generateX25519();
+    link.requestId = msg.id;
+    const dh = toBase64Url(eph.publicKey);
+    const to = link.pinnedKey ? nodeIdForKey(link.pinnedKey) : "*";
+    const claims = requestSignedBytes({
+      nodeId: link.local.id,
+      networkId: networkOf(link.local),
+      listenAddr: link.local.listen_addr,
+      to,
+      timestamp: msg.timestamp,
+      messageId: msg.id,
+      dh,
+    });
+    return {
+      key: identity.publicKeyText,
+      dh,
+      sig: toBase64Url(signEd25519(identity.privateKey, claims)),
+      to,
+    };
+  }
+
+  /**
+   * Signs our HandshakeResponse to a keyed peer and prepares the session its X25519 exchange yields; the
+   * session starts (`activate`) once the response itself is encoded, since the peer gets its keys from it.
+   */
+  #signResponse(
+    conn: Conn,
+    keyed: KeyedPeer,
+    msg: Message,
+  ): { auth: AuthFields; activate: () => void } | null {
+    const identity = this.#identity!;
+    const eph = generateX25519();
+    const shared = x25519(eph.privateKey, keyed.dh);
+    if (!shared) return null;
+    const sid = msg.id.replaceAll("-", "").slice(0, 16);
+    const dh = toBase64Url(eph.publicKey);
+    const claims = responseSignedBytes({
+      serverId: this.#node.id,
+      networkId: conn.peer!.network,
+      requesterId: conn.peer!.info.id,
+      requestId: keyed.requestId,
+      timestamp: msg.timestamp,
+      messageId: msg.id,
+      dh,
+      sid,
+    });
+    const keys = sessionKeys(shared, keyed.requestId, msg.id);
+    return {
+      auth: {
+        key: identity.publicKeyText,
+        dh,
+        sig: toBase64Url(signEd25519(identity.privateKey, claims)),
+        sid,
+      },
+      activate: () => {
+        this.#endSession(conn);
+        conn.session = { sid, sendKey: keys.s2c, recvKey: keys.c2s, remoteKey: keyed.publicKey };
+        this.#sessions.set(sid, conn);
+      },
+    };
+  }
+
+  /**
+   * A client checks the server's signed HandshakeResponse. Returns null when it may go on (the session is
+   * set up when the response was keyed), or the failure code.
+   */
+  #verifyResponse(conn: Conn, msg: Message, serverInfo: NodeInfo): string | null {
+    const link = conn.link!;
+    const auth = msg.auth;
+    if (!auth || !link.eph || !link.requestId) {
+      return link.pinnedKey ? CLIENT_AUTH_CODES.serverUnauthenticated : null;
+    }
+    const key = fromBase64Url(auth.key, 32);
+    const dh = fromBase64Url(auth.dh, 32);
+    const sig = fromBase64Url(auth.sig, 64);
+    const sid = auth.sid;
+    if (!key || !dh || !sig || typeof sid !== "string" || !/^[0-9a-f]{16}$/.test(sid)) {
+      return CLIENT_AUTH_CODES.badServerSignature;
+    }
+    if (link.pinnedKey && !equalBytes(link.pinnedKey, key)) return CLIENT_AUTH_CODES.serverKeyMismatch;
+    if (nodeIdForKey(key) !== serverInfo.id) return CLIENT_AUTH_CODES.badServerSignature;
+    const claims = responseSignedBytes({
+      serverId: serverInfo.id,
+      networkId: networkOf(serverInfo),
+      requesterId: link.local.id,
+      requestId: link.requestId,
+      timestamp: msg.timestamp,
+      messageId: msg.id,
+      dh: auth.dh,
+      sid,
+    });
+    if (!verifyEd25519(key, claims, sig)) return CLIENT_AUTH_CODES.badServerSignature;
+    const shared = x25519(link.eph.privateKey, dh);
+    if (!shared) return CLIENT_AUTH_CODES.badServerSignature;
+    const keys = sessionKeys(shared, link.requestId, msg.id);
+    this.#endSession(conn);
+    conn.session = { sid, sendKey: keys.c2s, recvKey: keys.s2c, remoteKey: key };
+    return null;
+  }
+
+  #endSession(conn: Conn): void {
+    const session = conn.session;
+    if (!session) return;
+    if (this.#sessions.get(session.sid) === conn) this.#sessions.delete(session.sid);
+    conn.session = null;
+  }
+
+  /** Encodes a message for a connection: with `sid` and a MAC in an authenticated session, else as usual. */
+  #encodeOn(conn: Conn, msg: Message, sum: boolean): Uint8Array {
+    const session = conn.session;
+    if (!session) return encodeMessage(msg, sum);
+    msg.sid = session.sid;
+    return encodeMessage(msg, false, (body) => macHex(session.sendKey, body));
+  }
+
+  #macOk(key: Uint8Array, bytes: Uint8Array, msg: Message): boolean {
+    const mac = msg.mac;
+    if (!mac) return false;
+    return constantTimeEqualText(macHex(key, bytes, mac.end), mac.tag);
+  }
+
+  /**
+   * A datagram carrying a session id from an address that session is not on. A valid MAC makes it a
+   * candidate for roaming: the new address is asked to prove it receives (a Ping carrying a nonce, MAC'd,
+   * answered by a MAC'd Pong naming it), and only then does the session move there. A replayed datagram
+   * leads nowhere: its sender cannot answer. Returns true when the session just moved to this address.
+   */
+  #roam(now: number, from: SocketAddr, key: string, msg: Message, bytes: Uint8Array): Outcome | true {
+    const home = this.#sessions.get(msg.sid!);
+    const session = home?.session;
+    if (!home || !session || !this.#macOk(session.recvKey, bytes, msg)) {
+      return drop("bad_mac", "session datagram from an unknown address without a valid mac");
+    }
+    const check = this.#pathChecks.get(key);
+    const p = msg.payload;
+    if (
+      check && check.conn === home && check.until > now && msg.message_type === "Pong" && isJsonObject(p) &&
+      p.path_response === check.nonce
+    ) {
+      this.#pathChecks.delete(key);
+      this.#table.byAddr.delete(home.key);
+      this.#recentlyClosed.add(home.key);
+      home.key = key;
+      home.addr = { hostname: from.hostname, port: from.port };
+      this.#table.byAddr.set(key, home);
+      this.#stats.roamed++;
+      this.#events.push({
+        type: "roamed",
+        peer: home.peer ? this.#summary(home, home.peer) : null,
+        to: from,
+      });
+      return true;
+    }
+    if (!check || check.until <= now) {
+      if (this.#pathChecks.size >= MAX_PATH_CHECKS) {
+        this.#pathChecks.delete(this.#pathChecks.keys().next().value!);
+      }
+      const nonce = this.#newId();
+      this.#pathChecks.set(key, { conn: home, nonce, until: now + PATH_CHECK_MS });
+      const ping = this.#envelope(now, "Ping", { path_challenge: nonce }, null, false, null);
+      ping.sid = session.sid;
+      this.#transmit(from, encodeMessage(ping, false, (body) => macHex(session.sendKey, body)), "Ping", null);
+    }
+    return drop("unexpected", "session datagram from a new address: path check sent");
   }
 
   /** The remote starts a new session: forget its stream state; our ordered numbering restarts too. */
@@ -1010,6 +1334,15 @@ export class Endpoint {
         conn,
         `handshake failed: network mismatch ("${theirs}" is not "${ours}")`,
         "network_mismatch",
+      );
+      return undefined;
+    }
+    const authFailure = this.#verifyResponse(conn, msg, payload.node_info);
+    if (authFailure) {
+      this.#failLink(
+        conn,
+        `handshake failed: the server did not prove its key (${authFailure})`,
+        authFailure,
       );
       return undefined;
     }
@@ -1403,6 +1736,7 @@ export class Endpoint {
   /** Drops the connection when neither a peer nor a link is left on it. */
   #forget(conn: Conn): void {
     if (conn.peer || conn.link) return;
+    this.#endSession(conn);
     if (this.#table.byAddr.get(conn.key) === conn) this.#table.byAddr.delete(conn.key);
     this.#timers.schedule(conn, Infinity);
     this.#recentlyClosed.add(conn.key);
@@ -1597,7 +1931,7 @@ export class Endpoint {
       const seq = conn.nextSeq;
       conn.nextSeq = seq === MAX_SEQUENCE ? 0 : seq + 1;
       const msg = this.#envelope(now, type, payload, seq, false, null);
-      const bytes = encodeMessage(msg, conn.ext);
+      const bytes = this.#encodeOn(conn, msg, conn.ext);
       if (bytes.length > this.#config.maxDatagramSize && conn.ext) {
         return this.#fragment(now, conn, type, payload, msg.id, null, null);
       }
@@ -1716,7 +2050,26 @@ export class Endpoint {
     if (item.ord !== null) msg.ord = item.ord;
     if (item.frag) msg.frag = item.frag;
     if (cookie) msg.cookie = cookie;
-    const bytes = encodeMessage(msg, conn.ext || msg.ext !== undefined);
+    // One connection carries at most one session: when two servers register with each other (a peer and a
+    // link on the same connection), both requests are signed but only the first response is, so the pair
+    // shares the first handshake's session.
+    if (type === "HandshakeRequest" && this.#identity && this.#config.auth !== "off" && conn.link) {
+      msg.auth = this.#signRequest(conn, msg);
+    }
+    let activate: (() => void) | null = null;
+    if (type === "HandshakeResponse" && conn.peer?.keyed && this.#identity && !conn.link) {
+      const signed = this.#signResponse(conn, conn.peer.keyed, msg);
+      if (signed) {
+        msg.auth = signed.auth;
+        activate = signed.activate;
+      }
+    }
+    // Handshake messages go out unMAC'd (the remote may not have the keys yet), except on a connection
+    // whose session is already running (the second handshake of two servers registering with each other).
+    const bytes = (type === "HandshakeRequest" || type === "HandshakeResponse") && (activate || !conn.session)
+      ? encodeMessage(msg, conn.ext || msg.ext !== undefined)
+      : this.#encodeOn(conn, msg, conn.ext);
+    activate?.();
     if (bytes.length > (conn.ext ? this.#config.maxDatagramSize : MAX_UDP_PAYLOAD) && !item.frag) return null;
     if (!this.#transmit(conn.addr, bytes, type, conn)) return null;
     conn.nextSeq = seq === MAX_SEQUENCE ? 0 : seq + 1;
@@ -1848,11 +2201,15 @@ export class Endpoint {
   }
 
   /** Acknowledges `acked`; with `at`, the Ack goes in front of the datagrams queued since that index. */
-  #sendAck(now: number, to: SocketAddr, conn: Conn | undefined, acked: Message, at = -1): void {
+  #sendAck(now: number, to: SocketAddr, conn: Conn | undefined, acked: Message, at = -1, mac = true): void {
     const msg = this.#envelope(now, "Ack", null, acked.sequence_number, false, acked.id);
     this.#stats.acksSent++;
     const queued = this.#transmits.length;
-    this.#transmit(conn?.addr ?? to, encodeMessage(msg, conn?.ext ?? this.#replySummed), "Ack", conn ?? null);
+    // MAC'd only when asked: see the caller (the Ack of a session-starting HandshakeRequest is not).
+    const bytes = conn && mac
+      ? this.#encodeOn(conn, msg, conn.ext)
+      : encodeMessage(msg, conn?.ext ?? this.#replySummed);
+    this.#transmit(conn?.addr ?? to, bytes, "Ack", conn ?? null);
     if (at >= 0 && at < queued) this.#transmits.splice(at, 0, this.#transmits.pop()!);
   }
 
@@ -1974,6 +2331,48 @@ const FRAGMENT_FIELDS_ROOM = 48;
 
 const ZERO_UUID = "00000000-0000-4000-8000-000000000000";
 
+/** The two MAC keys of a session from its X25519 secret and the two handshake message ids. */
+function sessionKeys(
+  shared: Uint8Array,
+  requestId: string,
+  responseId: string,
+): { c2s: Uint8Array; s2c: Uint8Array } {
+  const okm = hkdf(
+    shared,
+    new TextEncoder().encode(`${requestId}|${responseId}`),
+    "p2p_server session v1",
+    64,
+  );
+  return { c2s: okm.slice(0, 32), s2c: okm.slice(32) };
+}
+
+/** The 128-bit MAC tag (hex) of a datagram body, `bytes[0, end)` then its closing brace. */
+function macHex(key: Uint8Array, bytes: Uint8Array, end = bytes.length - 1): string {
+  const tag = hmac(key, bytes, end, 0x7d);
+  let out = "";
+  for (let i = 0; i < 16; i++) out += tag[i]!.toString(16).padStart(2, "0");
+  return out;
+}
+
+function constantTimeEqualText(a: string, b: string): boolean {
+  let diff = a.length ^ b.length;
+  for (let i = 0; i < a.length && i < b.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return diff === 0;
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
+  return diff === 0;
+}
+
+/** How long a path check waits for its answer (ms). */
+const PATH_CHECK_MS = 2_000;
+
+/** Most path checks in progress at once. */
+const MAX_PATH_CHECKS = 4_096;
+
 const NON_ASCII = /[^ -~\t\n\r]/; // anything outside printable ASCII
 
 /** Encoded size of a JSON value in bytes. */
@@ -1984,5 +2383,8 @@ function jsonBytes(value: unknown): number {
 
 /** A Pong echoes a Ping's `nonce` (our client matches replies by it); otherwise its payload is null. */
 function pongPayload(ping: Json): Json {
-  return isJsonObject(ping) && ping.nonce !== undefined ? { nonce: ping.nonce } : null;
+  if (!isJsonObject(ping)) return null;
+  // A path check (a server asking whether we receive at a new address) is answered by naming its nonce.
+  if (typeof ping.path_challenge === "string") return { path_response: ping.path_challenge };
+  return ping.nonce !== undefined ? { nonce: ping.nonce } : null;
 }

@@ -170,6 +170,12 @@ export function formatMetrics(s: StatsSnapshot, memory?: ProcessMemory): string 
     s.cookiesAccepted,
   );
   out.simple(
+    "p2p_roamed_total",
+    "counter",
+    "Authenticated sessions moved to a new address after a path check.",
+    s.roamed,
+  );
+  out.simple(
     "p2p_half_open_expired_total",
     "counter",
     "Half-open peers removed at half_open_timeout.",

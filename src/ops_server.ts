@@ -35,7 +35,7 @@ export interface OpsEvent {
   /** Unix time, ms. */
   time: number;
   /** What happened. */
-  type: "join" | "leave" | "give_up" | "drop";
+  type: "join" | "leave" | "give_up" | "drop" | "roamed";
   /** The peer or remote address concerned. */
   addr: string;
   /** Node id, when known. */

@@ -19,6 +19,7 @@ import {
 } from "./reliability.ts";
 import type { Timed } from "./timers.ts";
 import type { Bucket } from "./limits.ts";
+import type { KeyPair } from "./deps/crypto.ts";
 
 /** State of a peer that registered with this endpoint. */
 export type PeerState = "handshaking" | "authenticated";
@@ -38,8 +39,34 @@ export interface PeerEntry {
    * receives at its address (a random UUID cannot be guessed by a spoofer).
    */
   responseId?: string;
+  /** Set when the peer proved an Ed25519 key in its HandshakeRequest. */
+  keyed?: KeyedPeer;
   /** When it registered (ms). */
   joinedAt: number;
+}
+
+/** What a keyed HandshakeRequest proved, kept to answer it. */
+export interface KeyedPeer {
+  /** The peer's Ed25519 public key (raw). */
+  publicKey: Uint8Array;
+  /** The same, base64url. */
+  keyText: string;
+  /** The peer's X25519 key for this handshake (raw). */
+  dh: Uint8Array;
+  /** The id of the request that proved it. */
+  requestId: string;
+}
+
+/** The keys of an authenticated session on a connection. */
+export interface Session {
+  /** Session id (16 hex digits), carried by every datagram of the session. */
+  sid: string;
+  /** MAC key of what we send. */
+  sendKey: Uint8Array;
+  /** MAC key of what we receive. */
+  recvKey: Uint8Array;
+  /** The remote's Ed25519 public key (raw). */
+  remoteKey: Uint8Array;
 }
 
 /** A handshake this endpoint started towards a remote (client role, sibling servers). */
@@ -56,6 +83,12 @@ export interface LinkEntry {
   cookie?: string;
   /** How many cookie challenges this handshake has answered. */
   cookieTries?: number;
+  /** Our X25519 key pair for this handshake (keyed handshakes). */
+  eph?: KeyPair;
+  /** The id of our latest HandshakeRequest (what the response must name). */
+  requestId?: string;
+  /** The remote's Ed25519 key we insist on (pinned), if any. */
+  pinnedKey?: Uint8Array;
 }
 
 /** Transport state for one remote address. */
@@ -79,6 +112,8 @@ export interface Conn extends Timed {
   ext: boolean;
   /** Reliability state beyond the basics, allocated on first use (idle peers carry none). */
   x: ConnExtras | null;
+  /** The authenticated session, once keys were agreed: every datagram then carries `sid` and a `mac`. */
+  session: Session | null;
   /**
    * The remote proved it receives at this address (a confirmed handshake, a valid cookie, or we started the
    * handshake). Until then at most 3x the bytes received from it are sent to it.
@@ -167,6 +202,7 @@ export function newConn(key: string, addr: SocketAddr, now: number): Conn {
     rtt: null,
     ext: false,
     x: null,
+    session: null,
     validated: false,
     bytesIn: 0,
     bytesOut: 0,

@@ -62,6 +62,16 @@ export interface Message {
   frag?: FragmentRef;
   /** Extension: on a HandshakeRequest, the stateless cookie a busy server handed out (hex). */
   cookie?: string;
+  /** Extension: on a keyed HandshakeRequest or HandshakeResponse, the sender's key, signature and DH key. */
+  auth?: AuthFields;
+  /** Extension: on every datagram of an authenticated session, its session id (16 hex digits). */
+  sid?: string;
+  /**
+   * Set by {@linkcode decodeMessage} when the datagram ends in a `mac` member: the tag (32 hex digits) and
+   * where the member starts, for the receiver to check with its session key. Never written by
+   * {@linkcode encodeMessage}; see its `macKey` parameter.
+   */
+  mac?: { tag: string; end: number };
   /**
    * Set by {@linkcode decodeMessage} when the datagram ended in a `sum` field (a CRC-32 of the rest) and it
    * matched. Never written by {@linkcode encodeMessage}; see {@linkcode encodeMessage}'s `checksum` option.
@@ -77,6 +87,20 @@ export interface FragmentRef {
   i: number;
   /** Number of fragments, at most {@linkcode MAX_FRAGMENTS}. */
   n: number;
+}
+
+/** The `auth` extension of a keyed handshake message (every value unpadded base64url unless noted). */
+export interface AuthFields {
+  /** The sender's Ed25519 public key (32 bytes). */
+  key: string;
+  /** The sender's X25519 public key for this handshake (32 bytes). */
+  dh: string;
+  /** The Ed25519 signature (64 bytes) of the message's canonical claims. */
+  sig: string;
+  /** On a request: the server it is meant for (its node id, or `"*"`). */
+  to?: string;
+  /** On a response: the session id assigned (16 hex digits). */
+  sid?: string;
 }
 
 /** The most fragments one message may be cut into. */
@@ -175,8 +199,27 @@ const encoder = new TextEncoder();
  * if (!new TextDecoder().decode(bytes).startsWith('{"id":')) throw new Error("bad order");
  * ```
  */
-export function encodeMessage(message: Message, checksum = false): Uint8Array {
+export function encodeMessage(
+  message: Message,
+  checksum = false,
+  macKey?: (body: Uint8Array) => string,
+): Uint8Array {
   const text = encodeMessageText(message);
+  if (macKey) {
+    // The tag covers the datagram as it would be without the mac member: `{...}` with its last brace.
+    const body = encoder.encode(text);
+    const tag = encoder.encode(macKey(body));
+    const out = new Uint8Array(body.length - 1 + MAC_PREFIX.length + tag.length + 2);
+    out.set(body.subarray(0, body.length - 1));
+    let at = body.length - 1;
+    out.set(MAC_PREFIX, at);
+    at += MAC_PREFIX.length;
+    out.set(tag, at);
+    at += tag.length;
+    out[at++] = 0x22;
+    out[at] = 0x7d;
+    return out;
+  }
   if (!checksum) return encoder.encode(text);
   // The sum covers the datagram as it would be without the sum member: `{...}` with its last brace.
   const body = encoder.encode(text);
@@ -193,6 +236,25 @@ export function encodeMessage(message: Message, checksum = false): Uint8Array {
 
 /** `,"sum":"` */
 const SUM_PREFIX = encoder.encode(',"sum":"');
+/** `,"mac":"` */
+const MAC_PREFIX = encoder.encode(',"mac":"');
+/** Hex digits of a MAC tag (128 bits). */
+export const MAC_HEX_LENGTH = 32;
+
+/** Where a trailing `,"mac":"<32 hex>"}` member starts, and its tag; null when there is none. */
+function findMac(bytes: Uint8Array): { tag: string; end: number } | null {
+  const n = bytes.length;
+  const start = n - 2 - MAC_HEX_LENGTH - MAC_PREFIX.length;
+  if (start < 1 || bytes[n - 1] !== 0x7d || bytes[n - 2] !== 0x22) return null;
+  for (let i = 0; i < MAC_PREFIX.length; i++) if (bytes[start + i] !== MAC_PREFIX[i]) return null;
+  let tag = "";
+  for (let i = start + MAC_PREFIX.length; i < n - 2; i++) {
+    const b = bytes[i]!;
+    if (!((b >= 0x30 && b <= 0x39) || (b >= 0x61 && b <= 0x66))) return null;
+    tag += String.fromCharCode(b);
+  }
+  return { tag, end: start };
+}
 /** What the sum member adds: `,"sum":"` + 8 hex digits + `"`. */
 const SUM_SUFFIX_BYTES = SUM_PREFIX.length + 9;
 const HEX = encoder.encode("0123456789abcdef");
@@ -278,6 +340,8 @@ export function encodeMessageText(message: Message): string {
   if (message.ord !== undefined) out.ord = message.ord;
   if (message.frag !== undefined) out.frag = message.frag;
   if (message.cookie !== undefined) out.cookie = message.cookie;
+  if (message.auth !== undefined) out.auth = message.auth;
+  if (message.sid !== undefined) out.sid = message.sid;
   return JSON.stringify(out);
 }
 
@@ -365,7 +429,7 @@ export function decodeMessage(bytes: Uint8Array): Message {
     requires_ack: requiresAck,
     ack_for: ackFor as string | number | null,
   };
-  const { ext, rel, ord, frag, cookie } = value;
+  const { ext, rel, ord, frag, cookie, auth, sid } = value;
   if (ext !== undefined && ext !== null) {
     if (!isSequenceNumber(ext)) throw new DecodeError("bad_field", `Bad "ext": ${show(ext)}`);
     msg.ext = ext;
@@ -389,8 +453,36 @@ export function decodeMessage(bytes: Uint8Array): Message {
     }
     msg.cookie = cookie;
   }
+  if (auth !== undefined && auth !== null) {
+    const fields = parseAuthFields(auth);
+    if (!fields) throw new DecodeError("bad_field", `Bad "auth": ${show(auth)}`);
+    msg.auth = fields;
+  }
+  if (sid !== undefined && sid !== null) {
+    if (typeof sid !== "string" || !/^[0-9a-f]{16}$/.test(sid)) {
+      throw new DecodeError("bad_field", `Bad "sid": ${show(sid)}`);
+    }
+    msg.sid = sid;
+  }
   if (summed) msg.summed = true;
+  else {
+    const mac = findMac(bytes);
+    if (mac) msg.mac = mac;
+  }
   return msg;
+}
+
+function parseAuthFields(value: unknown): AuthFields | null {
+  if (!isObject(value)) return null;
+  const out: Record<string, string> = {};
+  for (const k of ["key", "dh", "sig", "to", "sid"] as const) {
+    const v = value[k];
+    if (v === undefined || v === null) continue;
+    if (typeof v !== "string" || v.length > 200) return null;
+    out[k] = v;
+  }
+  if (out.key === undefined || out.dh === undefined || out.sig === undefined) return null;
+  return out as unknown as AuthFields;
 }
 
 function parseFragmentRef(value: unknown): FragmentRef | null {

@@ -4,7 +4,9 @@
  * @module
  */
 import { formatSocketAddr, parseSocketAddr, type SocketAddr } from "./address.ts";
-import { type Config, resolveConfig } from "./config.ts";
+import { type Config, ConfigError, resolveConfig } from "./config.ts";
+import { generateIdentity, type Identity } from "./auth.ts";
+import { loadOrCreateIdentity } from "./key_file.ts";
 import { bindUdp, monotonicNow, UdpDriver } from "./driver.ts";
 import { Emitter } from "./emitter.ts";
 import { Endpoint, type EndpointEvent, type LeaveReason, type PeerSummary } from "./endpoint.ts";
@@ -34,6 +36,12 @@ export const SERVER_CAPABILITIES: readonly string[] = ["server", "discovery", "r
 export interface ServerOptions extends Partial<Config>, Omit<IdentityOptions, "networkId"> {
   /** Closes the server when aborted. */
   signal?: AbortSignal;
+  /**
+   * The server's key-based identity; its node id becomes the server's. Without it, the key in
+   * `identityFile` is used (created on first use), else a new key each run (unless `auth` is `"off"`).
+   * @default {from identityFile, else generated}
+   */
+  identity?: Identity;
 }
 
 /** Events a {@linkcode P2PServer} emits. */
@@ -66,6 +74,7 @@ export interface ServerEvents extends Record<string, unknown> {
 export class P2PServer {
   readonly #config: Config;
   readonly #endpoint: Endpoint;
+  readonly #identity: Identity | null;
   readonly #events = new Emitter<ServerEvents>();
   readonly #signal: AbortSignal | undefined;
   #driver: UdpDriver | null = null;
@@ -82,12 +91,24 @@ export class P2PServer {
    * @throws {ConfigError} (a `TypeError`) for a bad configuration value.
    */
   constructor(options: ServerOptions = {}) {
-    const { signal, nodeId, name, version, capabilities, metadata, ...config } = options;
+    const { signal, nodeId, name, version, capabilities, metadata, identity: given, ...config } = options;
     this.#config = resolveConfig(config);
     this.#signal = signal;
+    let identity: Identity | undefined;
+    if (this.#config.auth !== "off") {
+      const file = this.#config.identityFile;
+      identity = given ?? (file !== null ? loadOrCreateIdentity(file) : generateIdentity());
+      if (nodeId !== undefined && nodeId.toLowerCase() !== identity.nodeId) {
+        throw new ConfigError(
+          `Invalid option "nodeId": a keyed server's id is its key's ("${identity.nodeId}"), got "${nodeId}"`,
+          "nodeId",
+        );
+      }
+    }
+    this.#identity = identity ?? null;
     const node = makeNodeInfo(
       {
-        nodeId,
+        nodeId: identity?.nodeId ?? nodeId,
         name: name ?? "p2p_server",
         version,
         metadata,
@@ -104,6 +125,7 @@ export class P2PServer {
       now: monotonicNow(),
       random: Math.random,
       cookieSecret: crypto.getRandomValues(new Uint8Array(32)),
+      ...(identity ? { identity } : {}),
     });
     this.#opsHandler = createOpsHandler({
       stats: () => this.getStats(),
@@ -116,6 +138,11 @@ export class P2PServer {
   /** The resolved configuration. */
   get config(): Readonly<Config> {
     return this.#config;
+  }
+
+  /** The server's Ed25519 public key (unpadded base64url) for clients to pin, or null when `auth` is off. */
+  get publicKey(): string | null {
+    return this.#identity?.publicKeyText ?? null;
   }
 
   /** This server's NodeInfo. */
@@ -376,6 +403,18 @@ export class P2PServer {
         this.#connects.delete(key);
         break;
       }
+      case "roamed":
+        this.#recent.push({
+          time: Date.now(),
+          type: "roamed",
+          addr: formatSocketAddr(event.to),
+          detail: event.peer ? `${event.peer.id} moved here` : "a session moved here",
+        });
+        log.info("peer {id} moved to {addr} (authenticated session, path checked)", {
+          id: event.peer?.id ?? "?",
+          addr: formatSocketAddr(event.to),
+        });
+        break;
       case "linkClosed":
         log.info("link to {addr} closed ({reason})", {
           addr: formatSocketAddr(event.addr),

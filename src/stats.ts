@@ -23,6 +23,7 @@ export const DROP_REASONS = [
   "rate_limited",
   "banned",
   "internal_error",
+  "bad_mac",
 ] as const;
 
 /** One of {@linkcode DROP_REASONS}. */
@@ -90,6 +91,8 @@ export interface StatsSnapshot {
   cookiesAccepted: number;
   /** Half-open peers removed at `half_open_timeout`. */
   halfOpenExpired: number;
+  /** Authenticated sessions moved to a new address after a path check. */
+  roamed: number;
   /** Reliable messages received again (re-acked, not re-processed). */
   duplicates: number;
   /** Messages not sent because they would not fit in one UDP datagram (65,507 bytes). */
@@ -210,6 +213,7 @@ export class Stats {
   cookieChallenges = 0;
   cookiesAccepted = 0;
   halfOpenExpired = 0;
+  roamed = 0;
   duplicates = 0;
   sendsTooLarge = 0;
   readonly drops: Record<DropReason, number> = zeroes(DROP_REASONS);
@@ -286,6 +290,7 @@ export class Stats {
       cookieChallenges: this.cookieChallenges,
       cookiesAccepted: this.cookiesAccepted,
       halfOpenExpired: this.halfOpenExpired,
+      roamed: this.roamed,
       duplicates: this.duplicates,
       sendsTooLarge: this.sendsTooLarge,
       drops,

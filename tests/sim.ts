@@ -25,6 +25,7 @@ import { type Config, resolveConfig } from "../src/config.ts";
 import { Endpoint, type EndpointEvent } from "../src/endpoint.ts";
 import type { Json, Message, MessageType, NodeInfo } from "../src/protocol.ts";
 import { mulberry32 } from "../src/random.ts";
+import type { Identity } from "../src/auth.ts";
 
 /** A virtual start time (ms) well inside the Unix era, so seconds and milliseconds cannot be confused. */
 export const EPOCH_MS = 1_700_000_000_000;
@@ -274,6 +275,12 @@ export interface SimEndpointOptions {
   config?: Partial<Config>;
   /** NodeInfo overrides; the id is seeded and `listen_addr` is the host address unless given. */
   node?: Partial<NodeInfo>;
+  /**
+   * A key-based identity (`generateIdentity()` from src/auth.ts); the node id becomes its key's. Keys and
+   * X25519 exchanges use the OS's randomness, so traces with keys differ from run to run in their bytes,
+   * not in their outcomes. @default {none: an unkeyed endpoint}
+   */
+  identity?: Identity;
 }
 
 /** An {@linkcode Endpoint} attached to the simulated network. */
@@ -538,13 +545,20 @@ export class Sim {
   addEndpoint(addr: string, options: SimEndpointOptions = {}): SimEndpoint {
     this.#checkFree(addr);
     const newId = uuidSource(mulberry32(this.seed ^ hash(addr)));
-    const node = nodeInfo(newId(), { name: `ep-${addr}`, listen_addr: addr, ...options.node });
+    const seededId = newId();
+    const node = nodeInfo(options.identity?.nodeId ?? seededId, {
+      name: `ep-${addr}`,
+      listen_addr: addr,
+      ...options.node,
+      ...(options.identity ? { id: options.identity.nodeId } : {}),
+    });
     const endpoint = new Endpoint({
       role: options.role ?? "server",
       config: resolveConfig(options.config ?? {}),
       node,
       newId,
       now: this.now,
+      ...(options.identity ? { identity: options.identity } : {}),
     });
     const host = new SimEndpoint(this, addr, endpoint);
     this.#hosts.set(addr, host);

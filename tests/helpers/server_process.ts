@@ -13,7 +13,7 @@ import { Wakers } from "./wakers.ts";
 export const PROJECT_ROOT: string = new URL("../../", import.meta.url).pathname;
 
 /** Permissions the program runs with, as `deno task start` gives them. */
-export const RUN_FLAGS = ["run", "--allow-net", "--allow-read", "--allow-env"] as const;
+export const RUN_FLAGS = ["run", "--allow-net", "--allow-read", "--allow-write", "--allow-env"] as const;
 
 /** A generous wait for a subprocess to start or exit on a small shared machine. */
 export const PROCESS_DEADLINE_MS = 30_000;
@@ -25,6 +25,7 @@ export const PROCESS_DEADLINE_MS = 30_000;
 export const TEST_CONFIG: Readonly<Record<string, unknown>> = Object.freeze({
   listen_address: "127.0.0.1:0",
   enable_discovery: false,
+  identity_file: null,
 });
 
 const LISTENING = /^p2p_server (\S+) listening on (\S+)$/;
@@ -258,7 +259,7 @@ export async function writeTempConfig(content: Record<string, unknown> | string)
 async function removeAll(paths: string[]): Promise<void> {
   for (const path of paths.splice(0)) {
     try {
-      await Deno.remove(path);
+      await Deno.remove(path, { recursive: true });
     } catch {
       // already gone
     }
@@ -267,18 +268,27 @@ async function removeAll(paths: string[]): Promise<void> {
 
 async function prepare(
   options: ServerProcessOptions,
-): Promise<{ args: string[]; tempFiles: string[]; configPath: string | undefined }> {
+): Promise<{ args: string[]; tempFiles: string[]; configPath: string | undefined; cwd: string }> {
   const config = options.config === undefined ? {} : options.config;
   const tempFiles: string[] = [];
   let configPath: string | undefined;
-  const args: string[] = [...RUN_FLAGS, options.script ?? "main.ts"];
+  // Each process runs in a fresh directory, so files it creates there (the program's identity key when no
+  // config file names one) never land in the project.
+  const cwd = await Deno.makeTempDir({ prefix: "p2p_server_run_" });
+  tempFiles.push(cwd);
+  const args: string[] = [
+    ...RUN_FLAGS,
+    "--config",
+    `${PROJECT_ROOT}deno.json`,
+    `${PROJECT_ROOT}${options.script ?? "main.ts"}`,
+  ];
   if (config !== null) {
     configPath = await writeTempConfig(typeof config === "string" ? config : { ...TEST_CONFIG, ...config });
     tempFiles.push(configPath);
     args.push("-c", configPath);
   }
   args.push(...(options.args ?? []));
-  return { args, tempFiles, configPath };
+  return { args, tempFiles, configPath, cwd };
 }
 
 /**
@@ -288,12 +298,12 @@ async function prepare(
  * @throws {Error} (after killing it) when the process exits or does not listen within the deadline.
  */
 export async function startServer(options: ServerProcessOptions = {}): Promise<ServerProcess> {
-  const { args, tempFiles, configPath } = await prepare(options);
+  const { args, tempFiles, configPath, cwd } = await prepare(options);
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command(Deno.execPath(), {
       args,
-      cwd: PROJECT_ROOT,
+      cwd,
       env: childEnv(options.env),
       clearEnv: true,
       stdin: "null",
@@ -330,14 +340,14 @@ export interface RunResult {
 export async function runScript(
   options: ServerProcessOptions & { deadlineMs?: number } = {},
 ): Promise<RunResult> {
-  const { args, tempFiles, configPath } = await prepare(options);
+  const { args, tempFiles, configPath, cwd } = await prepare(options);
   const started = performance.now();
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), options.deadlineMs ?? PROCESS_DEADLINE_MS);
   try {
     const out = await new Deno.Command(Deno.execPath(), {
       args,
-      cwd: PROJECT_ROOT,
+      cwd,
       env: childEnv(options.env),
       clearEnv: true,
       stdin: "null",
