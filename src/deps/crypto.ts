@@ -138,6 +138,11 @@ export function hmac(key: Uint8Array, data: Uint8Array, end = data.length, last?
   return new Uint8Array(h.digest());
 }
 
+/** HMAC-SHA-256 of a text under `key`. */
+export function hmacSha256(key: Uint8Array, data: string): Uint8Array {
+  return new Uint8Array(createHmac("sha256", key).update(data).digest());
+}
+
 function hex(bytes: Uint8Array): string {
   let out = "";
   for (const b of bytes) out += b.toString(16).padStart(2, "0");
