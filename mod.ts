@@ -78,3 +78,7 @@ export { formatSocketAddr, parseSocketAddr } from "./src/address.ts";
 export type { SocketAddr } from "./src/address.ts";
 export { makeNodeInfo, VERSION } from "./src/identity.ts";
 export type { IdentityOptions } from "./src/identity.ts";
+export { AUTH_POLICIES, generateIdentity, identityFrom, nodeIdForKey } from "./src/auth.ts";
+export type { AuthPolicy, Identity } from "./src/auth.ts";
+export { KeyFileError, loadOrCreateIdentity } from "./src/key_file.ts";
+export { CLIENT_AUTH_CODES } from "./src/endpoint.ts";
