@@ -100,15 +100,7 @@ export async function main(args: string[]): Promise<number> {
       console.error(`error: ${error.message}`);
       return 1;
     }
-    console.log(`p2p_server ${VERSION} listening on ${formatSocketAddr(server.addr)}`);
-    if (server.metricsAddr) {
-      console.log(`metrics and status page on http://${formatSocketAddr(server.metricsAddr)}/`);
-    }
-    log.info("node id {id}, log level {level} (from {source})", {
-      id: server.node.id,
-      level: level.level,
-      source: level.source,
-    });
+    // Signal handlers first: whoever waits for the "listening" line may stop the program right after it.
     const stop = (signal: Deno.Signal) => {
       log.info("{signal} received, disconnecting peers", { signal });
       void server.close();
@@ -118,6 +110,16 @@ export async function main(args: string[]): Promise<number> {
       const handler = () => stop(s);
       Deno.addSignalListener(s, handler);
       return [s, handler] as const;
+    });
+    console.log(`p2p_server ${VERSION} listening on ${formatSocketAddr(server.addr)}`);
+    if (server.metricsAddr) {
+      console.log(`metrics and status page on http://${formatSocketAddr(server.metricsAddr)}/`);
+    }
+    log.info("node id {id}, public key {key}, log level {level} (from {source})", {
+      id: server.node.id,
+      key: server.publicKey ?? "none (auth off)",
+      level: level.level,
+      source: level.source,
     });
     await server.finished;
     for (const [s, handler] of handlers) Deno.removeSignalListener(s, handler);

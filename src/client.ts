@@ -59,7 +59,8 @@ export interface ClientOptions extends IdentityOptions {
   identity?: Identity | "generate";
   /**
    * The server's Ed25519 public key (unpadded base64url, `P2PServer.publicKey`): the client refuses a server
-   * that does not prove it (`HandshakeError` `server_key_mismatch` or `server_unauthenticated`).
+   * that does not prove it (`HandshakeError` `server_key_mismatch`, `server_unauthenticated` or
+   * `bad_server_signature`; a server with another key refuses the request itself: `wrong_server`).
    * @default {none: any server}
    */
   serverKey?: string;

@@ -675,7 +675,7 @@ export class Endpoint {
       conn = this.#table.byAddr.get(key);
     }
     const session = conn?.session;
-    if (session && msg.message_type !== "HandshakeRequest" && !this.#macOk(session.recvKey, bytes, msg)) {
+    if (session && !this.#macExempt(conn!, msg) && !this.#macOk(session.recvKey, bytes, msg)) {
       return drop("bad_mac", "datagram of an authenticated session without a valid mac");
     }
     if (
@@ -1036,7 +1036,17 @@ export class Endpoint {
       this.#refuse(now, from, ERROR_CODES.nodeIdConflict, NODE_ID_EXISTS);
       return undefined;
     }
-    // Another node from the same socket address: the old one is gone.
+    // Another node from the same socket address: the old one is gone. Not a keyed one, though: anyone can
+    // spoof its address, and only its key could speak for it; it leaves by Disconnect or the idle timeout.
+    if (conn?.peer?.keyed && conn.session) {
+      this.#refuse(
+        now,
+        from,
+        ERROR_CODES.nodeIdConflict,
+        "handshake failed: address in use by an authenticated node",
+      );
+      return undefined;
+    }
     if (conn?.peer) this.#removePeer(conn, "replaced");
     if (this.#table.peerCount >= this.#config.maxConnections) {
       this.#refuse(
@@ -1119,7 +1129,9 @@ export class Endpoint {
     });
     if (!verifyEd25519(key, claims, sig)) return refuse(ERROR_CODES.badSignature, "bad signature");
     // Recorded only once verified, so forged requests cannot fill the cache.
-    if (!this.#replays.add(msg.id, now + 2 * skew * 1000, now)) {
+    // Remembered at least as long as its timestamp keeps it fresh.
+    const remember = Math.max(now + 2 * skew * 1000, (msg.timestamp + skew + 1) * 1000);
+    if (!this.#replays.add(msg.id, remember, now)) {
       return refuse(ERROR_CODES.replay, "replayed request");
     }
     return { publicKey: key, keyText: auth.key, dh, requestId: msg.id };
@@ -1242,6 +1254,17 @@ export class Endpoint {
     if (!session) return encodeMessage(msg, sum);
     msg.sid = session.sid;
     return encodeMessage(msg, false, (body) => macHex(session.sendKey, body));
+  }
+
+  /**
+   * What may arrive without a MAC in a running session: HandshakeRequests (signed, or refused when they would
+   * displace a keyed peer), a repeated HandshakeResponse, and the Ack of our own HandshakeRequest (both sent
+   * before the remote had keys, and possibly late).
+   */
+  #macExempt(conn: Conn, msg: Message): boolean {
+    const type = msg.message_type;
+    if (type === "HandshakeRequest" || type === "HandshakeResponse") return true;
+    return type === "Ack" && conn.link !== null && msg.ack_for === conn.link.requestId;
   }
 
   #macOk(key: Uint8Array, bytes: Uint8Array, msg: Message): boolean {
@@ -1685,7 +1708,10 @@ export class Endpoint {
   #removePeer(conn: Conn, reason: LeaveReason): void {
     const peer = this.#table.unregister(conn);
     if (!peer) return;
-    if (!conn.link) this.#dropStreams(conn);
+    if (!conn.link) {
+      this.#dropStreams(conn);
+      this.#endSession(conn);
+    }
     if (peer.state === "authenticated") {
       this.#events.push({ type: "peerLeft", peer: this.#summary(conn, peer), reason });
     }
