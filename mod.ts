@@ -21,7 +21,13 @@
 export { P2PServer, SERVER_CAPABILITIES } from "./src/server.ts";
 export type { ServerEvents, ServerOptions } from "./src/server.ts";
 export { P2PClient } from "./src/client.ts";
-export type { ClientEvents, ClientOptions, ClientSendOptions, DiscoveryPage } from "./src/client.ts";
+export type {
+  ClientEvents,
+  ClientOptions,
+  ClientSendOptions,
+  DiscoveryPage,
+  DiscoveryQuery,
+} from "./src/client.ts";
 export {
   CONFIG_FILE_KEYS,
   ConfigError,

@@ -82,7 +82,24 @@ export interface DiscoveryPage {
   peers: PeerInfo[];
   /** The offset of the next page, or null when this was the last. */
   nextOffset: number | null;
+  /** The cursor of the next page (resumes after this page's last peer), or null when this was the last. */
+  nextCursor: string | null;
 }
+
+/** What {@linkcode P2PClient.discoverPage} asks for. */
+export interface DiscoveryQuery {
+  /** Skip this many peers. */
+  offset?: number;
+  /** Resume after this node id (a page's `nextCursor`); stable while peers join and leave. */
+  cursor?: string;
+  /** Most peers on the page (the server also keeps the page within one datagram). */
+  limit?: number;
+  /** Only peers that announce this capability. */
+  capability?: string;
+}
+
+/** Most pages {@linkcode P2PClient.discover} follows (a bound on a misbehaving server). */
+const MAX_DISCOVERY_PAGES = 1_000;
 
 /** Events a {@linkcode P2PClient} emits. */
 export interface ClientEvents extends Record<string, unknown> {
@@ -119,6 +136,7 @@ interface Waiter<T> {
  */
 export class P2PClient {
   #pinnedKey: Uint8Array | null = null;
+  #observedAddr: string | null = null;
   readonly #server: SocketAddr;
   readonly #serverKey: string;
   readonly #config: Config;
@@ -179,6 +197,14 @@ export class P2PClient {
       random: Math.random,
       ...(identity ? { identity } : {}),
     });
+  }
+
+  /**
+   * This client's public address as the server sees it (`"ip:port"`: its NAT's mapping), from the server's
+   * HandshakeResponse; null before connecting or when the server does not say.
+   */
+  get observedAddr(): string | null {
+    return this.#observedAddr;
   }
 
   /** The server's address. */
@@ -263,17 +289,33 @@ export class P2PClient {
   }
 
   /**
-   * Asks the server for the peers of this client's network. Without options the request payload is null and
-   * the answer is the server's first page (upstream's array shape); with `offset`/`limit` it is one page.
+   * Asks the server for the peers of this client's network. With options, one page (see
+   * {@linkcode discoverPage}). Without, every peer: from a p2p_server (which keeps each answer within one
+   * datagram) page after page by cursor; from a server without paging, its one answer (upstream's array).
    *
    * @throws {ConnectionTimeoutError} when no answer arrives.
    */
-  async discover(options?: { offset?: number; limit?: number }): Promise<PeerInfo[]> {
-    return (await this.discoverPage(options)).peers;
+  async discover(options?: DiscoveryQuery): Promise<PeerInfo[]> {
+    if (options) return (await this.discoverPage(options)).peers;
+    if (!this.#pagedServer()) return (await this.discoverPage()).peers;
+    const all: PeerInfo[] = [];
+    let cursor: string | null = null;
+    for (let i = 0; i < MAX_DISCOVERY_PAGES; i++) {
+      const page: DiscoveryPage = await this.discoverPage(cursor === null ? {} : { cursor });
+      all.push(...page.peers);
+      if (page.nextCursor === null) break;
+      cursor = page.nextCursor;
+    }
+    return all;
   }
 
-  /** Like {@linkcode discover}, also returning where the next page starts. */
-  discoverPage(options?: { offset?: number; limit?: number }): Promise<DiscoveryPage> {
+  /** Whether the server speaks p2p_server's extensions (and so pages by cursor). */
+  #pagedServer(): boolean {
+    return this.#endpoint.path(this.#server)?.extensions ?? false;
+  }
+
+  /** One page of the peers of this client's network, with where the next page starts. */
+  discoverPage(options?: DiscoveryQuery): Promise<DiscoveryPage> {
     const driver = this.#requireConnected();
     const payload: Json = options ? { ...options } : null;
     const { promise, resolve, reject } = Promise.withResolvers<DiscoveryPage>();
@@ -386,6 +428,7 @@ export class P2PClient {
     switch (event.type) {
       case "connected":
         this.#serverInfo = event.node;
+        this.#observedAddr = event.observedAddr;
         this.#connecting?.resolve(event.node);
         this.#connecting = null;
         break;
@@ -410,7 +453,13 @@ export class P2PClient {
       }
       case "discovery": {
         const waiter = this.#discoveries.shift();
-        if (waiter) this.#settle(waiter, null, { peers: event.peers, nextOffset: event.nextOffset });
+        if (waiter) {
+          this.#settle(waiter, null, {
+            peers: event.peers,
+            nextOffset: event.nextOffset,
+            nextCursor: event.nextCursor,
+          });
+        }
         break;
       }
       case "delivered": {

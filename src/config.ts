@@ -168,6 +168,13 @@ export interface Config {
    */
   identityFile: string | null;
   /**
+   * Seconds between keepalives the server suggests to clients in its HandshakeResponse (`keepalive_interval`):
+   * many NATs forget an idle UDP mapping after 30 s, the spec's heartbeat interval; `P2PClient` keeps its
+   * mapping open with a Ping this often.
+   * @default {15}
+   */
+  suggestedKeepalive: number;
+  /**
    * Most peers listed in one DiscoveryResponse (the response is also kept within one datagram).
    * @default {64}
    */
@@ -244,6 +251,7 @@ export const DEFAULT_CONFIG: Readonly<Config> = Object.freeze({
   authAllowKeys: null,
   authMaxSkew: 60,
   identityFile: null,
+  suggestedKeepalive: 15,
   discoveryPageSize: 64,
   metricsAddress: null,
   metricsToken: null,
@@ -282,6 +290,7 @@ export const CONFIG_FILE_KEYS = {
   auth_allow_keys: "authAllowKeys",
   auth_max_skew: "authMaxSkew",
   identity_file: "identityFile",
+  suggested_keepalive: "suggestedKeepalive",
   discovery_page_size: "discoveryPageSize",
   metrics_address: "metricsAddress",
   metrics_token: "metricsToken",
@@ -392,6 +401,7 @@ const CHECKS: Record<keyof Config, Check> = {
       ? undefined
       : "must be null or a list of Ed25519 public keys in unpadded base64url (43 characters each)",
   authMaxSkew: positiveSeconds,
+  suggestedKeepalive: positiveSeconds,
   identityFile: (v) =>
     v === null || (typeof v === "string" && v.length >= 1 && v.length <= 4096)
       ? undefined

@@ -161,7 +161,13 @@ export type EndpointEvent =
     payload: Json;
     message: Message;
   }
-  | { type: "connected"; addr: SocketAddr; node: NodeInfo }
+  | {
+    type: "connected";
+    addr: SocketAddr;
+    node: NodeInfo;
+    /** Our public address as the remote sees it (`"ip:port"`), when it says (p2p_server does). */
+    observedAddr: string | null;
+  }
   | {
     type: "roamed";
     /** The peer that moved (null for a link without a registered peer). */
@@ -172,7 +178,15 @@ export type EndpointEvent =
   | { type: "connectFailed"; addr: SocketAddr; error: string; code: string; probe: boolean }
   | { type: "linkClosed"; addr: SocketAddr; reason: "disconnect" | "timeout" | "closed" }
   | { type: "pong"; from: SocketAddr; payload: Json; message: Message }
-  | { type: "discovery"; from: SocketAddr; peers: PeerInfo[]; nextOffset: number | null; message: Message }
+  | {
+    type: "discovery";
+    from: SocketAddr;
+    peers: PeerInfo[];
+    nextOffset: number | null;
+    /** Where the next page starts (the `cursor` to ask for), or null on the last page. */
+    nextCursor: string | null;
+    message: Message;
+  }
   | { type: "error"; from: SocketAddr; error: ErrorPayload; message: Message }
   | { type: "delivered"; to: SocketAddr; id: string; seq: number; messageType: MessageType; rttMs: number }
   | {
@@ -939,10 +953,13 @@ export class Endpoint {
         if (conn && isJsonObject(msg.payload) && typeof msg.payload.confirm === "string") {
           this.#proof(conn, msg.payload.confirm);
         }
-        this.#reply(now, from, conn, "Pong", pongPayload(msg.payload));
+        this.#reply(now, from, conn, "Pong", pongPayload(msg.payload, conn?.ext ? conn.key : null));
         return undefined;
       case "Pong":
         if (conn) this.#settled(now, conn, conn.outbox.settleType("Ping"));
+        if (conn?.link && isJsonObject(msg.payload) && typeof msg.payload.observed_addr === "string") {
+          conn.link.observedAddr = msg.payload.observed_addr.slice(0, 64);
+        }
         this.#events.push({ type: "pong", from, payload: msg.payload, message: msg });
         if (conn?.link?.state === "connected" && conn.ext && msg.sequence_number === null && !conn.peer) {
           // p2p_server numbers every reply on a connection: an unnumbered Pong is a stateless one, so the
@@ -1017,7 +1034,7 @@ export class Endpoint {
           now,
           conn,
           "HandshakeResponse",
-          this.#responsePayload(networkOf(info)),
+          this.#responsePayload(networkOf(info), conn),
           true,
           null,
         );
@@ -1070,7 +1087,14 @@ export class Endpoint {
     if (keyed) conn.peer!.keyed = keyed;
     conn.heartbeatAt = now + this.#heartbeatMs;
     this.#recentlyClosed.delete(key);
-    const response = this.#sendOn(now, conn, "HandshakeResponse", this.#responsePayload(network), true, null);
+    const response = this.#sendOn(
+      now,
+      conn,
+      "HandshakeResponse",
+      this.#responsePayload(network, conn),
+      true,
+      null,
+    );
     if (response) conn.peer!.responseId = response.id;
     if (info.capabilities.includes("server") && !conn.link) {
       // A sibling server registered with us (its discovery probe, or its connectToPeer): register with it
@@ -1333,10 +1357,18 @@ export class Endpoint {
     if (request?.requires_ack && num !== null) conn.window.accept(num);
   }
 
-  #responsePayload(network: string): Json {
+  #responsePayload(network: string, conn: Conn): Json {
     // The server echoes the requester's network id: deployed clients compare it with their own.
     const node = { ...this.#node, metadata: { ...this.#node.metadata, network_id: network } };
-    return { node_info: node, success: true, error_message: null } as unknown as Json;
+    return {
+      node_info: node,
+      success: true,
+      error_message: null,
+      // Extensions (deployed parsers ignore unknown keys): the requester's public address as seen here (its
+      // NAT mapping), and how often it should send something to keep that mapping open.
+      observed_addr: conn.key,
+      keepalive_interval: this.#config.suggestedKeepalive,
+    } as unknown as Json;
   }
 
   #onHandshakeResponse(now: number, conn: Conn | undefined, msg: Message): Drop | undefined {
@@ -1371,10 +1403,25 @@ export class Endpoint {
     }
     link.state = "connected";
     link.remote = payload.node_info;
+    const extras = msg.payload as { observed_addr?: unknown; keepalive_interval?: unknown };
+    if (typeof extras.observed_addr === "string" && extras.observed_addr.length <= 64) {
+      link.observedAddr = extras.observed_addr;
+    }
+    const keepalive = extras.keepalive_interval;
+    if (typeof keepalive === "number" && keepalive >= 1 && keepalive * 1000 < this.#heartbeatMs) {
+      // The remote knows NATs forget idle mappings sooner than our heartbeat: keep ours open as it asks.
+      link.keepaliveMs = keepalive * 1000;
+      conn.heartbeatAt = Math.min(conn.heartbeatAt, now + link.keepaliveMs);
+    }
     this.#linkCounts.handshaking--;
     this.#linkCounts.connected++;
     if (conn.heartbeatAt === Infinity) conn.heartbeatAt = now + this.#heartbeatMs;
-    this.#events.push({ type: "connected", addr: conn.addr, node: payload.node_info });
+    this.#events.push({
+      type: "connected",
+      addr: conn.addr,
+      node: payload.node_info,
+      observedAddr: link.observedAddr ?? null,
+    });
     // Confirm at once, reliably: the remote counts us authenticated on any message after its response, and
     // it may not resend that response to an address it has not validated (anti-amplification). A Pong
     // settles this Ping as well as an Ack does.
@@ -1447,6 +1494,8 @@ export class Endpoint {
     if (!conn || !peer) return this.#notRegistered(now, from, "DiscoveryRequest");
     let offset = 0;
     let limit = this.#config.discoveryPageSize;
+    let cursor: string | null = null;
+    let capability: string | null = null;
     const paged = msg.payload !== null;
     if (paged) {
       const p = msg.payload;
@@ -1459,54 +1508,88 @@ export class Endpoint {
       if (p.limit !== undefined && !(Number.isSafeInteger(p.limit) && (p.limit as number) >= 1)) {
         return this.#badRequest(now, from, conn, `bad "limit": ${JSON.stringify(p.limit)}`);
       }
+      if (
+        p.cursor !== undefined && p.cursor !== null && (typeof p.cursor !== "string" || !isUuid(p.cursor))
+      ) {
+        return this.#badRequest(now, from, conn, `bad "cursor": ${JSON.stringify(p.cursor)}`);
+      }
+      if (
+        p.capability !== undefined && p.capability !== null &&
+        (typeof p.capability !== "string" || p.capability.length > 256)
+      ) {
+        return this.#badRequest(now, from, conn, `bad "capability": ${JSON.stringify(p.capability)}`);
+      }
       offset = (p.offset as number | undefined) ?? 0;
       limit = Math.min(limit, (p.limit as number | undefined) ?? limit);
+      cursor = typeof p.cursor === "string" ? p.cursor.toLowerCase() : null;
+      capability = typeof p.capability === "string" ? p.capability : null;
     }
     const net = this.#table.byNetwork.get(peer.network);
     const entries: Json[] = [];
-    let budget = MAX_UDP_PAYLOAD - ENVELOPE_ROOM;
+    // Always one datagram: the extensions' datagram size for peers that speak them, else one UDP datagram.
+    let budget = (conn.ext ? this.#config.maxDatagramSize : MAX_UDP_PAYLOAD) - ENVELOPE_ROOM;
     let index = 0;
     let next: number | null = null;
+    let nextCursor: string | null = null;
+    let last: string | null = null;
     let total = 0;
+    // A cursor (the id of the last peer of the previous page) resumes after that peer: unlike an offset it
+    // neither skips nor repeats peers when others join or leave between pages.
+    let skipping = cursor !== null && net?.has(cursor) === true;
     if (net) {
       for (const other of net.values()) {
+        const info = other.peer!.info;
         if (other.peer!.state !== "authenticated") continue;
+        if (capability !== null && !info.capabilities.includes(capability)) continue;
         total++;
-        if (index++ < offset) continue;
-        if (next !== null) continue;
-        const entry = this.#peerInfo(other) as unknown as Json;
+        if (skipping) {
+          if (info.id === cursor) skipping = false;
+          continue;
+        }
+        if (cursor === null && index++ < offset) continue;
+        if (next !== null || nextCursor !== null) continue;
+        const entry = this.#peerInfo(other, conn.ext) as unknown as Json;
         const size = jsonBytes(entry) + 1;
         if (entries.length >= limit || size > budget) {
-          next = index - 1;
+          next = cursor === null ? index - 1 : null;
+          nextCursor = last;
           continue;
         }
         budget -= size;
         entries.push(entry);
+        last = info.id;
       }
     }
-    const payload: Json = paged ? { peers: entries, offset, total, next_offset: next } : entries;
+    const payload: Json = paged
+      ? { peers: entries, offset, total, next_offset: next, next_cursor: nextCursor }
+      : entries;
     this.#reply(now, from, conn, "DiscoveryResponse", payload);
     return undefined;
   }
 
-  #peerInfo(conn: Conn): PeerInfo {
+  #peerInfo(conn: Conn, observed: boolean): PeerInfo {
     const info = conn.peer!.info;
-    return {
+    const out: PeerInfo = {
       id: info.id,
       addr: info.listen_addr,
       last_seen: Math.floor(conn.lastHeard / 1000),
       capabilities: info.capabilities,
       name: info.name,
     };
+    if (observed) out.observed_addr = conn.key;
+    return out;
   }
 
   #onDiscoveryResponse(from: SocketAddr, conn: Conn | undefined, msg: Message): Drop | undefined {
     if (!conn?.link) return drop("unexpected", "DiscoveryResponse without a link");
     let list: Json = msg.payload;
     let nextOffset: number | null = null;
+    let nextCursor: string | null = null;
     if (isJsonObject(list)) {
       const n = list.next_offset;
       nextOffset = typeof n === "number" && Number.isSafeInteger(n) && n >= 0 ? n : null;
+      const c = list.next_cursor;
+      nextCursor = typeof c === "string" && isUuid(c) ? c : null;
       list = list.peers ?? null;
     }
     if (!Array.isArray(list)) return drop("bad_payload", "DiscoveryResponse payload is not a peer list");
@@ -1516,7 +1599,7 @@ export class Endpoint {
       if (typeof p === "string") return drop("bad_payload", `DiscoveryResponse: ${p}`);
       peers.push(p);
     }
-    this.#events.push({ type: "discovery", from, peers, nextOffset, message: msg });
+    this.#events.push({ type: "discovery", from, peers, nextOffset, nextCursor, message: msg });
     return undefined;
   }
 
@@ -1820,7 +1903,7 @@ export class Endpoint {
     }
     if (now >= conn.heartbeatAt) {
       this.#sendOn(now, conn, "Ping", null, false, null);
-      conn.heartbeatAt = now + this.#heartbeatMs;
+      conn.heartbeatAt = now + (conn.link?.keepaliveMs ?? this.#heartbeatMs);
     }
   }
 
@@ -2408,9 +2491,14 @@ function jsonBytes(value: unknown): number {
 }
 
 /** A Pong echoes a Ping's `nonce` (our client matches replies by it); otherwise its payload is null. */
-function pongPayload(ping: Json): Json {
-  if (!isJsonObject(ping)) return null;
-  // A path check (a server asking whether we receive at a new address) is answered by naming its nonce.
-  if (typeof ping.path_challenge === "string") return { path_response: ping.path_challenge };
-  return ping.nonce !== undefined ? { nonce: ping.nonce } : null;
+function pongPayload(ping: Json, observed: string | null): Json {
+  const out: { [key: string]: Json } = {};
+  if (isJsonObject(ping)) {
+    // A path check (a server asking whether we receive at a new address) is answered by naming its nonce.
+    if (typeof ping.path_challenge === "string") out.path_response = ping.path_challenge;
+    else if (ping.nonce !== undefined) out.nonce = ping.nonce;
+  }
+  // To a peer with the extensions: its address as seen here (deployed peers get the spec's payload).
+  if (observed !== null) out.observed_addr = observed;
+  return Object.keys(out).length > 0 ? out : null;
 }

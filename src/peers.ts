@@ -89,6 +89,10 @@ export interface LinkEntry {
   requestId?: string;
   /** The remote's Ed25519 key we insist on (pinned), if any. */
   pinnedKey?: Uint8Array;
+  /** Our address as the remote sees it (its HandshakeResponse or Pong said), if it told us. */
+  observedAddr?: string;
+  /** The keepalive interval the remote suggested (ms), when shorter than our heartbeat. */
+  keepaliveMs?: number;
 }
 
 /** Transport state for one remote address. */

@@ -147,6 +147,11 @@ export interface PeerInfo {
   capabilities: string[];
   /** The peer's name (an extension; upstream parsers ignore it). */
   name: string;
+  /**
+   * The peer's address as the server sees it (its NAT's public mapping), `"ip:port"` (an extension, sent to
+   * peers that speak p2p_server's extensions).
+   */
+  observed_addr?: string;
 }
 
 /** The default network when a NodeInfo's metadata carries no `network_id`. */
@@ -590,7 +595,15 @@ export function parsePeerInfo(value: Json): PeerInfo | string {
   if (!Array.isArray(caps) || !caps.every((c) => typeof c === "string")) {
     return `bad "capabilities": ${show(capabilities)}`;
   }
-  return { id, addr, last_seen, capabilities: caps as string[], name: typeof name === "string" ? name : "" };
+  const out: PeerInfo = {
+    id,
+    addr,
+    last_seen,
+    capabilities: caps as string[],
+    name: typeof name === "string" ? name : "",
+  };
+  if (typeof value.observed_addr === "string") out.observed_addr = value.observed_addr;
+  return out;
 }
 
 /** The payload of an `Error` message: `{"error": text}`, plus our machine-readable `code`. */

@@ -53,6 +53,7 @@ Deno.test("the defaults are the spec's config.json values", () => {
     authAllowKeys: null,
     authMaxSkew: 60,
     identityFile: null,
+    suggestedKeepalive: 15,
     discoveryPageSize: 64,
     metricsAddress: null,
     metricsToken: null,
