@@ -1,6 +1,8 @@
 /**
- * Micro-benchmarks of the codec and the core (`deno bench bench/`): encode and decode per message type, and
- * one whole handshake through two cores in virtual time. No sockets.
+ * Micro-benchmarks of the codec and the core (`deno bench bench/`): encode and decode per message type, one
+ * whole handshake through two cores in virtual time (unkeyed, and keyed: signed request and response, X25519
+ * session keys, MAC'd confirmation), and one Ping -> Pong through the server core (stateless, from a
+ * registered peer, and in an authenticated session). No sockets.
  *
  * @module
  */
@@ -11,7 +13,9 @@ import {
   type Message,
   type MessageType,
   resolveConfig,
+  type SocketAddr,
 } from "../mod.ts";
+import { generateIdentity, type Identity } from "../src/auth.ts";
 
 const SAMPLE_NODE = {
   id: "4a1f3c7e-9b2d-4e8f-a6c5-0d1e2f3a4b5c",
@@ -108,6 +112,76 @@ Deno.bench("one full handshake through two cores (virtual time)", () => {
   server.takeEvents();
 });
 
+// Keyed handshakes: a server with its own key, clients signing with theirs. The client identities are made
+// before the benchmark runs (key generation is not part of a handshake): 8,192 of them, used in turn, which is
+// more than the 4,096 public keys the server's signature verifier keeps, so every handshake verifies a key
+// the server has not seen lately, as with distinct peers.
+const serverIdentity = generateIdentity();
+const keyedServer = new Endpoint({
+  role: "server",
+  config,
+  node: { ...SAMPLE_NODE, id: serverIdentity.nodeId, name: "keyed-server" },
+  newId,
+  now: 0,
+  identity: serverIdentity,
+});
+const IDENTITY_POOL = 8_192;
+const identities: Identity[] = Array.from({ length: IDENTITY_POOL }, () => generateIdentity());
+let nextIdentity = 0;
+
+/** One handshake of a new client Endpoint with `target`, shuttled until both sides are quiet. */
+function handshake(target: Endpoint, clientAddr: SocketAddr, identity: Identity | null): Endpoint {
+  const client = new Endpoint({
+    role: "client",
+    config,
+    node: {
+      ...SAMPLE_NODE,
+      id: identity ? identity.nodeId : crypto.randomUUID(),
+      listen_addr: `${clientAddr.hostname}:${clientAddr.port}`,
+    },
+    newId,
+    now: 0,
+    ...(identity ? { identity } : {}),
+  });
+  client.connect(0, serverAddr);
+  for (let round = 0; round < 4; round++) {
+    for (const t of client.takeTransmits()) target.handleDatagram(0, clientAddr, t.bytes);
+    for (const t of target.takeTransmits()) client.handleDatagram(0, serverAddr, t.bytes);
+  }
+  if (!client.takeEvents().some((e) => e.type === "connected")) throw new Error("handshake did not complete");
+  target.takeEvents();
+  return client;
+}
+
+function keyedHandshake(identity: Identity): void {
+  const clientAddr = { hostname: "198.51.100.3", port: (port++ % 60_000) + 1 };
+  handshake(keyedServer, clientAddr, identity);
+  keyedServer.disconnect(0, clientAddr, "bench");
+  keyedServer.takeTransmits();
+  keyedServer.takeEvents();
+}
+
+// Checked once outside the measurement: the keyed handshake really authenticates (a session, and the peer
+// counted authenticated by the MAC'd confirmation).
+{
+  const addr = { hostname: "198.51.100.4", port: 1 };
+  handshake(keyedServer, addr, identities[0]!);
+  const peer = keyedServer.peer(identities[0]!.nodeId);
+  if (peer?.state !== "authenticated") throw new Error(`keyed peer not authenticated: ${peer?.state}`);
+  if (keyedServer.getStats(0).peers.authenticated !== 1) throw new Error("keyed handshake not counted");
+  keyedServer.disconnect(0, addr, "bench");
+  keyedServer.takeTransmits();
+  keyedServer.takeEvents();
+}
+
+Deno.bench("one keyed handshake through two cores (virtual time, identities made beforehand)", () => {
+  keyedHandshake(identities[nextIdentity++ % IDENTITY_POOL]!);
+});
+
+Deno.bench("one keyed handshake through two cores (virtual time, client key generated inside)", () => {
+  keyedHandshake(generateIdentity());
+});
+
 const pingFrom = { hostname: "198.51.100.2", port: 5000 };
 const pingBytes = encodeMessage({
   id: "7d444840-9dc0-41d1-b245-5ffdce74fad2",
@@ -124,4 +198,44 @@ Deno.bench("Ping -> Pong through the server core (stateless)", () => {
   server.handleDatagram(0, pingFrom, pingBytes);
   server.takeTransmits();
   server.takeEvents();
+});
+
+/**
+ * A registered peer's Ping, as its client encodes it (MAC'd in a keyed session), for the server core to
+ * answer again and again. Unreliable Pings are not deduplicated, so each one is answered with a Pong; checked
+ * here once.
+ */
+function registeredPing(target: Endpoint, from: SocketAddr, identity: Identity | null): Uint8Array {
+  const client = handshake(target, from, identity);
+  client.send(0, serverAddr, "Ping", null);
+  const [ping, ...rest] = client.takeTransmits();
+  if (!ping || rest.length) throw new Error("expected one Ping");
+  for (let i = 0; i < 2; i++) {
+    target.handleDatagram(0, from, ping.bytes);
+    const out = target.takeTransmits();
+    target.takeEvents();
+    const pong = out.length === 1 ? decodeMessage(out[0]!.bytes) : null;
+    if (pong?.message_type !== "Pong" || (identity !== null) !== (pong.mac !== undefined)) {
+      throw new Error(`expected one${identity ? " MAC'd" : ""} Pong, got ${out.length} datagrams`);
+    }
+  }
+  return ping.bytes;
+}
+
+const plainFrom = { hostname: "198.51.100.5", port: 5000 };
+const plainPing = registeredPing(server, plainFrom, null);
+
+Deno.bench("Ping -> Pong through the server core (registered unkeyed peer)", () => {
+  server.handleDatagram(0, plainFrom, plainPing);
+  server.takeTransmits();
+  server.takeEvents();
+});
+
+const sessionFrom = { hostname: "198.51.100.6", port: 5000 };
+const sessionPing = registeredPing(keyedServer, sessionFrom, generateIdentity());
+
+Deno.bench("Ping -> Pong in an authenticated session (MAC'd)", () => {
+  keyedServer.handleDatagram(0, sessionFrom, sessionPing);
+  keyedServer.takeTransmits();
+  keyedServer.takeEvents();
 });

@@ -6,15 +6,44 @@
  *     loadgen.ts ping --port P [--host H] [--inflight K] [--seconds S] [--rate R]
  *     loadgen.ts data --port P [--inflight K] [--seconds S]
  *     loadgen.ts handshake --port P --peers N [--concurrency C] [--seconds S] [--disconnect]
+ *       [--keyed [--verify]]
  *
  * `ping` sends Ping datagrams (the baseline echo server answers them too). `data` registers once and then
  * sends reliable Data, counting a round trip when the echo arrives. `handshake` registers N distinct peers,
  * each from its own socket (its own source port), with the full handshake (request, Ack, response, Ack).
  *
+ * With `--keyed` every peer has its own Ed25519 identity and signs its request (a fresh X25519 key each),
+ * and the handshake completes as a keyed client's does: the X25519 secret with the server's key from the
+ * signed response, the session keys, and the Ack of the response sent in the session (`sid` and `mac`; the
+ * server drops it otherwise and the peer would stay handshaking). What does not depend on the server's answer
+ * is done with the sockets, before the clock runs, batch by batch: identities, X25519 keys, request ids and
+ * timestamps, signatures, encoded requests (each batch's timestamps are seconds old when sent, well inside
+ * the server's 60 s window). `--verify` also checks the server's signature on every response (an Ed25519
+ * verification); without it the first response of each batch is checked, so a server that signs wrongly
+ * still fails the run.
+ *
  * @module
  */
 import { parseArgs } from "../src/deps/flags.ts";
 import process from "node:process";
+import {
+  fromBase64Url,
+  generateIdentity,
+  nodeIdForKey,
+  requestSignedBytes,
+  responseSignedBytes,
+  toBase64Url,
+} from "../src/auth.ts";
+import {
+  generateX25519,
+  hkdf,
+  hmac,
+  type KeyPair,
+  signEd25519,
+  verifyEd25519,
+  x25519,
+} from "../src/deps/crypto.ts";
+import { encodeMessage, type Message } from "../src/protocol.ts";
 
 const { positionals, values } = parseArgs({
   args: Deno.args,
@@ -28,6 +57,8 @@ const { positionals, values } = parseArgs({
     peers: { type: "string", default: "1000" },
     concurrency: { type: "string", default: "256" },
     disconnect: { type: "boolean", default: false },
+    keyed: { type: "boolean", default: false },
+    verify: { type: "boolean", default: false },
   },
 });
 
@@ -169,8 +200,114 @@ function handshakeRequest(local: Deno.NetAddr): Uint8Array {
   return encoder.encode(JSON.stringify(envelope("HandshakeRequest", node, 1, true, null)));
 }
 
-/** One full handshake on an open socket: request (resent after 500 ms, 3 tries), Ack + response, our Ack. */
-async function handshakeOnce(sock: Deno.DatagramConn, request: Uint8Array): Promise<void> {
+/** What a keyed handshake needs once the server has answered: its X25519 key and the request's id. */
+interface KeyedState {
+  eph: KeyPair;
+  requestId: string;
+  nodeId: string;
+}
+
+/**
+ * A signed HandshakeRequest from a new identity, with its id and timestamp fixed now (sent within seconds).
+ * Built as the core's client builds it: the auth fields after the eight envelope keys, `to` "*" (the
+ * generator does not pin the server's key).
+ */
+function keyedHandshakeRequest(local: Deno.NetAddr): { request: Uint8Array; state: KeyedState } {
+  const identity = generateIdentity();
+  const eph = generateX25519();
+  const node = {
+    id: identity.nodeId,
+    name: "bench",
+    version: "1",
+    listen_addr: `${local.hostname}:${local.port}`,
+    capabilities: [],
+    metadata: { network_id: "bench" },
+  };
+  const msg = envelope("HandshakeRequest", node, 1, true, null) as Message;
+  const dh = toBase64Url(eph.publicKey);
+  const claims = requestSignedBytes({
+    nodeId: node.id,
+    networkId: "bench",
+    listenAddr: node.listen_addr,
+    to: "*",
+    timestamp: msg.timestamp,
+    messageId: msg.id,
+    dh,
+  });
+  msg.auth = {
+    key: identity.publicKeyText,
+    dh,
+    sig: toBase64Url(signEd25519(identity.privateKey, claims)),
+    to: "*",
+  };
+  return { request: encodeMessage(msg), state: { eph, requestId: msg.id, nodeId: node.id } };
+}
+
+function hex16(bytes: Uint8Array): string {
+  let out = "";
+  for (let i = 0; i < 16; i++) out += bytes[i]!.toString(16).padStart(2, "0");
+  return out;
+}
+
+/** Server keys already seen to be the key of their node id (the generator talks to one server). */
+const serverKeys = new Set<string>();
+
+/**
+ * The Ack of a signed HandshakeResponse, in the session it starts: X25519 with the server's key, HKDF of the
+ * session keys (salt `<request id>|<response id>`), then the Ack with `sid` and the MAC under the client's
+ * key. With `verify`, the server's signature is checked first. Throws when the response is not keyed or
+ * does not verify.
+ */
+function sessionAck(
+  state: KeyedState,
+  msg: Message & { payload: { node_info?: Record<string, unknown> } },
+  verify: boolean,
+): Uint8Array {
+  const auth = msg.auth;
+  const dh = fromBase64Url(auth?.dh, 32);
+  const sid = auth?.sid;
+  if (!auth || !dh || typeof sid !== "string") throw new Error("the server's response is not keyed");
+  if (verify) {
+    const key = fromBase64Url(auth.key, 32);
+    const sig = fromBase64Url(auth.sig, 64);
+    const info = msg.payload?.node_info;
+    if (!key || !sig || !info) throw new Error("malformed server auth");
+    if (!serverKeys.has(auth.key)) {
+      if (nodeIdForKey(key) !== info.id) throw new Error("the server's id is not its key's");
+      serverKeys.add(auth.key);
+    }
+    const claims = responseSignedBytes({
+      serverId: String(info.id),
+      networkId: "bench",
+      requesterId: state.nodeId,
+      requestId: state.requestId,
+      timestamp: msg.timestamp,
+      messageId: msg.id,
+      dh: auth.dh,
+      sid,
+    });
+    if (!verifyEd25519(key, claims, sig)) throw new Error("bad server signature");
+  }
+  const shared = x25519(state.eph.privateKey, dh);
+  if (!shared) throw new Error("bad server X25519 key");
+  const okm = hkdf(shared, encoder.encode(`${state.requestId}|${msg.id}`), "p2p_server session v1", 64);
+  const c2s = okm.subarray(0, 32);
+  const ack = envelope("Ack", null, msg.sequence_number, false, msg.id) as Message;
+  ack.sid = sid;
+  // The MAC covers the datagram without its mac member, which is exactly the encoded body.
+  return encodeMessage(ack, false, (body) => hex16(hmac(c2s, body)));
+}
+
+/**
+ * One full handshake on an open socket: request (resent after 500 ms, 3 tries), Ack + response, our Ack (in
+ * the session when `keyed` is given).
+ */
+async function handshakeOnce(
+  sock: Deno.DatagramConn,
+  request: Uint8Array,
+  keyed?: KeyedState,
+  verify = false,
+): Promise<void> {
   const buf = new Uint8Array(65_536);
   let tries = 0;
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -185,10 +322,11 @@ async function handshakeOnce(sock: Deno.DatagramConn, request: Uint8Array): Prom
       const [bytes] = await sock.receive(buf);
       const msg = JSON.parse(decoder.decode(bytes));
       if (msg.message_type === "HandshakeResponse") {
-        await sock.send(
-          encoder.encode(JSON.stringify(envelope("Ack", null, msg.sequence_number, false, msg.id))),
-          target,
-        );
+        if (msg.payload?.success === false) throw new Error(msg.payload.error_message ?? "handshake refused");
+        const ack = keyed
+          ? sessionAck(keyed, msg, verify)
+          : encoder.encode(JSON.stringify(envelope("Ack", null, msg.sequence_number, false, msg.id)));
+        await sock.send(ack, target);
         return;
       }
       if (msg.message_type === "Error") throw new Error(msg.payload?.error ?? "handshake refused");
@@ -203,6 +341,7 @@ async function handshakeOnce(sock: Deno.DatagramConn, request: Uint8Array): Prom
  * (in batches, within the file descriptor limit); only the handshakes are timed.
  */
 async function handshakes() {
+  const keyed = values.keyed;
   const peers = Number(values.peers);
   const concurrency = Number(values.concurrency);
   const batchSize = 4000;
@@ -210,6 +349,8 @@ async function handshakes() {
   let done = 0;
   let failed = 0;
   let timedMs = 0;
+  let setupMs = 0;
+  let firstError: string | null = null;
   const deadline = performance.now() + seconds * 1000;
   cpuStart = process.cpuUsage();
   for (let first = 0; first < peers && performance.now() < deadline; first += batchSize) {
@@ -225,9 +366,13 @@ async function handshakes() {
       { length: n },
       () => Deno.listenDatagram({ transport: "udp", hostname: host, port: 0 }),
     );
-    const requests = socks.map((s) => handshakeRequest(s.addr as Deno.NetAddr));
+    const keyedRequests = keyed ? socks.map((s) => keyedHandshakeRequest(s.addr as Deno.NetAddr)) : null;
+    const requests = keyedRequests
+      ? keyedRequests.map((r) => r.request)
+      : socks.map((s) => handshakeRequest(s.addr as Deno.NetAddr));
     const setupDelta = process.cpuUsage(setupCpu);
     cpuExcludedMs += (setupDelta.user + setupDelta.system) / 1000;
+    setupMs += (setupDelta.user + setupDelta.system) / 1000;
     let next = 0;
     const t0 = performance.now();
     const worker = async () => {
@@ -235,15 +380,17 @@ async function handshakes() {
         const i = next++;
         const t = performance.now();
         try {
-          await handshakeOnce(socks[i]!, requests[i]!);
+          // Without --verify, the first handshake of each batch still checks the server's signature.
+          await handshakeOnce(socks[i]!, requests[i]!, keyedRequests?.[i]?.state, values.verify || i === 0);
           latencies.push(performance.now() - t);
           done++;
           if (values.disconnect) {
             const bye = envelope("Disconnect", { reason: "bench" }, 2, false, null);
             await socks[i]!.send(encoder.encode(JSON.stringify(bye)), target);
           }
-        } catch {
+        } catch (error) {
           failed++;
+          firstError ??= (error as Error).message;
         }
       }
     };
@@ -258,7 +405,15 @@ async function handshakes() {
     const closeDelta = process.cpuUsage(closeCpu);
     cpuExcludedMs += (closeDelta.user + closeDelta.system) / 1000;
   }
-  report(done, timedMs, latencies, { failed, concurrency });
+  report(done, timedMs, latencies, {
+    failed,
+    concurrency,
+    ...(firstError !== null ? { firstError } : {}),
+    ...(keyed ? { keyed, verify: values.verify ? "every response" : "first response of each batch" } : {}),
+    // Generator CPU per peer before the clock (sockets; for keyed peers also the identity, the X25519 key
+    // and the signature), not counted in cpuMs.
+    setupUsPerPeer: (setupMs * 1000) / Math.max(1, done + failed),
+  });
 }
 
 if (mode === "ping") {

@@ -90,7 +90,7 @@ export interface DiscoveryPage {
 export interface DiscoveryQuery {
   /** Skip this many peers. */
   offset?: number;
-  /** Resume after this node id (a page's `nextCursor`); stable while peers join and leave. */
+  /** Resume after the page that gave this `nextCursor` (opaque); stable while peers join and leave. */
   cursor?: string;
   /** Most peers on the page (the server also keeps the page within one datagram). */
   limit?: number;

@@ -1494,7 +1494,7 @@ export class Endpoint {
     if (!conn || !peer) return this.#notRegistered(now, from, "DiscoveryRequest");
     let offset = 0;
     let limit = this.#config.discoveryPageSize;
-    let cursor: string | null = null;
+    let cursor: number | null = null;
     let capability: string | null = null;
     const paged = msg.payload !== null;
     if (paged) {
@@ -1509,7 +1509,8 @@ export class Endpoint {
         return this.#badRequest(now, from, conn, `bad "limit": ${JSON.stringify(p.limit)}`);
       }
       if (
-        p.cursor !== undefined && p.cursor !== null && (typeof p.cursor !== "string" || !isUuid(p.cursor))
+        p.cursor !== undefined && p.cursor !== null &&
+        (typeof p.cursor !== "string" || !/^[0-9]{1,16}$/.test(p.cursor))
       ) {
         return this.#badRequest(now, from, conn, `bad "cursor": ${JSON.stringify(p.cursor)}`);
       }
@@ -1521,7 +1522,7 @@ export class Endpoint {
       }
       offset = (p.offset as number | undefined) ?? 0;
       limit = Math.min(limit, (p.limit as number | undefined) ?? limit);
-      cursor = typeof p.cursor === "string" ? p.cursor.toLowerCase() : null;
+      cursor = typeof p.cursor === "string" ? Number(p.cursor) : null;
       capability = typeof p.capability === "string" ? p.capability : null;
     }
     const net = this.#table.byNetwork.get(peer.network);
@@ -1533,19 +1534,16 @@ export class Endpoint {
     let nextCursor: string | null = null;
     let last: string | null = null;
     let total = 0;
-    // A cursor (the id of the last peer of the previous page) resumes after that peer: unlike an offset it
-    // neither skips nor repeats peers when others join or leave between pages.
-    let skipping = cursor !== null && net?.has(cursor) === true;
+    // A cursor (opaque to clients: the registration order of the last peer of the previous page) resumes
+    // after that peer, even if it left: unlike an offset it neither skips nor repeats peers when others join
+    // or leave between pages (a network's map iterates in registration order).
     if (net) {
       for (const other of net.values()) {
         const info = other.peer!.info;
         if (other.peer!.state !== "authenticated") continue;
         if (capability !== null && !info.capabilities.includes(capability)) continue;
         total++;
-        if (skipping) {
-          if (info.id === cursor) skipping = false;
-          continue;
-        }
+        if (cursor !== null && (other.peer!.order ?? 0) <= cursor) continue;
         if (cursor === null && index++ < offset) continue;
         if (next !== null || nextCursor !== null) continue;
         const entry = this.#peerInfo(other, conn.ext) as unknown as Json;
@@ -1557,7 +1555,7 @@ export class Endpoint {
         }
         budget -= size;
         entries.push(entry);
-        last = info.id;
+        last = String(other.peer!.order ?? 0);
       }
     }
     const payload: Json = paged
@@ -1589,7 +1587,7 @@ export class Endpoint {
       const n = list.next_offset;
       nextOffset = typeof n === "number" && Number.isSafeInteger(n) && n >= 0 ? n : null;
       const c = list.next_cursor;
-      nextCursor = typeof c === "string" && isUuid(c) ? c : null;
+      nextCursor = typeof c === "string" && /^[0-9]{1,16}$/.test(c) ? c : null;
       list = list.peers ?? null;
     }
     if (!Array.isArray(list)) return drop("bad_payload", "DiscoveryResponse payload is not a peer list");

@@ -43,6 +43,8 @@ export interface PeerEntry {
   keyed?: KeyedPeer;
   /** When it registered (ms). */
   joinedAt: number;
+  /** Its place in registration order (set by {@linkcode PeerTable.register}; discovery cursors use it). */
+  order?: number;
 }
 
 /** What a keyed HandshakeRequest proved, kept to answer it. */
@@ -233,6 +235,7 @@ export class PeerTable {
   readonly byNetwork = new Map<string, Map<string, Conn>>();
   #handshaking = 0;
   #authenticated = 0;
+  #order = 0;
 
   /** Peers by state. */
   counts(): { handshaking: number; authenticated: number } {
@@ -251,6 +254,7 @@ export class PeerTable {
 
   /** Registers `peer` on `conn` (which must have none). */
   register(conn: Conn, peer: PeerEntry): void {
+    peer.order = ++this.#order;
     conn.peer = peer;
     this.byId.set(peer.info.id, conn);
     let net = this.byNetwork.get(peer.network);

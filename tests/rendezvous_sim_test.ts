@@ -1,0 +1,167 @@
+/**
+ * Rendezvous groundwork in virtual time: observed (reflexive) addresses, the suggested keepalive, and
+ * discovery paging by cursor with a capability filter, each answer within one datagram.
+ */
+import { assert, assertEquals, assertStrictEquals } from "../src/deps/assert.ts";
+import type { Json, PeerInfo } from "../src/protocol.ts";
+import { Sim, type SimEndpoint, sock } from "./sim.ts";
+
+const SERVER = "192.0.2.1:8080";
+
+function setup(count: number, seed = 1, capability = (i: number) => (i % 2 === 0 ? ["even"] : ["odd"])) {
+  const sim = new Sim({ seed, link: { latencyMs: 5 } });
+  const server = sim.addEndpoint(SERVER, { config: { enableDiscovery: false, maxConnections: 1_000 } });
+  const clients: SimEndpoint[] = [];
+  for (let i = 0; i < count; i++) {
+    const c = sim.addEndpoint(`198.51.100.${1 + (i % 200)}:${5000 + Math.floor(i / 200)}`, {
+      role: "client",
+      node: { capabilities: capability(i), name: `client-${i}-${"n".repeat(40)}` },
+    });
+    sim.act(c, (ep, now) => ep.connect(now, sock(SERVER)));
+    clients.push(c);
+  }
+  sim.runFor(1_000);
+  return { sim, server, clients };
+}
+
+/** Pages through discovery from `client` with `query`, collecting every page's ids. */
+function pageAll(
+  sim: Sim,
+  client: SimEndpoint,
+  query: Record<string, Json>,
+): { pages: PeerInfo[][]; sizes: number[] } {
+  const pages: PeerInfo[][] = [];
+  const sizes: number[] = [];
+  let cursor: string | null = null;
+  for (let i = 0; i < 200; i++) {
+    const before = client.eventsOf("discovery").length;
+    const payload: Json = cursor === null ? { ...query } : { ...query, cursor };
+    sim.act(client, (ep, now) => ep.send(now, sock(SERVER), "DiscoveryRequest", payload));
+    sim.runFor(50);
+    const event = client.eventsOf("discovery")[before]!;
+    pages.push(event.peers);
+    const answer = sim.trace.filter((t) => t.from === SERVER && t.to === client.addr).at(-1)!;
+    sizes.push(answer.bytes.length);
+    if (event.nextCursor === null) break;
+    cursor = event.nextCursor;
+  }
+  return { pages, sizes };
+}
+
+Deno.test("a client learns its public address from the HandshakeResponse and from Pongs", () => {
+  const { sim, clients } = setup(1);
+  const c = clients[0]!;
+  assertStrictEquals(c.eventsOf("connected")[0]!.observedAddr, c.addr);
+  const response = c.inbox.find((r) => r.msg.message_type === "HandshakeResponse")!;
+  const payload = response.msg.payload as { observed_addr: string; keepalive_interval: number };
+  assertStrictEquals(payload.observed_addr, c.addr);
+  assertStrictEquals(payload.keepalive_interval, 15);
+  sim.act(c, (ep, now) => ep.send(now, sock(SERVER), "Ping", { nonce: 1 }));
+  sim.runFor(50);
+  const pong = c.inbox.filter((r) => r.msg.message_type === "Pong").at(-1)!;
+  assertEquals(pong.msg.payload, { nonce: 1, observed_addr: c.addr });
+});
+
+Deno.test("after a NAT rebinding the server's Pong shows the new public address (keyed clients roam there)", () => {
+  const { sim, server, clients } = setup(1);
+  void server;
+  const c = clients[0]!;
+  sim.rebind(c.addr, "198.51.100.99:7000");
+  sim.act(c, (ep, now) => ep.send(now, sock(SERVER), "Ping", { nonce: 2 }));
+  sim.runFor(50);
+  const pong = c.inbox.filter((r) => r.msg.message_type === "Pong").at(-1)!;
+  assertStrictEquals(
+    (pong.msg.payload as { observed_addr: string }).observed_addr,
+    undefined,
+    "unkeyed: a stateless Pong",
+  );
+});
+
+Deno.test("deployed peers get the spec's payloads: a null Pong and an array without observed_addr", () => {
+  const { sim } = setup(2);
+  const raw = sim.addRaw("203.0.113.7:4000", { autoAck: true });
+  raw.handshake(SERVER, {
+    id: raw.newId(),
+    name: "old",
+    version: "0.2.0",
+    listen_addr: raw.addr,
+    capabilities: [],
+    metadata: { network_id: "p2p_default" },
+  });
+  sim.runFor(50);
+  raw.send(SERVER, "Ping", null);
+  raw.send(SERVER, "DiscoveryRequest", null);
+  sim.runFor(50);
+  assertStrictEquals(raw.last("Pong").payload, null);
+  const list = raw.last("DiscoveryResponse").payload as unknown as PeerInfo[];
+  assert(Array.isArray(list) && list.length === 3);
+  assert(list.every((p) => p.observed_addr === undefined));
+});
+
+Deno.test("a keyed-out client keeps its NAT mapping with the server's suggested keepalive (15 s, not 30 s)", () => {
+  const { sim, clients } = setup(1);
+  const c = clients[0]!;
+  const start = sim.now;
+  sim.runFor(61_000);
+  const pings = sim.sentBy(c.addr).filter((s) => s.msg.message_type === "Ping" && s.at > start);
+  assert(pings.length >= 3, `${pings.length} keepalive Pings in 61 s`);
+  const gaps = pings.slice(1).map((p, i) => p.at - pings[i]!.at);
+  assert(gaps.every((g) => g >= 14_999 && g <= 15_001), `gaps ${gaps}`);
+});
+
+Deno.test("cursor paging walks every peer exactly once, each answer within one 1,200-byte datagram", () => {
+  const { sim, clients } = setup(60);
+  const { pages, sizes } = pageAll(sim, clients[0]!, {});
+  const ids = pages.flat().map((p) => p.id);
+  assertStrictEquals(ids.length, 60);
+  assertStrictEquals(new Set(ids).size, 60);
+  assert(sizes.every((n) => n <= 1_200), `answer sizes ${sizes}`);
+  assert(pages.length > 5, "a 1,200-byte datagram holds a few peers, so it took many pages");
+  assert(pages.flat().every((p) => p.observed_addr !== undefined));
+});
+
+Deno.test("cursor paging neither skips nor repeats peers while others join and leave between pages", () => {
+  const { sim, server, clients } = setup(40);
+  const c = clients[0]!;
+  const seen: string[] = [];
+  let cursor: string | null = null;
+  let page = 0;
+  const stable = new Set(clients.slice(0, 20).map((x) => x.id));
+  for (;;) {
+    const before = c.eventsOf("discovery").length;
+    const q: Json = cursor === null ? { limit: 3 } : { limit: 3, cursor };
+    sim.act(c, (ep, now) => ep.send(now, sock(SERVER), "DiscoveryRequest", q));
+    sim.runFor(50);
+    const event = c.eventsOf("discovery")[before]!;
+    seen.push(...event.peers.map((p) => p.id));
+    // Churn among the last 20 between pages: one leaves, one more joins.
+    const leaver = clients[20 + page];
+    if (leaver) sim.act(leaver, (ep, now) => ep.disconnect(now, sock(SERVER), "bye"));
+    sim.runFor(50);
+    page++;
+    if (event.nextCursor === null) break;
+    cursor = event.nextCursor;
+  }
+  assertStrictEquals(new Set(seen).size, seen.length, "no peer twice");
+  for (const id of stable) assert(seen.includes(id), `stable peer ${id} listed`);
+  void server;
+});
+
+Deno.test("a capability filter pages through matching peers only", () => {
+  const { sim, clients } = setup(30);
+  const { pages } = pageAll(sim, clients[1]!, { capability: "even" });
+  const listed = pages.flat();
+  assertStrictEquals(listed.length, 15);
+  assert(listed.every((p) => p.capabilities.includes("even")));
+});
+
+Deno.test("a bad cursor or capability is a bad_request", () => {
+  const { sim, clients } = setup(1);
+  const c = clients[0]!;
+  for (const payload of [{ cursor: "nope" }, { cursor: 5 }, { capability: 7 }] as Json[]) {
+    const before = c.eventsOf("error").length;
+    sim.act(c, (ep, now) => ep.send(now, sock(SERVER), "DiscoveryRequest", payload));
+    sim.runFor(50);
+    assertStrictEquals(c.eventsOf("error")[before]?.error.code, "bad_request", JSON.stringify(payload));
+  }
+});
