@@ -67,7 +67,7 @@ import {
   responseSignedBytes,
   toBase64Url,
 } from "./auth.ts";
-import { generateX25519, hkdf, hmac, signEd25519, verifyEd25519, x25519 } from "./deps/crypto.ts";
+import { generateX25519, hkdf, HmacKey, signEd25519, verifyEd25519, x25519 } from "./deps/crypto.ts";
 import { isUuid } from "./deps/uuid.ts";
 
 /** Largest UDP payload (IPv4); a single-datagram message can never be larger. */
@@ -1221,7 +1221,12 @@ export class Endpoint {
       },
       activate: () => {
         this.#endSession(conn);
-        conn.session = { sid, sendKey: keys.s2c, recvKey: keys.c2s, remoteKey: keyed.publicKey };
+        conn.session = {
+          sid,
+          sendKey: new HmacKey(keys.s2c),
+          recvKey: new HmacKey(keys.c2s),
+          remoteKey: keyed.publicKey,
+        };
         this.#sessions.set(sid, conn);
       },
     };
@@ -1261,7 +1266,7 @@ export class Endpoint {
     if (!shared) return CLIENT_AUTH_CODES.badServerSignature;
     const keys = sessionKeys(shared, link.requestId, msg.id);
     this.#endSession(conn);
-    conn.session = { sid, sendKey: keys.c2s, recvKey: keys.s2c, remoteKey: key };
+    conn.session = { sid, sendKey: new HmacKey(keys.c2s), recvKey: new HmacKey(keys.s2c), remoteKey: key };
     return null;
   }
 
@@ -1291,7 +1296,7 @@ export class Endpoint {
     return type === "Ack" && conn.link !== null && msg.ack_for === conn.link.requestId;
   }
 
-  #macOk(key: Uint8Array, bytes: Uint8Array, msg: Message): boolean {
+  #macOk(key: HmacKey, bytes: Uint8Array, msg: Message): boolean {
     const mac = msg.mac;
     if (!mac) return false;
     return constantTimeEqualText(macHex(key, bytes, mac.end), mac.tag);
@@ -2454,8 +2459,8 @@ function sessionKeys(
 }
 
 /** The 128-bit MAC tag (hex) of a datagram body, `bytes[0, end)` then its closing brace. */
-function macHex(key: Uint8Array, bytes: Uint8Array, end = bytes.length - 1): string {
-  const tag = hmac(key, bytes, end, 0x7d);
+function macHex(key: HmacKey, bytes: Uint8Array, end = bytes.length - 1): string {
+  const tag = key.digest(bytes, end, 0x7d);
   let out = "";
   for (let i = 0; i < 16; i++) out += tag[i]!.toString(16).padStart(2, "0");
   return out;

@@ -19,7 +19,7 @@ import {
 } from "./reliability.ts";
 import type { Timed } from "./timers.ts";
 import type { Bucket } from "./limits.ts";
-import type { KeyPair } from "./deps/crypto.ts";
+import type { HmacKey, KeyPair } from "./deps/crypto.ts";
 
 /** State of a peer that registered with this endpoint. */
 export type PeerState = "handshaking" | "authenticated";
@@ -64,9 +64,9 @@ export interface Session {
   /** Session id (16 hex digits), carried by every datagram of the session. */
   sid: string;
   /** MAC key of what we send. */
-  sendKey: Uint8Array;
+  sendKey: HmacKey;
   /** MAC key of what we receive. */
-  recvKey: Uint8Array;
+  recvKey: HmacKey;
   /** The remote's Ed25519 public key (raw). */
   remoteKey: Uint8Array;
 }

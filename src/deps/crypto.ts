@@ -138,6 +138,42 @@ export function hmac(key: Uint8Array, data: Uint8Array, end = data.length, last?
   return new Uint8Array(h.digest());
 }
 
+/**
+ * HMAC-SHA-256 under one key, for many messages: the padded key is hashed once and its hash state copied per
+ * message, about twice as fast as a fresh HMAC each time.
+ *
+ * @example
+ * ```ts
+ * import { hmac, HmacKey } from "./crypto.ts";
+ * const key = new Uint8Array(32).fill(1), data = new TextEncoder().encode("x");
+ * if (new HmacKey(key).digest(data).join() !== hmac(key, data).join()) throw new Error("not HMAC");
+ * ```
+ */
+export class HmacKey {
+  readonly #inner: ReturnType<typeof createHash>;
+  readonly #outer: ReturnType<typeof createHash>;
+
+  /** @param key At most 64 bytes. */
+  constructor(key: Uint8Array) {
+    if (key.length > 64) throw new RangeError(`HMAC key too long: ${key.length} bytes, at most 64`);
+    const ipad = new Uint8Array(64).fill(0x36);
+    const opad = new Uint8Array(64).fill(0x5c);
+    for (let i = 0; i < key.length; i++) {
+      ipad[i]! ^= key[i]!;
+      opad[i]! ^= key[i]!;
+    }
+    this.#inner = createHash("sha256").update(ipad);
+    this.#outer = createHash("sha256").update(opad);
+  }
+
+  /** The HMAC of `data[0, end)` followed by the byte `last` (when given). */
+  digest(data: Uint8Array, end = data.length, last?: number): Uint8Array {
+    const inner = this.#inner.copy().update(data.subarray(0, end));
+    if (last !== undefined) inner.update(Uint8Array.of(last));
+    return new Uint8Array(this.#outer.copy().update(inner.digest()).digest());
+  }
+}
+
 /** HMAC-SHA-256 of a text under `key`. */
 export function hmacSha256(key: Uint8Array, data: string): Uint8Array {
   return new Uint8Array(createHmac("sha256", key).update(data).digest());
