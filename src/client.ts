@@ -485,9 +485,21 @@ export class P2PClient {
         });
         break;
       case "error": {
-        // Errors carry no request id. One that refuses a request (bad_request, not_registered) answers the
-        // oldest outstanding discovery; any other goes to "error" listeners (e.g. unknown_recipient).
         const code = event.error.code;
+        // A relayed message that could not be delivered, or exceeded the relay quota, is named by its id:
+        // its send() rejects (it was never acknowledged).
+        const p = event.message.payload;
+        const about = p !== null && typeof p === "object" && !Array.isArray(p) && typeof p.id === "string"
+          ? this.#sends.get(p.id)
+          : undefined;
+        if (about && typeof p === "object" && p !== null && !Array.isArray(p)) {
+          this.#sends.delete(p.id as string);
+          this.#settle(about, new RemoteError(event.error.error, code));
+          this.#events.emit("error", event.error);
+          break;
+        }
+        // Other errors carry no request id. One that refuses a request (bad_request, not_registered) answers
+        // the oldest outstanding discovery; any other goes to "error" listeners (e.g. unknown_recipient).
         const waiter = code === "bad_request" || code === "not_registered"
           ? this.#discoveries.shift()
           : undefined;

@@ -175,6 +175,12 @@ export interface Config {
    */
   suggestedKeepalive: number;
   /**
+   * `[messages, bytes]` a peer may have relayed through the server per minute (routed Data); the excess is
+   * refused with `Error` `relay_quota`.
+   * @default {[1000, 1048576]}
+   */
+  relayQuota: [number, number];
+  /**
    * Most peers listed in one DiscoveryResponse (the response is also kept within one datagram).
    * @default {64}
    */
@@ -252,6 +258,7 @@ export const DEFAULT_CONFIG: Readonly<Config> = Object.freeze({
   authMaxSkew: 60,
   identityFile: null,
   suggestedKeepalive: 15,
+  relayQuota: [1000, 1_048_576] as [number, number],
   discoveryPageSize: 64,
   metricsAddress: null,
   metricsToken: null,
@@ -291,6 +298,7 @@ export const CONFIG_FILE_KEYS = {
   auth_max_skew: "authMaxSkew",
   identity_file: "identityFile",
   suggested_keepalive: "suggestedKeepalive",
+  relay_quota: "relayQuota",
   discovery_page_size: "discoveryPageSize",
   metrics_address: "metricsAddress",
   metrics_token: "metricsToken",
@@ -402,6 +410,11 @@ const CHECKS: Record<keyof Config, Check> = {
       : "must be null or a list of Ed25519 public keys in unpadded base64url (43 characters each)",
   authMaxSkew: positiveSeconds,
   suggestedKeepalive: positiveSeconds,
+  relayQuota: (v) =>
+    Array.isArray(v) && v.length === 2 &&
+      v.every((x) => typeof x === "number" && Number.isInteger(x) && x >= 1 && x <= 1_000_000_000)
+      ? undefined
+      : "must be [messages, bytes] per minute, each an integer from 1 to 1000000000",
   identityFile: (v) =>
     v === null || (typeof v === "string" && v.length >= 1 && v.length <= 4096)
       ? undefined
@@ -509,6 +522,7 @@ export function resolveConfig(partial: Partial<Config> = {}): Config {
     rateLimitHandshakesPerIp: [...merged.rateLimitHandshakesPerIp],
     rateLimitDatagramsPerNode: [...merged.rateLimitDatagramsPerNode],
     rateLimitDatagramsGlobal: [...merged.rateLimitDatagramsGlobal],
+    relayQuota: [...merged.relayQuota],
   };
 }
 

@@ -274,6 +274,8 @@ export const ERROR_CODES = {
   unknownRecipient: "unknown_recipient",
   badRequest: "bad_request",
   tooLarge: "too_large",
+  relayQuota: "relay_quota",
+  undeliverable: "undeliverable",
   cookieRequired: "cookie_required",
   authRequired: "auth_required",
   badAuth: "bad_auth",
@@ -461,7 +463,7 @@ export class Endpoint {
     this.#inLen = 0;
     this.#statelessBudget = 0;
     this.#cookieOk = false;
-    if (outcome === undefined) stats.processed++;
+    if (outcome === undefined || outcome === "deferred") stats.processed++;
     else if (outcome === "duplicate") stats.duplicates++;
     else if (outcome.quiet) stats.drop(outcome.reason);
     else this.#drop(from, key, outcome.reason, outcome.detail);
@@ -764,7 +766,10 @@ export class Endpoint {
     else if (msg.ord !== undefined && type === "Data" && conn) {
       outcome = this.#onOrdered(now, from, key, conn, msg);
     } else outcome = this.#dispatch(now, from, key, conn, msg);
-    if (ackAt >= 0 && (outcome === undefined || outcome === "duplicate" || outcome.refused)) {
+    if (
+      ackAt >= 0 && outcome !== "deferred" &&
+      (outcome === undefined || outcome === "duplicate" || outcome.refused)
+    ) {
       if (conn && tracked !== null) {
         const before = conn.window.highest;
         conn.window.accept(tracked);
@@ -906,7 +911,7 @@ export class Endpoint {
   #dispatchHeld(now: number, items: HeldMessage[]): void {
     for (const item of items) {
       const outcome = this.#dispatch(now, item.from, item.key, this.#table.byAddr.get(item.key), item.msg);
-      if (outcome !== undefined && outcome !== "duplicate") {
+      if (outcome !== undefined && outcome !== "duplicate" && outcome !== "deferred") {
         this.#events.push({
           type: "dropped",
           from: item.from,
@@ -930,6 +935,9 @@ export class Endpoint {
       goneOrdered: null,
       goneQuietUntil: -Infinity,
       reorderMs: 0,
+      relays: null,
+      forwarded: null,
+      relayQuota: null,
     };
   }
 
@@ -1456,6 +1464,7 @@ export class Endpoint {
     const rttMs = now - pending.firstSentAt;
     const parent = pending.parent;
     if (parent === null) {
+      this.#relayDone(now, conn, pending.id, true);
       this.#events.push({
         type: "delivered",
         to: conn.addr,
@@ -1606,7 +1615,7 @@ export class Endpoint {
     return undefined;
   }
 
-  #onData(now: number, from: SocketAddr, conn: Conn | undefined, msg: Message): Drop | undefined {
+  #onData(now: number, from: SocketAddr, conn: Conn | undefined, msg: Message): Outcome {
     if (conn?.link?.state === "connected") {
       // We registered with the sender: it delivers data to us (routed Data, server pushes, echoes).
       const p = msg.payload;
@@ -1635,12 +1644,51 @@ export class Endpoint {
         });
         return undefined;
       }
-      const routed = { from: peer.info.id, data: p.data ?? null };
-      if (!this.#sendOn(now, target, "Data", routed, true, null, msg.ord !== undefined)) {
-        this.#tooLarge(now, from, conn);
+      // End to end for senders with the extensions: their Ack waits for the recipient's, so it means
+      // "delivered", not "reached the server". A retransmission meanwhile is not relayed again.
+      const e2e = conn.ext && msg.requires_ack && msg.rel !== undefined;
+      const relays = e2e ? (this.#extras(conn).relays ??= new Map()) : null;
+      const prior = relays?.get(msg.id);
+      if (prior) {
+        if (prior.state === "pending") return "deferred";
+        if (prior.state === "failed") {
+          // Answered again, never acknowledged: an Ack would say it was delivered.
+          this.#undeliverable(now, conn, msg.id, prior.to);
+          return { reason: "unexpected", detail: "retransmission of an undeliverable message", quiet: true };
+        }
+        return undefined; // delivered: acknowledged again
       }
+      const size = jsonBytes(p.data ?? null);
+      if (!this.#relayAllowed(now, conn, size)) {
+        this.#reply(now, from, conn, "Error", {
+          error: `relay quota exceeded: at most ${this.#config.relayQuota[0]} messages and ${
+            this.#config.relayQuota[1]
+          } bytes a minute`,
+          code: ERROR_CODES.relayQuota,
+          id: msg.id,
+        });
+        // Not acknowledged: the sender's send fails instead of looking delivered.
+        return { reason: "rate_limited", detail: "relay quota", quiet: true };
+      }
+      const routed = { from: peer.info.id, data: p.data ?? null };
+      const copy = this.#sendOn(now, target, "Data", routed, true, null, msg.ord !== undefined);
       this.#reschedule(target);
-      return undefined;
+      if (!copy) {
+        this.#tooLarge(now, from, conn);
+        return undefined;
+      }
+      if (!relays) return undefined;
+      if (relays.size >= MAX_RELAYS_TRACKED) relays.delete(relays.keys().next().value!);
+      relays.set(msg.id, {
+        state: "pending",
+        seq: msg.sequence_number,
+        rel: msg.rel ?? null,
+        to: target.peer.info.id,
+      });
+      const forwarded = this.#extras(target).forwarded ??= new Map();
+      if (forwarded.size >= MAX_RELAYS_TRACKED) forwarded.delete(forwarded.keys().next().value!);
+      forwarded.set(copy.id, { senderKey: conn.key, originalId: msg.id });
+      return "deferred";
     }
     this.#events.push({ type: "data", from, fromId: peer.info.id, to: null, payload: p, message: msg });
     if (!this.#reply(now, from, conn, "Data", { echo: p, timestamp: Math.floor(now / 1000) })) {
@@ -1779,6 +1827,61 @@ export class Endpoint {
     this.#stats.handshakesOk++;
     this.#stats.handshakeDuration(now - peer.joinedAt);
     this.#events.push({ type: "peerJoined", peer: this.#summary(conn, peer) });
+  }
+
+  /** Takes one routed message of `bytes` from the sender's relay quota; false when it is spent. */
+  #relayAllowed(now: number, conn: Conn, bytes: number): boolean {
+    const [messages, volume] = this.#config.relayQuota;
+    const rates = {
+      messages: { perSecond: messages / 60, burst: messages },
+      bytes: { perSecond: volume / 60, burst: volume },
+    };
+    const x = this.#extras(conn);
+    const quota = x.relayQuota ??= {
+      messages: fullBucket(rates.messages, now),
+      bytes: fullBucket(rates.bytes, now),
+    };
+    if (!take(quota.messages, rates.messages, now)) return false;
+    return takeMany(quota.bytes, rates.bytes, now, Math.min(bytes, volume));
+  }
+
+  /**
+   * A copy relayed to `target` was acknowledged (`delivered`) or given up: the sender learns it now, with
+   * its Ack (end to end) or with an Error `undeliverable` naming its message.
+   */
+  #relayDone(now: number, target: Conn, copyId: string, delivered: boolean): void {
+    const forwarded = target.x?.forwarded;
+    const link = forwarded?.get(copyId);
+    if (!link) return;
+    forwarded!.delete(copyId);
+    const sender = this.#table.byAddr.get(link.senderKey);
+    const entry = sender?.x?.relays?.get(link.originalId);
+    if (!sender || !entry || entry.state !== "pending") return;
+    if (delivered) {
+      entry.state = "delivered";
+      if (entry.rel !== null) sender.window.accept(entry.rel);
+      const acked = { id: link.originalId, sequence_number: entry.seq } as Message;
+      this.#sendAck(now, sender.addr, sender, acked);
+    } else {
+      entry.state = "failed";
+      this.#undeliverable(now, sender, link.originalId, entry.to);
+    }
+    this.#reschedule(sender);
+  }
+
+  #undeliverable(now: number, sender: Conn, id: string, to: string): void {
+    this.#sendOn(
+      now,
+      sender,
+      "Error",
+      {
+        error: `undeliverable: ${to} did not acknowledge the message`,
+        code: ERROR_CODES.undeliverable,
+        id,
+      },
+      false,
+      null,
+    );
   }
 
   /** An Ack or a confirming Ping named `id`: when that is our HandshakeResponse, the address is proven. */
@@ -1995,6 +2098,7 @@ export class Endpoint {
   #giveUp(conn: Conn, p: Pending, reason: GiveUpReason): void {
     const parent = p.parent;
     if (parent === null) {
+      this.#relayDone(this.#clock, conn, p.id, false);
       if (p.ord !== null) this.#rememberGone(conn, p.rel, p.ord);
       this.#gaveUp(conn, p.id, p.seq, p.type, p.tries, reason);
       return;
@@ -2430,7 +2534,7 @@ interface Drop {
 }
 
 /** What became of one received datagram: processed (undefined), a duplicate, or dropped. */
-type Outcome = Drop | "duplicate" | undefined;
+type Outcome = Drop | "duplicate" | "deferred" | undefined;
 
 function drop(reason: DropReason, detail: string): Drop {
   return { reason, detail };
@@ -2478,6 +2582,9 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
   return diff === 0;
 }
+
+/** Most routed messages tracked per peer for end-to-end relaying (each direction). */
+const MAX_RELAYS_TRACKED = 1_024;
 
 /** How long a path check waits for its answer (ms). */
 const PATH_CHECK_MS = 2_000;

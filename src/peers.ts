@@ -170,6 +170,18 @@ export interface FragmentedSend {
   ord: number | null;
 }
 
+/** A routed message relayed end to end. */
+export interface RelayEntry {
+  /** Where it stands: the recipient has not acked yet, has, or it was given up. */
+  state: "pending" | "delivered" | "failed";
+  /** The sender's `sequence_number`, echoed in the Ack. */
+  seq: number | null;
+  /** The sender's `rel` number, recorded as handled once delivered. */
+  rel: number | null;
+  /** The recipient's node id (for the error text). */
+  to: string;
+}
+
 /** Per-connection reliability state that most peers never need. */
 export interface ConnExtras {
   /** Reliable messages waiting for window room. */
@@ -180,6 +192,15 @@ export interface ConnExtras {
   reassembly: Reassembler | null;
   /** The remote's ordered stream. */
   ordered: OrderedInbox<HeldMessage> | null;
+  /**
+   * Routed Data this peer sent, by message id, while the server relays it end to end: its Ack waits for the
+   * recipient's (bounded; delivered ones are kept a while to answer retransmissions).
+   */
+  relays: Map<string, RelayEntry> | null;
+  /** Copies this endpoint is relaying to this peer, by our message id: whom to tell when it is acked. */
+  forwarded: Map<string, { senderKey: string; originalId: string }> | null;
+  /** Relay quota buckets of this peer as a sender: messages and bytes. */
+  relayQuota: { messages: Bucket; bytes: Bucket } | null;
   /** Next ordered-delivery number to send (from 1 per session). */
   ordNext: number;
   /** `rel` numbers missing from the remote's reliable stream, with when each gap was seen (ms). */

@@ -54,6 +54,7 @@ Deno.test("the defaults are the spec's config.json values", () => {
     authMaxSkew: 60,
     identityFile: null,
     suggestedKeepalive: 15,
+    relayQuota: [1_000, 1_048_576],
     discoveryPageSize: 64,
     metricsAddress: null,
     metricsToken: null,

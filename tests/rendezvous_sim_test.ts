@@ -165,3 +165,69 @@ Deno.test("a bad cursor or capability is a bad_request", () => {
     assertStrictEquals(c.eventsOf("error")[before]?.error.code, "bad_request", JSON.stringify(payload));
   }
 });
+
+// ------------------------------------------------------------------ relay
+
+function relayPair(seed: number, config: Record<string, Json> = {}) {
+  const sim = new Sim({ seed, link: { latencyMs: 5 } });
+  const server = sim.addEndpoint(SERVER, { config: { enableDiscovery: false, ...config } });
+  const a = sim.addEndpoint("198.51.100.1:5000", { role: "client" });
+  const b = sim.addEndpoint("198.51.100.2:5000", { role: "client" });
+  for (const c of [a, b]) sim.act(c, (ep, now) => ep.connect(now, sock(SERVER)));
+  sim.runFor(1_000);
+  return { sim, server, a, b };
+}
+
+Deno.test("relayed Data is acknowledged end to end: the sender's Ack waits for the recipient's", () => {
+  const { sim, a, b } = relayPair(3);
+  sim.link(SERVER, b.addr, { loss: 1 }); // the recipient hears nothing for a while
+  const msg = sim.act(
+    a,
+    (ep, now) => ep.send(now, sock(SERVER), "Data", { to: b.id, data: "hi" }, { reliable: true }),
+  );
+  sim.runFor(3_000);
+  assertEquals(a.eventsOf("delivered").filter((e) => e.id === msg.id), [], "not delivered yet: no Ack");
+  sim.link(SERVER, b.addr, { loss: 0 });
+  sim.runFor(5_000);
+  assertStrictEquals(
+    a.eventsOf("delivered").filter((e) => e.id === msg.id).length,
+    1,
+    "acknowledged once delivered",
+  );
+  const got = b.eventsOf("data").filter((e) => (e.payload as { data: string }).data === "hi");
+  assertStrictEquals(got.length, 1, "the sender's retransmissions were not relayed again");
+});
+
+Deno.test("a relayed message the recipient never acknowledges is answered with undeliverable, naming it", () => {
+  const { sim, a, b } = relayPair(4, { deliveryTimeout: 3 });
+  sim.link(SERVER, b.addr, { loss: 1 });
+  const msg = sim.act(
+    a,
+    (ep, now) => ep.send(now, sock(SERVER), "Data", { to: b.id, data: "x" }, { reliable: true }),
+  );
+  sim.runFor(5_000);
+  const errors = a.eventsOf("error").filter((e) => e.error.code === "undeliverable");
+  assert(errors.length >= 1, "told (again for each retransmission after)");
+  assert(errors.every((e) => (e.message.payload as { id: string }).id === msg.id));
+  assertEquals(a.eventsOf("delivered").filter((e) => e.id === msg.id), []);
+});
+
+Deno.test("the relay quota refuses the excess with relay_quota (unacknowledged) and refills over the minute", () => {
+  const { sim, a, b } = relayPair(5, { relayQuota: [5, 1_000_000] });
+  const ids: string[] = [];
+  for (let i = 0; i < 7; i++) {
+    ids.push(
+      sim.act(a, (ep, now) => ep.send(now, sock(SERVER), "Data", { to: b.id, data: i }, { reliable: true }))
+        .id,
+    );
+  }
+  sim.runFor(100);
+  assertStrictEquals(b.eventsOf("data").length, 5);
+  const refused = a.eventsOf("error").filter((e) => e.error.code === "relay_quota");
+  assert(refused.length >= 2, `${refused.length} refusals`);
+  const named = new Set(refused.map((e) => (e.message.payload as { id: string }).id));
+  assert(named.has(ids[5]!) && named.has(ids[6]!));
+  assertStrictEquals(a.eventsOf("delivered").filter((e) => ids.slice(0, 5).includes(e.id)).length, 5);
+  sim.runFor(30_000); // half a minute refills 2.5 messages: the sender's retries of the two get through
+  assertStrictEquals(b.eventsOf("data").length, 7);
+});
