@@ -670,7 +670,10 @@ export class NatTopology implements AsyncDisposable {
       await ipn(nat, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", this.ns[client]);
       await ipn(nat, "addr", "add", `${t.private}/${t.lanPrefix}`, "dev", "lan");
       await ipn(nat, "link", "set", "lan", "up");
-      await this.exec(nat, ["sysctl", "-qw", "net.ipv4.ip_forward=1"], { deadlineMs: left() });
+      // sysctl lives in /usr/sbin, which a CI's PATH may lack: write the setting directly instead.
+      await this.exec(nat, ["/bin/sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"], {
+        deadlineMs: left(),
+      });
       await ipn(client, "addr", "add", `${t.client}/${t.lanPrefix}`, "dev", "eth0");
       await ipn(client, "link", "set", "eth0", "up");
       await ipn(client, "route", "add", "default", "via", t.private);
