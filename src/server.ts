@@ -428,8 +428,13 @@ export class P2PServer {
           addr: formatSocketAddr(event.to),
           detail: `${event.messageType} after ${event.tries} tries (${event.reason})`,
         });
-        // Deployed clients never ack the HandshakeResponse; giving up on it is routine.
-        log[event.messageType === "HandshakeResponse" ? "debug" : "info"](
+        // Deployed clients never ack the HandshakeResponse, and a HandshakeRequest given up is reported by its
+        // connection failing (quietly for sibling probes): both are routine at info level.
+        log[
+          event.messageType === "HandshakeResponse" || event.messageType === "HandshakeRequest"
+            ? "debug"
+            : "info"
+        ](
           "gave up on {type} to {addr} after {tries} tries ({reason})",
           {
             type: event.messageType,
