@@ -109,6 +109,29 @@ export interface ClientEvents extends Record<string, unknown> {
   disconnected: { reason: "disconnect" | "timeout" | "closed" };
   /** The server sent an Error that answered no pending request. */
   error: ErrorPayload;
+  /** A direct connection to an introduced peer is up (we asked with `introduce()`, or the other side did). */
+  direct: DirectPeer;
+}
+
+/** A peer reached directly, without the server, after an introduction. */
+export interface DirectPeer {
+  /** Its node id. */
+  nodeId: string;
+  /** The address the punch found, `"ip:port"`. */
+  addr: string;
+}
+
+/** How long both sides keep punching after an introduction (ms), and how often (ms). */
+const PUNCH_BUDGET_MS = 3_000;
+const PUNCH_INTERVAL_MS = 100;
+
+interface Punch {
+  nonce: string;
+  peerId: string;
+  candidates: SocketAddr[];
+  initiator: boolean;
+  timer: ReturnType<typeof setInterval> | undefined;
+  until: number;
 }
 
 interface Waiter<T> {
@@ -149,6 +172,13 @@ export class P2PClient {
   #pings = new Map<string, Waiter<number> & { tries: number; firstAt: number }>();
   #discoveries: (Waiter<DiscoveryPage> & { tries: number; firstAt: number; payload: Json })[] = [];
   #sends = new Map<string, Waiter<void>>();
+  /** Punches in progress, by nonce. */
+  #punches = new Map<string, Punch>();
+  /** introduce() calls waiting, by the peer's node id. */
+  #introductions = new Map<string, Waiter<DirectPeer>>();
+  /** Direct peers by node id, and by address key. */
+  #direct = new Map<string, SocketAddr>();
+  #directByAddr = new Map<string, string>();
   #closing: Promise<void> | null = null;
 
   /**
@@ -353,6 +383,92 @@ export class P2PClient {
     return promise;
   }
 
+  /**
+   * Asks the server to introduce this client to `nodeId` (another peer of its network, also speaking
+   * p2p_server's extensions) and punches a path to it: both sides probe each other's candidate addresses
+   * (public, then declared) for up to 3 s, and the first that answers carries a direct, authenticated
+   * handshake. Resolves once the direct connection is up; then {@linkcode sendDirect} reaches the peer
+   * without the server, and its Data arrives on `data` with `fromId` set. When no path is found (both NATs
+   * address-and-port-dependent, say), rejects with a `HandshakeError` `punch_failed`: `send(data, { to })`
+   * relays through the server instead.
+   */
+  introduce(nodeId: string, options: { timeoutMs?: number } = {}): Promise<DirectPeer> {
+    const driver = this.#requireConnected();
+    const id = nodeId.toLowerCase();
+    const known = this.#direct.get(id);
+    if (known) return Promise.resolve({ nodeId: id, addr: formatSocketAddr(known) });
+    const { promise, resolve, reject } = Promise.withResolvers<DirectPeer>();
+    const waiter: Waiter<DirectPeer> = { resolve, reject, timer: undefined, sentAt: monotonicNow() };
+    waiter.timer = setTimeout(() => {
+      this.#introductions.delete(id);
+      reject(new HandshakeError(`no direct path to ${id} was found`, "punch_failed"));
+    }, options.timeoutMs ?? PUNCH_BUDGET_MS + 3_000);
+    this.#introductions.set(id, waiter);
+    driver.run((now) =>
+      this.#endpoint.send(now, this.#server, "DiscoveryRequest", { introduce: id }, { reliable: true })
+    );
+    return promise;
+  }
+
+  /** Sends Data straight to a direct peer (see {@linkcode introduce}); reliable by default. */
+  sendDirect(nodeId: string, data: Json, options: { reliable?: boolean } = {}): Promise<void> {
+    const driver = this.#requireConnected();
+    const addr = this.#direct.get(nodeId.toLowerCase());
+    if (!addr) return Promise.reject(new Error(`No direct connection to ${nodeId}: call introduce() first`));
+    const reliable = options.reliable ?? true;
+    const msg = driver.run((now) => this.#endpoint.send(now, addr, "Data", data, { reliable }));
+    if (!reliable) return Promise.resolve();
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.#sends.set(msg.id, { resolve, reject, timer: undefined, sentAt: monotonicNow() });
+    return promise;
+  }
+
+  /** The direct peers, by node id, with their addresses. */
+  get directPeers(): DirectPeer[] {
+    return [...this.#direct].map(([nodeId, addr]) => ({ nodeId, addr: formatSocketAddr(addr) }));
+  }
+
+  #startPunch(peerId: string, candidates: SocketAddr[], nonce: string, initiator: boolean): void {
+    const driver = this.#driver;
+    if (!driver || this.#punches.has(nonce)) return;
+    const punch: Punch = {
+      nonce,
+      peerId,
+      candidates,
+      initiator,
+      timer: undefined,
+      until: monotonicNow() + PUNCH_BUDGET_MS,
+    };
+    const probe = () => {
+      if (monotonicNow() > punch.until || this.#closing) return this.#stopPunch(punch);
+      driver.run((now) => {
+        for (const c of candidates) this.#endpoint.punch(now, c, nonce);
+      });
+    };
+    punch.timer = setInterval(probe, PUNCH_INTERVAL_MS);
+    this.#punches.set(nonce, punch);
+    probe();
+  }
+
+  #stopPunch(punch: Punch): void {
+    if (punch.timer !== undefined) clearInterval(punch.timer);
+    punch.timer = undefined;
+  }
+
+  #addDirect(nodeId: string, addr: SocketAddr): void {
+    const id = nodeId.toLowerCase();
+    if (this.#direct.has(id)) return;
+    this.#direct.set(id, addr);
+    this.#directByAddr.set(formatSocketAddr(addr), id);
+    const peer = { nodeId: id, addr: formatSocketAddr(addr) };
+    const waiter = this.#introductions.get(id);
+    if (waiter) {
+      this.#introductions.delete(id);
+      this.#settle(waiter, null, peer);
+    }
+    this.#events.emit("direct", peer);
+  }
+
   /** Tells the server this client leaves, and closes the socket. */
   async disconnect(reason = "client disconnecting"): Promise<void> {
     if (this.#driver && !this.#driver.closed && this.#serverInfo) {
@@ -370,6 +486,10 @@ export class P2PClient {
       for (const w of this.#pings.values()) this.#settle(w, closed);
       for (const w of this.#discoveries) this.#settle(w, closed);
       for (const w of this.#sends.values()) this.#settle(w, closed);
+      for (const w of this.#introductions.values()) this.#settle(w, closed);
+      for (const p of this.#punches.values()) this.#stopPunch(p);
+      this.#introductions.clear();
+      this.#punches.clear();
       this.#pings.clear();
       this.#discoveries = [];
       this.#sends.clear();
@@ -427,12 +547,17 @@ export class P2PClient {
   #onEvent(event: EndpointEvent): void {
     switch (event.type) {
       case "connected":
+        if (formatSocketAddr(event.addr) !== this.#serverKey) {
+          this.#addDirect(event.node.id, event.addr); // our direct handshake with an introduced peer
+          break;
+        }
         this.#serverInfo = event.node;
         this.#observedAddr = event.observedAddr;
         this.#connecting?.resolve(event.node);
         this.#connecting = null;
         break;
       case "connectFailed":
+        if (formatSocketAddr(event.addr) !== this.#serverKey) break; // a direct attempt; introduce() times out
         this.#connecting?.reject(
           event.code === "timeout"
             ? new ConnectionTimeoutError(this.#serverKey)
@@ -442,6 +567,21 @@ export class P2PClient {
         break;
       case "pong": {
         const p = event.payload;
+        const punchNonce =
+          p !== null && typeof p === "object" && !Array.isArray(p) && typeof p.punch === "string"
+            ? p.punch
+            : null;
+        const punch = punchNonce === null ? undefined : this.#punches.get(punchNonce);
+        if (punch) {
+          // A path answered: stop probing; the initiator shakes hands over it, the other side waits for that.
+          this.#stopPunch(punch);
+          this.#punches.delete(punch.nonce);
+          if (punch.initiator && this.#driver) {
+            const to = event.from;
+            this.#driver.run((now) => this.#endpoint.connect(now, to));
+          }
+          break;
+        }
         const nonce = p !== null && typeof p === "object" && !Array.isArray(p) && typeof p.nonce === "string"
           ? p.nonce
           : this.#pings.keys().next().value; // a server that does not echo the nonce: oldest ping
@@ -479,7 +619,7 @@ export class P2PClient {
       case "data":
         this.#events.emit("data", {
           from: event.from,
-          fromId: event.fromId,
+          fromId: event.fromId ?? this.#directByAddr.get(formatSocketAddr(event.from)) ?? null,
           payload: event.payload,
           message: event.message,
         });
@@ -498,6 +638,14 @@ export class P2PClient {
           this.#events.emit("error", event.error);
           break;
         }
+        if (code === "cannot_introduce") {
+          const first = this.#introductions.entries().next().value;
+          if (first) {
+            this.#introductions.delete(first[0]);
+            this.#settle(first[1], new RemoteError(event.error.error, code));
+            break;
+          }
+        }
         // Other errors carry no request id. One that refuses a request (bad_request, not_registered) answers
         // the oldest outstanding discovery; any other goes to "error" listeners (e.g. unknown_recipient).
         const waiter = code === "bad_request" || code === "not_registered"
@@ -508,10 +656,24 @@ export class P2PClient {
         break;
       }
       case "linkClosed":
+        if (formatSocketAddr(event.addr) !== this.#serverKey) {
+          const id = this.#directByAddr.get(formatSocketAddr(event.addr));
+          this.#directByAddr.delete(formatSocketAddr(event.addr));
+          if (id) this.#direct.delete(id);
+          break;
+        }
         this.#serverInfo = null;
         this.#events.emit("disconnected", { reason: event.reason });
         break;
+      case "introduced":
+        this.#startPunch(event.peer.id, event.candidates, event.nonce, event.initiator);
+        break;
       case "peerJoined":
+        // An introduced peer completed its direct handshake with us (we did not ask; it did).
+        this.#addDirect(event.peer.id, parseSocketAddr(event.peer.addr) as SocketAddr);
+        break;
+      case "roamed":
+        break;
       case "peerLeft":
       case "dropped":
         break;

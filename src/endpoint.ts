@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { formatSocketAddr, isUnspecified, loopbackFor, type SocketAddr } from "./address.ts";
+import { formatSocketAddr, isUnspecified, loopbackFor, parseSocketAddr, type SocketAddr } from "./address.ts";
 import type { Config } from "./config.ts";
 import {
   type Conn,
@@ -169,6 +169,19 @@ export type EndpointEvent =
     observedAddr: string | null;
   }
   | {
+    type: "introduced";
+    /** The server that introduced us. */
+    from: SocketAddr;
+    /** The other peer. */
+    peer: PeerInfo;
+    /** Where to try it: its observed (public) address first, then its declared one. */
+    candidates: SocketAddr[];
+    /** The shared nonce both sides put in their punch Pings. */
+    nonce: string;
+    /** Whether we asked (the initiator starts the direct handshake once a path answers). */
+    initiator: boolean;
+  }
+  | {
     type: "roamed";
     /** The peer that moved (null for a link without a registered peer). */
     peer: PeerSummary | null;
@@ -276,6 +289,7 @@ export const ERROR_CODES = {
   tooLarge: "too_large",
   relayQuota: "relay_quota",
   undeliverable: "undeliverable",
+  cannotIntroduce: "cannot_introduce",
   cookieRequired: "cookie_required",
   authRequired: "auth_required",
   badAuth: "bad_auth",
@@ -355,6 +369,8 @@ export class Endpoint {
   /** Authenticated sessions by session id (servers: to recognise a peer that roamed to a new address). */
   readonly #sessions = new Map<string, Conn>();
   readonly #replays = new ReplayCache();
+  /** Peers a client was introduced to, by node id, and until when their direct handshake is accepted. */
+  readonly #expected = new Map<string, number>();
   /** Path checks in progress, by the new address: the session that may move there and the nonce asked. */
   readonly #pathChecks = new Map<string, { conn: Conn; nonce: string; until: number }>();
   readonly #nodeRate: Rate;
@@ -558,6 +574,20 @@ export class Endpoint {
   }
 
   // ---------------------------------------------------------------- commands
+
+  /**
+   * Sends a hole-punching probe to `addr`: an unnumbered Ping carrying `{"punch": nonce}`, which the
+   * introduced peer's endpoint answers with a Pong echoing it. Opens our NAT's mapping towards `addr` too.
+   */
+  punch(now: number, addr: SocketAddr, nonce: string): void {
+    this.#clock = now;
+    const ping = this.#envelope(now, "Ping", { punch: nonce }, null, false, null);
+    const bytes = encodeMessage(ping, true);
+    this.#stats.datagramsSent++;
+    this.#stats.bytesSent += bytes.length;
+    this.#stats.messagesSent.Ping++;
+    this.#transmits.push({ to: { hostname: addr.hostname, port: addr.port }, bytes });
+  }
 
   /**
    * Starts a handshake towards `addr` (the client role; a server uses it for sibling servers). The outcome
@@ -938,6 +968,7 @@ export class Endpoint {
       relays: null,
       forwarded: null,
       relayQuota: null,
+      introductions: null,
     };
   }
 
@@ -998,7 +1029,14 @@ export class Endpoint {
     existing: Conn | undefined,
     msg: Message,
   ): Drop | "duplicate" | undefined {
-    if (this.#role !== "server") return drop("unexpected", "HandshakeRequest to a client");
+    if (this.#role !== "server") {
+      // A client accepts a handshake only from a peer its server just introduced (a direct connection).
+      const id = isJsonObject(msg.payload) && typeof msg.payload.id === "string"
+        ? msg.payload.id.toLowerCase()
+        : "";
+      const until = this.#expected.get(id);
+      if (until === undefined || until < now) return drop("unexpected", "HandshakeRequest to a client");
+    }
     const info = parseNodeInfo(msg.payload);
     if (typeof info === "string") {
       this.#refuse(now, from, ERROR_CODES.invalidNodeInfo, `handshake failed: invalid node info: ${info}`);
@@ -1506,6 +1544,9 @@ export class Endpoint {
   #onDiscoveryRequest(now: number, from: SocketAddr, conn: Conn | undefined, msg: Message): Drop | undefined {
     const peer = conn?.peer;
     if (!conn || !peer) return this.#notRegistered(now, from, "DiscoveryRequest");
+    if (isJsonObject(msg.payload) && msg.payload.introduce !== undefined) {
+      return this.#introduce(now, from, conn, msg.payload.introduce);
+    }
     let offset = 0;
     let limit = this.#config.discoveryPageSize;
     let cursor: number | null = null;
@@ -1579,6 +1620,50 @@ export class Endpoint {
     return undefined;
   }
 
+  /**
+   * An introduction: both peers get each other's candidates (observed address, then declared) and one shared
+   * nonce, at the same moment, so both start punching together. Only between authenticated peers of one
+   * network that speak the extensions; at most one a second per requester (bursts of 10).
+   */
+  #introduce(now: number, from: SocketAddr, conn: Conn, target: Json): Drop | undefined {
+    const refuse = (why: string): Drop => {
+      this.#reply(now, from, conn, "Error", {
+        error: `cannot introduce: ${why}`,
+        code: ERROR_CODES.cannotIntroduce,
+      });
+      return { reason: "bad_payload", detail: `introduction refused: ${why}`, refused: true };
+    };
+    if (typeof target !== "string" || !isUuid(target)) {
+      return this.#badRequest(now, from, conn, `bad "introduce"`);
+    }
+    const other = this.#table.byId.get(target.toLowerCase());
+    const me = conn.peer!;
+    if (
+      !other?.peer || other === conn || other.peer.network !== me.network ||
+      other.peer.state !== "authenticated"
+    ) {
+      return refuse(`no such peer: ${target}`);
+    }
+    if (!conn.ext || !other.ext) return refuse("both peers must speak p2p_server's extensions");
+    const x = this.#extras(conn);
+    const bucket = x.introductions ??= fullBucket(INTRODUCTION_RATE, now);
+    if (!take(bucket, INTRODUCTION_RATE, now)) return refuse("too many introductions; wait a second");
+    const nonce = this.#newId();
+    const card = (c: Conn, initiator: boolean): Json => ({
+      introduction: {
+        peer: this.#peerInfo(c, true) as unknown as Json,
+        candidates: [...new Set([c.key, c.peer!.info.listen_addr])],
+        nonce,
+        initiator,
+      },
+    });
+    this.#sendOn(now, conn, "DiscoveryResponse", card(other, true), true, null);
+    this.#sendOn(now, other, "DiscoveryResponse", card(conn, false), true, null);
+    this.#reschedule(other);
+    this.#stats.introductions++;
+    return undefined;
+  }
+
   #peerInfo(conn: Conn, observed: boolean): PeerInfo {
     const info = conn.peer!.info;
     const out: PeerInfo = {
@@ -1595,6 +1680,30 @@ export class Endpoint {
   #onDiscoveryResponse(from: SocketAddr, conn: Conn | undefined, msg: Message): Drop | undefined {
     if (!conn?.link) return drop("unexpected", "DiscoveryResponse without a link");
     let list: Json = msg.payload;
+    if (isJsonObject(list) && isJsonObject(list.introduction)) {
+      const intro = list.introduction;
+      const peer = parsePeerInfo(intro.peer as Json);
+      const candidates = Array.isArray(intro.candidates) ? intro.candidates : [];
+      const addrs: SocketAddr[] = [];
+      for (const c of candidates.slice(0, 8)) {
+        const a = typeof c === "string" ? parseSocketAddr(c) : "bad";
+        if (typeof a !== "string") addrs.push(a);
+      }
+      if (typeof peer === "string" || typeof intro.nonce !== "string" || addrs.length === 0) {
+        return drop("bad_payload", "malformed introduction");
+      }
+      // The introduced peer may now register with us directly (a client accepts only such handshakes).
+      this.#expected.set(peer.id, this.#clock + INTRODUCTION_TTL_MS);
+      this.#events.push({
+        type: "introduced",
+        from,
+        peer,
+        candidates: addrs,
+        nonce: intro.nonce,
+        initiator: intro.initiator === true,
+      });
+      return undefined;
+    }
     let nextOffset: number | null = null;
     let nextCursor: string | null = null;
     if (isJsonObject(list)) {
@@ -1627,6 +1736,18 @@ export class Endpoint {
     if (!conn || !peer) {
       if (this.#role !== "server") return drop("not_registered", "Data from an unknown address");
       return this.#notRegistered(now, from, "Data");
+    }
+    if (this.#role !== "server") {
+      // A peer connected to us directly (after an introduction): its Data is for us, not to echo or route.
+      this.#events.push({
+        type: "data",
+        from,
+        fromId: peer.info.id,
+        to: null,
+        payload: msg.payload,
+        message: msg,
+      });
+      return undefined;
     }
     const p = msg.payload;
     if (isJsonObject(p) && p.to !== undefined && p.to !== null) {
@@ -2583,6 +2704,12 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return diff === 0;
 }
 
+/** Introductions one peer may ask for: one a second, bursts of 10. */
+const INTRODUCTION_RATE: Rate = { perSecond: 1, burst: 10 };
+
+/** How long after an introduction a client accepts the introduced peer's direct handshake (ms). */
+const INTRODUCTION_TTL_MS = 30_000;
+
 /** Most routed messages tracked per peer for end-to-end relaying (each direction). */
 const MAX_RELAYS_TRACKED = 1_024;
 
@@ -2607,6 +2734,8 @@ function pongPayload(ping: Json, observed: string | null): Json {
     // A path check (a server asking whether we receive at a new address) is answered by naming its nonce.
     if (typeof ping.path_challenge === "string") out.path_response = ping.path_challenge;
     else if (ping.nonce !== undefined) out.nonce = ping.nonce;
+    // A punch probe from an introduced peer: echo its nonce, so it knows this path works.
+    if (typeof ping.punch === "string" && ping.punch.length <= 64) out.punch = ping.punch;
   }
   // To a peer with the extensions: its address as seen here (deployed peers get the spec's payload).
   if (observed !== null) out.observed_addr = observed;

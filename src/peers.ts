@@ -201,6 +201,8 @@ export interface ConnExtras {
   forwarded: Map<string, { senderKey: string; originalId: string }> | null;
   /** Relay quota buckets of this peer as a sender: messages and bytes. */
   relayQuota: { messages: Bucket; bytes: Bucket } | null;
+  /** Introductions this peer asked for (a token bucket). */
+  introductions: Bucket | null;
   /** Next ordered-delivery number to send (from 1 per session). */
   ordNext: number;
   /** `rel` numbers missing from the remote's reliable stream, with when each gap was seen (ms). */

@@ -93,6 +93,8 @@ export interface StatsSnapshot {
   halfOpenExpired: number;
   /** Authenticated sessions moved to a new address after a path check. */
   roamed: number;
+  /** Introductions made (each tells two peers about each other). */
+  introductions: number;
   /** Reliable messages received again (re-acked, not re-processed). */
   duplicates: number;
   /** Messages not sent because they would not fit in one UDP datagram (65,507 bytes). */
@@ -214,6 +216,7 @@ export class Stats {
   cookiesAccepted = 0;
   halfOpenExpired = 0;
   roamed = 0;
+  introductions = 0;
   duplicates = 0;
   sendsTooLarge = 0;
   readonly drops: Record<DropReason, number> = zeroes(DROP_REASONS);
@@ -291,6 +294,7 @@ export class Stats {
       cookiesAccepted: this.cookiesAccepted,
       halfOpenExpired: this.halfOpenExpired,
       roamed: this.roamed,
+      introductions: this.introductions,
       duplicates: this.duplicates,
       sendsTooLarge: this.sendsTooLarge,
       drops,
