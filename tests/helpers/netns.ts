@@ -43,7 +43,8 @@ export type NatName = "nat1" | "nat2";
  * - `"endpoint-independent"`: `masquerade` on the public interface. Linux keeps the client's source port when
  *   it is free, so one local port gets the same public `ip:port` towards every remote (endpoint-independent
  *   mapping); inbound packets are let in only when they match a conntrack entry (a reply to a flow the
- *   client opened: address-and-port-dependent filtering, i.e. a "port-restricted cone").
+ *   client opened: address-and-port-dependent filtering, i.e. a "port-restricted cone"); other inbound UDP
+ *   to the NAT is dropped and counted, as a home router's firewall does.
  * - `"full-cone"`: as above plus a static DNAT of any unsolicited inbound UDP to the client (same port), so
  *   anyone who knows the mapping can reach the client (endpoint-independent filtering).
  * - `"address-and-port-dependent"`: `masquerade random` (a new random public port for every new flow, i.e.
@@ -744,6 +745,18 @@ function natRules(mode: NatMode, client: string): string {
       `  chain prerouting {`,
       `    type nat hook prerouting priority dstnat; policy accept;`,
       `    iifname "wan" meta l4proto udp dnat to ${client}`,
+      `  }`,
+    );
+  }
+  if (mode === "endpoint-independent") {
+    // Like a home router's firewall: unsolicited inbound UDP to the NAT itself is dropped before its conntrack
+    // entry is confirmed. Otherwise a punch packet arriving first leaves an entry that takes the client's
+    // public port, and masquerade then picks another one for the client's own punch (the mapping changes).
+    lines.push(
+      `  chain input {`,
+      `    type filter hook input priority filter; policy accept;`,
+      `    iifname "wan" ct state established,related accept`,
+      `    iifname "wan" meta l4proto udp counter name "${DROP_COUNTER}" drop`,
       `  }`,
     );
   }
