@@ -179,6 +179,8 @@ export class P2PClient {
   /** Direct peers by node id, and by address key. */
   #direct = new Map<string, SocketAddr>();
   #directByAddr = new Map<string, string>();
+  /** Paths a punch found, by address, with the node id expected there. */
+  #punchedPaths = new Map<string, string>();
   #closing: Promise<void> | null = null;
 
   /**
@@ -548,7 +550,15 @@ export class P2PClient {
     switch (event.type) {
       case "connected":
         if (formatSocketAddr(event.addr) !== this.#serverKey) {
-          this.#addDirect(event.node.id, event.addr); // our direct handshake with an introduced peer
+          // Our direct handshake with an introduced peer: it must be the node we were introduced to (a keyed
+          // node proves its id with its key in that handshake).
+          const expected = this.#punchedPaths.get(formatSocketAddr(event.addr));
+          this.#punchedPaths.delete(formatSocketAddr(event.addr));
+          if (expected !== undefined && expected === event.node.id) {
+            this.#addDirect(event.node.id, event.addr);
+          } else {this.#driver?.run((now) =>
+              this.#endpoint.disconnect(now, event.addr, "not the introduced peer")
+            );}
           break;
         }
         this.#serverInfo = event.node;
@@ -578,6 +588,7 @@ export class P2PClient {
           this.#punches.delete(punch.nonce);
           if (punch.initiator && this.#driver) {
             const to = event.from;
+            this.#punchedPaths.set(formatSocketAddr(to), punch.peerId);
             this.#driver.run((now) => this.#endpoint.connect(now, to));
           }
           break;

@@ -231,3 +231,75 @@ Deno.test("the relay quota refuses the excess with relay_quota (unacknowledged) 
   sim.runFor(30_000); // half a minute refills 2.5 messages: the sender's retries of the two get through
   assertStrictEquals(b.eventsOf("data").length, 7);
 });
+
+// ------------------------------------------------------------------ introductions
+
+Deno.test("an introduction reaches both peers at the same moment, with each other's candidates and one nonce", () => {
+  const { sim, a, b } = relayPair(6);
+  sim.link(SERVER, b.addr, { latencyMs: 5 });
+  sim.link(SERVER, a.addr, { latencyMs: 5 });
+  const sentAt = sim.now;
+  sim.act(
+    a,
+    (ep, now) => ep.send(now, sock(SERVER), "DiscoveryRequest", { introduce: b.id }, { reliable: true }),
+  );
+  sim.runFor(100);
+  const ia = a.eventsOf("introduced");
+  const ib = b.eventsOf("introduced");
+  assertStrictEquals(ia.length, 1);
+  assertStrictEquals(ib.length, 1);
+  assertStrictEquals(ia[0]!.nonce, ib[0]!.nonce, "one shared nonce");
+  assertStrictEquals(ia[0]!.initiator, true);
+  assertStrictEquals(ib[0]!.initiator, false);
+  assertEquals(
+    ia[0]!.candidates.map((c) => `${c.hostname}:${c.port}`)[0],
+    b.addr,
+    "b's observed address first",
+  );
+  assertEquals(ib[0]!.candidates.map((c) => `${c.hostname}:${c.port}`)[0], a.addr);
+  // Sent in the same instant, both arrive one latency later (the server does not wait between them).
+  const arrivals = [a, b].map((c) =>
+    c.inbox.find((r) =>
+      r.msg.message_type === "DiscoveryResponse" && JSON.stringify(r.msg.payload).includes("introduction")
+    )!.at
+  );
+  assertStrictEquals(arrivals[0], arrivals[1]);
+  assert(arrivals[0]! - sentAt <= 15, "within a round trip of the request");
+});
+
+Deno.test("an introduced peer may then register directly with the other client; anyone else may not", () => {
+  const { sim, a, b } = relayPair(7);
+  sim.act(
+    a,
+    (ep, now) => ep.send(now, sock(SERVER), "DiscoveryRequest", { introduce: b.id }, { reliable: true }),
+  );
+  sim.runFor(100);
+  // A stranger's handshake to b is refused (a client is no server) ...
+  const stranger = sim.addEndpoint("203.0.113.9:5000", { role: "client" });
+  sim.act(stranger, (ep, now) => ep.connect(now, sock(b.addr)));
+  sim.runFor(2_000);
+  assertEquals(stranger.eventsOf("connected"), []);
+  // ... the introduced one's is accepted, and Data then flows between the two directly.
+  sim.act(a, (ep, now) => ep.connect(now, sock(b.addr)));
+  sim.runFor(200);
+  assertStrictEquals(a.eventsOf("connected").filter((e) => e.node.id === b.id).length, 1);
+  sim.act(a, (ep, now) => ep.send(now, sock(b.addr), "Data", "direct", { reliable: true }));
+  sim.runFor(100);
+  const got = b.eventsOf("data").filter((e) => e.payload === "direct");
+  assertStrictEquals(got.length, 1);
+  assertStrictEquals(got[0]!.fromId, a.id);
+  assertStrictEquals(`${got[0]!.from.hostname}:${got[0]!.from.port}`, a.addr, "not through the server");
+});
+
+Deno.test("introductions are rate-limited per peer (bursts of 10, then one a second)", () => {
+  const { sim, a, b, server } = relayPair(8);
+  for (let i = 0; i < 12; i++) {
+    sim.act(
+      a,
+      (ep, now) => ep.send(now, sock(SERVER), "DiscoveryRequest", { introduce: b.id }, { reliable: true }),
+    );
+  }
+  sim.runFor(200);
+  assertStrictEquals(server.endpoint.getStats(sim.now).introductions, 10);
+  assertStrictEquals(a.eventsOf("error").filter((e) => e.error.code === "cannot_introduce").length, 2);
+});
