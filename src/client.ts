@@ -8,7 +8,7 @@ import { formatSocketAddr, isUnspecified, loopbackFor, parseSocketAddr, type Soc
 import { type Config, resolveConfig } from "./config.ts";
 import { bindUdp, monotonicNow, UdpDriver } from "./driver.ts";
 import { Emitter } from "./emitter.ts";
-import { Endpoint, type EndpointEvent } from "./endpoint.ts";
+import { Endpoint, type EndpointEvent, PUNCH_BUDGET_MS } from "./endpoint.ts";
 import { ConnectionTimeoutError, HandshakeError, RemoteError } from "./errors.ts";
 import { type IdentityOptions, makeNodeInfo } from "./identity.ts";
 import type { ErrorPayload, Json, Message, NodeInfo, PeerInfo } from "./protocol.ts";
@@ -121,19 +121,6 @@ export interface DirectPeer {
   addr: string;
 }
 
-/** How long both sides keep punching after an introduction (ms), and how often (ms). */
-const PUNCH_BUDGET_MS = 3_000;
-const PUNCH_INTERVAL_MS = 100;
-
-interface Punch {
-  nonce: string;
-  peerId: string;
-  candidates: SocketAddr[];
-  initiator: boolean;
-  timer: ReturnType<typeof setInterval> | undefined;
-  until: number;
-}
-
 interface Waiter<T> {
   resolve: (value: T) => void;
   reject: (error: Error) => void;
@@ -172,15 +159,12 @@ export class P2PClient {
   #pings = new Map<string, Waiter<number> & { tries: number; firstAt: number }>();
   #discoveries: (Waiter<DiscoveryPage> & { tries: number; firstAt: number; payload: Json })[] = [];
   #sends = new Map<string, Waiter<void>>();
-  /** Punches in progress, by nonce. */
-  #punches = new Map<string, Punch>();
   /** introduce() calls waiting, by the peer's node id. */
   #introductions = new Map<string, Waiter<DirectPeer>>();
   /** Direct peers by node id, and by address key. */
   #direct = new Map<string, SocketAddr>();
   #directByAddr = new Map<string, string>();
-  /** Paths a punch found, by address, with the node id expected there. */
-  #punchedPaths = new Map<string, string>();
+
   #closing: Promise<void> | null = null;
 
   /**
@@ -404,7 +388,7 @@ export class P2PClient {
     waiter.timer = setTimeout(() => {
       this.#introductions.delete(id);
       reject(new HandshakeError(`no direct path to ${id} was found`, "punch_failed"));
-    }, options.timeoutMs ?? PUNCH_BUDGET_MS + 3_000);
+    }, options.timeoutMs ?? PUNCH_BUDGET_MS + 5_000);
     this.#introductions.set(id, waiter);
     driver.run((now) =>
       this.#endpoint.send(now, this.#server, "DiscoveryRequest", { introduce: id }, { reliable: true })
@@ -428,33 +412,6 @@ export class P2PClient {
   /** The direct peers, by node id, with their addresses. */
   get directPeers(): DirectPeer[] {
     return [...this.#direct].map(([nodeId, addr]) => ({ nodeId, addr: formatSocketAddr(addr) }));
-  }
-
-  #startPunch(peerId: string, candidates: SocketAddr[], nonce: string, initiator: boolean): void {
-    const driver = this.#driver;
-    if (!driver || this.#punches.has(nonce)) return;
-    const punch: Punch = {
-      nonce,
-      peerId,
-      candidates,
-      initiator,
-      timer: undefined,
-      until: monotonicNow() + PUNCH_BUDGET_MS,
-    };
-    const probe = () => {
-      if (monotonicNow() > punch.until || this.#closing) return this.#stopPunch(punch);
-      driver.run((now) => {
-        for (const c of candidates) this.#endpoint.punch(now, c, nonce);
-      });
-    };
-    punch.timer = setInterval(probe, PUNCH_INTERVAL_MS);
-    this.#punches.set(nonce, punch);
-    probe();
-  }
-
-  #stopPunch(punch: Punch): void {
-    if (punch.timer !== undefined) clearInterval(punch.timer);
-    punch.timer = undefined;
   }
 
   #addDirect(nodeId: string, addr: SocketAddr): void {
@@ -489,9 +446,7 @@ export class P2PClient {
       for (const w of this.#discoveries) this.#settle(w, closed);
       for (const w of this.#sends.values()) this.#settle(w, closed);
       for (const w of this.#introductions.values()) this.#settle(w, closed);
-      for (const p of this.#punches.values()) this.#stopPunch(p);
       this.#introductions.clear();
-      this.#punches.clear();
       this.#pings.clear();
       this.#discoveries = [];
       this.#sends.clear();
@@ -550,15 +505,9 @@ export class P2PClient {
     switch (event.type) {
       case "connected":
         if (formatSocketAddr(event.addr) !== this.#serverKey) {
-          // Our direct handshake with an introduced peer: it must be the node we were introduced to (a keyed
-          // node proves its id with its key in that handshake).
-          const expected = this.#punchedPaths.get(formatSocketAddr(event.addr));
-          this.#punchedPaths.delete(formatSocketAddr(event.addr));
-          if (expected !== undefined && expected === event.node.id) {
-            this.#addDirect(event.node.id, event.addr);
-          } else {this.#driver?.run((now) =>
-              this.#endpoint.disconnect(now, event.addr, "not the introduced peer")
-            );}
+          // Our direct handshake with an introduced peer (the core checked it is that node; a keyed one proves
+          // its id with its key).
+          this.#addDirect(event.node.id, event.addr);
           break;
         }
         this.#serverInfo = event.node;
@@ -577,22 +526,8 @@ export class P2PClient {
         break;
       case "pong": {
         const p = event.payload;
-        const punchNonce =
-          p !== null && typeof p === "object" && !Array.isArray(p) && typeof p.punch === "string"
-            ? p.punch
-            : null;
-        const punch = punchNonce === null ? undefined : this.#punches.get(punchNonce);
-        if (punch) {
-          // A path answered: stop probing; the initiator shakes hands over it, the other side waits for that.
-          this.#stopPunch(punch);
-          this.#punches.delete(punch.nonce);
-          if (punch.initiator && this.#driver) {
-            const to = event.from;
-            this.#punchedPaths.set(formatSocketAddr(to), punch.peerId);
-            this.#driver.run((now) => this.#endpoint.connect(now, to));
-          }
-          break;
-        }
+        // A punch probe's answer: the core handles it.
+        if (p !== null && typeof p === "object" && !Array.isArray(p) && typeof p.punch === "string") break;
         const nonce = p !== null && typeof p === "object" && !Array.isArray(p) && typeof p.nonce === "string"
           ? p.nonce
           : this.#pings.keys().next().value; // a server that does not echo the nonce: oldest ping
@@ -677,8 +612,19 @@ export class P2PClient {
         this.#events.emit("disconnected", { reason: event.reason });
         break;
       case "introduced":
-        this.#startPunch(event.peer.id, event.candidates, event.nonce, event.initiator);
+      case "punched":
+        break; // the core probes the candidates and, when we asked, shakes hands over the path that answers
+      case "punchFailed": {
+        const waiter = this.#introductions.get(event.peerId);
+        if (waiter && event.initiator) {
+          this.#introductions.delete(event.peerId);
+          this.#settle(
+            waiter,
+            new HandshakeError(`no direct path to ${event.peerId} was found`, "punch_failed"),
+          );
+        }
         break;
+      }
       case "peerJoined":
         // An introduced peer completed its direct handshake with us (we did not ask; it did).
         this.#addDirect(event.peer.id, parseSocketAddr(event.peer.addr) as SocketAddr);

@@ -182,6 +182,22 @@ export type EndpointEvent =
     initiator: boolean;
   }
   | {
+    type: "punched";
+    /** The introduced peer. */
+    peerId: string;
+    /** The path that answered. */
+    addr: SocketAddr;
+    /** Whether we asked (then we shake hands over the path now). */
+    initiator: boolean;
+  }
+  | {
+    type: "punchFailed";
+    /** The introduced peer. */
+    peerId: string;
+    /** Whether we asked. */
+    initiator: boolean;
+  }
+  | {
     type: "roamed";
     /** The peer that moved (null for a link without a registered peer). */
     peer: PeerSummary | null;
@@ -369,6 +385,8 @@ export class Endpoint {
   /** Authenticated sessions by session id (servers: to recognise a peer that roamed to a new address). */
   readonly #sessions = new Map<string, Conn>();
   readonly #replays = new ReplayCache();
+  /** Punches in progress, by nonce. */
+  readonly #punches = new Map<string, PunchState>();
   /** Peers a client was introduced to, by node id, and until when their direct handshake is accepted. */
   readonly #expected = new Map<string, number>();
   /** Path checks in progress, by the new address: the session that may move there and the nonce asked. */
@@ -497,6 +515,50 @@ export class Endpoint {
       this.#runTimers(now, conn);
       if (this.#table.byAddr.get(conn.key) === conn) this.#reschedule(conn);
     }
+    for (const punch of [...this.#punches.values()]) {
+      if (punch.nextAt > now) continue;
+      if (now >= punch.until) {
+        this.#punches.delete(punch.nonce);
+        this.#events.push({ type: "punchFailed", peerId: punch.peerId, initiator: punch.initiator });
+      } else {
+        this.#probe(now, punch);
+      }
+    }
+  }
+
+  /** Starts probing an introduced peer's candidates: every {@linkcode PUNCH_INTERVAL_MS} until the budget. */
+  #startPunch(
+    now: number,
+    peerId: string,
+    candidates: SocketAddr[],
+    nonce: string,
+    initiator: boolean,
+  ): void {
+    if (this.#punches.has(nonce)) return;
+    if (this.#punches.size >= MAX_PUNCHES) this.#punches.delete(this.#punches.keys().next().value!);
+    const punch: PunchState = {
+      nonce,
+      peerId,
+      candidates: [...candidates],
+      keys: new Set(candidates.map(formatSocketAddr)),
+      initiator,
+      until: now + PUNCH_BUDGET_MS,
+      nextAt: now,
+    };
+    this.#punches.set(nonce, punch);
+    this.#probe(now, punch);
+  }
+
+  #probe(now: number, punch: PunchState): void {
+    for (const c of punch.candidates) this.punch(now, c, punch.nonce);
+    punch.nextAt = now + PUNCH_INTERVAL_MS;
+  }
+
+  /** A path answered a probe: stop probing; the initiator shakes hands over it, expecting that peer. */
+  #punched(now: number, punch: PunchState, addr: SocketAddr): void {
+    this.#punches.delete(punch.nonce);
+    this.#events.push({ type: "punched", peerId: punch.peerId, addr, initiator: punch.initiator });
+    if (punch.initiator) this.connect(now, addr, { expectedId: punch.peerId });
   }
 
   // ---------------------------------------------------------------- outputs
@@ -519,7 +581,9 @@ export class Endpoint {
 
   /** When `handleTimeout` must next be called (ms), or `Infinity` when nothing is scheduled. */
   nextDeadline(): number {
-    return this.#timers.peek();
+    let at = this.#timers.peek();
+    for (const punch of this.#punches.values()) if (punch.nextAt < at) at = punch.nextAt;
+    return at;
   }
 
   /** A fresh snapshot of every counter. */
@@ -596,7 +660,7 @@ export class Endpoint {
   connect(
     now: number,
     addr: SocketAddr,
-    options: { probe?: boolean; validated?: boolean; pinnedKey?: Uint8Array } = {},
+    options: { probe?: boolean; validated?: boolean; pinnedKey?: Uint8Array; expectedId?: string } = {},
   ): void {
     this.#clock = now;
     const key = formatSocketAddr(addr);
@@ -613,6 +677,7 @@ export class Endpoint {
     const probe = options.probe ?? false;
     conn.link = { state: "handshaking", local: this.#node, remote: null, probe };
     if (options.pinnedKey) conn.link.pinnedKey = options.pinnedKey;
+    if (options.expectedId) conn.link.expectedId = options.expectedId;
     // A new handshake of ours starts a new session, unless a peer of ours shares this connection's.
     if (!conn.peer) this.#endSession(conn);
     this.#linkCounts.handshaking++;
@@ -989,6 +1054,16 @@ export class Endpoint {
       case "Ack":
         return this.#onAck(now, conn, msg);
       case "Ping":
+        if (isJsonObject(msg.payload) && typeof msg.payload.punch === "string") {
+          // The introduced peer's probe: wherever it comes from is a path to try too (its NAT may map it to
+          // an address the server never saw, or it moved).
+          const punch = this.#punches.get(msg.payload.punch);
+          const at = formatSocketAddr(from);
+          if (punch && !punch.keys.has(at) && punch.candidates.length < MAX_PUNCH_CANDIDATES) {
+            punch.keys.add(at);
+            punch.candidates.push({ hostname: from.hostname, port: from.port });
+          }
+        }
         if (conn && isJsonObject(msg.payload) && typeof msg.payload.confirm === "string") {
           this.#proof(conn, msg.payload.confirm);
         }
@@ -1000,6 +1075,11 @@ export class Endpoint {
           conn.link.observedAddr = msg.payload.observed_addr.slice(0, 64);
         }
         this.#events.push({ type: "pong", from, payload: msg.payload, message: msg });
+        if (isJsonObject(msg.payload) && typeof msg.payload.punch === "string") {
+          const punch = this.#punches.get(msg.payload.punch);
+          if (punch) this.#punched(now, punch, from);
+          return undefined;
+        }
         if (conn?.link?.state === "connected" && conn.ext && msg.sequence_number === null && !conn.peer) {
           // p2p_server numbers every reply on a connection: an unnumbered Pong is a stateless one, so the
           // remote no longer knows us (restart, timeout, or our address changed under a NAT).
@@ -1443,6 +1523,10 @@ export class Endpoint {
       );
       return undefined;
     }
+    if (link.expectedId !== undefined && payload.node_info.id !== link.expectedId) {
+      this.#failLink(conn, "handshake failed: not the peer we were introduced to", "unexpected_peer");
+      return undefined;
+    }
     const authFailure = this.#verifyResponse(conn, msg, payload.node_info);
     if (authFailure) {
       this.#failLink(
@@ -1702,6 +1786,7 @@ export class Endpoint {
         nonce: intro.nonce,
         initiator: intro.initiator === true,
       });
+      this.#startPunch(this.#clock, peer.id, addrs, intro.nonce, intro.initiator === true);
       return undefined;
     }
     let nextOffset: number | null = null;
@@ -2706,6 +2791,27 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
 
 /** Introductions one peer may ask for: one a second, bursts of 10. */
 const INTRODUCTION_RATE: Rate = { perSecond: 1, burst: 10 };
+
+/** How long both sides probe after an introduction (ms), and how often (ms). */
+export const PUNCH_BUDGET_MS = 3_000;
+export const PUNCH_INTERVAL_MS = 100;
+
+/** Most candidates one punch probes (the server's two, plus the addresses the peer's probes came from). */
+const MAX_PUNCH_CANDIDATES = 8;
+
+/** Most punches in progress at once. */
+const MAX_PUNCHES = 64;
+
+/** A punch in progress. */
+interface PunchState {
+  nonce: string;
+  peerId: string;
+  candidates: SocketAddr[];
+  keys: Set<string>;
+  initiator: boolean;
+  until: number;
+  nextAt: number;
+}
 
 /** How long after an introduction a client accepts the introduced peer's direct handshake (ms). */
 const INTRODUCTION_TTL_MS = 30_000;

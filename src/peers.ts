@@ -95,6 +95,8 @@ export interface LinkEntry {
   observedAddr?: string;
   /** The keepalive interval the remote suggested (ms), when shorter than our heartbeat. */
   keepaliveMs?: number;
+  /** The node id we must find there (a direct connection to an introduced peer). */
+  expectedId?: string;
 }
 
 /** Transport state for one remote address. */

@@ -267,28 +267,73 @@ Deno.test("an introduction reaches both peers at the same moment, with each othe
   assert(arrivals[0]! - sentAt <= 15, "within a round trip of the request");
 });
 
-Deno.test("an introduced peer may then register directly with the other client; anyone else may not", () => {
-  const { sim, a, b } = relayPair(7);
+Deno.test("after an introduction both sides punch, the initiator shakes hands directly, and Data bypasses the server", () => {
+  const { sim, a, b, server } = relayPair(7);
   sim.act(
     a,
     (ep, now) => ep.send(now, sock(SERVER), "DiscoveryRequest", { introduce: b.id }, { reliable: true }),
   );
-  sim.runFor(100);
-  // A stranger's handshake to b is refused (a client is no server) ...
-  const stranger = sim.addEndpoint("203.0.113.9:5000", { role: "client" });
-  sim.act(stranger, (ep, now) => ep.connect(now, sock(b.addr)));
-  sim.runFor(2_000);
-  assertEquals(stranger.eventsOf("connected"), []);
-  // ... the introduced one's is accepted, and Data then flows between the two directly.
-  sim.act(a, (ep, now) => ep.connect(now, sock(b.addr)));
-  sim.runFor(200);
-  assertStrictEquals(a.eventsOf("connected").filter((e) => e.node.id === b.id).length, 1);
+  sim.runFor(500);
+  assertStrictEquals(a.eventsOf("punched").length, 1, "a's probe was answered");
+  assertStrictEquals(
+    a.eventsOf("connected").filter((e) => e.node.id === b.id).length,
+    1,
+    "a shook hands with b",
+  );
+  const before = server.endpoint.getStats(sim.now).messagesReceived.Data;
   sim.act(a, (ep, now) => ep.send(now, sock(b.addr), "Data", "direct", { reliable: true }));
   sim.runFor(100);
   const got = b.eventsOf("data").filter((e) => e.payload === "direct");
   assertStrictEquals(got.length, 1);
   assertStrictEquals(got[0]!.fromId, a.id);
-  assertStrictEquals(`${got[0]!.from.hostname}:${got[0]!.from.port}`, a.addr, "not through the server");
+  assertStrictEquals(
+    server.endpoint.getStats(sim.now).messagesReceived.Data,
+    before,
+    "nothing through the server",
+  );
+  // A stranger's handshake to b is refused: a client accepts only the peer it was introduced to.
+  const stranger = sim.addEndpoint("203.0.113.9:5000", { role: "client" });
+  sim.act(stranger, (ep, now) => ep.connect(now, sock(b.addr)));
+  sim.runFor(11_000);
+  assertEquals(stranger.eventsOf("connected"), []);
+});
+
+Deno.test("a punch survives the initiator's NAT rebinding mid-punch: the peer probes back where the probes come from", () => {
+  for (const seed of [11, 12, 13]) {
+    const { sim, a, b } = relayPair(seed);
+    // a's probes cannot reach b until a's NAT mapping changes (as if b's NAT filtered a's old mapping).
+    sim.link(a.addr, b.addr, { loss: 1 });
+    sim.link(b.addr, a.addr, { loss: 1 });
+    sim.act(
+      a,
+      (ep, now) => ep.send(now, sock(SERVER), "DiscoveryRequest", { introduce: b.id }, { reliable: true }),
+    );
+    sim.runFor(300);
+    assertEquals(a.eventsOf("punched"), []);
+    sim.rebind(a.addr, `198.51.100.${50 + seed}:7000`); // a new mapping, never reported by the server
+    sim.runFor(1_000);
+    assertStrictEquals(a.eventsOf("punched").length, 1, `seed ${seed}: a path was found after the rebinding`);
+    assertStrictEquals(a.eventsOf("connected").filter((e) => e.node.id === b.id).length, 1);
+  }
+});
+
+Deno.test("a punch into silence gives up after its budget with punchFailed on both sides", () => {
+  const { sim, a, b } = relayPair(9);
+  sim.link(a.addr, b.addr, { loss: 1 });
+  sim.link(b.addr, a.addr, { loss: 1 });
+  const start = sim.now;
+  sim.act(
+    a,
+    (ep, now) => ep.send(now, sock(SERVER), "DiscoveryRequest", { introduce: b.id }, { reliable: true }),
+  );
+  sim.runFor(2_900);
+  assertEquals(a.eventsOf("punchFailed"), []);
+  sim.runFor(1_000);
+  assertEquals(a.eventsOf("punchFailed").map((e) => e.initiator), [true]);
+  assertEquals(b.eventsOf("punchFailed").map((e) => e.initiator), [false]);
+  const probes = sim.sentBy(a.addr).filter((s) => s.msg.message_type === "Ping" && s.at >= start);
+  // In the simulation a peer's declared and observed addresses are one: one candidate, probed every 100 ms.
+  assert(probes.length >= 29, `${probes.length} probes: every 100 ms to each candidate`);
 });
 
 Deno.test("introductions are rate-limited per peer (bursts of 10, then one a second)", () => {
