@@ -118,9 +118,13 @@ class Client {
   }
 }
 
-async function startServer(topo: NatTopology, budget: Budget): Promise<{ proc: NsProcess; addr: string }> {
+async function startServer(
+  topo: NatTopology,
+  budget: Budget,
+  config: Record<string, unknown> = {},
+): Promise<{ proc: NsProcess; addr: string }> {
   const configPath = `${topo.tempDir}/server.json`;
-  await Deno.writeTextFile(configPath, JSON.stringify(SERVER_CONFIG));
+  await Deno.writeTextFile(configPath, JSON.stringify({ ...SERVER_CONFIG, ...config }));
   const proc = topo.spawnDeno("pub", [
     "run",
     "--allow-net",
@@ -229,13 +233,14 @@ function ensureCached(): Promise<void> {
 async function withNat(
   modes: { nat1: NatMode; nat2: NatMode },
   body: (ctx: { topo: NatTopology; server: string; c1: Client; c2: Client; budget: Budget }) => Promise<void>,
+  config: Record<string, unknown> = {},
 ): Promise<void> {
   await ensureCached();
   const budget = new Budget();
   const topo = await createTopology({ ...modes, deadlineMs: budget.ms() });
   let server: NsProcess | undefined;
   try {
-    const started = await startServer(topo, budget);
+    const started = await startServer(topo, budget, config);
     server = started.proc;
     const [c1, c2] = await Promise.all([
       startClient(topo, "c1", started.addr, budget),
@@ -394,6 +399,12 @@ Deno.test({
       );
       assertEquals(got.payload, { from: c1.nodeId, data: text });
       assertEquals(got.from, server, "through the server");
-    });
+      // The relay quota holds here too (3 messages a minute in this test): the next two fit, the third is
+      // refused with relay_quota and never acknowledged.
+      await c1.command(`send ${c2.nodeId} two`, "sent");
+      await c1.command(`send ${c2.nodeId} three`, "sent");
+      const refused = await c1.command(`send ${c2.nodeId} four`, "commandFailed");
+      assertMatch(String(refused.error), /relay quota/);
+    }, { relay_quota: [3, 1_048_576] });
   },
 });
