@@ -136,6 +136,8 @@ async function startServer(
     `${PROJECT_ROOT}main.ts`,
     "-c",
     configPath,
+    // Debug lines name every Data the server handles ("data from <addr>"): the direct test counts them.
+    "--DEBUG",
   ], { stdin: false });
   const { line } = await proc.waitForLine(LISTENING, { deadlineMs: budget.ms(20_000) });
   return { proc, addr: LISTENING.exec(line)![1]! };
@@ -232,7 +234,9 @@ function ensureCached(): Promise<void> {
  */
 async function withNat(
   modes: { nat1: NatMode; nat2: NatMode },
-  body: (ctx: { topo: NatTopology; server: string; c1: Client; c2: Client; budget: Budget }) => Promise<void>,
+  body: (
+    ctx: { topo: NatTopology; server: string; serverProc: NsProcess; c1: Client; c2: Client; budget: Budget },
+  ) => Promise<void>,
   config: Record<string, unknown> = {},
 ): Promise<void> {
   await ensureCached();
@@ -246,7 +250,7 @@ async function withNat(
       startClient(topo, "c1", started.addr, budget),
       startClient(topo, "c2", started.addr, budget),
     ]);
-    await body({ topo, server: started.addr, c1, c2, budget });
+    await body({ topo, server: started.addr, serverProc: started.proc, c1, c2, budget });
   } catch (error) {
     // Diagnostics next to the failure (deno test shows a failed test's output), then the original error.
     const stderr = server?.stderr.split("\n").slice(-40).join("\n") ?? "";
@@ -369,6 +373,8 @@ Deno.test({
     await withNat({ nat1: "endpoint-independent", nat2: "endpoint-independent" }, async (ctx) => {
       const { c1, c2 } = ctx;
       const direct = await c1.command(`introduce ${c2.nodeId}`, "direct");
+      const serverData = () => (ctx.serverProc.stderr.match(/data from /g) ?? []).length;
+      const relayedBefore = serverData();
       assertEquals(direct.addr, c2.observedAddr, "the path found is c2's public mapping");
       const text = `direct ${crypto.randomUUID()}`;
       const mark = c2.proc.mark();
@@ -376,6 +382,12 @@ Deno.test({
       const got = await c2.waitEvent("direct Data", (e) => e.event === "data" && e.payload === text, mark);
       assertEquals(got.fromId, c1.nodeId);
       assertEquals(got.from, c1.observedAddr, "from c1's NAT mapping, not from the server");
+      for (let i = 0; i < 5; i++) await c1.command(`direct ${c2.nodeId} more ${i}`, "sentDirect");
+      assertEquals(
+        serverData(),
+        relayedBefore,
+        "the server handled none of the direct Data (no relayed bytes)",
+      );
     });
   },
 });
@@ -399,6 +411,8 @@ Deno.test({
       );
       assertEquals(got.payload, { from: c1.nodeId, data: text });
       assertEquals(got.from, server, "through the server");
+      // The server's debug lines name the Data it handles (the direct test relies on them staying silent).
+      assert(/data from /.test(ctx.serverProc.stderr), "the server logged the relayed Data");
       // The relay quota holds here too (3 messages a minute in this test): the next two fit, the third is
       // refused with relay_quota and never acknowledged.
       await c1.command(`send ${c2.nodeId} two`, "sent");
