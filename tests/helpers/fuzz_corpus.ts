@@ -13,6 +13,9 @@
  * @module
  */
 
+import { MESSAGE_TYPES, type MessageType } from "../../src/protocol.ts";
+import { ENVELOPE_KEYS } from "./raw_peer.ts";
+
 // ------------------------------------------------------------------ the PRNG
 
 /** A small seeded PRNG (sfc32, seeded through splitmix32); the same seed gives the same stream. */
@@ -158,36 +161,6 @@ function own(value: Node): PropertyDescriptor {
 }
 
 // ------------------------------------------------------------------ the protocol's vocabulary
-
-/** The eleven message types, as on the wire. */
-export const MESSAGE_TYPES = [
-  "HandshakeRequest",
-  "HandshakeResponse",
-  "Ping",
-  "Pong",
-  "DiscoveryRequest",
-  "DiscoveryResponse",
-  "Data",
-  "Error",
-  "Disconnect",
-  "Ack",
-  "Retransmit",
-] as const;
-
-/** One of {@linkcode MESSAGE_TYPES}. */
-export type MessageType = typeof MESSAGE_TYPES[number];
-
-/** The eight envelope keys in the order every message is written. */
-export const ENVELOPE_ORDER = [
-  "id",
-  "message_type",
-  "timestamp",
-  "payload",
-  "sender_addr",
-  "sequence_number",
-  "requires_ack",
-  "ack_for",
-] as const;
 
 /** A fixed Unix time in seconds, so that the same seed gives the same bytes on any day. */
 const BASE_TIMESTAMP = 1_795_539_789;
@@ -484,7 +457,7 @@ export class FuzzCorpus {
     this.#totalWeight = WEIGHTS.reduce((sum, [, w]) => sum + w, 0);
     for (const type of MESSAGE_TYPES) {
       for (let v = 0; v < CONFUSED_VALUES.length; v++) {
-        for (let k = 0; k < ENVELOPE_ORDER.length; k++) this.#envelopeCombos.push([type, k, v]);
+        for (let k = 0; k < ENVELOPE_KEYS.length; k++) this.#envelopeCombos.push([type, k, v]);
         for (let p = 0; p < PAYLOAD_PATHS[type].length; p++) this.#payloadCombos.push([type, p, v]);
       }
     }
@@ -848,7 +821,7 @@ export class FuzzCorpus {
     const [type, keyIndex, valueIndex] = this
       .#envelopeCombos[this.#envelopeCursor++ % this.#envelopeCombos.length]!;
     const draft = this.#draft(source, false, type);
-    const key = ENVELOPE_ORDER[keyIndex]!;
+    const key = ENVELOPE_KEYS[keyIndex]!;
     const i = draft.entries.findIndex(([k]) => k === key);
     let label: string;
     if (rng.chance(0.1)) {
@@ -1096,7 +1069,7 @@ export class FuzzCorpus {
       draft.entries.splice(rng.int(0, draft.entries.length), 0, ["message_type", other]);
       label = `${draft.type} with a second "message_type" ${JSON.stringify(other)}`;
     } else if (variant === 1) {
-      const key = rng.pick(ENVELOPE_ORDER);
+      const key = rng.pick(ENVELOPE_KEYS);
       const value = rng.pick(CONFUSED_VALUES);
       draft.entries.splice(rng.int(0, draft.entries.length), 0, [key, value]);
       label = `${draft.type} with a second "${key}" = ${shortText(render(value))}`;
