@@ -328,6 +328,16 @@ class RawSession {
     this.s2c = okm.slice(32);
   }
 
+  /** The session-MAC'd Ack of the server's response: the datagram that completes the handshake. */
+  ackOf(ids: () => string, now: number, response: Message): Uint8Array {
+    const ack = envelope(ids, now, "Ack", null, {
+      sequence_number: response.sequence_number,
+      ack_for: response.id,
+      sid: this.sid,
+    });
+    return macd(ack, this.c2s);
+  }
+
   /** Whether a datagram from the server carries this session's sid and a valid MAC. */
   fromServer(bytes: Uint8Array): boolean {
     const msg = decodeMessage(bytes);
@@ -511,17 +521,7 @@ Deno.test("the MACs are the protocol's: a hand-made keyed client derives the ses
   assertStrictEquals(ack.msg.ack_for, req.id);
   assertStrictEquals(ack.msg.mac, undefined);
   // The peer acks the response with its session MAC: it joins.
-  peer.sendBytes(
-    SERVER,
-    macd(
-      envelope(ids, sim.now, "Ack", null, {
-        sequence_number: resp.sequence_number,
-        ack_for: resp.id,
-        sid: session.sid,
-      }),
-      session.c2s,
-    ),
-  );
+  peer.sendBytes(SERVER, session.ackOf(ids, sim.now, resp));
   sim.runFor(50);
   assertStrictEquals(server.endpoint.peer(key.nodeId)?.state, "authenticated");
   // A MAC'd Ping is answered with a Pong MAC'd under the server-to-client key.
@@ -690,17 +690,7 @@ Deno.test("a replayed signed request is refused from another address, within the
   sim.runFor(50);
   const resp = assertAccepted(owner);
   const session = new RawSession(msg, eph, resp, serverKey);
-  owner.sendBytes(
-    SERVER,
-    macd(
-      envelope(ids, sim.now, "Ack", null, {
-        sequence_number: resp.sequence_number,
-        ack_for: resp.id,
-        sid: session.sid,
-      }),
-      session.c2s,
-    ),
-  );
+  owner.sendBytes(SERVER, session.ackOf(ids, sim.now, resp));
   sim.runFor(50);
   assertStrictEquals(server.eventsOf("peerJoined").length, 1);
   // A retransmission from the same address is a duplicate, not a replay: acknowledged again, not refused.
@@ -1484,17 +1474,7 @@ Deno.test({
     sim.runFor(50);
     const resp = assertAccepted(owner);
     const session = new RawSession(msg, eph, resp, serverKey);
-    owner.sendBytes(
-      SERVER,
-      macd(
-        envelope(ids, sim.now, "Ack", null, {
-          sequence_number: resp.sequence_number,
-          ack_for: resp.id,
-          sid: session.sid,
-        }),
-        session.c2s,
-      ),
-    );
+    owner.sendBytes(SERVER, session.ackOf(ids, sim.now, resp));
     sim.runFor(50);
     assertStrictEquals(server.eventsOf("peerJoined").length, 1);
     // 120 s after the original arrived (EPOCH_MS + 5 ms): still in the same whole second of freshness.
