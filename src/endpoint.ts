@@ -16,6 +16,7 @@ import {
   newConn,
   type PeerEntry,
   PeerTable,
+  type RelayEntry,
 } from "./peers.ts";
 import {
   type AuthFields,
@@ -69,6 +70,7 @@ import {
 } from "./auth.ts";
 import { generateX25519, hkdf, HmacKey, signEd25519, verifyEd25519, x25519 } from "./deps/crypto.ts";
 import { isUuid } from "./deps/uuid.ts";
+import { type ClusterMessage, type DirectoryRecord, RemoteDirectory, type RemotePeer } from "./directory.ts";
 
 /** Largest UDP payload (IPv4); a single-datagram message can never be larger. */
 export const MAX_UDP_PAYLOAD = 65_507;
@@ -144,6 +146,10 @@ export interface PeerSummary {
   joinedAt: number;
   /** When it was last heard from (ms, the endpoint's clock). */
   lastSeen: number;
+  /** It speaks p2p_server's extensions. */
+  extensions: boolean;
+  /** It proved an Ed25519 key in its handshake (its id is its key's). */
+  keyed: boolean;
 }
 
 /** Why a peer left. */
@@ -204,6 +210,12 @@ export type EndpointEvent =
     /** Its new address. */
     to: SocketAddr;
   }
+  | {
+    type: "cluster";
+    /** The instance to send it to (cluster mode). */
+    instance: string;
+    message: ClusterMessage;
+  }
   | { type: "connectFailed"; addr: SocketAddr; error: string; code: string; probe: boolean }
   | { type: "linkClosed"; addr: SocketAddr; reason: "disconnect" | "timeout" | "closed" }
   | { type: "pong"; from: SocketAddr; payload: Json; message: Message }
@@ -263,6 +275,32 @@ export interface EndpointOptions {
    * node's id must be `identity.nodeId`. @default {none: unkeyed, as the spec}
    */
   identity?: Identity;
+  /**
+   * Cluster mode: this instance's id. The core then also serves the peers of other instances, mirrored by
+   * the caller into it (`upsertRemote` and friends), and asks for messages to other instances through
+   * `cluster` events. @default {none: a single instance}
+   */
+  instance?: string;
+}
+
+/** Cluster mode: the core's traffic with other instances ({@linkcode Endpoint.clusterCounts}). */
+export interface ClusterCounts {
+  /** Messages handed out for other instances. */
+  messagesOut: number;
+  /** Messages received from other instances. */
+  messagesIn: number;
+  /** Routed Data sent on to another instance. */
+  relaysOut: number;
+  /** Routed Data received from another instance for a peer here. */
+  relaysIn: number;
+  /** Introductions of a peer here asked for by another instance. */
+  introductions: number;
+  /** Peers removed here because the id went to another instance. */
+  evictions: number;
+  /** Peers of other instances in the mirror. */
+  remotePeers: number;
+  /** Routed Data waiting for another instance's answer. */
+  relaysPending: number;
 }
 
 /** Options of {@linkcode Endpoint.send}. */
@@ -396,6 +434,23 @@ export class Endpoint {
   readonly #halfOpenMs: number;
   /** Send-queue bounds per remote: room for four messages of `max_message_size` in fragments, at least. */
   readonly #queueLimits: [number, number];
+  /** Cluster mode: this instance's id, or null. */
+  readonly #instance: string | null;
+  /** Cluster mode: the other instances' peers. */
+  readonly #remote = new RemoteDirectory();
+  /**
+   * Cluster mode: Data relayed end to end to another instance, by relay id, until it answers (in deadline
+   * order: every entry waits the same time).
+   */
+  readonly #clusterRelays = new Map<string, ClusterRelay>();
+  #clusterCounts = {
+    messagesOut: 0,
+    messagesIn: 0,
+    relaysOut: 0,
+    relaysIn: 0,
+    introductions: 0,
+    evictions: 0,
+  };
 
   /** @param options See {@linkcode EndpointOptions}. */
   constructor(options: EndpointOptions) {
@@ -445,6 +500,7 @@ export class Endpoint {
     this.#cookies = new CookieJar(
       options.cookieSecret ?? Uint8Array.from({ length: 32 }, () => Math.floor(this.#random() * 256)),
     );
+    this.#instance = options.instance ?? null;
   }
 
   /** This endpoint's NodeInfo. */
@@ -515,6 +571,11 @@ export class Endpoint {
       this.#runTimers(now, conn);
       if (this.#table.byAddr.get(conn.key) === conn) this.#reschedule(conn);
     }
+    for (const [rid, relay] of this.#clusterRelays) {
+      if (relay.until > now) break;
+      this.#clusterRelays.delete(rid);
+      this.#settleRelay(now, relay.senderKey, relay.originalId, false);
+    }
     for (const punch of [...this.#punches.values()]) {
       if (punch.nextAt > now) continue;
       if (now >= punch.until) {
@@ -583,6 +644,10 @@ export class Endpoint {
   nextDeadline(): number {
     let at = this.#timers.peek();
     for (const punch of this.#punches.values()) if (punch.nextAt < at) at = punch.nextAt;
+    for (const relay of this.#clusterRelays.values()) {
+      if (relay.until < at) at = relay.until;
+      break;
+    }
     return at;
   }
 
@@ -774,6 +839,144 @@ export class Endpoint {
   // ---------------------------------------------------------------- receiving
 
   /** One decoded datagram: Ack and duplicate handling, then fragments, ordered Data or plain dispatch. */
+  // ---------------------------------------------------------------- cluster mode
+
+  /** Cluster mode: the mirror of the other instances' peers (read it, change it through the methods below). */
+  get remotePeers(): RemoteDirectory {
+    return this.#remote;
+  }
+
+  /** Cluster mode: counters of the traffic with other instances. */
+  clusterCounts(): ClusterCounts {
+    return {
+      ...this.#clusterCounts,
+      remotePeers: this.#remote.size,
+      relaysPending: this.#clusterRelays.size,
+    };
+  }
+
+  /**
+   * Cluster mode: adds or updates peers of other instances (announced, or read from the shared directory).
+   * This instance's own records, and ids registered here, are skipped.
+   */
+  upsertRemote(records: Iterable<DirectoryRecord>): void {
+    const order = () => this.#table.nextOrder();
+    for (const r of records) {
+      if (r.instance === this.#instance || this.#table.byId.has(r.id)) continue;
+      this.#remote.upsert(r, order);
+    }
+  }
+
+  /** Cluster mode: peers that left another instance. */
+  removeRemote(instance: string, ids: Iterable<string>): void {
+    for (const id of ids) this.#remote.remove(id, instance);
+  }
+
+  /**
+   * Cluster mode: replaces the mirror with a full read of the shared directory (this instance's records and
+   * ids registered here are skipped). Returns how many mirrored peers were removed.
+   */
+  replaceRemote(records: Iterable<DirectoryRecord>): number {
+    const others: DirectoryRecord[] = [];
+    for (const r of records) {
+      if (r.instance !== this.#instance && !this.#table.byId.has(r.id)) others.push(r);
+    }
+    return this.#remote.replace(others, () => this.#table.nextOrder());
+  }
+
+  /**
+   * Cluster mode: an instance is gone (it shut down, or its liveness key expired): its peers leave the
+   * mirror, and routed messages waiting for its answer are reported undeliverable. Returns the peers removed.
+   */
+  dropInstance(now: number, instance: string): number {
+    this.#clock = now;
+    for (const [rid, relay] of [...this.#clusterRelays]) {
+      if (relay.instance !== instance) continue;
+      this.#clusterRelays.delete(rid);
+      this.#settleRelay(now, relay.senderKey, relay.originalId, false);
+    }
+    return this.#remote.dropInstance(instance);
+  }
+
+  /** Cluster mode: forgets every mirrored peer and fails every relay in flight (the directory is unreachable). */
+  clearRemote(now: number): void {
+    this.#clock = now;
+    const relays = [...this.#clusterRelays.values()];
+    this.#clusterRelays.clear();
+    for (const relay of relays) this.#settleRelay(now, relay.senderKey, relay.originalId, false);
+    this.#remote.clear();
+  }
+
+  /**
+   * Cluster mode: the shared directory gave `id` to another instance (two instances accepted it at once):
+   * the peer here is told, as any refused duplicate is, and removed. Returns whether it was here.
+   */
+  evictPeer(now: number, id: string): boolean {
+    this.#clock = now;
+    const conn = this.#table.byId.get(id);
+    if (!conn?.peer) return false;
+    this.#clusterCounts.evictions++;
+    this.#reply(now, conn.addr, conn, "Error", { error: NODE_ID_EXISTS, code: ERROR_CODES.nodeIdConflict });
+    this.#removePeer(conn, "replaced");
+    if (!conn.link) this.#forget(conn);
+    return true;
+  }
+
+  /** Cluster mode: a message from another instance. */
+  handleClusterMessage(now: number, from: string, message: ClusterMessage): void {
+    this.#clock = now;
+    this.#clusterCounts.messagesIn++;
+    switch (message.t) {
+      case "relay": {
+        this.#clusterCounts.relaysIn++;
+        const target = this.#table.byId.get(message.to);
+        const fail = () => {
+          if (message.rid !== null) this.#clusterSend(from, { t: "relayed", rid: message.rid, ok: false });
+        };
+        if (!target?.peer || target.peer.network !== message.network) return fail();
+        const routed = { from: message.from, data: message.data };
+        const copy = this.#sendOn(now, target, "Data", routed, true, null, message.ordered);
+        this.#reschedule(target);
+        if (!copy) return fail();
+        if (message.rid === null) return;
+        const forwarded = this.#extras(target).forwarded ??= new Map();
+        if (forwarded.size >= MAX_RELAYS_TRACKED) forwarded.delete(forwarded.keys().next().value!);
+        forwarded.set(copy.id, { senderKey: CLUSTER_SENDER + from, originalId: message.rid });
+        return;
+      }
+      case "relayed": {
+        const relay = this.#clusterRelays.get(message.rid);
+        if (!relay || relay.instance !== from) return;
+        this.#clusterRelays.delete(message.rid);
+        this.#settleRelay(now, relay.senderKey, relay.originalId, message.ok);
+        return;
+      }
+      case "introduce": {
+        const target = this.#table.byId.get(message.target);
+        if (target?.peer?.state !== "authenticated" || !target.ext) return;
+        this.#clusterCounts.introductions++;
+        const card = introduction(message.peer, message.candidates, message.nonce, false);
+        this.#sendOn(now, target, "DiscoveryResponse", card, true, null);
+        this.#reschedule(target);
+        return;
+      }
+      case "evict": {
+        const conn = this.#table.byId.get(message.id);
+        if (!conn?.peer?.keyed) return; // only a key's proof moves an id away
+        this.#clusterCounts.evictions++;
+        this.#removePeer(conn, "replaced");
+        if (!conn.link) this.#forget(conn);
+        return;
+      }
+    }
+  }
+
+  #clusterSend(instance: string, message: ClusterMessage): void {
+    if (this.#instance === null) return;
+    this.#clusterCounts.messagesOut++;
+    this.#events.push({ type: "cluster", instance, message });
+  }
+
   #receive(now: number, from: SocketAddr, key: string, msg: Message, bytes: Uint8Array): Outcome {
     this.#stats.messagesReceived[msg.message_type]++;
     this.#replySummed = msg.summed === true;
@@ -1178,6 +1381,17 @@ export class Endpoint {
     } else if ((holder && holder !== conn) || info.id === this.#node.id) {
       this.#refuse(now, from, ERROR_CODES.nodeIdConflict, NODE_ID_EXISTS);
       return undefined;
+    }
+    const elsewhere = holder ? undefined : this.#remote.byId.get(info.id);
+    if (elsewhere) {
+      // Registered with another instance of the cluster: the same rules across instances. A key proves the
+      // id, so that instance lets go of it; an unkeyed claim is refused while the other one is alive.
+      if (!keyed) {
+        this.#refuse(now, from, ERROR_CODES.nodeIdConflict, NODE_ID_EXISTS);
+        return undefined;
+      }
+      this.#remote.remove(info.id);
+      this.#clusterSend(elsewhere.instance, { t: "evict", id: info.id });
     }
     // Another node from the same socket address: the old one is gone. Not a keyed one, though: anyone can
     // spoof its address, and only its key could speak for it; it leaves by Disconnect or the idle timeout.
@@ -1676,26 +1890,28 @@ export class Endpoint {
     // A cursor (opaque to clients: the registration order of the last peer of the previous page) resumes
     // after that peer, even if it left: unlike an offset it neither skips nor repeats peers when others join
     // or leave between pages (a network's map iterates in registration order).
-    if (net) {
-      for (const other of net.values()) {
-        const info = other.peer!.info;
-        if (other.peer!.state !== "authenticated") continue;
-        if (capability !== null && !info.capabilities.includes(capability)) continue;
-        total++;
-        if (cursor !== null && (other.peer!.order ?? 0) <= cursor) continue;
-        if (cursor === null && index++ < offset) continue;
-        if (next !== null || nextCursor !== null) continue;
-        const entry = this.#peerInfo(other, conn.ext) as unknown as Json;
-        const size = jsonBytes(entry) + 1;
-        if (entries.length >= limit || size > budget) {
-          next = cursor === null ? index - 1 : null;
-          nextCursor = last;
-          continue;
-        }
-        budget -= size;
-        entries.push(entry);
-        last = String(other.peer!.order ?? 0);
+    // In cluster mode the other instances' peers are listed too, merged in the same order.
+    for (const other of mergeByOrder(net, this.#remote.byNetwork.get(peer.network))) {
+      const local = "key" in other;
+      const info = local ? other.peer!.info : other.info;
+      if (local && other.peer!.state !== "authenticated") continue;
+      if (capability !== null && !info.capabilities.includes(capability)) continue;
+      total++;
+      const order = local ? other.peer!.order ?? 0 : other.order;
+      if (cursor !== null && order <= cursor) continue;
+      if (cursor === null && index++ < offset) continue;
+      if (next !== null || nextCursor !== null) continue;
+      const entry =
+        (local ? this.#peerInfo(other, conn.ext) : remotePeerInfo(other, conn.ext)) as unknown as Json;
+      const size = jsonBytes(entry) + 1;
+      if (entries.length >= limit || size > budget) {
+        next = cursor === null ? index - 1 : null;
+        nextCursor = last;
+        continue;
       }
+      budget -= size;
+      entries.push(entry);
+      last = String(order);
     }
     const payload: Json = paged
       ? { peers: entries, offset, total, next_offset: next, next_cursor: nextCursor }
@@ -1720,30 +1936,65 @@ export class Endpoint {
     if (typeof target !== "string" || !isUuid(target)) {
       return this.#badRequest(now, from, conn, `bad "introduce"`);
     }
-    const other = this.#table.byId.get(target.toLowerCase());
+    const id = target.toLowerCase();
+    const other = this.#table.byId.get(id);
     const me = conn.peer!;
-    if (
-      !other?.peer || other === conn || other.peer.network !== me.network ||
-      other.peer.state !== "authenticated"
-    ) {
-      return refuse(`no such peer: ${target}`);
+    const remote = other ? undefined : this.#remote.byId.get(id);
+    const found = other?.peer
+      ? other !== conn && other.peer.network === me.network && other.peer.state === "authenticated"
+      : remote !== undefined && remote.network === me.network;
+    if (!found) return refuse(`no such peer: ${target}`);
+    if (!conn.ext || !(other ? other.ext : remote!.ext)) {
+      return refuse("both peers must speak p2p_server's extensions");
     }
-    if (!conn.ext || !other.ext) return refuse("both peers must speak p2p_server's extensions");
     const x = this.#extras(conn);
     const bucket = x.introductions ??= fullBucket(INTRODUCTION_RATE, now);
     if (!take(bucket, INTRODUCTION_RATE, now)) return refuse("too many introductions; wait a second");
     const nonce = this.#newId();
-    const card = (c: Conn, initiator: boolean): Json => ({
-      introduction: {
-        peer: this.#peerInfo(c, true) as unknown as Json,
-        candidates: [...new Set([c.key, c.peer!.info.listen_addr])],
+    const mine = this.#peerInfo(conn, true);
+    const myCandidates = candidatesOf(conn.key, me.info.listen_addr);
+    if (other) {
+      this.#sendOn(
+        now,
+        conn,
+        "DiscoveryResponse",
+        introduction(
+          this.#peerInfo(other, true),
+          candidatesOf(other.key, other.peer!.info.listen_addr),
+          nonce,
+          true,
+        ),
+        true,
+        null,
+      );
+      this.#sendOn(
+        now,
+        other,
+        "DiscoveryResponse",
+        introduction(mine, myCandidates, nonce, false),
+        true,
+        null,
+      );
+      this.#reschedule(other);
+    } else {
+      // On another instance: it sends its peer our card in the same instant (one pub/sub hop later).
+      const r = remote!;
+      this.#sendOn(
+        now,
+        conn,
+        "DiscoveryResponse",
+        introduction(remotePeerInfo(r, true), candidatesOf(r.observed, r.info.listen_addr), nonce, true),
+        true,
+        null,
+      );
+      this.#clusterSend(r.instance, {
+        t: "introduce",
+        target: r.id,
+        peer: mine,
+        candidates: myCandidates,
         nonce,
-        initiator,
-      },
-    });
-    this.#sendOn(now, conn, "DiscoveryResponse", card(other, true), true, null);
-    this.#sendOn(now, other, "DiscoveryResponse", card(conn, false), true, null);
-    this.#reschedule(other);
+      });
+    }
     this.#stats.introductions++;
     return undefined;
   }
@@ -1839,16 +2090,25 @@ export class Endpoint {
       if (typeof p.to !== "string" || !isUuid(p.to)) {
         return this.#badRequest(now, from, conn, `bad "to": ${JSON.stringify(p.to)}`);
       }
-      const target = this.#table.byId.get(p.to.toLowerCase());
+      const toId = p.to.toLowerCase();
+      const target = this.#table.byId.get(toId);
+      // In cluster mode a recipient registered with another instance is reached through it.
+      const remote = target?.peer ? undefined : this.#remote.byId.get(toId);
       this.#events.push({ type: "data", from, fromId: peer.info.id, to: p.to, payload: p, message: msg });
       // A recipient still "handshaking" is routed to as well: its request was valid and it has our response
       // or soon will; its Ack of this Data completes its handshake.
-      if (!target?.peer || target.peer.network !== peer.network) {
+      const reachable = target?.peer
+        ? target.peer.network === peer.network
+        : remote?.network === peer.network;
+      if (!reachable) {
+        // A sender relaying end to end learns which message it was, and gets no Ack: its send fails.
+        const e2e = conn.ext && msg.requires_ack && msg.rel !== undefined;
         this.#reply(now, from, conn, "Error", {
           error: `unknown recipient: ${p.to}`,
           code: ERROR_CODES.unknownRecipient,
+          ...(e2e ? { id: msg.id } : {}),
         });
-        return undefined;
+        return e2e ? "deferred" : undefined;
       }
       // End to end for senders with the extensions: their Ack waits for the recipient's, so it means
       // "delivered", not "reached the server". A retransmission meanwhile is not relayed again.
@@ -1876,22 +2136,38 @@ export class Endpoint {
         // Not acknowledged: the sender's send fails instead of looking delivered.
         return { reason: "rate_limited", detail: "relay quota", quiet: true };
       }
+      if (remote) {
+        const rid = relays ? this.#newId() : null;
+        this.#clusterCounts.relaysOut++;
+        this.#clusterSend(remote.instance, {
+          t: "relay",
+          rid,
+          from: peer.info.id,
+          to: remote.id,
+          network: peer.network,
+          data: p.data ?? null,
+          ordered: msg.ord !== undefined,
+        });
+        if (!relays || rid === null) return undefined;
+        this.#trackRelay(relays, msg, remote.id);
+        this.#clusterRelays.set(rid, {
+          instance: remote.instance,
+          senderKey: conn.key,
+          originalId: msg.id,
+          until: now + this.#deliveryMs + CLUSTER_RELAY_GRACE_MS,
+        });
+        return "deferred";
+      }
       const routed = { from: peer.info.id, data: p.data ?? null };
-      const copy = this.#sendOn(now, target, "Data", routed, true, null, msg.ord !== undefined);
-      this.#reschedule(target);
+      const copy = this.#sendOn(now, target!, "Data", routed, true, null, msg.ord !== undefined);
+      this.#reschedule(target!);
       if (!copy) {
         this.#tooLarge(now, from, conn);
         return undefined;
       }
       if (!relays) return undefined;
-      if (relays.size >= MAX_RELAYS_TRACKED) relays.delete(relays.keys().next().value!);
-      relays.set(msg.id, {
-        state: "pending",
-        seq: msg.sequence_number,
-        rel: msg.rel ?? null,
-        to: target.peer.info.id,
-      });
-      const forwarded = this.#extras(target).forwarded ??= new Map();
+      this.#trackRelay(relays, msg, target!.peer!.info.id);
+      const forwarded = this.#extras(target!).forwarded ??= new Map();
       if (forwarded.size >= MAX_RELAYS_TRACKED) forwarded.delete(forwarded.keys().next().value!);
       forwarded.set(copy.id, { senderKey: conn.key, originalId: msg.id });
       return "deferred";
@@ -2060,19 +2336,36 @@ export class Endpoint {
     const link = forwarded?.get(copyId);
     if (!link) return;
     forwarded!.delete(copyId);
-    const sender = this.#table.byAddr.get(link.senderKey);
-    const entry = sender?.x?.relays?.get(link.originalId);
+    if (link.senderKey.startsWith(CLUSTER_SENDER)) {
+      // Relayed for another instance: it tells its sender.
+      const instance = link.senderKey.slice(CLUSTER_SENDER.length);
+      this.#clusterSend(instance, { t: "relayed", rid: link.originalId, ok: delivered });
+      return;
+    }
+    this.#settleRelay(now, link.senderKey, link.originalId, delivered);
+  }
+
+  /** The sender at `senderKey` learns the fate of its routed message `originalId`: an Ack or an Error. */
+  #settleRelay(now: number, senderKey: string, originalId: string, delivered: boolean): void {
+    const sender = this.#table.byAddr.get(senderKey);
+    const entry = sender?.x?.relays?.get(originalId);
     if (!sender || !entry || entry.state !== "pending") return;
     if (delivered) {
       entry.state = "delivered";
       if (entry.rel !== null) sender.window.accept(entry.rel);
-      const acked = { id: link.originalId, sequence_number: entry.seq } as Message;
+      const acked = { id: originalId, sequence_number: entry.seq } as Message;
       this.#sendAck(now, sender.addr, sender, acked);
     } else {
       entry.state = "failed";
-      this.#undeliverable(now, sender, link.originalId, entry.to);
+      this.#undeliverable(now, sender, originalId, entry.to);
     }
     this.#reschedule(sender);
+  }
+
+  /** Records a routed message relayed end to end, until the recipient's Ack (bounded). */
+  #trackRelay(relays: Map<string, RelayEntry>, msg: Message, to: string): void {
+    if (relays.size >= MAX_RELAYS_TRACKED) relays.delete(relays.keys().next().value!);
+    relays.set(msg.id, { state: "pending", seq: msg.sequence_number, rel: msg.rel ?? null, to });
   }
 
   #undeliverable(now: number, sender: Conn, id: string, to: string): void {
@@ -2726,6 +3019,8 @@ export class Endpoint {
       metadata: { ...peer.info.metadata },
       joinedAt: peer.joinedAt,
       lastSeen: conn.lastHeard,
+      extensions: conn.ext,
+      keyed: peer.keyed !== undefined,
     };
   }
 }
@@ -2828,6 +3123,77 @@ const MAX_PATH_CHECKS = 4_096;
 const NON_ASCII = /[^ -~\t\n\r]/; // anything outside printable ASCII
 
 /** Encoded size of a JSON value in bytes. */
+/** Marks a relay's sender as another instance (socket address keys never start with it). */
+const CLUSTER_SENDER = "@";
+
+/** How much longer than `delivery_timeout` a relay through another instance is waited for. */
+const CLUSTER_RELAY_GRACE_MS = 5_000;
+
+/** Routed Data waiting for another instance's answer. */
+interface ClusterRelay {
+  instance: string;
+  senderKey: string;
+  originalId: string;
+  until: number;
+}
+
+/** A peer of another instance as a discovery entry. */
+function remotePeerInfo(r: RemotePeer, observed: boolean): PeerInfo {
+  const out: PeerInfo = {
+    id: r.id,
+    addr: r.info.listen_addr,
+    last_seen: Math.floor(r.last_seen / 1000),
+    capabilities: r.info.capabilities,
+    name: r.info.name,
+  };
+  if (observed) out.observed_addr = r.observed;
+  return out;
+}
+
+/** Where to try a peer: its observed address, then its declared one. */
+function candidatesOf(observed: string, declared: string): string[] {
+  return observed === declared ? [observed] : [observed, declared];
+}
+
+function introduction(peer: PeerInfo, candidates: string[], nonce: string, initiator: boolean): Json {
+  return { introduction: { peer: peer as unknown as Json, candidates, nonce, initiator } };
+}
+
+/**
+ * This instance's peers of one network and the mirrored ones of other instances, merged by their place in
+ * the registration order (each map iterates in that order).
+ */
+function* mergeByOrder(
+  local: Map<string, Conn> | undefined,
+  remote: Map<string, RemotePeer> | undefined,
+): Generator<Conn | RemotePeer> {
+  if (!remote || remote.size === 0) {
+    if (local) yield* local.values();
+    return;
+  }
+  if (!local) {
+    yield* remote.values();
+    return;
+  }
+  const a = local.values();
+  const b = remote.values();
+  let x = a.next();
+  let y = b.next();
+  for (;;) {
+    if (x.done) {
+      if (y.done) return;
+      yield y.value;
+      y = b.next();
+    } else if (y.done || (x.value.peer!.order ?? 0) < y.value.order) {
+      yield x.value;
+      x = a.next();
+    } else {
+      yield y.value;
+      y = b.next();
+    }
+  }
+}
+
 function jsonBytes(value: unknown): number {
   const text = JSON.stringify(value);
   return NON_ASCII.test(text) ? utf8.encode(text).length : text.length;

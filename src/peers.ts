@@ -277,9 +277,14 @@ export class PeerTable {
     return this.#handshaking + this.#authenticated;
   }
 
+  /** The next place in registration order (mirrored peers of other instances take places too). */
+  nextOrder(): number {
+    return ++this.#order;
+  }
+
   /** Registers `peer` on `conn` (which must have none). */
   register(conn: Conn, peer: PeerEntry): void {
-    peer.order = ++this.#order;
+    peer.order = this.nextOrder();
     conn.peer = peer;
     this.byId.set(peer.info.id, conn);
     let net = this.byNetwork.get(peer.network);

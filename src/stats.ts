@@ -117,6 +117,40 @@ export interface StatsSnapshot {
   rttSeconds: HistogramSnapshot;
   /** Time from a peer's HandshakeRequest to it being authenticated, in seconds. */
   handshakeDurationSeconds: HistogramSnapshot;
+  /** Cluster mode only: the shared directory's state and traffic. */
+  cluster?: ClusterStatus;
+}
+
+/** Cluster mode: where an instance stands with the shared directory, and what it cost. */
+export interface ClusterStatus {
+  /** `connecting` (first contact pending), `ok`, `degraded` (Redis unreachable: local peers only), `closed`. */
+  state: "connecting" | "ok" | "degraded" | "closed";
+  /** This instance's id. */
+  instance: string;
+  /** Peers of other instances known here. */
+  remotePeers: number;
+  /** Other live instances with peers. */
+  instances: number;
+  /** Unix ms of the last state change. */
+  since: number;
+  /** Why Redis was last unreachable (never with credentials), or null. */
+  lastError: string | null;
+  /** Pipelines sent to Redis (one round trip each). */
+  roundTrips: number;
+  /** Commands in them. */
+  commands: number;
+  /** Directory entries written (claims, refreshes) and released. */
+  directoryWrites: number;
+  /** Messages to other instances (relayed Data, answers, introductions, evictions). */
+  messagesOut: number;
+  /** Messages from other instances. */
+  messagesIn: number;
+  /** Full reads of the shared directory. */
+  resyncs: number;
+  /** Peers removed here because the directory gave their id to another instance. */
+  conflicts: number;
+  /** Messages or records from Redis that were malformed and ignored. */
+  invalid: number;
 }
 
 /** A histogram's state: cumulative counts per upper bound (Prometheus style; the last bound is +Infinity). */
