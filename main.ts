@@ -70,7 +70,16 @@ export async function main(args: string[]): Promise<number> {
   let config: Config;
   try {
     // The program keeps its identity across restarts; the library's default is a new key each run.
-    config = resolveConfig({ identityFile: PROGRAM_IDENTITY_FILE, ...fileConfig, ...request.flags });
+    // Cluster flags complete the file's cluster settings rather than replace them.
+    const cluster = request.flags.cluster !== undefined
+      ? { ...fileConfig.cluster, ...request.flags.cluster } as Config["cluster"]
+      : fileConfig.cluster;
+    config = resolveConfig({
+      identityFile: PROGRAM_IDENTITY_FILE,
+      ...fileConfig,
+      ...request.flags,
+      ...(cluster !== undefined ? { cluster } : {}),
+    });
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     console.error(`error: ${error.message}`);

@@ -4,7 +4,14 @@
  * @module
  */
 import { parseSocketAddr } from "./address.ts";
-import { type Config, DEFAULT_CONFIG, LOG_FORMATS, type LogFormat } from "./config.ts";
+import {
+  type Config,
+  ConfigError,
+  DEFAULT_CONFIG,
+  LOG_FORMATS,
+  type LogFormat,
+  resolveConfig,
+} from "./config.ts";
 import type { Level } from "./logging.ts";
 import { parseArgs } from "./deps/flags.ts";
 
@@ -42,6 +49,9 @@ Options:
       --metrics-address <ADDR>   Serve /metrics, /health, /peers and a status page over HTTP on ip:port
                                  [default: off]; use a loopback address such as 127.0.0.1:9100
       --log-format <FORMAT>      Log line format: text or json (JSON lines) [default: ${d.logFormat}]
+      --cluster <REDIS_URL>      Cluster mode: share the peer directory with other instances through
+                                 Redis, redis://[user:password@]host:port[/db] [default: off]
+      --instance-id <ID>         This instance's id in the cluster [default: random each run]
       --TRACE | --DEBUG | --INFO | --WARN | --ERROR
                                  Log level (one at most) [default: info; else LOG_LEVEL, else RUST_LOG]
   -h, --help                     Print this help
@@ -97,6 +107,8 @@ export function parseCli(args: string[]): CliRequest {
         config: { type: "string", short: "c" },
         "metrics-address": { type: "string" },
         "log-format": { type: "string" },
+        cluster: { type: "string" },
+        "instance-id": { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
         TRACE: { type: "boolean" },
@@ -156,6 +168,22 @@ export function parseCli(args: string[]): CliRequest {
       );
     }
     flags.logFormat = format as LogFormat;
+  }
+  const redisUrl = values.cluster as string | undefined;
+  const instanceId = values["instance-id"] as string | undefined;
+  if (redisUrl !== undefined || instanceId !== undefined) {
+    // Completed with the config file's cluster settings and checked by resolveConfig (which names the key).
+    const cluster: Record<string, string> = {};
+    if (redisUrl !== undefined) cluster.redisUrl = redisUrl;
+    if (instanceId !== undefined) cluster.instanceId = instanceId;
+    flags.cluster = cluster as unknown as Config["cluster"];
+    try {
+      resolveConfig({ cluster: { redisUrl: "redis://127.0.0.1:6379", ...cluster } as Config["cluster"] });
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      const flag = error.key === "cluster.instance_id" ? "--instance-id" : "--cluster";
+      throw new UsageError(`Invalid value for ${flag}: ${error.message.replace(/^.*?" /, "")}`);
+    }
   }
   const level = levels[0]?.toLowerCase() as Level | undefined;
   return { kind: "run", flags, configFile: values.config as string | undefined, level };

@@ -206,6 +206,121 @@ export interface Config {
    * @default {60}
    */
   statsInterval: number;
+  /**
+   * Cluster mode: instances sharing one peer directory on Redis (see docs/cluster.md); `null` keeps the
+   * directory in this process alone. In the config file: `{"redis_url": ..., "instance_id": ...,
+   * "peer_ttl": ..., "key_prefix": ...}`, only `redis_url` required.
+   * @default {null}
+   */
+  cluster: ClusterConfig | null;
+}
+
+/** Cluster mode settings ({@linkcode Config.cluster}). */
+export interface ClusterConfig {
+  /** `redis://[user:password@]host:port[/db]`. */
+  redisUrl: string;
+  /** This instance's id, 1 to 64 of `[A-Za-z0-9._-]`; null draws a random one each run. @default {null} */
+  instanceId: string | null;
+  /**
+   * Seconds a directory entry lives after its instance last renewed it (renewed every third of it), so a
+   * crashed instance's peers vanish from the others' discovery within this time. @default {30}
+   */
+  peerTtl: number;
+  /** Prefix of every Redis key and pub/sub channel. @default {"p2p:"} */
+  keyPrefix: string;
+}
+
+/** Defaults of the optional cluster settings. */
+export const DEFAULT_CLUSTER: Readonly<Omit<ClusterConfig, "redisUrl">> = Object.freeze({
+  instanceId: null,
+  peerTtl: 30,
+  keyPrefix: "p2p:",
+});
+
+/** The cluster settings' keys in the config file and their fields. */
+const CLUSTER_FILE_KEYS = {
+  redis_url: "redisUrl",
+  instance_id: "instanceId",
+  peer_ttl: "peerTtl",
+  key_prefix: "keyPrefix",
+} as const satisfies Record<string, keyof ClusterConfig>;
+
+/** A Redis URL with its credentials replaced by `***` (for messages and logs). */
+export function redactUrl(text: string): string {
+  try {
+    const url = new URL(text);
+    if (url.username || url.password) {
+      url.username = url.username ? "***" : "";
+      url.password = url.password ? "***" : "";
+    }
+    return url.href;
+  } catch {
+    return text.replace(/\/\/[^@/]*@/, "//***@");
+  }
+}
+
+/** Checks one cluster setting; a string says what is wrong (never showing credentials). */
+function checkClusterField(field: keyof ClusterConfig, v: unknown): string | undefined {
+  switch (field) {
+    case "redisUrl": {
+      if (typeof v !== "string") return `must be a string such as "redis://127.0.0.1:6379/0", got ${show(v)}`;
+      let url: URL | null = null;
+      try {
+        url = new URL(v);
+      } catch {
+        // reported below
+      }
+      const db = url?.pathname.replace(/^\//, "") ?? "";
+      if (
+        !url || url.protocol !== "redis:" || url.hostname === "" ||
+        !/^\d{0,5}$/.test(db)
+      ) {
+        return `must be redis://[user:password@]host:port[/db], got "${redactUrl(v)}"`;
+      }
+      return undefined;
+    }
+    case "instanceId":
+      return v === null || (typeof v === "string" && /^[A-Za-z0-9._-]{1,64}$/.test(v))
+        ? undefined
+        : `must be null or 1 to 64 of A-Z a-z 0-9 . _ -, got ${show(v)}`;
+    case "peerTtl":
+      return typeof v === "number" && Number.isFinite(v) && v >= 1 && v <= 3600
+        ? undefined
+        : `must be a number of seconds from 1 to 3600, got ${show(v)}`;
+    case "keyPrefix":
+      return typeof v === "string" && /^[\x21-\x7e]{0,64}$/.test(v)
+        ? undefined
+        : `must be up to 64 printable ASCII characters without spaces, got ${show(v)}`;
+  }
+}
+
+/**
+ * Completes and checks cluster settings (camelCase fields; `fileKeys` when they came from the config file).
+ * Returns the settings, or a message naming the key (`cluster.redis_url`, ...) and the value.
+ */
+function completeCluster(value: unknown, fileKeys: boolean, complete = true): ClusterConfig | null | string {
+  if (value === null) return null;
+  if (typeof value !== "object" || Array.isArray(value)) {
+    return `"cluster" must be null or an object with "redis_url", got ${show(value)}`;
+  }
+  const given: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    const field = fileKeys ? CLUSTER_FILE_KEYS[k as keyof typeof CLUSTER_FILE_KEYS] : k;
+    if (field === undefined || !Object.values(CLUSTER_FILE_KEYS).includes(field as keyof ClusterConfig)) {
+      return `"cluster.${k}" is not a cluster setting (known: ${Object.keys(CLUSTER_FILE_KEYS).join(", ")})`;
+    }
+    given[field] = v;
+  }
+  // From the config file, what is given is checked; the command line may still add `redis_url`.
+  const merged = complete
+    ? { ...DEFAULT_CLUSTER, ...stripUndefined(given) } as Record<string, unknown>
+    : given;
+  for (const [key, field] of Object.entries(CLUSTER_FILE_KEYS)) {
+    if (!complete && merged[field] === undefined) continue;
+    const problem = checkClusterField(field, merged[field]);
+    if (problem) return `"cluster.${key}" ${problem}`;
+  }
+  return merged as unknown as ClusterConfig;
 }
 
 /** The retransmission policies {@linkcode Config.retransmitPolicy} accepts. */
@@ -264,6 +379,7 @@ export const DEFAULT_CONFIG: Readonly<Config> = Object.freeze({
   metricsToken: null,
   logFormat: "text",
   statsInterval: 60,
+  cluster: null,
 });
 
 /** The config file's keys (snake_case, as in the spec) and the Config fields they set. */
@@ -304,6 +420,7 @@ export const CONFIG_FILE_KEYS = {
   metrics_token: "metricsToken",
   log_format: "logFormat",
   stats_interval: "statsInterval",
+  cluster: "cluster",
 } as const satisfies Record<string, keyof Config>;
 
 type FileKey = keyof typeof CONFIG_FILE_KEYS;
@@ -438,6 +555,8 @@ const CHECKS: Record<keyof Config, Check> = {
     typeof v === "number" && Number.isFinite(v) && v >= 0 && v <= 86_400
       ? undefined
       : "must be a number of seconds from 0 (off) to 86400",
+  // Checked (and completed) by completeCluster, which names the sub-key.
+  cluster: () => undefined,
 };
 
 /** The result of reading a config file: the values it sets and the unknown keys it had. */
@@ -479,6 +598,12 @@ export function parseConfigFile(text: string, source: string): ConfigFileResult 
       continue;
     }
     const field = CONFIG_FILE_KEYS[key as FileKey];
+    if (field === "cluster") {
+      const cluster = completeCluster(v, true, false);
+      if (typeof cluster === "string") throw new ConfigError(`${source}: ${cluster}`, clusterKey(cluster));
+      config[field] = cluster;
+      continue;
+    }
     const problem = CHECKS[field](v);
     if (problem) throw new ConfigError(`${source}: "${key}" ${problem}, got ${show(v)}`, key);
     config[field] = v;
@@ -508,6 +633,8 @@ export function resolveConfig(partial: Partial<Config> = {}): Config {
       );
     }
   }
+  const cluster = completeCluster(merged.cluster, false);
+  if (typeof cluster === "string") throw new ConfigError(`Invalid config ${cluster}`, clusterKey(cluster));
   if (merged.rtoMinMs > merged.rtoMaxMs) {
     throw new ConfigError(
       `Invalid config "rto_min_ms": must not exceed "rto_max_ms" (${merged.rtoMaxMs}), got ${merged.rtoMinMs}`,
@@ -523,7 +650,13 @@ export function resolveConfig(partial: Partial<Config> = {}): Config {
     rateLimitDatagramsPerNode: [...merged.rateLimitDatagramsPerNode],
     rateLimitDatagramsGlobal: [...merged.rateLimitDatagramsGlobal],
     relayQuota: [...merged.relayQuota],
+    cluster,
   };
+}
+
+/** The key a cluster problem names (`cluster.redis_url`, ...). */
+function clusterKey(problem: string): string {
+  return /^"(cluster(?:\.[a-z_]+)?)"/.exec(problem)?.[1] ?? "cluster";
 }
 
 function stripUndefined<T extends object>(value: T): Partial<T> {
@@ -534,5 +667,11 @@ function stripUndefined<T extends object>(value: T): Partial<T> {
 export function toConfigFile(config: Config): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [key, field] of Object.entries(CONFIG_FILE_KEYS)) out[key] = config[field];
+  const cluster = config.cluster;
+  if (cluster) {
+    out.cluster = Object.fromEntries(
+      Object.entries(CLUSTER_FILE_KEYS).map(([key, field]) => [key, cluster[field]]),
+    );
+  }
   return out;
 }

@@ -226,5 +226,47 @@ export function formatMetrics(s: StatsSnapshot, memory?: ProcessMemory): string 
     "Time from a peer's HandshakeRequest to it being authenticated.",
     s.handshakeDurationSeconds,
   );
+  const c = s.cluster;
+  if (c) {
+    out.simple(
+      "p2p_cluster_up",
+      "gauge",
+      "1 while the shared directory (Redis) is reachable, else 0.",
+      c.state === "ok" ? 1 : 0,
+    );
+    out.simple("p2p_cluster_remote_peers", "gauge", "Peers of other instances known here.", c.remotePeers);
+    out.simple("p2p_cluster_instances", "gauge", "Other instances with peers.", c.instances);
+    out.simple("p2p_cluster_redis_round_trips_total", "counter", "Pipelines sent to Redis.", c.roundTrips);
+    out.simple("p2p_cluster_redis_commands_total", "counter", "Commands sent to Redis.", c.commands);
+    out.simple(
+      "p2p_cluster_directory_writes_total",
+      "counter",
+      "Directory entries written or released.",
+      c.directoryWrites,
+    );
+    out.labelled(
+      "p2p_cluster_messages_total",
+      "counter",
+      "Messages exchanged with other instances.",
+      "direction",
+      {
+        out: c.messagesOut,
+        in: c.messagesIn,
+      },
+    );
+    out.simple("p2p_cluster_resyncs_total", "counter", "Full reads of the shared directory.", c.resyncs);
+    out.simple(
+      "p2p_cluster_conflicts_total",
+      "counter",
+      "Peers removed because another instance holds their id.",
+      c.conflicts,
+    );
+    out.simple(
+      "p2p_cluster_invalid_total",
+      "counter",
+      "Malformed entries or messages from Redis, ignored.",
+      c.invalid,
+    );
+  }
   return out.lines.join("\n") + "\n";
 }

@@ -159,11 +159,22 @@ export function createOpsHandler(
     if (path === "/health") {
       if (source.closing()) return json({ status: "shutting_down" }, 503);
       const s = source.stats();
-      return json({
-        status: "ok",
+      const body: Record<string, unknown> = {
+        // Degraded still serves its own peers (200), so a load balancer keeps it while it can.
+        status: s.cluster && s.cluster.state !== "ok" ? "degraded" : "ok",
         peers: s.peers.authenticated + s.peers.handshaking,
         uptime_seconds: s.uptimeSeconds,
-      });
+      };
+      if (s.cluster) {
+        body.cluster = {
+          state: s.cluster.state,
+          instance: s.cluster.instance,
+          remote_peers: s.cluster.remotePeers,
+          instances: s.cluster.instances,
+          last_error: s.cluster.lastError,
+        };
+      }
+      return json(body);
     }
     if (path === "/") {
       // The page holds no data; it reads the token from the URL fragment and sends it on its own requests.

@@ -16,6 +16,8 @@ import type { Json, Message, NodeInfo } from "./protocol.ts";
 import type { GiveUpReason, StatsSnapshot } from "./stats.ts";
 import { createOpsHandler, EventRing, type OpsPeer, type OpsServer, serveOps } from "./ops_server.ts";
 import { getLogger } from "./deps/log.ts";
+import { ClusterNode, type OpenClusterLink } from "./cluster.ts";
+import { openRedisLink } from "./deps/redis.ts";
 
 const log = getLogger(["p2p_server", "server"]);
 const dropLog = getLogger(["p2p_server", "drops"]);
@@ -42,6 +44,11 @@ export interface ServerOptions extends Partial<Config>, Omit<IdentityOptions, "n
    * @default {from identityFile, else generated}
    */
   identity?: Identity;
+  /**
+   * Cluster mode: how to reach Redis (the default opens `cluster.redisUrl` with the npm client; tests may
+   * pass another link). @default {openRedisLink}
+   */
+  clusterLink?: OpenClusterLink;
 }
 
 /** Events a {@linkcode P2PServer} emits. */
@@ -85,13 +92,25 @@ export class P2PServer {
   #opsHandler: (request: Request) => Response;
   #recent = new EventRing(100);
   #statsTimer: ReturnType<typeof setInterval> | undefined;
+  #cluster: ClusterNode | null = null;
+  readonly #clusterLink: OpenClusterLink;
 
   /**
    * @param options Configuration, identity and lifetime.
    * @throws {ConfigError} (a `TypeError`) for a bad configuration value.
    */
   constructor(options: ServerOptions = {}) {
-    const { signal, nodeId, name, version, capabilities, metadata, identity: given, ...config } = options;
+    const {
+      signal,
+      nodeId,
+      name,
+      version,
+      capabilities,
+      metadata,
+      identity: given,
+      clusterLink,
+      ...config
+    } = options;
     this.#config = resolveConfig(config);
     this.#signal = signal;
     let identity: Identity | undefined;
@@ -106,6 +125,8 @@ export class P2PServer {
       }
     }
     this.#identity = identity ?? null;
+    this.#clusterLink = clusterLink ?? openRedisLink;
+    const instance = this.#config.cluster ? this.#config.cluster.instanceId ?? crypto.randomUUID() : null;
     const node = makeNodeInfo(
       {
         nodeId: identity?.nodeId ?? nodeId,
@@ -126,7 +147,18 @@ export class P2PServer {
       random: Math.random,
       cookieSecret: crypto.getRandomValues(new Uint8Array(32)),
       ...(identity ? { identity } : {}),
+      ...(instance !== null ? { instance } : {}),
     });
+    if (this.#config.cluster && instance !== null) {
+      const endpoint = this.#endpoint;
+      this.#cluster = new ClusterNode({ ...this.#config.cluster, instanceId: instance }, {
+        endpoint,
+        run: (command) =>
+          this.#driver && !this.#driver.closed ? this.#driver.run(command) : command(monotonicNow()),
+        toUnixMs: (t) => t + Date.now() - monotonicNow(),
+        address: () => this.#driver ? formatSocketAddr(this.#driver.localAddr) : this.#config.listenAddress,
+      }, this.#clusterLink);
+    }
     this.#opsHandler = createOpsHandler({
       stats: () => this.getStats(),
       peers: () => this.#opsPeers(),
@@ -148,6 +180,11 @@ export class P2PServer {
   /** This server's NodeInfo. */
   get node(): NodeInfo {
     return this.#endpoint.node;
+  }
+
+  /** Cluster mode: this instance's id; null for a single instance. */
+  get instanceId(): string | null {
+    return this.#cluster?.instance ?? null;
   }
 
   /** The bound address. @throws {Error} before {@linkcode listen}. */
@@ -202,6 +239,7 @@ export class P2PServer {
       this.#statsTimer = setInterval(() => this.#logStats(), this.#config.statsInterval * 1000);
     }
     if (this.#config.enableDiscovery) driver.run((now) => this.#endpoint.probeSiblings(now, local));
+    this.#cluster?.start();
     this.#signal?.addEventListener("abort", () => void this.close(), { once: true });
     if (this.#signal?.aborted) void this.close();
     return Promise.resolve(local);
@@ -248,7 +286,9 @@ export class P2PServer {
 
   /** A fresh snapshot of every counter. */
   getStats(): StatsSnapshot {
-    return this.#endpoint.getStats(monotonicNow());
+    const snapshot = this.#endpoint.getStats(monotonicNow());
+    if (this.#cluster) snapshot.cluster = this.#cluster.status();
+    return snapshot;
   }
 
   /** The registered peers, in registration order. */
@@ -280,6 +320,7 @@ export class P2PServer {
         driver.run((now) => this.#endpoint.shutdown(now, reason));
         await driver.close();
       }
+      await this.#cluster?.close();
       for (const [key, waiter] of this.#connects) waiter.reject(new ConnectionTimeoutError(key));
       this.#connects.clear();
       // The operations server goes last, so /health answers 503 for the whole shutdown.
@@ -337,6 +378,7 @@ export class P2PServer {
   }
 
   #onEvent(event: EndpointEvent): void {
+    this.#cluster?.onEvent(event);
     switch (event.type) {
       case "peerJoined":
         this.#recent.push({
@@ -484,6 +526,7 @@ export class P2PServer {
       case "pong":
       case "discovery":
       case "delivered":
+      case "cluster":
         break;
     }
   }

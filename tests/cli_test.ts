@@ -99,6 +99,29 @@ Deno.test("a bad -a is rejected, quoting the value", () => {
   }
 });
 
+Deno.test("--cluster and --instance-id set the cluster settings; bad values name the flag, not the password", () => {
+  const r = parseCli(["--cluster", "redis://127.0.0.1:6379/1", "--instance-id", "a.1"]);
+  assert(r.kind === "run");
+  assertEquals(r.flags.cluster, { redisUrl: "redis://127.0.0.1:6379/1", instanceId: "a.1" });
+  for (
+    const [args, flag] of [
+      [["--cluster", "http://127.0.0.1:6379"], "--cluster"],
+      [["--cluster", "redis://u:pw-secret@h:1/db"], "--cluster"],
+      [["--instance-id", "no spaces please"], "--instance-id"],
+    ] as const
+  ) {
+    let message = "";
+    try {
+      parseCli([...args]);
+    } catch (error) {
+      assert(error instanceof UsageError);
+      message = error.message;
+    }
+    assert(message.startsWith(`Invalid value for ${flag}: `), message);
+    assert(!message.includes("pw-secret"), message);
+  }
+});
+
 Deno.test("IPv6 addresses are accepted in brackets", () => {
   assertStrictEquals(run(["-a", "[::1]:9000"]).flags.listenAddress, "[::1]:9000");
   assertStrictEquals(run(["-a", "[::]:0"]).flags.listenAddress, "[::]:0");

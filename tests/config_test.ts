@@ -60,7 +60,51 @@ Deno.test("the defaults are the spec's config.json values", () => {
     metricsToken: null,
     logFormat: "text",
     statsInterval: 60,
+    cluster: null,
   });
+});
+
+Deno.test("cluster settings: completed with defaults, each sub-key checked by name, credentials never shown", () => {
+  const { config } = parseConfigFile(
+    JSON.stringify({ cluster: { redis_url: "redis://10.0.0.5:6380/2", instance_id: "eu-1" } }),
+    "c.json",
+  );
+  assertEquals(resolveConfig(config).cluster, {
+    redisUrl: "redis://10.0.0.5:6380/2",
+    instanceId: "eu-1",
+    peerTtl: 30,
+    keyPrefix: "p2p:",
+  });
+  // The file may leave redis_url to the command line; resolveConfig then requires it.
+  const partial = parseConfigFile(JSON.stringify({ cluster: { peer_ttl: 5 } }), "c.json").config;
+  assertThrows(() => resolveConfig(partial), /"cluster\.redis_url" must be a string/);
+  const bad: [unknown, RegExp][] = [
+    [{ redis_url: "http://h:1" }, /c\.json: "cluster\.redis_url" must be redis:\/\//],
+    [{ redis_url: "redis://user:hunter2@h:1/x" }, /"cluster\.redis_url" .*redis:\/\/\*\*\*:\*\*\*@h:1\/x/],
+    [{ redis_url: "redis://h:1", instance_id: "a b" }, /"cluster\.instance_id" must be null or 1 to 64/],
+    [{ redis_url: "redis://h:1", peer_ttl: 0 }, /"cluster\.peer_ttl" must be a number of seconds from 1/],
+    [{ redis_url: "redis://h:1", key_prefix: "a b" }, /"cluster\.key_prefix" must be up to 64/],
+    [{ redis_url: "redis://h:1", colour: 1 }, /"cluster\.colour" is not a cluster setting/],
+    ["redis://h:1", /"cluster" must be null or an object/],
+  ];
+  for (const [value, message] of bad) {
+    let error: unknown = null;
+    try {
+      resolveConfig(parseConfigFile(JSON.stringify({ cluster: value }), "c.json").config);
+    } catch (e) {
+      error = e;
+    }
+    assert(error instanceof ConfigError, `${JSON.stringify(value)} accepted`);
+    assert(message.test(error.message), error.message);
+    assert(!error.message.includes("hunter2"), error.message);
+    assert(error.key.startsWith("cluster"), error.key);
+  }
+  // Round trip through the file format.
+  const written = toConfigFile(resolveConfig(config));
+  assertEquals(
+    parseConfigFile(JSON.stringify(written), "w.json").config.cluster,
+    resolveConfig(config).cluster,
+  );
 });
 
 Deno.test("parseConfigFile reads the spec's config.json keys", () => {

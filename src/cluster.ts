@@ -1,0 +1,625 @@
+/**
+ * Cluster mode, the I/O side: keeps this instance's peers in the shared directory on Redis, keeps the core's
+ * mirror of the other instances' peers current, and carries the core's messages to other instances over
+ * Redis pub/sub. See docs/cluster.md for the layout and the failure behaviour.
+ *
+ * Keys and channels (prefix `key_prefix`, default `p2p:`):
+ * - `<prefix>peer:<node id>`: `"<instance> <record JSON>"`, expiring after `peer_ttl`; refreshed by its owner.
+ * - `<prefix>instance:<instance>`: the instance's liveness, expiring after `peer_ttl`.
+ * - channel `<prefix>events`: joins, leaves and goodbyes, batched, for every instance.
+ * - channel `<prefix>instance:<instance>`: messages for one instance (relayed Data, introductions, ...).
+ *
+ * Writes are batched: whatever accumulated while the previous pipeline was in flight goes out as the next
+ * one, so the number of round trips per second stays bounded however many peers join.
+ *
+ * @module
+ */
+import type { ClusterCounts, Endpoint, EndpointEvent, PeerSummary } from "./endpoint.ts";
+import {
+  type ClusterEnvelope,
+  type ClusterMessage,
+  type DirectoryRecord,
+  INSTANCE_ID,
+  parseRecord,
+} from "./directory.ts";
+import type { ClusterStatus } from "./stats.ts";
+import type { ClusterConfig } from "./config.ts";
+import { getLogger } from "./deps/log.ts";
+import { isJsonObject, type Json, parsePeerInfo } from "./protocol.ts";
+
+const log = getLogger(["p2p_server", "cluster"]);
+
+/** What the cluster needs of the Redis client (`src/deps/redis.ts` provides it; tests may fake it). */
+export interface ClusterLink {
+  /** Both connections are up. */
+  readonly ready: boolean;
+  /** One pipeline, one reply (or Error) per command; rejects when Redis is unreachable. */
+  exec(commands: readonly (readonly (string | number)[])[]): Promise<unknown[]>;
+  /** Subscribes to a channel (kept across reconnects). */
+  subscribe(channel: string): Promise<void>;
+  /** Closes the connections. */
+  close(): Promise<void>;
+}
+
+/** Callbacks a {@linkcode ClusterLink} reports to. */
+export interface ClusterLinkEvents {
+  /** Connected (again), subscriptions in place. */
+  onReady(): void;
+  /** Redis became unreachable. */
+  onDown(reason: string): void;
+  /** A message on a subscribed channel. */
+  onMessage(channel: string, message: string): void;
+}
+
+/** Opens a link to Redis. */
+export type OpenClusterLink = (url: string, events: ClusterLinkEvents) => ClusterLink;
+
+/** What the cluster needs of the server it belongs to. */
+export interface ClusterHost {
+  /** Runs a command against the core with the current time and flushes its outputs. */
+  run<T>(command: (now: number) => T): T;
+  /** The core. */
+  readonly endpoint: Endpoint;
+  /** The core's clock to Unix ms. */
+  toUnixMs(endpointTime: number): number;
+  /** The server's address, for the instance's liveness entry. */
+  address(): string;
+}
+
+/** Entries per pipeline command when many peers are written at once (bounds each script's run time). */
+const CHUNK = 500;
+
+/**
+ * Claims peers: sets each `<prefix>peer:<id>` to `"<instance> <record>"` unless another instance holds it
+ * (a keyed peer's claim, flagged `1`, takes it anyway: its key proves the id), then announces the ones set on
+ * the events channel (when one is given). Returns the 1-based positions of the claims refused.
+ */
+const CLAIM_SCRIPT = `
+local me = ARGV[1]
+local joined = {}
+local lost = {}
+for i, key in ipairs(KEYS) do
+  local force = ARGV[2 + 2 * i]
+  local record = ARGV[3 + 2 * i]
+  local cur = redis.call('GET', key)
+  local owner = cur and string.match(cur, '^(%S+) ')
+  if owner and owner ~= me and force ~= '1' then
+    lost[#lost + 1] = i
+  else
+    redis.call('SET', key, me .. ' ' .. record, 'PX', ARGV[2])
+    joined[#joined + 1] = record
+  end
+end
+if ARGV[3] ~= '' and #joined > 0 then
+  redis.call('PUBLISH', ARGV[3], '{"from":"' .. me .. '","joined":[' .. table.concat(joined, ',') .. ']}')
+end
+return lost
+`;
+
+/** Releases peers this instance holds and announces them gone. ARGV: instance, channel, ids. */
+const RELEASE_SCRIPT = `
+local me = ARGV[1]
+local left = {}
+for i, key in ipairs(KEYS) do
+  local cur = redis.call('GET', key)
+  if cur and string.match(cur, '^(%S+) ') == me then redis.call('DEL', key) end
+  left[#left + 1] = '"' .. ARGV[2 + i] .. '"'
+end
+if #left > 0 then
+  redis.call('PUBLISH', ARGV[2], '{"from":"' .. me .. '","left":[' .. table.concat(left, ',') .. ']}')
+end
+return #left
+`;
+
+/** One instance's membership of the cluster. */
+export class ClusterNode {
+  readonly #config: ClusterConfig;
+  readonly #instance: string;
+  readonly #host: ClusterHost;
+  readonly #open: OpenClusterLink;
+  readonly #prefix: string;
+  readonly #events: string;
+  readonly #own: string;
+  readonly #ttlMs: number;
+  #link: ClusterLink | null = null;
+  #state: ClusterStatus["state"] = "connecting";
+  #since = Date.now();
+  #lastError: string | null = null;
+  /** Peers to claim (joined or moved), by id. */
+  #claims = new Map<string, PeerSummary>();
+  /** Peers to release (left), by id. */
+  #releases = new Set<string>();
+  /** Messages for other instances, by instance. */
+  #outbox = new Map<string, ClusterMessage[]>();
+  #flushing: Promise<void> | null = null;
+  #flushQueued = false;
+  #tick: ReturnType<typeof setInterval> | undefined;
+  #ticks = 0;
+  #resyncing = false;
+  /** While a full read is under way: ids announced joined (record) or left (null) since it began. */
+  #sinceResync: Map<string, DirectoryRecord | null> | null = null;
+  #closed = false;
+  #counts = { roundTrips: 0, commands: 0, directoryWrites: 0, resyncs: 0, conflicts: 0, invalid: 0 };
+
+  /**
+   * @param config Cluster settings.
+   * @param host The server it belongs to.
+   * @param open Opens the Redis link.
+   */
+  constructor(config: ClusterConfig, host: ClusterHost, open: OpenClusterLink) {
+    this.#config = config;
+    this.#instance = config.instanceId ?? crypto.randomUUID();
+    this.#host = host;
+    this.#open = open;
+    this.#prefix = config.keyPrefix;
+    this.#events = `${config.keyPrefix}events`;
+    this.#own = `${config.keyPrefix}instance:${this.#instance}`;
+    this.#ttlMs = Math.round(config.peerTtl * 1000);
+  }
+
+  /** This instance's id. */
+  get instance(): string {
+    return this.#instance;
+  }
+
+  /** Connects (retrying in the background until Redis answers) and starts the refresh timer. */
+  start(): void {
+    if (this.#link || this.#closed) return;
+    this.#link = this.#open(this.#config.redisUrl, {
+      onReady: () => void this.#onReady(),
+      onDown: (reason) => this.#onDown(reason),
+      onMessage: (channel, message) => this.#onMessage(channel, message),
+    });
+    void this.#link.subscribe(this.#events).catch(() => {});
+    void this.#link.subscribe(this.#own).catch(() => {});
+    this.#tick = setInterval(() => void this.#refresh(), Math.max(100, Math.floor(this.#ttlMs / 3)));
+  }
+
+  /** The state and the counters, for stats, `/health` and `/metrics`. */
+  status(): ClusterStatus {
+    const core: ClusterCounts = this.#host.endpoint.clusterCounts();
+    return {
+      state: this.#state,
+      instance: this.#instance,
+      remotePeers: core.remotePeers,
+      instances: this.#host.endpoint.remotePeers.instances().size,
+      since: this.#since,
+      lastError: this.#lastError,
+      roundTrips: this.#counts.roundTrips,
+      commands: this.#counts.commands,
+      directoryWrites: this.#counts.directoryWrites,
+      messagesOut: core.messagesOut,
+      messagesIn: core.messagesIn,
+      resyncs: this.#counts.resyncs,
+      conflicts: this.#counts.conflicts,
+      invalid: this.#counts.invalid,
+    };
+  }
+
+  /** Takes the core's events that concern the cluster: joins, leaves, moves, messages to other instances. */
+  onEvent(event: EndpointEvent): void {
+    if (this.#closed) return;
+    switch (event.type) {
+      case "peerJoined":
+        this.#releases.delete(event.peer.id);
+        this.#claims.set(event.peer.id, event.peer);
+        break;
+      case "roamed":
+        if (event.peer) this.#claims.set(event.peer.id, event.peer);
+        break;
+      case "peerLeft":
+        this.#claims.delete(event.peer.id);
+        this.#releases.add(event.peer.id);
+        break;
+      case "cluster": {
+        if (this.#state === "degraded") return; // lost with the connection; the core hears of it on return
+        let list = this.#outbox.get(event.instance);
+        if (!list) this.#outbox.set(event.instance, list = []);
+        list.push(event.message);
+        break;
+      }
+      default:
+        return;
+    }
+    this.#scheduleFlush();
+  }
+
+  /**
+   * Leaves the cluster: releases this instance's peers still registered (the server sent them Disconnect),
+   * says goodbye so the others drop its peers at once, and closes the link.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    clearInterval(this.#tick);
+    this.#tick = undefined;
+    await this.#flushing;
+    this.#closed = true;
+    const link = this.#link;
+    if (link?.ready && this.#state === "ok") {
+      await this.#flushNow(link);
+      const bye = JSON.stringify({ from: this.#instance, bye: true });
+      await this.#exec(link, [["DEL", this.#own], ["PUBLISH", this.#events, bye]]).catch(() => {});
+    }
+    this.#setState("closed", null);
+    await link?.close();
+  }
+
+  // ---------------------------------------------------------------- connection state
+
+  async #onReady(): Promise<void> {
+    if (this.#closed) return;
+    const link = this.#link!;
+    // Whatever was registered here is claimed again (its entries may have expired, or Redis restarted
+    // empty), then the mirror is rebuilt from a full read.
+    try {
+      await this.#exec(link, [["SET", this.#own, this.#liveness(), "PX", this.#ttlMs]]);
+      const peers = this.#host.endpoint.peers().filter((p) => p.state === "authenticated");
+      await this.#claim(link, peers, true);
+      await this.#resync(link);
+    } catch (error) {
+      this.#onDown(`resynchronising failed: ${(error as Error).message}`);
+      return;
+    }
+    if (this.#state !== "ok") {
+      if (this.#state === "degraded") log.info("cluster: Redis reachable again; directory resynchronised");
+      else log.info("cluster: joined as instance {instance}", { instance: this.#instance });
+      this.#setState("ok", null);
+    }
+    this.#scheduleFlush();
+  }
+
+  #onDown(reason: string): void {
+    if (this.#closed) return;
+    this.#lastError = reason;
+    if (this.#state === "degraded") return;
+    log.warn("cluster: Redis unreachable ({reason}); serving this instance's peers only", { reason });
+    this.#setState("degraded", reason);
+    // The other instances cannot be reached or trusted to be current: their peers are forgotten (and routed
+    // Data waiting for them is reported undeliverable) until Redis is back.
+    this.#host.run((now) => this.#host.endpoint.clearRemote(now));
+    this.#outbox.clear();
+  }
+
+  #setState(state: ClusterStatus["state"], error: string | null): void {
+    this.#state = state;
+    this.#since = Date.now();
+    if (error !== null) this.#lastError = error;
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  #scheduleFlush(): void {
+    if (this.#flushQueued || this.#closed) return;
+    this.#flushQueued = true;
+    // Everything the current burst of datagrams produced goes into one pipeline.
+    setTimeout(() => {
+      this.#flushQueued = false;
+      if (this.#flushing) return; // the running loop picks the new work up
+      // `finally` runs after the assignment, even when the loop has nothing to do.
+      this.#flushing = this.#flushLoop().finally(() => {
+        this.#flushing = null;
+      });
+    }, 0);
+  }
+
+  async #flushLoop(): Promise<void> {
+    const link = this.#link;
+    while (link?.ready && this.#state === "ok" && this.#pending()) await this.#flushNow(link);
+  }
+
+  #pending(): boolean {
+    return this.#claims.size > 0 || this.#releases.size > 0 || this.#outbox.size > 0;
+  }
+
+  async #flushNow(link: ClusterLink): Promise<void> {
+    const claims = [...this.#claims.values()];
+    const releases = [...this.#releases];
+    const outbox = this.#outbox;
+    this.#claims = new Map();
+    this.#releases = new Set();
+    this.#outbox = new Map();
+    const commands: (string | number)[][] = [];
+    for (const [instance, messages] of outbox) {
+      const envelope: ClusterEnvelope = { from: this.#instance, m: messages };
+      commands.push(["PUBLISH", `${this.#prefix}instance:${instance}`, JSON.stringify(envelope)]);
+    }
+    for (let i = 0; i < releases.length; i += CHUNK) {
+      const ids = releases.slice(i, i + CHUNK);
+      commands.push([
+        "EVAL",
+        RELEASE_SCRIPT,
+        ids.length,
+        ...ids.map((id) => this.#key(id)),
+        this.#instance,
+        this.#events,
+        ...ids,
+      ]);
+      this.#counts.directoryWrites += ids.length;
+    }
+    try {
+      if (commands.length > 0) await this.#exec(link, commands);
+      if (claims.length > 0) await this.#claim(link, claims, true);
+    } catch (error) {
+      this.#onDown((error as Error).message);
+    }
+  }
+
+  /** Claims peers in chunks; the ones another instance holds are removed here. */
+  async #claim(link: ClusterLink, peers: PeerSummary[], announce: boolean): Promise<void> {
+    if (peers.length === 0) return;
+    const commands: (string | number)[][] = [];
+    for (let i = 0; i < peers.length; i += CHUNK) {
+      const chunk = peers.slice(i, i + CHUNK);
+      const args: (string | number)[] = [
+        "EVAL",
+        CLAIM_SCRIPT,
+        chunk.length,
+        ...chunk.map((p) => this.#key(p.id)),
+        this.#instance,
+        this.#ttlMs,
+        announce ? this.#events : "",
+      ];
+      for (const p of chunk) args.push(p.keyed ? "1" : "0", JSON.stringify(this.#record(p)));
+      commands.push(args);
+      this.#counts.directoryWrites += chunk.length;
+    }
+    const replies = await this.#exec(link, commands);
+    const lost: string[] = [];
+    replies.forEach((reply, c) => {
+      if (reply instanceof Error) throw reply;
+      for (const i of reply as number[]) lost.push(peers[c * CHUNK + i - 1]!.id);
+    });
+    if (lost.length === 0) return;
+    // Two instances accepted the same id at once (or during an outage): the directory decided for the other.
+    this.#host.run((now) => {
+      for (const id of lost) if (this.#host.endpoint.evictPeer(now, id)) this.#counts.conflicts++;
+    });
+    log.warn("cluster: {n} peer(s) removed here, their node id is registered with another instance", {
+      n: lost.length,
+    });
+  }
+
+  #record(p: PeerSummary): DirectoryRecord {
+    return {
+      id: p.id,
+      instance: this.#instance,
+      network: p.network,
+      info: {
+        id: p.id,
+        name: p.name,
+        version: p.version,
+        listen_addr: p.listenAddr,
+        capabilities: p.capabilities,
+        metadata: p.metadata,
+      },
+      observed: p.addr,
+      ext: p.extensions,
+      keyed: p.keyed,
+      last_seen: Math.round(this.#host.toUnixMs(p.lastSeen)),
+    };
+  }
+
+  #key(id: string): string {
+    return `${this.#prefix}peer:${id}`;
+  }
+
+  #liveness(): string {
+    return JSON.stringify({ address: this.#host.address(), started: this.#since });
+  }
+
+  async #exec(link: ClusterLink, commands: readonly (readonly (string | number)[])[]): Promise<unknown[]> {
+    this.#counts.roundTrips++;
+    this.#counts.commands += commands.length;
+    return await link.exec(commands);
+  }
+
+  // ---------------------------------------------------------------- the periodic refresh
+
+  /**
+   * Every third of `peer_ttl`: renews this instance's liveness and its peers' entries (re-claiming them: an
+   * entry another instance took is a conflict), drops the peers of instances whose liveness expired, and
+   * every third time reads the whole directory again.
+   */
+  async #refresh(): Promise<void> {
+    const link = this.#link;
+    if (!link?.ready || this.#state !== "ok" || this.#closed) return;
+    this.#ticks++;
+    try {
+      const known = [...this.#host.endpoint.remotePeers.instances().keys()];
+      const replies = await this.#exec(link, [
+        ["SET", this.#own, this.#liveness(), "PX", this.#ttlMs],
+        ...known.map((i) => ["EXISTS", `${this.#prefix}instance:${i}`]),
+      ]);
+      const gone = known.filter((_, i) => replies[i + 1] === 0);
+      if (gone.length > 0) {
+        const n = this.#host.run((now) =>
+          gone.reduce((sum, i) => sum + this.#host.endpoint.dropInstance(now, i), 0)
+        );
+        log.info("cluster: instance(s) {gone} stopped refreshing; {n} of their peers forgotten", {
+          gone: gone.join(", "),
+          n,
+        });
+      }
+      const peers = this.#host.endpoint.peers().filter((p) =>
+        p.state === "authenticated" && !this.#claims.has(p.id)
+      );
+      await this.#claim(link, peers, false);
+      if (this.#ticks % 3 === 0) await this.#resync(link);
+    } catch (error) {
+      this.#onDown((error as Error).message);
+    }
+  }
+
+  /** Reads the whole directory and makes the core's mirror equal to it. */
+  async #resync(link: ClusterLink): Promise<void> {
+    if (this.#resyncing) return;
+    this.#resyncing = true;
+    this.#sinceResync = new Map();
+    try {
+      const records: DirectoryRecord[] = [];
+      const mine = new Set<string>();
+      let cursor = "0";
+      do {
+        const [scan] = await this.#exec(link, [[
+          "SCAN",
+          cursor,
+          "MATCH",
+          `${this.#prefix}peer:*`,
+          "COUNT",
+          1000,
+        ]]);
+        if (scan instanceof Error) throw scan;
+        const [next, keys] = scan as [string, string[]];
+        cursor = String(next);
+        if (keys.length === 0) continue;
+        const [values] = await this.#exec(link, [["MGET", ...keys]]);
+        if (values instanceof Error) throw values;
+        for (const value of values as (string | null)[]) {
+          if (value === null) continue;
+          const record = this.#parseEntry(value);
+          if (!record) continue;
+          if (record.instance === this.#instance) mine.add(record.id);
+          else records.push(record);
+        }
+      } while (cursor !== "0");
+      // Announcements that arrived during the read are newer than what it saw.
+      const late = this.#sinceResync;
+      const merged = new Map(records.map((r) => [r.id, r]));
+      for (const [id, r] of late) {
+        if (r) merged.set(id, r);
+        else merged.delete(id);
+      }
+      this.#counts.resyncs++;
+      const removed = this.#host.run(() => this.#host.endpoint.replaceRemote(merged.values()));
+      if (removed > 0) log.debug("cluster: resync removed {n} stale peer(s)", { n: removed });
+      // Entries still naming this instance for peers no longer here (they left during an outage): released.
+      const here = new Set(this.#host.endpoint.peers().map((p) => p.id));
+      for (const id of mine) if (!here.has(id)) this.#releases.add(id);
+      if (this.#releases.size > 0) this.#scheduleFlush();
+    } finally {
+      this.#resyncing = false;
+      this.#sinceResync = null;
+    }
+  }
+
+  #parseEntry(value: string): DirectoryRecord | null {
+    const space = value.indexOf(" ");
+    let record: DirectoryRecord | string = "no owner";
+    if (space > 0) {
+      try {
+        record = parseRecord(JSON.parse(value.slice(space + 1)));
+      } catch {
+        record = "not JSON";
+      }
+    }
+    if (typeof record === "string" || record.instance !== value.slice(0, space)) {
+      this.#counts.invalid++;
+      return null;
+    }
+    return record;
+  }
+
+  // ---------------------------------------------------------------- messages
+
+  #onMessage(channel: string, text: string): void {
+    if (this.#closed || this.#state !== "ok") return;
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      this.#counts.invalid++;
+      return;
+    }
+    if (!isJsonObject(value as Json)) {
+      this.#counts.invalid++;
+      return;
+    }
+    const body = value as Record<string, unknown>;
+    const from = body.from;
+    if (typeof from !== "string" || !INSTANCE_ID.test(from)) {
+      this.#counts.invalid++;
+      return;
+    }
+    if (from === this.#instance) return;
+    if (channel === this.#events) this.#onAnnouncement(from, body);
+    else if (channel === this.#own) this.#onEnvelope(from, body.m);
+  }
+
+  #onAnnouncement(from: string, body: Record<string, unknown>): void {
+    const endpoint = this.#host.endpoint;
+    if (body.bye === true) {
+      const n = this.#host.run((now) => endpoint.dropInstance(now, from));
+      log.info("cluster: instance {from} left; {n} of its peers forgotten", { from, n });
+      return;
+    }
+    if (Array.isArray(body.joined)) {
+      const records: DirectoryRecord[] = [];
+      for (const item of body.joined) {
+        const r = parseRecord(item);
+        if (typeof r === "string" || r.instance !== from) this.#counts.invalid++;
+        else records.push(r);
+      }
+      for (const r of records) this.#sinceResync?.set(r.id, r);
+      this.#host.run(() => endpoint.upsertRemote(records));
+    }
+    if (Array.isArray(body.left)) {
+      const ids = body.left.filter((id): id is string => typeof id === "string");
+      for (const id of ids) this.#sinceResync?.set(id, null);
+      this.#host.run(() => endpoint.removeRemote(from, ids));
+    }
+  }
+
+  #onEnvelope(from: string, messages: unknown): void {
+    if (!Array.isArray(messages)) {
+      this.#counts.invalid++;
+      return;
+    }
+    this.#host.run((now) => {
+      for (const m of messages) {
+        const message = checkMessage(m);
+        if (!message) {
+          this.#counts.invalid++;
+          continue;
+        }
+        this.#host.endpoint.handleClusterMessage(now, from, message);
+      }
+    });
+  }
+}
+
+const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Checks the shape of a message from another instance (the core trusts the types it is given). */
+export function checkMessage(value: unknown): ClusterMessage | null {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return null;
+  const m = value as Record<string, unknown>;
+  const id = (v: unknown) => typeof v === "string" && UUID_TEXT.test(v);
+  switch (m.t) {
+    case "relay":
+      return (m.rid === null || typeof m.rid === "string") && id(m.from) && id(m.to) &&
+          typeof m.network === "string" && typeof m.ordered === "boolean" && m.data !== undefined
+        ? m as ClusterMessage
+        : null;
+    case "relayed":
+      return typeof m.rid === "string" && typeof m.ok === "boolean" ? m as ClusterMessage : null;
+    case "introduce": {
+      const peer = parsePeerInfo(m.peer as Json);
+      const candidates = m.candidates;
+      return id(m.target) && typeof peer !== "string" && typeof m.nonce === "string" &&
+          Array.isArray(candidates) && candidates.length <= 8 &&
+          candidates.every((c) => typeof c === "string")
+        ? {
+          t: "introduce",
+          target: m.target as string,
+          peer,
+          candidates: candidates as string[],
+          nonce: m.nonce,
+        }
+        : null;
+    }
+    case "evict":
+      return id(m.id) ? m as ClusterMessage : null;
+    default:
+      return null;
+  }
+}
