@@ -66,6 +66,9 @@ export interface ClusterHost {
   address(): string;
 }
 
+/** How long one pipeline may go unanswered before Redis counts as unreachable. */
+const EXEC_TIMEOUT_MS = 5_000;
+
 /** Entries per pipeline command when many peers are written at once (bounds each script's run time). */
 const CHUNK = 500;
 
@@ -139,6 +142,7 @@ export class ClusterNode {
   /** While a full read is under way: ids announced joined (record) or left (null) since it began. */
   #sinceResync: Map<string, DirectoryRecord | null> | null = null;
   #closed = false;
+  #joining = false;
   #counts = { roundTrips: 0, commands: 0, directoryWrites: 0, resyncs: 0, conflicts: 0, invalid: 0 };
 
   /**
@@ -247,7 +251,16 @@ export class ClusterNode {
   // ---------------------------------------------------------------- connection state
 
   async #onReady(): Promise<void> {
-    if (this.#closed) return;
+    if (this.#closed || this.#joining) return;
+    this.#joining = true;
+    try {
+      await this.#join();
+    } finally {
+      this.#joining = false;
+    }
+  }
+
+  async #join(): Promise<void> {
     const link = this.#link!;
     // Whatever was registered here is claimed again (its entries may have expired, or Redis restarted
     // empty), then the mirror is rebuilt from a full read.
@@ -410,7 +423,20 @@ export class ClusterNode {
   async #exec(link: ClusterLink, commands: readonly (readonly (string | number)[])[]): Promise<unknown[]> {
     this.#counts.roundTrips++;
     this.#counts.commands += commands.length;
-    return await link.exec(commands);
+    // A connection that died without a reset (a half-open TCP path) would leave a pipeline waiting forever:
+    // past the deadline Redis counts as unreachable.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`no answer from Redis within ${EXEC_TIMEOUT_MS} ms`)),
+        EXEC_TIMEOUT_MS,
+      );
+    });
+    try {
+      return await Promise.race([link.exec(commands), deadline]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   // ---------------------------------------------------------------- the periodic refresh
@@ -422,7 +448,13 @@ export class ClusterNode {
    */
   async #refresh(): Promise<void> {
     const link = this.#link;
-    if (!link?.ready || this.#state !== "ok" || this.#closed) return;
+    if (!link?.ready || this.#closed) return;
+    if (this.#state === "degraded") {
+      // Degraded by a timeout while the connections stayed up: try to rejoin.
+      await this.#onReady();
+      return;
+    }
+    if (this.#state !== "ok") return;
     this.#ticks++;
     try {
       const known = [...this.#host.endpoint.remotePeers.instances().keys()];

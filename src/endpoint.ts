@@ -2097,21 +2097,9 @@ export class Endpoint {
       this.#events.push({ type: "data", from, fromId: peer.info.id, to: p.to, payload: p, message: msg });
       // A recipient still "handshaking" is routed to as well: its request was valid and it has our response
       // or soon will; its Ack of this Data completes its handshake.
-      const reachable = target?.peer
-        ? target.peer.network === peer.network
-        : remote?.network === peer.network;
-      if (!reachable) {
-        // A sender relaying end to end learns which message it was, and gets no Ack: its send fails.
-        const e2e = conn.ext && msg.requires_ack && msg.rel !== undefined;
-        this.#reply(now, from, conn, "Error", {
-          error: `unknown recipient: ${p.to}`,
-          code: ERROR_CODES.unknownRecipient,
-          ...(e2e ? { id: msg.id } : {}),
-        });
-        return e2e ? "deferred" : undefined;
-      }
       // End to end for senders with the extensions: their Ack waits for the recipient's, so it means
-      // "delivered", not "reached the server". A retransmission meanwhile is not relayed again.
+      // "delivered", not "reached the server". A retransmission meanwhile is not relayed again, and one of a
+      // message already settled gets the same answer, whether or not the recipient is still here.
       const e2e = conn.ext && msg.requires_ack && msg.rel !== undefined;
       const relays = e2e ? (this.#extras(conn).relays ??= new Map()) : null;
       const prior = relays?.get(msg.id);
@@ -2123,6 +2111,18 @@ export class Endpoint {
           return { reason: "unexpected", detail: "retransmission of an undeliverable message", quiet: true };
         }
         return undefined; // delivered: acknowledged again
+      }
+      const reachable = target?.peer
+        ? target.peer.network === peer.network
+        : remote?.network === peer.network;
+      if (!reachable) {
+        // A sender relaying end to end learns which message it was, and gets no Ack: its send fails.
+        this.#reply(now, from, conn, "Error", {
+          error: `unknown recipient: ${p.to}`,
+          code: ERROR_CODES.unknownRecipient,
+          ...(e2e ? { id: msg.id } : {}),
+        });
+        return e2e ? "deferred" : undefined;
       }
       const size = jsonBytes(p.data ?? null);
       if (!this.#relayAllowed(now, conn, size)) {

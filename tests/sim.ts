@@ -281,6 +281,8 @@ export interface SimEndpointOptions {
    * not in their outcomes. @default {none: an unkeyed endpoint}
    */
   identity?: Identity;
+  /** Cluster mode: the instance id (see `Endpoint`'s `instance` option). @default {none} */
+  instance?: string;
 }
 
 /** An {@linkcode Endpoint} attached to the simulated network. */
@@ -559,6 +561,7 @@ export class Sim {
       newId,
       now: this.now,
       ...(options.identity ? { identity: options.identity } : {}),
+      ...(options.instance !== undefined ? { instance: options.instance } : {}),
     });
     const host = new SimEndpoint(this, addr, endpoint);
     this.#hosts.set(addr, host);
