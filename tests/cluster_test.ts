@@ -302,3 +302,70 @@ async function listeningPort(child: Deno.ChildProcess): Promise<number> {
   }
   throw new Error(`the instance did not start: ${text}`);
 }
+
+Deno.test({ name: "cluster: Redis credentials never reach the logs, /health or stats", ignore }, async () => {
+  await using redis = (await startRedis({ password: "s3cret-Pa55word" }))!;
+  const wrong = redis.url.replace("redis://", "redis://:wrong-Pa55word@");
+  const right = redis.url.replace("redis://", "redis://:s3cret-Pa55word@");
+  // The program with a wrong password, debug logs on: it reports the outage, never the password.
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../main.ts", import.meta.url).pathname,
+      "--address",
+      "127.0.0.1:0",
+      "--cluster",
+      wrong,
+      "--metrics-address",
+      "127.0.0.1:0",
+      "--DEBUG",
+      "--config",
+      await configFile({ enable_discovery: false, identity_file: null }),
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  const until = Date.now() + 15_000;
+  while (Date.now() < until && !/Redis unreachable/.test(text)) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += value;
+  }
+  child.kill("SIGTERM");
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += value;
+  }
+  await child.status;
+  assert(/Redis unreachable/.test(text), text);
+  assert(!text.includes("wrong-Pa55word") && !text.includes("s3cret"), text);
+  // The library: degraded with a wrong password (stats and /health without it), then fine with the right one.
+  const server = new P2PServer({
+    listenAddress: "127.0.0.1:0",
+    enableDiscovery: false,
+    statsInterval: 0,
+    cluster: { redisUrl: wrong, instanceId: "x", peerTtl: PEER_TTL, keyPrefix: "test:" },
+  });
+  await server.listen();
+  try {
+    await waitUntil(() => server.getStats().cluster?.state === "degraded", "degraded");
+    const shown = JSON.stringify(server.getStats()) +
+      await (await server.fetch(new Request("http://x/health"))).text();
+    assert(shown.includes("WRONGPASS") || shown.includes("unreachable"), shown);
+    assert(!shown.includes("wrong-Pa55word"), shown);
+  } finally {
+    await server.close();
+  }
+  await using ok = new P2PServer({
+    listenAddress: "127.0.0.1:0",
+    enableDiscovery: false,
+    statsInterval: 0,
+    cluster: { redisUrl: right, instanceId: "y", peerTtl: PEER_TTL, keyPrefix: "test:" },
+  });
+  await ok.listen();
+  await waitUntil(() => ok.getStats().cluster?.state === "ok", "joined with the right password");
+});

@@ -131,3 +131,36 @@ Deno.test("Histogram counts each sample in its first bucket and snapshots cumula
   for (const x of [0.5, 1, 1.5, 7]) h.observe(x);
   assertEquals(h.snapshot(), { bounds: [1, 2, 5, Infinity], cumulative: [2, 3, 3, 4], sum: 10, count: 4 });
 });
+
+Deno.test("cluster mode adds its families; a single instance has none", () => {
+  const snapshot = new Stats(0).snapshot(1_000, { handshaking: 0, authenticated: 1 }, {
+    handshaking: 0,
+    connected: 0,
+  });
+  assert(!formatMetrics(snapshot).includes("p2p_cluster_"));
+  snapshot.cluster = {
+    state: "degraded",
+    instance: "eu-1",
+    remotePeers: 0,
+    instances: 0,
+    since: 0,
+    lastError: "unreachable",
+    roundTrips: 7,
+    commands: 30,
+    directoryWrites: 12,
+    messagesOut: 5,
+    messagesIn: 4,
+    resyncs: 2,
+    conflicts: 1,
+    invalid: 3,
+  };
+  const families = parseExposition(formatMetrics(snapshot));
+  const v = (name: string, labels: Record<string, string> = {}) => sampleValue(families, name, labels);
+  assertStrictEquals(v("p2p_cluster_up"), 0);
+  assertStrictEquals(v("p2p_cluster_redis_round_trips_total"), 7);
+  assertStrictEquals(v("p2p_cluster_redis_commands_total"), 30);
+  assertStrictEquals(v("p2p_cluster_messages_total", { direction: "out" }), 5);
+  assertStrictEquals(v("p2p_cluster_messages_total", { direction: "in" }), 4);
+  assertStrictEquals(v("p2p_cluster_conflicts_total"), 1);
+  assertStrictEquals(v("p2p_cluster_invalid_total"), 3);
+});
