@@ -21,35 +21,21 @@ import {
   type DirectoryRecord,
   INSTANCE_ID,
   parseRecord,
+  peerRecord,
 } from "./directory.ts";
 import type { ClusterStatus } from "./stats.ts";
 import type { ClusterConfig } from "./config.ts";
 import { getLogger } from "./deps/log.ts";
+import type { RedisLink, RedisLinkEvents } from "./deps/redis.ts";
 import { isJsonObject, type Json, parsePeerInfo } from "./protocol.ts";
 
 const log = getLogger(["p2p_server", "cluster"]);
 
 /** What the cluster needs of the Redis client (`src/deps/redis.ts` provides it; tests may fake it). */
-export interface ClusterLink {
-  /** Both connections are up. */
-  readonly ready: boolean;
-  /** One pipeline, one reply (or Error) per command; rejects when Redis is unreachable. */
-  exec(commands: readonly (readonly (string | number)[])[]): Promise<unknown[]>;
-  /** Subscribes to a channel (kept across reconnects). */
-  subscribe(channel: string): Promise<void>;
-  /** Closes the connections. */
-  close(): Promise<void>;
-}
+export type ClusterLink = RedisLink;
 
 /** Callbacks a {@linkcode ClusterLink} reports to. */
-export interface ClusterLinkEvents {
-  /** Connected (again), subscriptions in place. */
-  onReady(): void;
-  /** Redis became unreachable. */
-  onDown(reason: string): void;
-  /** A message on a subscribed channel. */
-  onMessage(channel: string, message: string): void;
-}
+export type ClusterLinkEvents = RedisLinkEvents;
 
 /** Opens a link to Redis. */
 export type OpenClusterLink = (url: string, events: ClusterLinkEvents) => ClusterLink;
@@ -393,23 +379,7 @@ export class ClusterNode {
   }
 
   #record(p: PeerSummary): DirectoryRecord {
-    return {
-      id: p.id,
-      instance: this.#instance,
-      network: p.network,
-      info: {
-        id: p.id,
-        name: p.name,
-        version: p.version,
-        listen_addr: p.listenAddr,
-        capabilities: p.capabilities,
-        metadata: p.metadata,
-      },
-      observed: p.addr,
-      ext: p.extensions,
-      keyed: p.keyed,
-      last_seen: Math.round(this.#host.toUnixMs(p.lastSeen)),
-    };
+    return peerRecord(this.#instance, p, Math.round(this.#host.toUnixMs(p.lastSeen)));
   }
 
   #key(id: string): string {

@@ -7,6 +7,7 @@
  * @module
  */
 import { type Json, type NodeInfo, parseNodeInfo, type PeerInfo } from "./protocol.ts";
+import type { PeerSummary } from "./endpoint.ts";
 
 /** What the shared directory holds for one peer (the JSON written to Redis and sent between instances). */
 export interface DirectoryRecord {
@@ -26,6 +27,27 @@ export interface DirectoryRecord {
   keyed: boolean;
   /** Unix ms when its instance last heard from it (as of the record's last write). */
   last_seen: number;
+}
+
+/** The record of a peer registered with `instance` (`lastSeen` in Unix ms). */
+export function peerRecord(instance: string, p: PeerSummary, lastSeen: number): DirectoryRecord {
+  return {
+    id: p.id,
+    instance,
+    network: p.network,
+    info: {
+      id: p.id,
+      name: p.name,
+      version: p.version,
+      listen_addr: p.listenAddr,
+      capabilities: p.capabilities,
+      metadata: p.metadata,
+    },
+    observed: p.addr,
+    ext: p.extensions,
+    keyed: p.keyed,
+    last_seen: lastSeen,
+  };
 }
 
 /** An instance id: 1 to 64 of `[A-Za-z0-9._-]` (it is part of Redis keys and channel names). */

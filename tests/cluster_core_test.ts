@@ -7,7 +7,7 @@
  */
 import { assert, assertEquals, assertStrictEquals } from "../src/deps/assert.ts";
 import { checkMessage } from "../src/cluster.ts";
-import { type DirectoryRecord, parseRecord, RemoteDirectory } from "../src/directory.ts";
+import { type DirectoryRecord, parseRecord, peerRecord, RemoteDirectory } from "../src/directory.ts";
 import type { PeerSummary } from "../src/endpoint.ts";
 import type { Json, PeerInfo } from "../src/protocol.ts";
 import { generateIdentity } from "../src/auth.ts";
@@ -17,23 +17,7 @@ const A = "192.0.2.1:8080";
 const B = "192.0.2.2:8080";
 
 function record(instance: string, p: PeerSummary): DirectoryRecord {
-  return {
-    id: p.id,
-    instance,
-    network: p.network,
-    info: {
-      id: p.id,
-      name: p.name,
-      version: p.version,
-      listen_addr: p.listenAddr,
-      capabilities: p.capabilities,
-      metadata: p.metadata,
-    },
-    observed: p.addr,
-    ext: p.extensions,
-    keyed: p.keyed,
-    last_seen: p.lastSeen,
-  };
+  return peerRecord(instance, p, p.lastSeen);
 }
 
 /** Carries joins, leaves and messages between the instances, as Redis would (minus latency). */

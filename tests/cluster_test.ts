@@ -198,23 +198,14 @@ Deno.test(
     const [a] = t.servers as [P2PServer, P2PServer];
     const watcher = await t.client(a);
     // An instance in its own process, killed without a goodbye.
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        new URL("../main.ts", import.meta.url).pathname,
-        "--address",
-        "127.0.0.1:0",
-        "--cluster",
-        t.redis.url,
-        "--instance-id",
-        "doomed",
-        "--config",
-        await configFile({ cluster: { peer_ttl: PEER_TTL, key_prefix: "test:" }, enable_discovery: false }),
-      ],
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
+    const child = program([
+      "--cluster",
+      t.redis.url,
+      "--instance-id",
+      "doomed",
+      "--config",
+      await configFile({ cluster: { peer_ttl: PEER_TTL, key_prefix: "test:" }, enable_discovery: false }),
+    ]);
     const port = await listeningPort(child);
     const victim = new P2PClient({ server: `127.0.0.1:${port}`, bind: "127.0.0.1:0", name: "victim" });
     t.clients.push(victim);
@@ -279,6 +270,16 @@ async function rejection(promise: Promise<unknown>): Promise<Error> {
   throw new Error("expected a rejection");
 }
 
+/** The program (main.ts) on a free loopback port, its log on a pipe. */
+function program(args: string[]): Deno.ChildProcess {
+  const main = new URL("../main.ts", import.meta.url).pathname;
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", main, "--address", "127.0.0.1:0", ...args],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+}
+
 async function configFile(value: unknown): Promise<string> {
   const path = await Deno.makeTempFile({ suffix: ".json" });
   await Deno.writeTextFile(path, JSON.stringify(value));
@@ -308,24 +309,15 @@ Deno.test({ name: "cluster: Redis credentials never reach the logs, /health or s
   const wrong = redis.url.replace("redis://", "redis://:wrong-Pa55word@");
   const right = redis.url.replace("redis://", "redis://:s3cret-Pa55word@");
   // The program with a wrong password, debug logs on: it reports the outage, never the password.
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      new URL("../main.ts", import.meta.url).pathname,
-      "--address",
-      "127.0.0.1:0",
-      "--cluster",
-      wrong,
-      "--metrics-address",
-      "127.0.0.1:0",
-      "--DEBUG",
-      "--config",
-      await configFile({ enable_discovery: false, identity_file: null }),
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
+  const child = program([
+    "--cluster",
+    wrong,
+    "--metrics-address",
+    "127.0.0.1:0",
+    "--DEBUG",
+    "--config",
+    await configFile({ enable_discovery: false, identity_file: null }),
+  ]);
   const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
   const until = Date.now() + 15_000;
