@@ -273,6 +273,9 @@ export class ClusterNode {
     if (this.#state === "degraded") return;
     log.warn("cluster: Redis unreachable ({reason}); serving this instance's peers only", { reason });
     this.#setState("degraded", reason);
+    // Rejoining claims every peer here and releases stale entries from a full read: nothing to keep.
+    this.#claims.clear();
+    this.#releases.clear();
     // The other instances cannot be reached or trusted to be current: their peers are forgotten (and routed
     // Data waiting for them is reported undeliverable) until Redis is back.
     this.#host.run((now) => this.#host.endpoint.clearRemote(now));
@@ -318,6 +321,7 @@ export class ClusterNode {
     this.#releases = new Set();
     this.#outbox = new Map();
     const commands: (string | number)[][] = [];
+    const targets = [...outbox.keys()];
     for (const [instance, messages] of outbox) {
       const envelope: ClusterEnvelope = { from: this.#instance, m: messages };
       commands.push(["PUBLISH", `${this.#prefix}instance:${instance}`, JSON.stringify(envelope)]);
@@ -335,17 +339,33 @@ export class ClusterNode {
       ]);
       this.#counts.directoryWrites += ids.length;
     }
+    const firstClaim = commands.length;
+    commands.push(...this.#claimCommands(claims, true));
     try {
-      if (commands.length > 0) await this.#exec(link, commands);
-      if (claims.length > 0) await this.#claim(link, claims, true);
+      const replies = await this.#exec(link, commands);
+      // Nobody listens on an instance's channel: it is gone (its liveness entry has not expired yet). Its
+      // peers leave the mirror and the relays waiting for it fail now, not at their deadline; if it was only
+      // reconnecting, its next join announces its peers again.
+      const gone = targets.filter((_, i) => replies[i] === 0);
+      if (gone.length > 0) {
+        this.#host.run((now) => {
+          for (const instance of gone) this.#host.endpoint.dropInstance(now, instance);
+        });
+      }
+      this.#settleClaims(claims, replies.slice(firstClaim));
     } catch (error) {
       this.#onDown((error as Error).message);
     }
   }
 
-  /** Claims peers in chunks; the ones another instance holds are removed here. */
+  /** Claims peers in chunks, in one pipeline; the ones another instance holds are removed here. */
   async #claim(link: ClusterLink, peers: PeerSummary[], announce: boolean): Promise<void> {
     if (peers.length === 0) return;
+    this.#settleClaims(peers, await this.#exec(link, this.#claimCommands(peers, announce)));
+  }
+
+  /** The claim scripts for `peers`, one per {@linkcode CHUNK}. */
+  #claimCommands(peers: PeerSummary[], announce: boolean): (string | number)[][] {
     const commands: (string | number)[][] = [];
     for (let i = 0; i < peers.length; i += CHUNK) {
       const chunk = peers.slice(i, i + CHUNK);
@@ -362,7 +382,11 @@ export class ClusterNode {
       commands.push(args);
       this.#counts.directoryWrites += chunk.length;
     }
-    const replies = await this.#exec(link, commands);
+    return commands;
+  }
+
+  /** Takes the claim scripts' replies: the peers refused (another instance holds their id) leave here. */
+  #settleClaims(peers: PeerSummary[], replies: unknown[]): void {
     const lost: string[] = [];
     replies.forEach((reply, c) => {
       if (reply instanceof Error) throw reply;

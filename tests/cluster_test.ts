@@ -218,6 +218,33 @@ Deno.test(
     const took = performance.now() - killedAt;
     assert(took < (PEER_TTL + 2) * 1000, `gone after ${took.toFixed(0)} ms`);
     await child.stderr.cancel().catch(() => {});
+    // Data for a peer of a killed instance fails at once: nobody listens on that instance's channel.
+    const second = program([
+      "--cluster",
+      t.redis.url,
+      "--instance-id",
+      "doomed-too",
+      "--config",
+      await configFile({ cluster: { peer_ttl: 30, key_prefix: "test:" }, enable_discovery: false }),
+    ]);
+    const port2 = await listeningPort(second);
+    const victim2 = new P2PClient({
+      server: `127.0.0.1:${port2}`,
+      bind: "127.0.0.1:0",
+      identity: "generate",
+    });
+    t.clients.push(victim2);
+    await victim2.connect();
+    await discovers(watcher, [watcher.node.id, victim2.node.id], "the second victim");
+    second.kill("SIGKILL");
+    await second.status;
+    await second.stderr.cancel().catch(() => {});
+    const sentAt = performance.now();
+    const error = await rejection(watcher.send("anyone there?", { to: victim2.node.id }));
+    assert(error instanceof RemoteError && error.code === "undeliverable", String(error));
+    const waited = performance.now() - sentAt;
+    assert(waited < 2_000, `refused after ${waited.toFixed(0)} ms, not at the 30 s expiry`);
+    await discovers(watcher, [watcher.node.id], "the second victim gone with its instance");
   },
 );
 
