@@ -43,12 +43,15 @@ import { type Addr, addrText } from "../tests/helpers/raw_peer.ts";
 import { waitUntil } from "../tests/helpers/server_process.ts";
 import {
   type ApiStats,
+  CountingSocket,
   getApiStats,
   getJson,
   Inspector,
+  type Mix,
   processCpuMs,
   rssHighWater,
   startProbedServer,
+  tally,
   udpDrops,
 } from "./server_probe.ts";
 
@@ -447,28 +450,17 @@ const utf8Decoder = new TextDecoder();
 const PREFIX = /^\{"id":"([0-9a-f-]{36})","message_type":"(\w+)"/;
 
 /** One flood source: a socket on 127.0.0.1 that sends pre-encoded HandshakeRequests and drains its replies. */
-class FloodSocket {
-  readonly conn: Deno.DatagramConn;
-  readonly addr: string;
+class FloodSocket extends CountingSocket {
   readonly #requests: Uint8Array[];
   #next = 0;
-  sent = 0;
-  sentBytes = 0;
   sendErrors = 0;
-  received = 0;
-  receivedBytes = 0;
   largestReply = 0;
-  lastReceivedAt = 0;
-  readonly replies: Record<string, { n: number; bytes: number }> = {};
+  readonly replies: Mix = {};
   /** Ids of the HandshakeResponses received: one per registration (retransmissions keep the id). */
   readonly responseIds = new Set<string>();
-  #closed = false;
-  readonly #loop: Promise<void>;
 
   constructor(index: number) {
-    this.conn = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-    const port = (this.conn.addr as Deno.NetAddr).port;
-    this.addr = `127.0.0.1:${port}`;
+    super();
     // Distinct message and node ids, as a real client's would be (each a new registration once the address
     // holds a peer); requires_ack asks for the most the server sends back (an Ack and the response).
     this.#requests = Array.from({ length: REQUESTS_PER_SOCKET }, (_, k) =>
@@ -489,7 +481,6 @@ class FloodSocket {
         requires_ack: true,
         ack_for: null,
       })));
-    this.#loop = this.#receive();
   }
 
   /** Smallest and largest of its requests. */
@@ -502,47 +493,18 @@ class FloodSocket {
   async send(to: Deno.NetAddr): Promise<void> {
     const bytes = this.#requests[this.#next++ % this.#requests.length]!;
     try {
-      await this.conn.send(bytes, to);
-      this.sent++;
-      this.sentBytes += bytes.length;
+      await this.sendDatagram(bytes, to);
     } catch {
       this.sendErrors++;
     }
   }
 
-  async #receive(): Promise<void> {
-    const buffer = new Uint8Array(65_536);
-    while (!this.#closed) {
-      let bytes: Uint8Array;
-      try {
-        [bytes] = await this.conn.receive(buffer);
-      } catch {
-        if (this.#closed) break;
-        continue; // an ICMP error surfaced by the OS
-      }
-      this.received++;
-      this.receivedBytes += bytes.length;
-      this.largestReply = Math.max(this.largestReply, bytes.length);
-      this.lastReceivedAt = performance.now();
-      const m = PREFIX.exec(utf8Decoder.decode(bytes.subarray(0, 80)));
-      const type = m?.[2] ?? "<not an envelope>";
-      const r = this.replies[type] ??= { n: 0, bytes: 0 };
-      r.n++;
-      r.bytes += bytes.length;
-      if (type === "HandshakeResponse") this.responseIds.add(m![1]!);
-    }
-  }
-
-  async close(): Promise<void> {
-    if (!this.#closed) {
-      this.#closed = true;
-      try {
-        this.conn.close();
-      } catch {
-        // already closed
-      }
-    }
-    await this.#loop;
+  protected override onDatagram(bytes: Uint8Array): void {
+    this.largestReply = Math.max(this.largestReply, bytes.length);
+    const m = PREFIX.exec(utf8Decoder.decode(bytes.subarray(0, 80)));
+    const type = m?.[2] ?? "<not an envelope>";
+    tally(this.replies, type, bytes.length);
+    if (type === "HandshakeResponse") this.responseIds.add(m![1]!);
   }
 }
 

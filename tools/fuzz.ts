@@ -29,14 +29,17 @@ import { type Addr, addrText, RawPeer } from "../tests/helpers/raw_peer.ts";
 import { type ServerProcess, TEST_CONFIG, waitUntil } from "../tests/helpers/server_process.ts";
 import { parseExposition, sampleValue } from "../tests/helpers/prom_parser.ts";
 import {
+  CountingSocket,
   getApiStats,
   getJson,
   getText,
   Inspector,
+  type Mix,
   type ProbedServer,
   rcvbufErrors,
   rssBytes,
   startProbedServer,
+  tally,
   udpDropsByPort,
 } from "./server_probe.ts";
 
@@ -376,82 +379,42 @@ const utf8Decoder = new TextDecoder();
 const PREFIX = /^\{"id":"([0-9a-fA-F-]{36})","message_type":"(\w+)"/;
 
 /** One fuzz source address: a socket on loopback that sends what the generator names it for. */
-class FuzzSocket {
+class FuzzSocket extends CountingSocket {
   readonly source: string;
   readonly category: string;
-  readonly conn: Deno.DatagramConn;
-  readonly port: number;
-  sent = 0;
-  sentBytes = 0;
-  received = 0;
-  receivedBytes = 0;
-  lastReceivedAt = 0;
-  readonly requests: Record<string, { n: number; bytes: number }> = {};
-  readonly replies: Record<string, { n: number; bytes: number }> = {};
-  #closed = false;
-  readonly #loop: Promise<void>;
+  readonly requests: Mix = {};
+  readonly replies: Mix = {};
+  readonly #onMessage: (source: string, id: string, seq: number | null) => void;
 
   constructor(source: string, onMessage: (source: string, id: string, seq: number | null) => void) {
+    super();
     this.source = source;
     this.category = source.split("/")[0]!;
-    this.conn = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-    this.port = (this.conn.addr as Deno.NetAddr).port;
-    this.#loop = this.#receive(onMessage);
+    this.#onMessage = onMessage;
   }
 
   async send(to: Addr, c: FuzzCase): Promise<void> {
-    await this.conn.send(c.bytes, { transport: "udp", hostname: to.hostname, port: to.port });
-    this.sent++;
-    this.sentBytes += c.bytes.length;
-    const r = this.requests[c.messageType ?? "<garbage>"] ??= { n: 0, bytes: 0 };
-    r.n++;
-    r.bytes += c.bytes.length;
+    await this.sendDatagram(c.bytes, { transport: "udp", hostname: to.hostname, port: to.port });
+    tally(this.requests, c.messageType ?? "<garbage>", c.bytes.length);
   }
 
-  async #receive(onMessage: (source: string, id: string, seq: number | null) => void): Promise<void> {
-    const buffer = new Uint8Array(65_536);
-    while (!this.#closed) {
-      let bytes: Uint8Array;
-      try {
-        [bytes] = await this.conn.receive(buffer);
-      } catch {
-        if (this.#closed) break;
-        continue;
-      }
-      this.received++;
-      this.receivedBytes += bytes.length;
-      this.lastReceivedAt = performance.now();
-      const head = utf8Decoder.decode(bytes.subarray(0, 120));
-      const m = PREFIX.exec(head);
-      const type = m?.[2] ?? "<not an envelope>";
-      const r = this.replies[type] ??= { n: 0, bytes: 0 };
-      r.n++;
-      r.bytes += bytes.length;
-      if (m) {
-        let seq: number | null = null;
-        if (bytes.length < 4096) {
-          try {
-            const s = JSON.parse(utf8Decoder.decode(bytes)).sequence_number;
-            if (typeof s === "number") seq = s;
-          } catch {
-            // not JSON after all
-          }
+  protected override onDatagram(bytes: Uint8Array): void {
+    const head = utf8Decoder.decode(bytes.subarray(0, 120));
+    const m = PREFIX.exec(head);
+    const type = m?.[2] ?? "<not an envelope>";
+    tally(this.replies, type, bytes.length);
+    if (m) {
+      let seq: number | null = null;
+      if (bytes.length < 4096) {
+        try {
+          const s = JSON.parse(utf8Decoder.decode(bytes)).sequence_number;
+          if (typeof s === "number") seq = s;
+        } catch {
+          // not JSON after all
         }
-        onMessage(this.source, m[1]!, seq);
       }
+      this.#onMessage(this.source, m[1]!, seq);
     }
-  }
-
-  async close(): Promise<void> {
-    if (!this.#closed) {
-      this.#closed = true;
-      try {
-        this.conn.close();
-      } catch {
-        // already closed
-      }
-    }
-    await this.#loop;
   }
 }
 
@@ -874,7 +837,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
 function traffic(s: FuzzSocket, drops: Map<number, number> | null): SourceTraffic {
   return {
     source: s.source,
-    addr: `127.0.0.1:${s.port}`,
+    addr: s.addr,
     sent: s.sent,
     sentBytes: s.sentBytes,
     received: s.received,

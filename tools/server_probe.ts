@@ -2,7 +2,8 @@
  * Watching a running p2p_server from outside, for `tools/fuzz.ts` and `tools/flood.ts`: starting `main.ts` as
  * a subprocess with its metrics endpoint (and optionally the V8 inspector) on free loopback ports, reading its
  * JS heap after a GC through the inspector, reading its `/api/stats` and other HTTP endpoints, and reading what
- * the kernel knows of it from `/proc` (CPU time, RSS and its high-water mark, the drop counters of UDP sockets).
+ * the kernel knows of it from `/proc` (CPU time, RSS and its high-water mark, the drop counters of UDP sockets),
+ * and the loopback UDP sockets the tools send from, which count what they send and receive.
  *
  * Every `/proc` reader returns null where the file cannot be read (not Linux, or no permission to run `cat`).
  *
@@ -164,6 +165,95 @@ export async function startProbedServer(options: ProbedServerOptions = {}): Prom
   } catch (error) {
     await process.stop("SIGKILL");
     throw error;
+  }
+}
+
+// ------------------------------------------------------------------ traffic-counting sockets
+
+/** Datagrams and bytes, by kind (message type, or a placeholder for what is not a message). */
+export type Mix = Record<string, { n: number; bytes: number }>;
+
+/** Counts one datagram of `bytes` bytes under `kind` in `mix`. */
+export function tally(mix: Mix, kind: string, bytes: number): void {
+  const r = mix[kind] ??= { n: 0, bytes: 0 };
+  r.n++;
+  r.bytes += bytes;
+}
+
+/**
+ * A UDP socket on 127.0.0.1 (a free port) that counts the datagrams and bytes it sends and receives, and drains
+ * whatever reaches it until closed. Subclasses send through {@linkcode sendDatagram} and see each datagram
+ * received in {@linkcode onDatagram}, after it is counted. The receive loop starts in the constructor, but its
+ * first receive is awaited, so the hook never runs before the subclass's constructor has finished.
+ */
+export abstract class CountingSocket {
+  /** The local port. */
+  readonly port: number;
+  /** The local address, as `127.0.0.1:port`. */
+  readonly addr: string;
+  /** Datagrams the OS took from this socket. */
+  sent = 0;
+  /** Bytes of those datagrams. */
+  sentBytes = 0;
+  /** Datagrams received. */
+  received = 0;
+  /** Bytes of those datagrams. */
+  receivedBytes = 0;
+  /** When the last datagram arrived (`performance.now()`), or 0. */
+  lastReceivedAt = 0;
+  readonly #conn: Deno.DatagramConn;
+  #closed = false;
+  readonly #loop: Promise<void>;
+
+  constructor() {
+    this.#conn = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+    this.port = (this.#conn.addr as Deno.NetAddr).port;
+    this.addr = `127.0.0.1:${this.port}`;
+    this.#loop = this.#receive();
+  }
+
+  /**
+   * Sends `bytes` to `to` and counts them once the OS took them.
+   *
+   * @throws {Error} (rejects, counting nothing) when the OS refuses the send.
+   */
+  protected async sendDatagram(bytes: Uint8Array, to: Deno.NetAddr): Promise<void> {
+    await this.#conn.send(bytes, to);
+    this.sent++;
+    this.sentBytes += bytes.length;
+  }
+
+  /** Called with each datagram received, after it is counted; `bytes` is only valid until it returns. */
+  protected abstract onDatagram(bytes: Uint8Array): void;
+
+  async #receive(): Promise<void> {
+    const buffer = new Uint8Array(65_536);
+    while (!this.#closed) {
+      let bytes: Uint8Array;
+      try {
+        [bytes] = await this.#conn.receive(buffer);
+      } catch {
+        if (this.#closed) break;
+        continue; // an ICMP error surfaced by the OS
+      }
+      this.received++;
+      this.receivedBytes += bytes.length;
+      this.lastReceivedAt = performance.now();
+      this.onDatagram(bytes);
+    }
+  }
+
+  /** Closes the socket (if still open) and waits for the receive loop to end. */
+  async close(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      try {
+        this.#conn.close();
+      } catch {
+        // already closed
+      }
+    }
+    await this.#loop;
   }
 }
 
