@@ -19,6 +19,7 @@
  *
  * @module
  */
+import { closeRelay, receiveUntilClosed, type RelayState } from "./relay_sockets.ts";
 
 /** Impairments of one direction. Probabilities are from 0 to 1. */
 export interface Impairments {
@@ -216,6 +217,7 @@ export class LossyProxy implements AsyncDisposable {
   #closing: Promise<void> | null = null;
   /** Receive errors that were not caused by closing (each one ended its receive loop). */
   readonly errors: Error[] = [];
+  readonly #state: RelayState = { closing: () => this.#closing !== null, errors: this.errors };
 
   /**
    * @param options The server's address, the seed and the impairments of each direction.
@@ -232,10 +234,10 @@ export class LossyProxy implements AsyncDisposable {
       port: 0,
     });
     this.#clientQueue = new SendQueue(this.#socket);
-    this.#loops.push(this.#receiveLoop(this.#socket, (bytes, from) => {
+    this.#loops.push(receiveUntilClosed(this.#socket, (bytes, from) => {
       const link = this.#linkFor(from);
       if (link) this.#handle(link.toServer, bytes);
-    }));
+    }, this.#state));
   }
 
   /** The address clients send to. */
@@ -274,16 +276,12 @@ export class LossyProxy implements AsyncDisposable {
     this.#closing ??= (async () => {
       for (const timer of this.#timers) clearTimeout(timer);
       this.#timers.clear();
-      const queues = [this.#clientQueue, ...[...this.#links.values()].map((l) => l.toServer.queue)];
-      await Promise.all(queues.map((q) => q.close()));
-      for (const socket of [this.#socket, ...[...this.#links.values()].map((l) => l.socket)]) {
-        try {
-          socket.close();
-        } catch {
-          // already closed
-        }
-      }
-      await Promise.all(this.#loops);
+      const links = [...this.#links.values()];
+      await closeRelay({
+        queues: [this.#clientQueue, ...links.map((l) => l.toServer.queue)],
+        sockets: [this.#socket, ...links.map((l) => l.socket)],
+        loops: this.#loops,
+      });
     })();
     return this.#closing;
   }
@@ -291,23 +289,6 @@ export class LossyProxy implements AsyncDisposable {
   /** Same as {@linkcode close}. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
-  }
-
-  async #receiveLoop(
-    socket: Deno.DatagramConn,
-    onDatagram: (bytes: Uint8Array, from: Deno.NetAddr) => void,
-  ): Promise<void> {
-    for (;;) {
-      let received: [Uint8Array, Deno.Addr];
-      try {
-        received = await socket.receive();
-      } catch (error) {
-        if (!this.#closing) this.errors.push(error as Error);
-        return;
-      }
-      if (this.#closing) return;
-      onDatagram(received[0], received[1] as Deno.NetAddr);
-    }
   }
 
   /** The link of a client, made (with its upstream socket) on its first datagram. */
@@ -343,7 +324,7 @@ export class LossyProxy implements AsyncDisposable {
       toClient: this.#flow(2 * n + 1, this.#toClient, this.#counters.toClient, this.#clientQueue, clientAddr),
     };
     this.#links.set(key, link);
-    this.#loops.push(this.#receiveLoop(socket, (bytes) => this.#handle(link.toClient, bytes)));
+    this.#loops.push(receiveUntilClosed(socket, (bytes) => this.#handle(link.toClient, bytes), this.#state));
     return link;
   }
 

@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { closeRelay, receiveUntilClosed, type RelayState } from "./relay_sockets.ts";
 
 /** Options of {@linkcode RebindingRelay}. */
 export interface RebindingRelayOptions {
@@ -113,6 +114,7 @@ export class RebindingRelay implements AsyncDisposable {
   #closing: Promise<void> | null = null;
   /** Receive errors not caused by closing (each ended its receive loop). */
   readonly errors: Error[] = [];
+  readonly #state: RelayState = { closing: () => this.#closing !== null, errors: this.errors };
 
   /** @param options The server's address. */
   constructor(options: RebindingRelayOptions) {
@@ -126,14 +128,14 @@ export class RebindingRelay implements AsyncDisposable {
       this.#front.close();
       throw error;
     }
-    this.#loops.push(this.#receiveLoop(this.#front, (bytes, from) => {
+    this.#loops.push(receiveUntilClosed(this.#front, (bytes, from) => {
       this.#counters.fromClient++;
       this.#fromClientBytes.push(bytes.slice());
       if (this.#fromClientBytes.length > RECENT) this.#fromClientBytes.shift();
       this.#client = { transport: "udp", hostname: from.hostname, port: from.port };
       const current = this.#upstreams[this.#upstreams.length - 1]!;
       current.queue.send(bytes, this.#server, () => current.counters.toServer++);
-    }));
+    }, this.#state));
   }
 
   /** The address the client sends to. */
@@ -181,16 +183,11 @@ export class RebindingRelay implements AsyncDisposable {
   /** Closes every socket and waits for the receive loops to end. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
-      const queues = [this.#frontQueue, ...this.#upstreams.map((u) => u.queue)];
-      await Promise.all(queues.map((q) => q.close()));
-      for (const socket of [this.#front, ...this.#upstreams.map((u) => u.socket)]) {
-        try {
-          socket.close();
-        } catch {
-          // already closed
-        }
-      }
-      await Promise.all(this.#loops);
+      await closeRelay({
+        queues: [this.#frontQueue, ...this.#upstreams.map((u) => u.queue)],
+        sockets: [this.#front, ...this.#upstreams.map((u) => u.socket)],
+        loops: this.#loops,
+      });
     })();
     return this.#closing;
   }
@@ -210,7 +207,7 @@ export class RebindingRelay implements AsyncDisposable {
     };
     const index = this.#upstreams.length;
     this.#upstreams.push(upstream);
-    this.#loops.push(this.#receiveLoop(socket, (bytes, from) => {
+    this.#loops.push(receiveUntilClosed(socket, (bytes, from) => {
       if (from.hostname !== this.#server.hostname || from.port !== this.#server.port) {
         this.#counters.strays++;
         return;
@@ -220,24 +217,7 @@ export class RebindingRelay implements AsyncDisposable {
       this.#fromServer.push({ socket: index, type: m ? m[1]! : null });
       const client = this.#client;
       if (client) this.#frontQueue.send(bytes, client, () => this.#counters.toClient++);
-    }));
-  }
-
-  async #receiveLoop(
-    socket: Deno.DatagramConn,
-    onDatagram: (bytes: Uint8Array, from: Deno.NetAddr) => void,
-  ): Promise<void> {
-    for (;;) {
-      let received: [Uint8Array, Deno.Addr];
-      try {
-        received = await socket.receive();
-      } catch (error) {
-        if (!this.#closing) this.errors.push(error as Error);
-        return;
-      }
-      if (this.#closing) return;
-      onDatagram(received[0], received[1] as Deno.NetAddr);
-    }
+    }, this.#state));
   }
 }
 
