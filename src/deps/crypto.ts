@@ -86,7 +86,7 @@ export function exportPrivateKeyPem(key: KeyObject): string {
 
 /** An Ed25519 signature (64 bytes) of `data`. */
 export function signEd25519(privateKey: KeyObject, data: Uint8Array): Uint8Array {
-  return new Uint8Array(sign(null, data, privateKey));
+  return sign(null, data, privateKey); // a Buffer is a Uint8Array: no copy
 }
 
 const verifiers = new Map<string, KeyObject>();
@@ -115,7 +115,7 @@ export function verifyEd25519(publicKey: Uint8Array, data: Uint8Array, signature
 /** The X25519 shared secret of our private key and their raw public key, or null for a bad key. */
 export function x25519(privateKey: KeyObject, theirPublic: Uint8Array): Uint8Array | null {
   try {
-    return new Uint8Array(diffieHellman({ privateKey, publicKey: spki(X25519_SPKI, theirPublic) }));
+    return diffieHellman({ privateKey, publicKey: spki(X25519_SPKI, theirPublic) });
   } catch {
     return null;
   }
