@@ -189,6 +189,18 @@ export class DecodeError extends SyntaxError {
 }
 
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+/**
+ * For datagrams that are all ASCII (nearly all of them), where it gives the same text: under Deno the strict
+ * decoder costs about four times as much as the lenient one, more than checking the bytes first.
+ */
+const asciiDecoder = new TextDecoder("utf-8", { ignoreBOM: true });
+
+/** Whether every byte is below 0x80. */
+function isAscii(bytes: Uint8Array): boolean {
+  let any = 0;
+  for (let i = 0; i < bytes.length; i++) any |= bytes[i]!;
+  return any < 0x80;
+}
 const encoder = new TextEncoder();
 
 /**
@@ -227,9 +239,9 @@ export function encodeMessage(
     at += encoder.encodeInto(tag, out.subarray(at, at + 4 * MAC_HEX_LENGTH)).written;
     out[at++] = 0x22;
     out[at++] = 0x7d;
-    return out.slice(0, at);
+    return copyOut(at);
   }
-  if (!checksum) return out.slice(0, n);
+  if (!checksum) return copyOut(n);
   // The sum covers the datagram as it would be without the sum member: `{...}` with its last brace.
   const sum = crc32(out, n);
   let at = n - 1;
@@ -237,13 +249,44 @@ export function encodeMessage(
   for (let shift = 28; shift >= 0; shift -= 4) out[at++] = HEX[(sum >>> shift) & 15]!;
   out[at++] = 0x22; // "
   out[at++] = 0x7d; // }
-  return out.slice(0, at);
+  return copyOut(at);
 }
 
 /** Scratch space of {@linkcode encodeMessage}: any datagram's text fits (three bytes per UTF-16 unit at most). */
 const SCRATCH = new Uint8Array(3 * 65_536);
 /** Room kept after the text for a sum or mac member. */
 const SUFFIX_ROOM = 256;
+
+// Encoded datagrams are carved out of shared slabs: under Deno a new typed array costs about 2 µs (its
+// backing store), a view of an existing one about 0.1 µs. A slab lives as long as any datagram cut from it;
+// datagrams that are kept (awaiting an Ack) get bytes of their own (keptBytes), so a slab is never held
+// for long by one of them.
+const SLAB_BYTES = 16_384;
+/** Larger datagrams get their own buffer. */
+const SLAB_LARGEST = 2_048;
+let slab = new Uint8Array(SLAB_BYTES);
+let slabAt = 0;
+
+/** The first `n` bytes of the scratch space, in a slab or, when large, in a buffer of their own. */
+function copyOut(n: number): Uint8Array {
+  if (n > SLAB_LARGEST) return SCRATCH.slice(0, n);
+  if (slabAt + n > SLAB_BYTES) {
+    slab = new Uint8Array(SLAB_BYTES);
+    slabAt = 0;
+  }
+  slab.set(SCRATCH.subarray(0, n), slabAt);
+  const out = slab.subarray(slabAt, slabAt + n);
+  slabAt += n;
+  return out;
+}
+
+/**
+ * Bytes of their own for an encoded datagram that is kept for a while (until it is acknowledged): one cut
+ * from a shared slab would keep the whole slab alive.
+ */
+export function keptBytes(bytes: Uint8Array): Uint8Array {
+  return bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice();
+}
 
 /** {@linkcode encodeMessage} for a text too long for the scratch space (never a datagram's). */
 function encodeLarge(text: string, checksum: boolean, macKey?: (body: Uint8Array) => string): Uint8Array {
@@ -347,6 +390,16 @@ function checkSum(bytes: Uint8Array): boolean | null {
 /** Whether the JSON text nests arrays and objects deeper than {@linkcode MAX_JSON_DEPTH}. */
 function tooDeep(text: string): boolean {
   if (text.length <= 2 * MAX_JSON_DEPTH) return false;
+  // The depth is at most the number of `{` and `[` anywhere: counting them with the native `indexOf` is much
+  // cheaper than the scan below, and settles almost every datagram.
+  let openers = 0;
+  for (let i = text.indexOf("{"); i >= 0 && openers <= MAX_JSON_DEPTH; i = text.indexOf("{", i + 1)) {
+    openers++;
+  }
+  for (let i = text.indexOf("["); i >= 0 && openers <= MAX_JSON_DEPTH; i = text.indexOf("[", i + 1)) {
+    openers++;
+  }
+  if (openers <= MAX_JSON_DEPTH) return false;
   let depth = 0;
   let inString = false;
   for (let i = 0; i < text.length; i++) {
@@ -437,7 +490,7 @@ export function decodeMessage(bytes: Uint8Array): Message {
   if (summed === false) throw new DecodeError("bad_checksum", "Datagram does not match its sum");
   let text: string;
   try {
-    text = decoder.decode(bytes);
+    text = (isAscii(bytes) ? asciiDecoder : decoder).decode(bytes);
   } catch {
     throw new DecodeError("invalid_utf8", "Datagram is not valid UTF-8");
   }
