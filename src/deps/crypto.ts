@@ -1,5 +1,5 @@
 /**
- * Synchronous Ed25519 and X25519 from the built-in `node:crypto` module, and SHA-256, HMAC and HKDF from
+ * Synchronous Ed25519 and X25519 from the built-in `node:crypto` module (and HKDF), and SHA-256 and HMAC from
  * `../sha256.ts` (plain JavaScript: for the short inputs here it is several times cheaper than a `node:crypto`
  * hash object under Deno). The protocol core is synchronous and WebCrypto is not (and measured slower, see
  * docs/performance.md), so the core's cryptography goes through here; one module, so another implementation
@@ -13,6 +13,7 @@ import {
   createPublicKey,
   diffieHellman,
   generateKeyPairSync,
+  hkdfSync,
   type KeyObject,
   sign,
   verify,
@@ -128,25 +129,9 @@ export function sha256(data: Uint8Array): Uint8Array {
 
 const utf8 = new TextEncoder();
 
-/** HKDF-SHA-256 (RFC 5869), at most 8,160 bytes. */
+/** HKDF-SHA-256 (`node:crypto`: for one derivation per handshake it measured a little faster than HKDF on top of the JavaScript HMAC). */
 export function hkdf(ikm: Uint8Array, salt: Uint8Array, info: string, length: number): Uint8Array {
-  if (length > 255 * 32) throw new RangeError(`HKDF output too long: ${length} bytes, at most 8160`);
-  const prk = new Sha256Hmac(salt).digest(ikm);
-  const expand = new Sha256Hmac(prk);
-  const infoBytes = utf8.encode(info);
-  const out = new Uint8Array(length);
-  const block = new Uint8Array(32 + infoBytes.length + 1);
-  let previous = 0;
-  for (let i = 1, at = 0; at < length; i++, at += 32) {
-    // T(i) = HMAC(PRK, T(i-1) | info | i), T(0) empty.
-    block.set(infoBytes, previous);
-    block[previous + infoBytes.length] = i;
-    const t = expand.digest(block, previous + infoBytes.length + 1);
-    out.set(t.subarray(0, Math.min(32, length - at)), at);
-    block.set(t);
-    previous = 32;
-  }
-  return out;
+  return new Uint8Array(hkdfSync("sha256", ikm, salt, info, length));
 }
 
 /** HMAC-SHA-256 of `data[0, end)` followed by the byte `last` (when given). */
