@@ -60,12 +60,19 @@ export function nodeIdForKey(publicKey: Uint8Array): string {
   const input = new Uint8Array(ID_CONTEXT.length + publicKey.length);
   input.set(ID_CONTEXT);
   input.set(publicKey, ID_CONTEXT.length);
-  const b = sha256(input).slice(0, 16);
+  const b = sha256(input);
   b[6] = (b[6]! & 0x0f) | 0x80;
   b[8] = (b[8]! & 0x3f) | 0x80;
-  const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  let id = "";
+  for (let i = 0; i < 16; i++) {
+    if (i === 4 || i === 6 || i === 8 || i === 10) id += "-";
+    id += HEX_BYTES[b[i]!];
+  }
+  return id;
 }
+
+/** Two lowercase hex digits for each byte value. */
+const HEX_BYTES = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 
 /** Unpadded base64url. */
 export function toBase64Url(bytes: Uint8Array): string {

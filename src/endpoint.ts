@@ -29,6 +29,7 @@ import {
   isJsonObject,
   isSequenceNumber,
   type Json,
+  keptBytes,
   MAX_FRAGMENTS,
   MAX_SEQUENCE,
   type Message,
@@ -68,7 +69,15 @@ import {
   responseSignedBytes,
   toBase64Url,
 } from "./auth.ts";
-import { generateX25519, hkdf, HmacKey, signEd25519, verifyEd25519, x25519 } from "./deps/crypto.ts";
+import {
+  generateX25519,
+  hkdf,
+  HmacKey,
+  type KeyPair,
+  signEd25519,
+  verifyEd25519,
+  x25519,
+} from "./deps/crypto.ts";
 import { isUuid } from "./deps/uuid.ts";
 import { type ClusterMessage, type DirectoryRecord, RemoteDirectory, type RemotePeer } from "./directory.ts";
 
@@ -420,6 +429,7 @@ export class Endpoint {
   #cookieOk = false;
   readonly #limiter: RateLimiter;
   readonly #identity: Identity | null;
+  #currentResponseKey: ResponseKey | null = null;
   /** Authenticated sessions by session id (servers: to recognise a peer that roamed to a new address). */
   readonly #sessions = new Map<string, Conn>();
   readonly #replays = new ReplayCache();
@@ -1531,16 +1541,17 @@ export class Endpoint {
    * session starts (`activate`) once the response itself is encoded, since the peer gets its keys from it.
    */
   #signResponse(
+    now: number,
     conn: Conn,
     keyed: KeyedPeer,
     msg: Message,
   ): { auth: AuthFields; activate: () => void } | null {
     const identity = this.#identity!;
-    const eph = generateX25519();
-    const shared = x25519(eph.privateKey, keyed.dh);
+    const eph = this.#responseKey(now);
+    const shared = x25519(eph.pair.privateKey, keyed.dh);
     if (!shared) return null;
     const sid = msg.id.replaceAll("-", "").slice(0, 16);
-    const dh = toBase64Url(eph.publicKey);
+    const dh = eph.text;
     const claims = responseSignedBytes({
       serverId: this.#node.id,
       networkId: conn.peer!.network,
@@ -1570,6 +1581,31 @@ export class Endpoint {
         this.#sessions.set(sid, conn);
       },
     };
+  }
+
+  /**
+   * The X25519 key a server answers keyed handshakes with: drawn afresh after {@linkcode RESPONSE_KEY_USES}
+   * handshakes or {@linkcode RESPONSE_KEY_LIFETIME_MS}, whichever comes first, instead of once per handshake
+   * (its generation was about a tenth of a keyed handshake's cost). Each session still gets its own keys: the
+   * requester's X25519 key is fresh and the two message ids salt the derivation. What is given up is forward
+   * secrecy within that window: whoever takes the server's memory during it can derive the sessions
+   * started in it, as with any session still running (docs/security.md).
+   */
+  #responseKey(now: number): ResponseKey {
+    let key = this.#currentResponseKey;
+    if (!key || key.uses >= RESPONSE_KEY_USES || now >= key.until || now < key.since) {
+      const pair = generateX25519();
+      key = {
+        pair,
+        text: toBase64Url(pair.publicKey),
+        since: now,
+        until: now + RESPONSE_KEY_LIFETIME_MS,
+        uses: 0,
+      };
+      this.#currentResponseKey = key;
+    }
+    key.uses++;
+    return key;
   }
 
   /**
@@ -2773,7 +2809,7 @@ export class Endpoint {
     }
     let activate: (() => void) | null = null;
     if (type === "HandshakeResponse" && conn.peer?.keyed && this.#identity && !conn.link) {
-      const signed = this.#signResponse(conn, conn.peer.keyed, msg);
+      const signed = this.#signResponse(now, conn, conn.peer.keyed, msg);
       if (signed) {
         msg.auth = signed.auth;
         activate = signed.activate;
@@ -2795,7 +2831,7 @@ export class Endpoint {
       seq,
       rel,
       type,
-      bytes,
+      bytes: keptBytes(bytes),
       firstSentAt: now,
       lastSentAt: now,
       askedAt: -Infinity,
@@ -3047,6 +3083,21 @@ const utf8 = new TextEncoder();
 const FRAGMENT_FIELDS_ROOM = 48;
 
 const ZERO_UUID = "00000000-0000-4000-8000-000000000000";
+
+/** Most keyed handshakes a server answers with one X25519 key (see `#responseKey`). */
+const RESPONSE_KEY_USES = 1_024;
+
+/** Longest a server answers keyed handshakes with one X25519 key, in ms (see `#responseKey`). */
+const RESPONSE_KEY_LIFETIME_MS = 60_000;
+
+/** The server's current X25519 key for HandshakeResponses, its base64url text, and its period of use. */
+interface ResponseKey {
+  pair: KeyPair;
+  text: string;
+  since: number;
+  until: number;
+  uses: number;
+}
 
 /** The two MAC keys of a session from its X25519 secret and the two handshake message ids. */
 function sessionKeys(

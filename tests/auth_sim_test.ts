@@ -567,6 +567,41 @@ Deno.test("the MACs are the protocol's: a hand-made keyed client derives the ses
   assertBalanced(server, sim.now);
 });
 
+Deno.test("the server reuses its X25519 key for a while (at most 60 s), yet every session gets its own MAC keys", () => {
+  const sim = new Sim({ seed: 4 });
+  const serverKey = generateIdentity();
+  const server = newServer(sim, serverKey);
+  const ids = forgeIds(4);
+  const handshake = () => {
+    const peer = rawPeer(sim);
+    const key = generateIdentity();
+    const { msg: req, eph } = signedRequest({
+      signer: key,
+      info: infoAt(peer, key.nodeId),
+      id: ids(),
+      timestamp: seconds(sim),
+      to: serverKey.nodeId,
+    });
+    peer.sendBytes(SERVER, summed(req));
+    sim.runFor(50);
+    const resp = assertAccepted(peer);
+    const session = new RawSession(req, eph, resp, serverKey);
+    peer.sendBytes(SERVER, session.ackOf(ids, sim.now, resp));
+    sim.runFor(50);
+    assertStrictEquals(server.endpoint.peer(key.nodeId)?.state, "authenticated");
+    return { dh: resp.auth!.dh, session };
+  };
+  const first = handshake();
+  const second = handshake();
+  assertStrictEquals(second.dh, first.dh, "one server key for two handshakes in a row");
+  assertNotEquals(toBase64Url(second.session.c2s), toBase64Url(first.session.c2s));
+  assertNotEquals(toBase64Url(second.session.s2c), toBase64Url(first.session.s2c));
+  assertNotEquals(second.session.sid, first.session.sid);
+  sim.runFor(60_000);
+  const later = handshake();
+  assertNotEquals(later.dh, first.dh, "a new server key after 60 s");
+});
+
 // ------------------------------------------------------------------ refused handshakes
 
 /** A keyed server (policy `optional` unless `config` says otherwise) and a forger's id source. */

@@ -15,6 +15,8 @@ import {
   parsePeerInfo,
   show,
 } from "../src/protocol.ts";
+import { isUuid } from "../src/deps/uuid.ts";
+import { mulberry32 } from "./sim.ts";
 
 const ID = "7d444840-9dc0-41d1-b245-5ffdce74fad2";
 const ID2 = "0b7a9f2e-5c1d-4e8f-9a6b-3c2d1e0f9a8b";
@@ -236,4 +238,42 @@ Deno.test("parseErrorPayload reads {error, code} leniently", () => {
   assertEquals(parseErrorPayload("plain text"), { error: "plain text" });
   assertEquals(parseErrorPayload({ message: "m" }), { error: '{"message":"m"}' });
   assertEquals(parseErrorPayload(null), { error: "null" });
+});
+
+Deno.test("decodeMessage accepts exactly the ids and ack_for strings the uuid package accepts (its fast path agrees)", () => {
+  const random = mulberry32(2026);
+  const alphabet = "0123456789abcdefABCDEF-gz8b9";
+  const seeds = [
+    "7d444840-9dc0-41d1-b245-5ffdce74fad2",
+    "00000000-0000-0000-0000-000000000000",
+    "ffffffff-ffff-ffff-ffff-ffffffffffff",
+    "7D444840-9DC0-81D1-A245-5FFDCE74FAD2",
+  ];
+  let accepted = 0;
+  for (let i = 0; i < 20_000; i++) {
+    const chars = [...seeds[i % seeds.length]!];
+    const edits = Math.floor(random() * 3);
+    for (let e = 0; e < edits; e++) {
+      chars[Math.floor(random() * chars.length)] = alphabet[Math.floor(random() * alphabet.length)]!;
+    }
+    if (random() < 0.02) chars.pop();
+    const id = chars.join("");
+    const datagram = (key: string) =>
+      new TextEncoder().encode(
+        key === "id"
+          ? `{"id":"${id}","message_type":"Ping","timestamp":1}`
+          : `{"id":"${seeds[0]}","message_type":"Ack","timestamp":1,"ack_for":"${id}"}`,
+      );
+    for (const key of ["id", "ack_for"]) {
+      let ok = true;
+      try {
+        decodeMessage(datagram(key));
+      } catch {
+        ok = false;
+      }
+      assertStrictEquals(ok, isUuid(id), `${key} ${id}`);
+      if (ok) accepted++;
+    }
+  }
+  assert(accepted > 1_000 && accepted < 39_000, `a mix of valid and invalid ids: ${accepted}`);
 });

@@ -1,14 +1,14 @@
 /**
- * Synchronous Ed25519, X25519, SHA-256, HKDF and HMAC from the built-in `node:crypto` module. The protocol
- * core is synchronous and WebCrypto is not, so the core's cryptography goes through here; one module, so
- * another implementation is a one-file change. Keys cross this boundary as raw bytes; private keys stay
+ * Synchronous Ed25519 and X25519 from the built-in `node:crypto` module (and HKDF), and SHA-256 and HMAC from
+ * `../sha256.ts` (plain JavaScript: for the short inputs here it is several times cheaper than a `node:crypto`
+ * hash object under Deno). The protocol core is synchronous and WebCrypto is not (and measured slower, see
+ * docs/performance.md), so the core's cryptography goes through here; one module, so another implementation
+ * is a one-file change. Keys cross this boundary as raw bytes; private keys stay
  * opaque `KeyObject`s and are never serialised here except by {@linkcode exportPrivateKeyPem}.
  *
  * @module
  */
 import {
-  createHash,
-  createHmac,
   createPrivateKey,
   createPublicKey,
   diffieHellman,
@@ -18,6 +18,7 @@ import {
   sign,
   verify,
 } from "node:crypto";
+import { sha256 as sha256Js, Sha256Hmac } from "../sha256.ts";
 
 export type { KeyObject };
 
@@ -86,7 +87,7 @@ export function exportPrivateKeyPem(key: KeyObject): string {
 
 /** An Ed25519 signature (64 bytes) of `data`. */
 export function signEd25519(privateKey: KeyObject, data: Uint8Array): Uint8Array {
-  return new Uint8Array(sign(null, data, privateKey));
+  return sign(null, data, privateKey); // a Buffer is a Uint8Array: no copy
 }
 
 const verifiers = new Map<string, KeyObject>();
@@ -94,7 +95,7 @@ const verifiers = new Map<string, KeyObject>();
 /** Whether `signature` is a valid Ed25519 signature of `data` by the raw public key `publicKey`. */
 export function verifyEd25519(publicKey: Uint8Array, data: Uint8Array, signature: Uint8Array): boolean {
   if (publicKey.length !== 32 || signature.length !== 64) return false;
-  const id = hex(publicKey);
+  const id = publicKey.toBase64();
   let key = verifiers.get(id);
   if (!key) {
     try {
@@ -115,7 +116,7 @@ export function verifyEd25519(publicKey: Uint8Array, data: Uint8Array, signature
 /** The X25519 shared secret of our private key and their raw public key, or null for a bad key. */
 export function x25519(privateKey: KeyObject, theirPublic: Uint8Array): Uint8Array | null {
   try {
-    return new Uint8Array(diffieHellman({ privateKey, publicKey: spki(X25519_SPKI, theirPublic) }));
+    return diffieHellman({ privateKey, publicKey: spki(X25519_SPKI, theirPublic) });
   } catch {
     return null;
   }
@@ -123,24 +124,24 @@ export function x25519(privateKey: KeyObject, theirPublic: Uint8Array): Uint8Arr
 
 /** SHA-256 of `data`. */
 export function sha256(data: Uint8Array): Uint8Array {
-  return new Uint8Array(createHash("sha256").update(data).digest());
+  return sha256Js(data);
 }
 
-/** HKDF-SHA-256. */
+const utf8 = new TextEncoder();
+
+/** HKDF-SHA-256 (`node:crypto`: for one derivation per handshake it measured a little faster than HKDF on top of the JavaScript HMAC). */
 export function hkdf(ikm: Uint8Array, salt: Uint8Array, info: string, length: number): Uint8Array {
   return new Uint8Array(hkdfSync("sha256", ikm, salt, info, length));
 }
 
 /** HMAC-SHA-256 of `data[0, end)` followed by the byte `last` (when given). */
 export function hmac(key: Uint8Array, data: Uint8Array, end = data.length, last?: number): Uint8Array {
-  const h = createHmac("sha256", key).update(data.subarray(0, end));
-  if (last !== undefined) h.update(Uint8Array.of(last));
-  return new Uint8Array(h.digest());
+  return new Sha256Hmac(key).digest(data, end, last ?? -1);
 }
 
 /**
- * HMAC-SHA-256 under one key, for many messages: the padded key is hashed once and its hash state copied per
- * message, about twice as fast as a fresh HMAC each time.
+ * HMAC-SHA-256 under one key, for many messages: the two padded-key hash states are computed once, so each
+ * message costs only its own blocks and one more.
  *
  * @example
  * ```ts
@@ -150,37 +151,21 @@ export function hmac(key: Uint8Array, data: Uint8Array, end = data.length, last?
  * ```
  */
 export class HmacKey {
-  readonly #inner: ReturnType<typeof createHash>;
-  readonly #outer: ReturnType<typeof createHash>;
+  readonly #key: Sha256Hmac;
 
   /** @param key At most 64 bytes. */
   constructor(key: Uint8Array) {
     if (key.length > 64) throw new RangeError(`HMAC key too long: ${key.length} bytes, at most 64`);
-    const ipad = new Uint8Array(64).fill(0x36);
-    const opad = new Uint8Array(64).fill(0x5c);
-    for (let i = 0; i < key.length; i++) {
-      ipad[i]! ^= key[i]!;
-      opad[i]! ^= key[i]!;
-    }
-    this.#inner = createHash("sha256").update(ipad);
-    this.#outer = createHash("sha256").update(opad);
+    this.#key = new Sha256Hmac(key);
   }
 
   /** The HMAC of `data[0, end)` followed by the byte `last` (when given). */
   digest(data: Uint8Array, end = data.length, last?: number): Uint8Array {
-    const inner = this.#inner.copy().update(data.subarray(0, end));
-    if (last !== undefined) inner.update(Uint8Array.of(last));
-    return new Uint8Array(this.#outer.copy().update(inner.digest()).digest());
+    return this.#key.digest(data, end, last ?? -1);
   }
 }
 
 /** HMAC-SHA-256 of a text under `key`. */
 export function hmacSha256(key: Uint8Array, data: string): Uint8Array {
-  return new Uint8Array(createHmac("sha256", key).update(data).digest());
-}
-
-function hex(bytes: Uint8Array): string {
-  let out = "";
-  for (const b of bytes) out += b.toString(16).padStart(2, "0");
-  return out;
+  return new Sha256Hmac(key).digest(utf8.encode(data));
 }

@@ -1,0 +1,164 @@
+/**
+ * Micro-benchmarks of the primitives a keyed handshake needs (`deno bench bench/`), in the implementations
+ * available to a synchronous core under Deno: `node:crypto`'s one-shot calls with cached or fresh key
+ * objects (what `src/deps/crypto.ts` uses for Ed25519, X25519 and HKDF), WebCrypto (asynchronous, so unusable
+ * in the core, measured for comparison), and SHA-256, HMAC and HKDF in `node:crypto` against the JavaScript of
+ * `src/sha256.ts`. Results are in docs/performance.md.
+ *
+ * @module
+ */
+import {
+  createHash,
+  createHmac,
+  createPublicKey,
+  diffieHellman,
+  generateKeyPairSync,
+  hkdfSync,
+  type KeyObject,
+  sign,
+  verify,
+} from "node:crypto";
+import { hmac, HmacKey, sha256 } from "../src/deps/crypto.ts";
+import { Sha256Hmac } from "../src/sha256.ts";
+
+const ED25519_SPKI = Uint8Array.from([
+  0x30,
+  0x2a,
+  0x30,
+  0x05,
+  0x06,
+  0x03,
+  0x2b,
+  0x65,
+  0x70,
+  0x03,
+  0x21,
+  0x00,
+]);
+const X25519_SPKI = Uint8Array.from([0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x03, 0x21, 0x00]);
+
+function der(prefix: Uint8Array, raw: Uint8Array): Uint8Array {
+  const out = new Uint8Array(prefix.length + raw.length);
+  out.set(prefix);
+  out.set(raw, prefix.length);
+  return out;
+}
+
+function raw(key: KeyObject): Uint8Array {
+  return new Uint8Array(key.export({ format: "der", type: "spki" })).slice(12);
+}
+
+function publicKey(prefix: Uint8Array, bytes: Uint8Array): KeyObject {
+  return createPublicKey({ key: der(prefix, bytes) as unknown as Buffer, format: "der", type: "spki" });
+}
+
+const ed = generateKeyPairSync("ed25519");
+const edRaw = raw(ed.publicKey);
+const x = generateKeyPairSync("x25519");
+const peerRaw = raw(generateKeyPairSync("x25519").publicKey);
+const peerKey = publicKey(X25519_SPKI, peerRaw);
+const edKey = publicKey(ED25519_SPKI, edRaw);
+const claims = new TextEncoder().encode("p2p_server handshake request v1\n".repeat(8)); // about a request's
+const signature = new Uint8Array(sign(null, claims, ed.privateKey));
+const datagram = new TextEncoder().encode("x".repeat(300)); // a MAC'd datagram's size
+const secret = datagram.subarray(0, 32);
+const salt = datagram.subarray(0, 73); // `<request id>|<response id>`
+
+Deno.bench("X25519 key pair (generateKeyPairSync)", { group: "x25519" }, () => {
+  generateKeyPairSync("x25519");
+});
+Deno.bench("X25519 exchange, public key object cached", { group: "x25519" }, () => {
+  diffieHellman({ privateKey: x.privateKey, publicKey: peerKey });
+});
+Deno.bench("X25519 public key object from raw bytes (DER)", { group: "x25519" }, () => {
+  publicKey(X25519_SPKI, peerRaw);
+});
+Deno.bench("Ed25519 sign (one-shot)", { group: "ed25519" }, () => {
+  sign(null, claims, ed.privateKey);
+});
+Deno.bench("Ed25519 verify, key object cached", { group: "ed25519" }, () => {
+  verify(null, claims, edKey, signature);
+});
+Deno.bench("Ed25519 public key object from raw bytes (DER)", { group: "ed25519" }, () => {
+  publicKey(ED25519_SPKI, edRaw);
+});
+Deno.bench("Ed25519 public key object from raw bytes (JWK)", { group: "ed25519" }, () => {
+  createPublicKey({
+    key: { kty: "OKP", crv: "Ed25519", x: edRaw.toBase64({ alphabet: "base64url" }) },
+    format: "jwk",
+  });
+});
+
+const webEd = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]) as CryptoKeyPair;
+const webEdRaw = new Uint8Array(await crypto.subtle.exportKey("raw", webEd.publicKey));
+const webSignature = await crypto.subtle.sign("Ed25519", webEd.privateKey, claims);
+const webX = await crypto.subtle.generateKey({ name: "X25519" }, true, ["deriveBits"]) as CryptoKeyPair;
+const webPeerRaw = new Uint8Array(
+  await crypto.subtle.exportKey(
+    "raw",
+    (await crypto.subtle.generateKey({ name: "X25519" }, true, ["deriveBits"]) as CryptoKeyPair).publicKey,
+  ),
+);
+
+Deno.bench("WebCrypto X25519 key pair", { group: "x25519" }, async () => {
+  await crypto.subtle.generateKey({ name: "X25519" }, true, ["deriveBits"]);
+});
+Deno.bench("WebCrypto X25519 import raw + exchange", { group: "x25519" }, async () => {
+  const peer = await crypto.subtle.importKey("raw", webPeerRaw, { name: "X25519" }, false, []);
+  await crypto.subtle.deriveBits({ name: "X25519", public: peer }, webX.privateKey, 256);
+});
+Deno.bench("WebCrypto Ed25519 sign", { group: "ed25519" }, async () => {
+  await crypto.subtle.sign("Ed25519", webEd.privateKey, claims);
+});
+Deno.bench("WebCrypto Ed25519 import raw + verify", { group: "ed25519" }, async () => {
+  const key = await crypto.subtle.importKey("raw", webEdRaw, { name: "Ed25519" }, false, ["verify"]);
+  await crypto.subtle.verify("Ed25519", key, webSignature, claims);
+});
+
+Deno.bench("node:crypto SHA-256, 54 bytes (a node id)", { group: "sha256" }, () => {
+  createHash("sha256").update(datagram.subarray(0, 54)).digest();
+});
+Deno.bench("JavaScript SHA-256, 54 bytes (a node id)", { group: "sha256" }, () => {
+  sha256(datagram.subarray(0, 54));
+});
+const pad = (byte: number) => new Uint8Array(64).map((_, i) => (secret[i] ?? 0) ^ byte);
+const nodeInner = createHash("sha256").update(pad(0x36));
+const nodeOuter = createHash("sha256").update(pad(0x5c));
+Deno.bench("node:crypto HMAC, 300 bytes (one-shot)", { group: "hmac" }, () => {
+  createHmac("sha256", secret).update(datagram).digest();
+});
+Deno.bench("node:crypto HMAC, 300 bytes (keyed once: hash states copied)", { group: "hmac" }, () => {
+  nodeOuter.copy().update(nodeInner.copy().update(datagram).digest()).digest();
+});
+const key = new HmacKey(secret);
+Deno.bench("JavaScript HMAC, 300 bytes (keyed once)", { group: "hmac" }, () => {
+  key.digest(datagram);
+});
+Deno.bench("JavaScript HMAC, 300 bytes (one-shot)", { group: "hmac" }, () => {
+  hmac(secret, datagram);
+});
+Deno.bench("node:crypto HKDF, 64 bytes", { group: "hkdf" }, () => {
+  hkdfSync("sha256", secret, salt, "p2p_server session v1", 64);
+});
+const info = new TextEncoder().encode("p2p_server session v1");
+/** HKDF on the JavaScript HMAC, for the comparison (deps/crypto.ts keeps node:crypto's, which measured faster). */
+function hkdf64(ikm: Uint8Array, salt: Uint8Array): Uint8Array {
+  const expand = new Sha256Hmac(new Sha256Hmac(salt).digest(ikm));
+  const block = new Uint8Array(32 + info.length + 1);
+  block.set(info);
+  block[info.length] = 1;
+  const t1 = expand.digest(block, info.length + 1);
+  block.set(t1);
+  block.set(info, 32);
+  block[32 + info.length] = 2;
+  const out = new Uint8Array(64);
+  out.set(t1);
+  out.set(expand.digest(block), 32);
+  return out;
+}
+if (hkdf64(secret, salt).join() !== new Uint8Array(hkdfSync("sha256", secret, salt, info, 64)).join()) {
+  throw new Error("hkdf64 is not HKDF");
+}
+Deno.bench("JavaScript HKDF, 64 bytes", { group: "hkdf" }, () => {
+  hkdf64(secret, salt);
+});
