@@ -2,8 +2,7 @@
  * Micro-benchmarks of the primitives a keyed handshake needs (`deno bench bench/`), in the implementations
  * available to a synchronous core under Deno: `node:crypto`'s one-shot calls with cached or fresh key
  * objects (what `src/deps/crypto.ts` uses for Ed25519, X25519 and HKDF), WebCrypto (asynchronous, so unusable
- * in the core, measured for comparison), and SHA-256, HMAC and HKDF in `node:crypto` against the JavaScript of
- * `src/sha256.ts`. Results are in docs/performance.md.
+ * in the core, measured for comparison), and HMAC one-shot against keyed once (`src/deps/crypto.ts`'s `HmacKey`). Results are in docs/performance.md.
  *
  * @module
  */
@@ -19,7 +18,6 @@ import {
   verify,
 } from "node:crypto";
 import { hmac, HmacKey, sha256 } from "../src/deps/crypto.ts";
-import { Sha256Hmac } from "../src/sha256.ts";
 
 const ED25519_SPKI = Uint8Array.from([
   0x30,
@@ -118,7 +116,7 @@ Deno.bench("WebCrypto Ed25519 import raw + verify", { group: "ed25519" }, async 
 Deno.bench("node:crypto SHA-256, 54 bytes (a node id)", { group: "sha256" }, () => {
   createHash("sha256").update(datagram.subarray(0, 54)).digest();
 });
-Deno.bench("JavaScript SHA-256, 54 bytes (a node id)", { group: "sha256" }, () => {
+Deno.bench("deps/crypto sha256, 54 bytes (a node id)", { group: "sha256" }, () => {
   sha256(datagram.subarray(0, 54));
 });
 const pad = (byte: number) => new Uint8Array(64).map((_, i) => (secret[i] ?? 0) ^ byte);
@@ -131,34 +129,12 @@ Deno.bench("node:crypto HMAC, 300 bytes (keyed once: hash states copied)", { gro
   nodeOuter.copy().update(nodeInner.copy().update(datagram).digest()).digest();
 });
 const key = new HmacKey(secret);
-Deno.bench("JavaScript HMAC, 300 bytes (keyed once)", { group: "hmac" }, () => {
+Deno.bench("deps/crypto HmacKey, 300 bytes (keyed once)", { group: "hmac" }, () => {
   key.digest(datagram);
 });
-Deno.bench("JavaScript HMAC, 300 bytes (one-shot)", { group: "hmac" }, () => {
+Deno.bench("deps/crypto hmac, 300 bytes (one-shot)", { group: "hmac" }, () => {
   hmac(secret, datagram);
 });
 Deno.bench("node:crypto HKDF, 64 bytes", { group: "hkdf" }, () => {
   hkdfSync("sha256", secret, salt, "p2p_server session v1", 64);
-});
-const info = new TextEncoder().encode("p2p_server session v1");
-/** HKDF on the JavaScript HMAC, for the comparison (deps/crypto.ts keeps node:crypto's, which measured faster). */
-function hkdf64(ikm: Uint8Array, salt: Uint8Array): Uint8Array {
-  const expand = new Sha256Hmac(new Sha256Hmac(salt).digest(ikm));
-  const block = new Uint8Array(32 + info.length + 1);
-  block.set(info);
-  block[info.length] = 1;
-  const t1 = expand.digest(block, info.length + 1);
-  block.set(t1);
-  block.set(info, 32);
-  block[32 + info.length] = 2;
-  const out = new Uint8Array(64);
-  out.set(t1);
-  out.set(expand.digest(block), 32);
-  return out;
-}
-if (hkdf64(secret, salt).join() !== new Uint8Array(hkdfSync("sha256", secret, salt, info, 64)).join()) {
-  throw new Error("hkdf64 is not HKDF");
-}
-Deno.bench("JavaScript HKDF, 64 bytes", { group: "hkdf" }, () => {
-  hkdf64(secret, salt);
 });

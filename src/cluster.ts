@@ -105,7 +105,6 @@ export class ClusterNode {
   readonly #config: ClusterConfig;
   readonly #instance: string;
   readonly #host: ClusterHost;
-  readonly #open: OpenClusterLink;
   readonly #prefix: string;
   readonly #events: string;
   readonly #own: string;
@@ -134,13 +133,11 @@ export class ClusterNode {
   /**
    * @param config Cluster settings.
    * @param host The server it belongs to.
-   * @param open Opens the Redis link.
    */
-  constructor(config: ClusterConfig, host: ClusterHost, open: OpenClusterLink) {
+  constructor(config: ClusterConfig, host: ClusterHost) {
     this.#config = config;
     this.#instance = config.instanceId ?? crypto.randomUUID();
     this.#host = host;
-    this.#open = open;
     this.#prefix = config.keyPrefix;
     this.#events = `${config.keyPrefix}events`;
     this.#own = `${config.keyPrefix}instance:${this.#instance}`;
@@ -152,10 +149,10 @@ export class ClusterNode {
     return this.#instance;
   }
 
-  /** Connects (retrying in the background until Redis answers) and starts the refresh timer. */
-  start(): void {
+  /** Connects with `open` (retrying in the background until Redis answers) and starts the refresh timer. */
+  start(open: OpenClusterLink): void {
     if (this.#link || this.#closed) return;
-    this.#link = this.#open(this.#config.redisUrl, {
+    this.#link = open(this.#config.redisUrl, {
       onReady: () => void this.#onReady(),
       onDown: (reason) => this.#onDown(reason),
       onMessage: (channel, message) => this.#onMessage(channel, message),

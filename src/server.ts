@@ -17,7 +17,6 @@ import type { GiveUpReason, StatsSnapshot } from "./stats.ts";
 import { createOpsHandler, EventRing, type OpsPeer, type OpsServer, serveOps } from "./ops_server.ts";
 import { getLogger } from "./deps/log.ts";
 import { ClusterNode, type OpenClusterLink } from "./cluster.ts";
-import { openRedisLink } from "./deps/redis.ts";
 
 const log = getLogger(["p2p_server", "server"]);
 const dropLog = getLogger(["p2p_server", "drops"]);
@@ -46,7 +45,7 @@ export interface ServerOptions extends Partial<Config>, Omit<IdentityOptions, "n
   identity?: Identity;
   /**
    * Cluster mode: how to reach Redis (the default opens `cluster.redisUrl` with the npm client; tests may
-   * pass another link). @default {openRedisLink}
+   * pass another link). The Redis client is loaded only when cluster mode is on. @default {openRedisLink}
    */
   clusterLink?: OpenClusterLink;
 }
@@ -93,7 +92,7 @@ export class P2PServer {
   #recent = new EventRing(100);
   #statsTimer: ReturnType<typeof setInterval> | undefined;
   #cluster: ClusterNode | null = null;
-  readonly #clusterLink: OpenClusterLink;
+  readonly #clusterLink: OpenClusterLink | null;
 
   /**
    * @param options Configuration, identity and lifetime.
@@ -125,7 +124,7 @@ export class P2PServer {
       }
     }
     this.#identity = identity ?? null;
-    this.#clusterLink = clusterLink ?? openRedisLink;
+    this.#clusterLink = clusterLink ?? null;
     const instance = this.#config.cluster ? this.#config.cluster.instanceId ?? crypto.randomUUID() : null;
     const node = makeNodeInfo(
       {
@@ -157,7 +156,7 @@ export class P2PServer {
           this.#driver && !this.#driver.closed ? this.#driver.run(command) : command(monotonicNow()),
         toUnixMs: (t) => t + Date.now() - monotonicNow(),
         address: () => this.#driver ? formatSocketAddr(this.#driver.localAddr) : this.#config.listenAddress,
-      }, this.#clusterLink);
+      });
     }
     this.#opsHandler = createOpsHandler({
       stats: () => this.getStats(),
@@ -239,7 +238,16 @@ export class P2PServer {
       this.#statsTimer = setInterval(() => this.#logStats(), this.#config.statsInterval * 1000);
     }
     if (this.#config.enableDiscovery) driver.run((now) => this.#endpoint.probeSiblings(now, local));
-    this.#cluster?.start();
+    const cluster = this.#cluster;
+    if (cluster) {
+      // The Redis client is loaded on first use: a single instance never loads it (nor needs its permissions).
+      const open = this.#clusterLink
+        ? Promise.resolve(this.#clusterLink)
+        : import("./deps/redis.ts").then((m) => m.openRedisLink);
+      void open.then((o) => cluster.start(o), (error) => {
+        log.error("cluster: cannot load the Redis client: {error}", { error: (error as Error).message });
+      });
+    }
     this.#signal?.addEventListener("abort", () => void this.close(), { once: true });
     if (this.#signal?.aborted) void this.close();
     return Promise.resolve(local);

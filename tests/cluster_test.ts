@@ -388,3 +388,26 @@ Deno.test({ name: "cluster: Redis credentials never reach the logs, /health or s
   await ok.listen();
   await waitUntil(() => ok.getStats().cluster?.state === "ok", "joined with the right password");
 });
+
+Deno.test("a single instance never loads the Redis client: the library runs without --allow-env", async () => {
+  const script = await Deno.makeTempFile({ suffix: ".ts" });
+  const mod = new URL("../mod.ts", import.meta.url).href;
+  await Deno.writeTextFile(
+    script,
+    `import { P2PServer } from ${JSON.stringify(mod)};
+const s = new P2PServer({ listenAddress: "127.0.0.1:0", enableDiscovery: false, identityFile: null });
+await s.listen();
+await s.close();
+console.log("served");
+`,
+  );
+  const config = new URL("../deno.json", import.meta.url).pathname;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--config", config, "--allow-net", "--allow-read", script],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  await Deno.remove(script);
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert(out.success && text.includes("served"), text);
+});
