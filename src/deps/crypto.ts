@@ -45,7 +45,18 @@ function spki(prefix: Uint8Array, raw: Uint8Array): KeyObject {
   return createPublicKey({ key: der as unknown as Buffer, format: "der", type: "spki" });
 }
 
-function rawPublic(key: KeyObject): Uint8Array {
+/** A public key object from a raw 32-byte Ed25519 key. @throws {RangeError} for another length. */
+export function ed25519PublicKey(raw: Uint8Array): KeyObject {
+  return spki(ED25519_SPKI, raw);
+}
+
+/** A public key object from a raw 32-byte X25519 key. @throws {RangeError} for another length. */
+export function x25519PublicKey(raw: Uint8Array): KeyObject {
+  return spki(X25519_SPKI, raw);
+}
+
+/** The raw 32 bytes of an Ed25519 or X25519 public key object. */
+export function rawPublic(key: KeyObject): Uint8Array {
   const der = new Uint8Array(key.export({ format: "der", type: "spki" }));
   return der.slice(der.length - 32);
 }
