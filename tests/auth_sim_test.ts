@@ -358,6 +358,33 @@ function forgeIds(seed: number): () => string {
 
 /** A fresh raw peer at a distinct TEST-NET-3 address. */
 let rawPort = 20_000;
+/**
+ * `peer` registers `key` with the server by a signed request (its fields overridable) and is accepted: the
+ * request, its bytes as sent, the response and the session keys a client derives from them.
+ */
+function acceptedSession(
+  sim: Sim,
+  peer: RawPeer,
+  key: Identity,
+  serverKey: Identity,
+  ids: () => string,
+  overrides: Partial<RequestForgery> = {},
+): { msg: Message; bytes: Uint8Array; resp: Message; session: RawSession } {
+  const { msg, eph } = signedRequest({
+    signer: key,
+    info: infoAt(peer, key.nodeId),
+    id: ids(),
+    timestamp: seconds(sim),
+    to: serverKey.nodeId,
+    ...overrides,
+  });
+  const bytes = summed(msg);
+  peer.sendBytes(SERVER, bytes);
+  sim.runFor(50);
+  const resp = assertAccepted(peer);
+  return { msg, bytes, resp, session: new RawSession(msg, eph, resp, serverKey) };
+}
+
 function rawPeer(sim: Sim, options: { autoAck?: boolean; autoPong?: boolean } = {}): RawPeer {
   const port = rawPort++;
   return sim.addRaw(`203.0.113.${2 + (port % 200)}:${port}`, options);
@@ -505,17 +532,7 @@ Deno.test("the MACs are the protocol's: a hand-made keyed client derives the ses
   const peer = rawPeer(sim);
   const key = generateIdentity();
   const ids = forgeIds(3);
-  const { msg: req, eph } = signedRequest({
-    signer: key,
-    info: infoAt(peer, key.nodeId),
-    id: ids(),
-    timestamp: seconds(sim),
-    to: serverKey.nodeId,
-  });
-  peer.sendBytes(SERVER, summed(req));
-  sim.runFor(50);
-  const resp = assertAccepted(peer);
-  const session = new RawSession(req, eph, resp, serverKey);
+  const { msg: req, resp, session } = acceptedSession(sim, peer, key, serverKey, ids);
   // The Ack of the request is not MAC'd (the requester had no keys yet); the response is signed, not MAC'd.
   const ack = peer.received("Ack")[0]!;
   assertStrictEquals(ack.msg.ack_for, req.id);
@@ -575,17 +592,7 @@ Deno.test("the server reuses its X25519 key for a while (at most 60 s), yet ever
   const handshake = () => {
     const peer = rawPeer(sim);
     const key = generateIdentity();
-    const { msg: req, eph } = signedRequest({
-      signer: key,
-      info: infoAt(peer, key.nodeId),
-      id: ids(),
-      timestamp: seconds(sim),
-      to: serverKey.nodeId,
-    });
-    peer.sendBytes(SERVER, summed(req));
-    sim.runFor(50);
-    const resp = assertAccepted(peer);
-    const session = new RawSession(req, eph, resp, serverKey);
+    const { resp, session } = acceptedSession(sim, peer, key, serverKey, ids);
     peer.sendBytes(SERVER, session.ackOf(ids, sim.now, resp));
     sim.runFor(50);
     assertStrictEquals(server.endpoint.peer(key.nodeId)?.state, "authenticated");
@@ -713,18 +720,7 @@ Deno.test("a replayed signed request is refused from another address, within the
   const { sim, server, serverKey, ids } = forgerySetup(13);
   const key = generateIdentity();
   const owner = rawPeer(sim);
-  const { msg, eph } = signedRequest({
-    signer: key,
-    info: infoAt(owner, key.nodeId),
-    id: ids(),
-    timestamp: seconds(sim),
-    to: serverKey.nodeId,
-  });
-  const bytes = summed(msg);
-  owner.sendBytes(SERVER, bytes);
-  sim.runFor(50);
-  const resp = assertAccepted(owner);
-  const session = new RawSession(msg, eph, resp, serverKey);
+  const { msg, bytes, resp, session } = acceptedSession(sim, owner, key, serverKey, ids);
   owner.sendBytes(SERVER, session.ackOf(ids, sim.now, resp));
   sim.runFor(50);
   assertStrictEquals(server.eventsOf("peerJoined").length, 1);
@@ -1498,17 +1494,10 @@ Deno.test({
     const { sim, server, serverKey, ids } = forgerySetup(62, { connectionTimeout: 600 });
     const key = generateIdentity();
     const owner = rawPeer(sim);
-    const { msg, eph } = signedRequest({
-      signer: key,
-      info: infoAt(owner, key.nodeId),
-      id: ids(),
+    const { bytes, resp, session } = acceptedSession(sim, owner, key, serverKey, ids, {
       timestamp: seconds(sim) + 60, // the owner's clock runs 60 s fast: allowed
+      to: "*",
     });
-    const bytes = summed(msg);
-    owner.sendBytes(SERVER, bytes);
-    sim.runFor(50);
-    const resp = assertAccepted(owner);
-    const session = new RawSession(msg, eph, resp, serverKey);
     owner.sendBytes(SERVER, session.ackOf(ids, sim.now, resp));
     sim.runFor(50);
     assertStrictEquals(server.eventsOf("peerJoined").length, 1);
