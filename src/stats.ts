@@ -6,8 +6,8 @@
  */
 import { MESSAGE_TYPES, type MessageType } from "./protocol.ts";
 
-/** Why a datagram was not processed. */
-export const DROP_REASONS = [
+/** Drop reasons meaning the datagram's bytes could not be decoded or validated (damaged or malformed). */
+export const MALFORMED_DROP_REASONS = [
   "oversize",
   "invalid_utf8",
   "invalid_json",
@@ -17,6 +17,11 @@ export const DROP_REASONS = [
   "bad_checksum",
   "too_deep",
   "bad_payload",
+] as const;
+
+/** Why a datagram was not processed. */
+export const DROP_REASONS = [
+  ...MALFORMED_DROP_REASONS,
   "not_registered",
   "unexpected",
   "buffer_full",

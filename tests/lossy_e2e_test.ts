@@ -13,6 +13,7 @@ import { assert, assertEquals, assertStrictEquals } from "../src/deps/assert.ts"
 import { type Json, P2PClient, type StatsSnapshot } from "../mod.ts";
 import { type Impairments, LossyProxy, type ProxyCounters } from "./helpers/lossy_proxy.ts";
 import { type ServerProcess, startServer, waitUntil } from "./helpers/server_process.ts";
+import { MALFORMED_DROP_REASONS } from "../src/stats.ts";
 
 const SEED = (() => {
   const text = Deno.env.get("LOSSY_E2E_SEED");
@@ -32,18 +33,6 @@ const IN_FLIGHT = 32;
 const IMPAIRMENTS: Impairments = { drop: 0.1, duplicate: 0.05, reorder: 0.05, reorderHoldMs: 5, jitterMs: 2 };
 /** How long no new echo may arrive before the missing ones are taken as lost. */
 const QUIET_MS = 1_000;
-/** Drop reasons that mean the server got bytes it could not decode: none may occur. */
-const MALFORMED = [
-  "oversize",
-  "invalid_utf8",
-  "invalid_json",
-  "not_an_object",
-  "bad_field",
-  "unknown_type",
-  "bad_checksum",
-  "too_deep",
-  "bad_payload",
-] as const;
 
 type JsonObject = { [key: string]: Json };
 
@@ -126,7 +115,8 @@ function assertImpaired(counters: ProxyCounters, proxy: LossyProxy): void {
 }
 
 function assertNoMalformedDrops(stats: StatsSnapshot, proxy: LossyProxy): void {
-  const malformed = MALFORMED.filter((reason) => stats.drops[reason] > 0);
+  // The server got bytes it could not decode (a damaged datagram): none may occur.
+  const malformed = MALFORMED_DROP_REASONS.filter((reason) => stats.drops[reason] > 0);
   assertEquals(
     malformed,
     [],

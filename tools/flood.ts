@@ -36,7 +36,6 @@
  * @module
  */
 import { cpuUsage } from "node:process";
-import { parseArgs } from "node:util";
 import { DEFAULT_CONFIG, type Json, P2PClient } from "../mod.ts";
 import type { StatsSnapshot } from "../src/stats.ts";
 import { type Addr, addrText } from "../tests/helpers/raw_peer.ts";
@@ -47,11 +46,13 @@ import {
   getApiStats,
   getJson,
   Inspector,
+  intFlag,
   type Mix,
   processCpuMs,
   rssHighWater,
   startProbedServer,
   tally,
+  toolFlags,
   udpDrops,
 } from "./server_probe.ts";
 
@@ -1310,45 +1311,24 @@ const USAGE =
   --legit N             reliable Data messages of the legitimate client (default: ${DEFAULTS.legitMessages})
   --cookie-threshold N  the server's cookie_threshold in the cookies scenario (default: ${DEFAULTS.cookieThreshold})`;
 
-function intFlag(text: string, flag: string, min: number, max: number): number {
-  if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) {
-    throw new TypeError(`${flag}: "${text}" is not an integer from ${min} to ${max}`);
-  }
-  return Number(text);
-}
-
 async function main(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: args[0] === "--" ? args.slice(1) : args,
-      options: {
-        scenario: { type: "string", default: "both" },
-        rate: { type: "string", default: String(DEFAULTS.rate) },
-        seconds: { type: "string", default: String(DEFAULTS.seconds) },
-        sockets: { type: "string", default: String(DEFAULTS.sockets) },
-        legit: { type: "string", default: String(DEFAULTS.legitMessages) },
-        "cookie-threshold": { type: "string", default: String(DEFAULTS.cookieThreshold) },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (error) {
-    console.error(`error: ${(error as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
+  const values = toolFlags(args, {
+    scenario: "both",
+    rate: String(DEFAULTS.rate),
+    seconds: String(DEFAULTS.seconds),
+    sockets: String(DEFAULTS.sockets),
+    legit: String(DEFAULTS.legitMessages),
+    "cookie-threshold": String(DEFAULTS.cookieThreshold),
+  }, USAGE);
+  if (typeof values === "number") return values;
   let scenarios: FloodScenario[];
   let opts: Omit<FloodOptions, "scenario">;
   try {
-    if (values.scenario !== "both" && !(SCENARIOS as readonly string[]).includes(values.scenario)) {
-      throw new TypeError(`--scenario: "${values.scenario}" is not rate-limit, cookies or both`);
+    const scenario = values.scenario ?? "both";
+    if (scenario !== "both" && !(SCENARIOS as readonly string[]).includes(scenario)) {
+      throw new TypeError(`--scenario: "${scenario}" is not rate-limit, cookies or both`);
     }
-    scenarios = values.scenario === "both" ? [...SCENARIOS] : [values.scenario as FloodScenario];
+    scenarios = scenario === "both" ? [...SCENARIOS] : [scenario as FloodScenario];
     opts = {
       rate: intFlag(values.rate, "--rate", 1, 1_000_000),
       seconds: intFlag(values.seconds, "--seconds", 1, 600),

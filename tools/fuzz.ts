@@ -21,7 +21,6 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import { P2PClient } from "../mod.ts";
 import type { StatsSnapshot } from "../src/stats.ts";
 import { CATEGORIES, type Category, type FuzzCase, FuzzCorpus } from "../tests/helpers/fuzz_corpus.ts";
@@ -34,12 +33,14 @@ import {
   getJson,
   getText,
   Inspector,
+  intFlag,
   type Mix,
   type ProbedServer,
   rcvbufErrors,
   rssBytes,
   startProbedServer,
   tally,
+  toolFlags,
   udpDropsByPort,
 } from "./server_probe.ts";
 
@@ -1259,36 +1260,9 @@ const USAGE = `Usage: deno task fuzz [--seed N] [--count N] [--time-limit SECOND
   --exclude LIST       categories to leave out, comma-separated (default: none); one of
                        ${CATEGORIES.join(", ")}`;
 
-function positiveInt(text: string, flag: string, max: number): number {
-  if (!/^\d+$/.test(text) || Number(text) > max) {
-    throw new TypeError(`${flag}: "${text}" is not an integer from 0 to ${max}`);
-  }
-  return Number(text);
-}
-
 async function main(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: args[0] === "--" ? args.slice(1) : args,
-      options: {
-        seed: { type: "string" },
-        count: { type: "string", default: "100000" },
-        "time-limit": { type: "string", default: "600" },
-        exclude: { type: "string", default: "" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (error) {
-    console.error(`error: ${(error as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
+  const values = toolFlags(args, { seed: null, count: "100000", "time-limit": "600", exclude: "" }, USAGE);
+  if (typeof values === "number") return values;
   let seed: number;
   let count: number;
   let limit: number;
@@ -1296,10 +1270,10 @@ async function main(args: string[]): Promise<number> {
   try {
     seed = values.seed === undefined
       ? crypto.getRandomValues(new Uint32Array(1))[0]!
-      : positiveInt(values.seed, "--seed", 0xffff_ffff);
-    count = positiveInt(values.count, "--count", 100_000_000);
-    limit = positiveInt(values["time-limit"], "--time-limit", 86_400);
-    exclude = values.exclude.split(",").filter((c) => c.length > 0).map((c) => {
+      : intFlag(values.seed, "--seed", 0, 0xffff_ffff);
+    count = intFlag(values.count, "--count", 0, 100_000_000);
+    limit = intFlag(values["time-limit"], "--time-limit", 0, 86_400);
+    exclude = (values.exclude ?? "").split(",").filter((c) => c.length > 0).map((c) => {
       if (!(CATEGORIES as readonly string[]).includes(c)) {
         throw new TypeError(`--exclude: unknown category "${c}"`);
       }

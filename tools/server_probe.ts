@@ -10,6 +10,7 @@
  * @module
  */
 import type { StatsSnapshot } from "../src/stats.ts";
+import { parseArgs } from "../src/deps/flags.ts";
 import {
   childEnv,
   PROCESS_DEADLINE_MS,
@@ -390,4 +391,47 @@ export function rssBytes(pid: number): number | null {
 /** The kernel's RSS high-water mark of a process (bytes, `VmHWM`), or null. */
 export function rssHighWater(pid: number): number | null {
   return statusBytes(pid, "VmHWM");
+}
+
+/**
+ * Parses a tool's command line: string flags with their defaults (null: none), `-h`/`--help`, strict (an
+ * unknown flag is an error). Returns the values, or the exit code after printing the usage (0 for help, 2 with
+ * the error for a bad command line).
+ */
+export function toolFlags<K extends string>(
+  args: string[],
+  defaults: Record<K, string | null>,
+  usage: string,
+): Record<K, string | undefined> | number {
+  const options: Record<string, { type: "string"; default?: string } | { type: "boolean"; short: string }> = {
+    help: { type: "boolean", short: "h" },
+  };
+  for (const [name, value] of Object.entries<string | null>(defaults)) {
+    options[name] = value === null ? { type: "string" } : { type: "string", default: value };
+  }
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: args[0] === "--" ? args.slice(1) : args,
+      options,
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (error) {
+    console.error(`error: ${(error as Error).message}\n\n${usage}`);
+    return 2;
+  }
+  if (values.help) {
+    console.log(usage);
+    return 0;
+  }
+  return values as Record<K, string | undefined>;
+}
+
+/** The integer value of a flag, from `min` to `max`. @throws {TypeError} naming the flag and the value. */
+export function intFlag(text: string | undefined, flag: string, min: number, max: number): number {
+  if (text === undefined || !/^\d+$/.test(text) || Number(text) < min || Number(text) > max) {
+    throw new TypeError(`${flag}: "${text ?? ""}" is not an integer from ${min} to ${max}`);
+  }
+  return Number(text);
 }
