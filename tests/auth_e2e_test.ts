@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { assert, assertEquals, assertStrictEquals, assertThrows } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertStrictEquals, assertThrows } from "./deps/assert.ts";
 import {
   ConnectionTimeoutError,
   HandshakeError,

@@ -9,7 +9,7 @@
  *
  * Keys and X25519 exchanges use the OS's randomness, so the bytes differ from run to run; the outcomes do not.
  */
-import { assert, assertEquals, assertNotEquals, assertStrictEquals } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertNotEquals, assertStrictEquals } from "./deps/assert.ts";
 import type { Config } from "../src/config.ts";
 import { CLIENT_AUTH_CODES, ERROR_CODES } from "../src/endpoint.ts";
 import {

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertStrictEquals } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
 import { type CliRequest, parseCli, usage, UsageError } from "../src/cli.ts";
 
 function usageError(args: string[]): UsageError {

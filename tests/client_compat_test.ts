@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { assert, assertEquals, assertMatch, assertStrictEquals } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertMatch, assertStrictEquals } from "./deps/assert.ts";
 import { UpstreamServer } from "./fixtures/upstream_server.ts";
 import { type RunResult, runScript, startServer } from "./helpers/server_process.ts";
 

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { assert, assertEquals, assertStrictEquals } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
 import {
   type ClientOptions,
   ConnectionTimeoutError,

@@ -5,7 +5,7 @@
  * uniqueness across instances, relays whose instance vanishes or never answers, introductions, and the
  * validation of what arrives from Redis.
  */
-import { assert, assertEquals, assertStrictEquals } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
 import { checkMessage } from "../src/cluster.ts";
 import { type DirectoryRecord, parseRecord, peerRecord, RemoteDirectory } from "../src/directory.ts";
 import type { PeerSummary } from "../src/endpoint.ts";

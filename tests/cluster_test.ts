@@ -3,7 +3,7 @@
  * P2PServer instances on loopback share one peer directory, clients on each. Skipped, with the reason, where
  * redis-server is not installed (`.ci/run` installs it).
  */
-import { assert, assertEquals, assertRejects, assertStrictEquals } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertRejects, assertStrictEquals } from "./deps/assert.ts";
 import { P2PClient, P2PServer, RemoteError } from "../mod.ts";
 import type { Json } from "../src/protocol.ts";
 import { waitUntil } from "./helpers/server_process.ts";

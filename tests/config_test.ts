@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertStrictEquals, assertThrows } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertStrictEquals, assertThrows } from "./deps/assert.ts";
 import {
   type Config,
   CONFIG_FILE_KEYS,

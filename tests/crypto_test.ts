@@ -1,5 +1,5 @@
 import { createHmac } from "node:crypto";
-import { assertEquals } from "../src/deps/assert.ts";
+import { assertEquals } from "./deps/assert.ts";
 import { hkdf, hmac, HmacKey, hmacSha256, sha256 } from "../src/deps/crypto.ts";
 
 const utf8 = new TextEncoder();

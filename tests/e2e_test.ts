@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { assert, assertEquals, assertMatch, assertStrictEquals } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertMatch, assertStrictEquals } from "./deps/assert.ts";
 import { VERSION } from "../src/identity.ts";
 import { type Addr, ENVELOPE_KEYS, EXTENSION_KEYS, RawPeer, type Received } from "./helpers/raw_peer.ts";
 import { runScript, startServer, waitUntil } from "./helpers/server_process.ts";

@@ -2,7 +2,7 @@
  * Behaviour of the protocol core ({@linkcode Endpoint}) in virtual time, on the simulated network of
  * `sim.ts`: no sockets, no sleeps, no real timers.
  */
-import { assert, assertEquals, assertMatch, assertStrictEquals, assertThrows } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertMatch, assertStrictEquals, assertThrows } from "./deps/assert.ts";
 import type { Config } from "../src/config.ts";
 import { Endpoint, MAX_UDP_PAYLOAD, NODE_ID_EXISTS } from "../src/endpoint.ts";
 import type { Json, Message } from "../src/protocol.ts";

@@ -20,7 +20,7 @@
  *
  * @module
  */
-import { assert, assertEquals } from "../src/deps/assert.ts";
+import { assert, assertEquals } from "./deps/assert.ts";
 import {
   type FloodCheck,
   type FloodReport,

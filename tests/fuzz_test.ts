@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { assert, assertEquals } from "../src/deps/assert.ts";
+import { assert, assertEquals } from "./deps/assert.ts";
 import { formatReport, runFuzz } from "../tools/fuzz.ts";
 import { FuzzCorpus } from "./helpers/fuzz_corpus.ts";
 

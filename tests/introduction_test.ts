@@ -3,7 +3,7 @@
  * finds a path): the server introduces two clients, they probe each other, shake hands directly, and Data then
  * flows between them without the server.
  */
-import { assert, assertEquals, assertRejects, assertStrictEquals } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertRejects, assertStrictEquals } from "./deps/assert.ts";
 import { P2PClient, P2PServer, RemoteError } from "../mod.ts";
 import type { Json } from "../src/protocol.ts";
 import { waitUntil } from "./helpers/server_process.ts";

@@ -1,4 +1,4 @@
-import { assertEquals, assertStrictEquals, assertThrows } from "../src/deps/assert.ts";
+import { assertEquals, assertStrictEquals, assertThrows } from "./deps/assert.ts";
 import { chooseLevel, parseRustLog, toLogLevel } from "../src/logging.ts";
 
 Deno.test("the level flag beats LOG_LEVEL and RUST_LOG", () => {

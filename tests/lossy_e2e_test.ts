@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { assert, assertEquals, assertStrictEquals } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
 import { type Json, P2PClient, type StatsSnapshot } from "../mod.ts";
 import { type Impairments, LossyProxy, type ProxyCounters } from "./helpers/lossy_proxy.ts";
 import { type ServerProcess, startServer, waitUntil } from "./helpers/server_process.ts";

@@ -3,7 +3,7 @@
  * text format written here: every sample belongs to a declared family, names and labels are valid, and
  * histogram buckets are cumulative with `+Inf` equal to `_count`.
  */
-import { assert, assertEquals, assertStrictEquals, assertThrows } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertStrictEquals, assertThrows } from "./deps/assert.ts";
 import { formatMetrics, METRICS_CONTENT_TYPE } from "../src/metrics.ts";
 import { Histogram, Stats } from "../src/stats.ts";
 import { parseExposition, sampleValue } from "./helpers/prom_parser.ts";

@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { assert, assertEquals, assertMatch, assertNotEquals } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertMatch, assertNotEquals } from "./deps/assert.ts";
 import {
   clientAddress,
   createTopology,

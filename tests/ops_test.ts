@@ -2,7 +2,7 @@
  * The operations HTTP server of a real in-process P2PServer (`metricsAddress` on 127.0.0.1 port 0) with real
  * UDP traffic from P2PClient; config and flag validation of the new keys; and the program's JSON log lines.
  */
-import { assert, assertEquals, assertMatch, assertRejects, assertStrictEquals } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertMatch, assertRejects, assertStrictEquals } from "./deps/assert.ts";
 import { formatSocketAddr } from "../src/address.ts";
 import { parseCli, UsageError } from "../src/cli.ts";
 import { ConfigError, parseConfigFile, resolveConfig } from "../src/config.ts";

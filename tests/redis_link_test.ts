@@ -4,7 +4,7 @@
  * killed server, a connection lost mid-pipeline), reconnects with resubscription, and credentials that never
  * show. Skipped when `redis-server` is not installed.
  */
-import { assert, assertEquals, assertMatch, assertRejects, assertThrows } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertMatch, assertRejects, assertThrows } from "./deps/assert.ts";
 import {
   openRedisLink,
   redactRedisUrl,

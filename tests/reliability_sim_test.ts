@@ -2,7 +2,7 @@
  * Reliability in virtual time: the real core at both ends of the seeded simulated network, each scenario
  * over many seeds. A failing seed is printed and replays exactly (`withSeeds([seed], ...)`).
  */
-import { assert, assertEquals, assertStrictEquals } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
 import type { Config } from "../src/config.ts";
 import { encodeMessage, type Json } from "../src/protocol.ts";
 import { type LinkProfile, mulberry32, seeds, Sim, type SimEndpoint, sock, withSeeds } from "./sim.ts";

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertStrictEquals } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
 import type { FragmentRef, MessageType } from "../src/protocol.ts";
 import {
   type Budget,

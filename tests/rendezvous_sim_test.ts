@@ -2,7 +2,7 @@
  * Rendezvous groundwork in virtual time: observed (reflexive) addresses, the suggested keepalive, and
  * discovery paging by cursor with a capability filter, each answer within one datagram.
  */
-import { assert, assertEquals, assertStrictEquals } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
 import type { Json, PeerInfo } from "../src/protocol.ts";
 import { Sim, type SimEndpoint, sock } from "./sim.ts";
 

@@ -9,7 +9,7 @@
  * Tests marked `ignore: true` state a property the current code breaks; each names the bug and its replay.
  */
 import { UNPROVEN_RATE } from "../src/endpoint.ts";
-import { assert, assertEquals, assertStrictEquals } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
 import type { Config } from "../src/config.ts";
 import { COOKIE_HEX_LENGTH, COOKIE_PERIOD_MS } from "../src/cookies.ts";
 import { BAN_STRIKES, MAX_TRACKED_IPS, RateLimiter } from "../src/limits.ts";

@@ -9,7 +9,7 @@ import {
   assertNotEquals,
   assertStrictEquals,
   assertThrows,
-} from "../src/deps/assert.ts";
+} from "./deps/assert.ts";
 import {
   ANY,
   CORRUPTION_KINDS,

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertStrictEquals } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
 import { type Timed, TimerHeap } from "../src/timers.ts";
 import { mulberry32 } from "./sim.ts";
 

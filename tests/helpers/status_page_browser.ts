@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { chromium } from "../../src/deps/playwright.ts";
+import { chromium } from "../deps/playwright.ts";
 
 /** What the page showed. */
 export interface PageReport {
