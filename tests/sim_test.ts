@@ -3,13 +3,7 @@
  * and runs are deterministic per seed. Most tests use scripted RawPeers at TEST-NET-1 addresses; the last ones
  * run two real Endpoints through a corrupting network.
  */
-import {
-  assert,
-  assertEquals,
-  assertNotEquals,
-  assertStrictEquals,
-  assertThrows,
-} from "./deps/assert.ts";
+import { assert, assertEquals, assertNotEquals, assertStrictEquals, assertThrows } from "./deps/assert.ts";
 import {
   ANY,
   CORRUPTION_KINDS,
