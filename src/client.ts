@@ -7,7 +7,7 @@
 import { formatSocketAddr, isUnspecified, loopbackFor, parseSocketAddr, type SocketAddr } from "./address.ts";
 import { type Config, resolveConfig } from "./config.ts";
 import { bindUdp, monotonicNow, UdpDriver } from "./driver.ts";
-import { Emitter } from "./emitter.ts";
+import { Emitter, type ListenerError } from "./emitter.ts";
 import { Endpoint, type EndpointEvent, PUNCH_BUDGET_MS } from "./endpoint.ts";
 import { ConnectionTimeoutError, HandshakeError, RemoteError } from "./errors.ts";
 import { type IdentityOptions, makeNodeInfo } from "./identity.ts";
@@ -107,8 +107,11 @@ export interface ClientEvents extends Record<string, unknown> {
   data: { from: SocketAddr; fromId: string | null; payload: Json; message: Message };
   /** The server said Disconnect, went silent past `connectionTimeout`, or the client closed. */
   disconnected: { reason: "disconnect" | "timeout" | "closed" };
-  /** The server sent an Error that answered no pending request. */
-  error: ErrorPayload;
+  /**
+   * The server sent an Error that answered no pending request, or a listener of another event threw
+   * (`code` `"listener_error"`, a {@linkcode ListenerError}; also logged at error level).
+   */
+  error: ErrorPayload | ListenerError;
   /** A direct connection to an introduced peer is up (we asked with `introduce()`, or the other side did). */
   direct: DirectPeer;
 }
@@ -244,7 +247,10 @@ export class P2PClient {
     return this.#driver.localAddr;
   }
 
-  /** Subscribes to an event; returns the unsubscribe function. */
+  /**
+   * Subscribes to an event; returns the unsubscribe function. A listener that throws (or rejects) does not
+   * stop the others: its error is logged and emitted as an `error` event (`code` `"listener_error"`).
+   */
   on<K extends keyof ClientEvents>(type: K, listener: (value: ClientEvents[K]) => void): () => void {
     return this.#events.on(type, listener);
   }

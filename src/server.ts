@@ -8,7 +8,7 @@ import { type Config, ConfigError, resolveConfig } from "./config.ts";
 import { generateIdentity, type Identity } from "./auth.ts";
 import { loadOrCreateIdentity } from "./key_file.ts";
 import { bindUdp, monotonicNow, UdpDriver } from "./driver.ts";
-import { Emitter } from "./emitter.ts";
+import { Emitter, type ListenerError } from "./emitter.ts";
 import { Endpoint, type EndpointEvent, type LeaveReason, type PeerSummary } from "./endpoint.ts";
 import { BindError, ConnectionTimeoutError, HandshakeError } from "./errors.ts";
 import { type IdentityOptions, makeNodeInfo } from "./identity.ts";
@@ -63,6 +63,8 @@ export interface ServerEvents extends Record<string, unknown> {
   gaveUp: { to: SocketAddr; id: string; messageType: string; tries: number; reason: GiveUpReason };
   /** A sibling server (or a `connectToPeer` target) accepted our handshake. */
   connected: { addr: SocketAddr; node: NodeInfo };
+  /** A listener of another event threw (also logged at error level); see {@linkcode ListenerError}. */
+  error: ListenerError;
 }
 
 /**
@@ -313,7 +315,10 @@ export class P2PServer {
     return this.#opsHandler(request);
   }
 
-  /** Subscribes to an event; returns the unsubscribe function. */
+  /**
+   * Subscribes to an event; returns the unsubscribe function. A listener that throws (or rejects) does not
+   * stop the others: its error is logged and emitted as an `error` event (`code` `"listener_error"`).
+   */
   on<K extends keyof ServerEvents>(type: K, listener: (value: ServerEvents[K]) => void): () => void {
     return this.#events.on(type, listener);
   }

@@ -35,6 +35,7 @@ function record(server: P2PServer) {
     data: [],
     gaveUp: [],
     connected: [],
+    error: [],
   };
   for (const type of Object.keys(events) as (keyof ServerEvents)[]) {
     server.on(type, (value) => (events[type] as unknown[]).push(value));
