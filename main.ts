@@ -89,10 +89,7 @@ export async function main(args: string[]): Promise<number> {
   await setupLogging(level.level, config.logFormat);
   try {
     for (const key of unknownKeys) {
-      log.warn("unknown key {key} in {file} is ignored", {
-        key: JSON.stringify(key),
-        file: request.configFile,
-      });
+      log.warn('unknown key "{key}" in {file} is ignored', { key, file: request.configFile });
     }
     let server: P2PServer;
     try {

@@ -6,8 +6,6 @@
  */
 import {
   configure,
-  getJsonLinesFormatter,
-  getTextFormatter,
   getThrottlingFilter,
   type LogLevel,
   type LogRecord,
@@ -74,14 +72,98 @@ export function chooseLevel(
 
 const encoder = new TextEncoder();
 
+/**
+ * How a value reads inside a log message: strings as they are (never quoted), numbers and booleans as
+ * text, an error as `Name: message`, objects and arrays as compact JSON, and a missing value as `-` (never
+ * `undefined`).
+ */
+export function renderValue(value: unknown): string {
+  if (value === undefined) return "-";
+  if (typeof value === "string") return value;
+  if (typeof value === "number" || typeof value === "boolean" || typeof value === "bigint") {
+    return String(value);
+  }
+  if (value === null) return "null";
+  if (value instanceof Error) return `${value.name}: ${value.message}`;
+  try {
+    return JSON.stringify(value, (_k, v) => typeof v === "bigint" ? String(v) : v) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
+
+/** The message of a record as plain text: the template with each value rendered by {@linkcode renderValue}. */
+export function renderMessage(record: LogRecord): string {
+  let text = "";
+  record.message.forEach((part, i) => {
+    text += i % 2 === 0 ? String(part) : renderValue(part);
+  });
+  return text;
+}
+
+/** A record's properties as JSON fields: undefined values left out, errors as `{name, message}`. */
+function fields(properties: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(properties)) {
+    if (value === undefined) continue;
+    out[key] = value instanceof Error
+      ? { name: value.name, message: value.message }
+      : typeof value === "bigint"
+      ? String(value)
+      : value;
+  }
+  return out;
+}
+
+const LEVEL_TAGS: Record<LogLevel, string> = {
+  trace: "TRC",
+  debug: "DBG",
+  info: "INF",
+  warning: "WRN",
+  error: "ERR",
+  fatal: "FTL",
+};
+
+const LEVEL_NAMES: Record<LogLevel, string> = {
+  trace: "TRACE",
+  debug: "DEBUG",
+  info: "INFO",
+  warning: "WARN",
+  error: "ERROR",
+  fatal: "FATAL",
+};
+
+/**
+ * One text line: `2026-01-02T03:04:05.678Z [INF] p2p_server.main: message`, the time in UTC. A `stack`
+ * property (a listener's error) follows on indented lines.
+ */
+export function formatTextLine(record: LogRecord): string {
+  let line = `${new Date(record.timestamp).toISOString()} [${LEVEL_TAGS[record.level]}] ` +
+    `${record.category.join(".")}: ${renderMessage(record)}\n`;
+  const stack = record.properties.stack;
+  if (typeof stack === "string") {
+    line += stack.split("\n").slice(1).map((l) => `    ${l.trim()}\n`).join("");
+  }
+  return line;
+}
+
+/**
+ * One JSON line: `{"@timestamp":"…Z","level":"INFO","message":"…","logger":"p2p_server.main",
+ * "properties":{…}}`. The message is plain text (values unquoted, as in the text format); the values are
+ * fields under `properties` with their JSON types; a value that is undefined is left out.
+ */
+export function formatJsonLine(record: LogRecord): string {
+  return JSON.stringify({
+    "@timestamp": new Date(record.timestamp).toISOString(),
+    level: LEVEL_NAMES[record.level],
+    message: renderMessage(record),
+    logger: record.category.join("."),
+    properties: fields(record.properties),
+  }) + "\n";
+}
+
 /** A sink writing formatted lines to stderr, synchronously (lines never interleave or get lost on exit). */
-export function stderrSink(
-  format: (record: LogRecord) => string = getTextFormatter({
-    timestamp: "rfc3339",
-    category: ".",
-    value: "bare",
-  }),
-): Sink {
+export function stderrSink(format: (record: LogRecord) => string = formatTextLine): Sink {
   return (record) => {
     Deno.stderr.writeSync(encoder.encode(format(record)));
   };
@@ -89,9 +171,7 @@ export function stderrSink(
 
 /** The line formatter for a log format: text lines, or one JSON object per line. */
 export function formatterFor(format: "text" | "json"): (record: LogRecord) => string {
-  return format === "json"
-    ? getJsonLinesFormatter({ categorySeparator: ".", message: "rendered", properties: "nest:properties" })
-    : getTextFormatter({ timestamp: "rfc3339", category: ".", value: "bare" });
+  return format === "json" ? formatJsonLine : formatTextLine;
 }
 
 /**
