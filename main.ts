@@ -2,13 +2,14 @@
  * The p2p_server program: flags -> config -> server, exit codes and printing.
  *
  * Exit status: 0 after a clean shutdown (SIGINT/SIGTERM) or `--help`/`--version`; 1 when the socket cannot be
- * bound; 2 for a bad flag, config file or environment value.
+ * bound; 2 for a bad flag, config file or environment value, or when Deno runs without `--unstable-net`.
  *
  * @module
  */
 import { parseCli, usage, UsageError } from "./src/cli.ts";
 import { type Config, ConfigError, parseConfigFile, resolveConfig } from "./src/config.ts";
-import { BindError } from "./src/errors.ts";
+import { BindError, UnstableApiError } from "./src/errors.ts";
+import { requireUdpSockets } from "./src/driver.ts";
 import { KeyFileError } from "./src/key_file.ts";
 import { VERSION } from "./src/identity.ts";
 import { chooseLevel, setupLogging, teardownLogging } from "./src/logging.ts";
@@ -93,9 +94,11 @@ export async function main(args: string[]): Promise<number> {
     }
     let server: P2PServer;
     try {
+      // Before anything is created on disk: without --unstable-net the server could not bind anyway.
+      requireUdpSockets();
       server = new P2PServer(config);
     } catch (error) {
-      if (!(error instanceof KeyFileError)) throw error;
+      if (!(error instanceof KeyFileError) && !(error instanceof UnstableApiError)) throw error;
       console.error(`error: ${error.message}`);
       return 2;
     }

@@ -39,7 +39,13 @@ export {
 } from "./src/config.ts";
 export type { Config, ConfigFileResult, LogFormat, RetransmitPolicy } from "./src/config.ts";
 export type { ListenerError } from "./src/emitter.ts";
-export { BindError, ConnectionTimeoutError, HandshakeError, RemoteError } from "./src/errors.ts";
+export {
+  BindError,
+  ConnectionTimeoutError,
+  HandshakeError,
+  RemoteError,
+  UnstableApiError,
+} from "./src/errors.ts";
 export { Endpoint, ERROR_CODES, MAX_UDP_PAYLOAD, NODE_ID_EXISTS } from "./src/endpoint.ts";
 export type {
   EndpointEvent,

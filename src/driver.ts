@@ -6,7 +6,7 @@
  * @module
  */
 import { formatSocketAddr, type SocketAddr } from "./address.ts";
-import { BindError } from "./errors.ts";
+import { BindError, UnstableApiError } from "./errors.ts";
 import type { Endpoint, EndpointEvent, Transmit } from "./endpoint.ts";
 import { getLogger } from "./deps/log.ts";
 
@@ -18,11 +18,24 @@ export function monotonicNow(): number {
 }
 
 /**
+ * Checks that the runtime has UDP sockets (`Deno.listenDatagram`, behind `--unstable-net`).
+ *
+ * @throws {UnstableApiError} naming the flag, when Deno runs without it.
+ */
+export function requireUdpSockets(): void {
+  if (typeof (Deno as { listenDatagram?: unknown }).listenDatagram !== "function") {
+    throw new UnstableApiError("Deno.listenDatagram", "--unstable-net", "net");
+  }
+}
+
+/**
  * Binds a UDP socket.
  *
+ * @throws {UnstableApiError} when Deno runs without `--unstable-net`.
  * @throws {BindError} `failed to bind <addr>: <reason>`.
  */
 export function bindUdp(addr: SocketAddr): Deno.DatagramConn {
+  requireUdpSockets();
   try {
     return Deno.listenDatagram({ transport: "udp", hostname: addr.hostname, port: addr.port });
   } catch (error) {

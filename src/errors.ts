@@ -20,6 +20,28 @@ export class BindError extends Error {
   }
 }
 
+/**
+ * The runtime lacks an API p2p_server needs: UDP sockets (`Deno.listenDatagram`) are behind Deno's
+ * `--unstable-net` flag (or `"unstable": ["net"]` in deno.json). The message names the missing flag.
+ */
+export class UnstableApiError extends Error {
+  /** The missing flag, e.g. `--unstable-net`. */
+  readonly flag: string;
+  /**
+   * @param api The missing API, e.g. `Deno.listenDatagram`.
+   * @param flag The flag that enables it, e.g. `--unstable-net`.
+   * @param unstable Its name in deno.json's `"unstable"` list, e.g. `net`.
+   */
+  constructor(api: string, flag: string, unstable: string) {
+    super(
+      `${api} is not available: UDP sockets need Deno's ${flag} flag ` +
+        `(run "deno run ${flag} ...", or add "unstable": ["${unstable}"] to deno.json)`,
+    );
+    this.name = "UnstableApiError";
+    this.flag = flag;
+  }
+}
+
 /** A remote did not answer in time. Message: `connection timeout to 127.0.0.1:8080`. */
 export class ConnectionTimeoutError extends Error {
   /** The remote address, `"ip:port"`. */

@@ -210,6 +210,7 @@ export class P2PServer {
    *
    * @returns The bound address (useful with port 0).
    * @throws {BindError} `failed to bind <addr>: <reason>` (for the UDP or the metrics address).
+   * @throws {UnstableApiError} when Deno runs without `--unstable-net` (UDP sockets are unstable in Deno).
    */
   listen(): Promise<SocketAddr> {
     if (this.#driver) return Promise.resolve(this.#driver.localAddr);
