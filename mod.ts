@@ -77,6 +77,7 @@ export type {
 export { DROP_REASONS, HANDSHAKE_BUCKETS, Histogram, RTT_BUCKETS } from "./src/stats.ts";
 export type { DropReason, GiveUpReason, HistogramSnapshot, StatsSnapshot } from "./src/stats.ts";
 export { formatMetrics, METRICS_CONTENT_TYPE } from "./src/metrics.ts";
+export type { MetricsOptions, ProcessMemory, ProcessSample } from "./src/metrics.ts";
 export {
   constantTimeEqual,
   createOpsHandler,

@@ -74,8 +74,29 @@ export interface ProcessMemory {
   heapTotal: number;
 }
 
+/** The process as the standard `process_*` metrics describe it (sampled by the shell, formatted here). */
+export interface ProcessSample extends ProcessMemory {
+  /** User and system CPU time used, seconds. */
+  cpuSeconds: number;
+  /** When the process started, unix seconds. */
+  startTimeSeconds: number;
+  /** Open file descriptors, or null where they cannot be counted (see `docs/`). */
+  openFds: number | null;
+  /** The limit on open file descriptors, or null where unknown. */
+  maxFds: number | null;
+}
+
+/** Options of {@linkcode formatMetrics}. */
+export interface MetricsOptions {
+  /** The process's CPU, memory, start time and descriptors: the `process_*` families. @default {none} */
+  process?: ProcessMemory | ProcessSample;
+  /** Labels of `p2p_build_info` (e.g. `{ version: "0.1.0", deno: "2.9.6" }`). @default {none} */
+  build?: Record<string, string>;
+}
+
 /**
- * Formats every counter and gauge of a snapshot (and, when given, the process's memory) as Prometheus text, each family with `# HELP` and `# TYPE`.
+ * Formats every counter and gauge of a snapshot (and, when given, the process and the build) as Prometheus
+ * text, each family with `# HELP` and `# TYPE`.
  *
  * @example
  * ```ts
@@ -84,16 +105,44 @@ export interface ProcessMemory {
  * const text = formatMetrics(new Stats(0).snapshot(1000, { handshaking: 0, authenticated: 2 }, {
  *   handshaking: 0,
  *   connected: 0,
- * }));
+ * }), { build: { version: "0.1.0" } });
  * if (!text.includes('p2p_peers{state="authenticated"} 2\n')) throw new Error(text);
+ * if (!text.includes('p2p_build_info{version="0.1.0"} 1\n')) throw new Error(text);
  * ```
  */
-export function formatMetrics(s: StatsSnapshot, memory?: ProcessMemory): string {
+export function formatMetrics(s: StatsSnapshot, options: MetricsOptions = {}): string {
   const out = new Exposition();
-  if (memory) {
-    out.simple("process_resident_memory_bytes", "gauge", "Resident set size of the process.", memory.rss);
-    out.simple("p2p_heap_used_bytes", "gauge", "JavaScript heap in use.", memory.heapUsed);
-    out.simple("p2p_heap_total_bytes", "gauge", "JavaScript heap allocated.", memory.heapTotal);
+  if (options.build) {
+    out.family("p2p_build_info", "gauge", "Always 1; the labels say which build of p2p_server runs.");
+    out.sample("p2p_build_info", 1, options.build);
+  }
+  const p = options.process;
+  if (p) {
+    if ("cpuSeconds" in p) {
+      out.simple(
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+        p.cpuSeconds,
+      );
+    }
+    out.simple("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", p.rss);
+    if ("cpuSeconds" in p) {
+      out.simple(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        p.startTimeSeconds,
+      );
+      if (p.openFds !== null) {
+        out.simple("process_open_fds", "gauge", "Number of open file descriptors.", p.openFds);
+      }
+      if (p.maxFds !== null) {
+        out.simple("process_max_fds", "gauge", "Maximum number of open file descriptors.", p.maxFds);
+      }
+    }
+    out.simple("p2p_heap_used_bytes", "gauge", "JavaScript heap in use.", p.heapUsed);
+    out.simple("p2p_heap_total_bytes", "gauge", "JavaScript heap allocated.", p.heapTotal);
   }
   out.simple("p2p_datagrams_received_total", "counter", "UDP datagrams received.", s.datagramsReceived);
   out.simple("p2p_datagrams_sent_total", "counter", "UDP datagrams sent.", s.datagramsSent);

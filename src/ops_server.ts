@@ -7,6 +7,7 @@
  */
 import { parseSocketAddr, type SocketAddr } from "./address.ts";
 import { formatMetrics, METRICS_CONTENT_TYPE, type ProcessMemory } from "./metrics.ts";
+import { buildLabels, sampleProcess } from "./process_info.ts";
 import type { StatsSnapshot } from "./stats.ts";
 import { STATUS_PAGE_HTML } from "./status_page.ts";
 
@@ -191,9 +192,12 @@ export function createOpsHandler(
     }
     switch (path) {
       case "/metrics":
-        return new Response(formatMetrics(source.stats(), memory()), {
-          headers: { "content-type": METRICS_CONTENT_TYPE, "cache-control": "no-store" },
-        });
+        return new Response(
+          formatMetrics(source.stats(), { process: sampleProcess(), build: buildLabels() }),
+          {
+            headers: { "content-type": METRICS_CONTENT_TYPE, "cache-control": "no-store" },
+          },
+        );
       case "/peers": {
         const offset = parseIndex(url.searchParams.get("offset"), 0, 0, Number.MAX_SAFE_INTEGER);
         const limit = parseIndex(url.searchParams.get("limit"), PEERS_DEFAULT_LIMIT, 1, PEERS_MAX_LIMIT);

@@ -164,3 +164,47 @@ Deno.test("cluster mode adds its families; a single instance has none", () => {
   assertStrictEquals(v("p2p_cluster_conflicts_total"), 1);
   assertStrictEquals(v("p2p_cluster_invalid_total"), 3);
 });
+
+Deno.test("the process and build families: standard names and types, descriptor gauges only when known", () => {
+  const snapshot = new Stats(0).snapshot(0, { handshaking: 0, authenticated: 0 }, {
+    handshaking: 0,
+    connected: 0,
+  });
+  const sample = {
+    rss: 5_000_000,
+    heapUsed: 1,
+    heapTotal: 2,
+    cpuSeconds: 1.25,
+    startTimeSeconds: 1_700_000_000.5,
+    openFds: 12,
+    maxFds: 1024,
+  };
+  const families = parseExposition(formatMetrics(snapshot, { process: sample, build: { version: "9.9.9" } }));
+  const types = Object.fromEntries(
+    [
+      "process_cpu_seconds_total",
+      "process_resident_memory_bytes",
+      "process_start_time_seconds",
+      "process_open_fds",
+    ]
+      .map((n) => [n, families.get(n)?.type]),
+  );
+  assertEquals(types, {
+    process_cpu_seconds_total: "counter",
+    process_resident_memory_bytes: "gauge",
+    process_start_time_seconds: "gauge",
+    process_open_fds: "gauge",
+  });
+  assertStrictEquals(sampleValue(families, "process_cpu_seconds_total", {}), 1.25);
+  assertStrictEquals(sampleValue(families, "process_start_time_seconds", {}), 1_700_000_000.5);
+  assertStrictEquals(sampleValue(families, "process_open_fds", {}), 12);
+  assertStrictEquals(sampleValue(families, "process_max_fds", {}), 1024);
+  assertStrictEquals(sampleValue(families, "p2p_build_info", { version: "9.9.9" }), 1);
+  const unknown = parseExposition(
+    formatMetrics(snapshot, { process: { ...sample, openFds: null, maxFds: null } }),
+  );
+  assert(
+    !unknown.has("process_open_fds") && !unknown.has("process_max_fds") && !unknown.has("p2p_build_info"),
+  );
+  assert(unknown.has("process_cpu_seconds_total"));
+});

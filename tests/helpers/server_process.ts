@@ -121,6 +121,8 @@ export interface ServerProcessOptions {
   readyDeadlineMs?: number;
   /** The script to run, relative to the project root. @default {"main.ts"} */
   script?: string;
+  /** Deno's run flags. @default {RUN_FLAGS (as `deno task start`)} */
+  runFlags?: readonly string[];
 }
 
 /** A running p2p_server subprocess. */
@@ -277,7 +279,7 @@ async function prepare(
   const cwd = await Deno.makeTempDir({ prefix: "p2p_server_run_" });
   tempFiles.push(cwd);
   const args: string[] = [
-    ...RUN_FLAGS,
+    ...(options.runFlags ?? RUN_FLAGS),
     "--config",
     `${PROJECT_ROOT}deno.json`,
     `${PROJECT_ROOT}${options.script ?? "main.ts"}`,
