@@ -2,7 +2,7 @@
  * Listener errors are reported, never lost: logged at error level and emitted as `error` events, with no
  * loop when an `error` listener throws; and end to end through `P2PServer` and `P2PClient`.
  */
-import { assert, assertEquals, assertStrictEquals } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
 import { Emitter, type ListenerError } from "../src/emitter.ts";
 import { P2PClient, P2PServer } from "../mod.ts";
 import { captureLogs } from "./helpers/log_capture.ts";

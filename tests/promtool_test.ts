@@ -5,7 +5,7 @@
  *
  * Skipped, with a message, when promtool is not installed (`.ci/run` installs it when it can).
  */
-import { assert, assertStrictEquals } from "../src/deps/assert.ts";
+import { assert, assertStrictEquals } from "./deps/assert.ts";
 import { formatMetrics } from "../src/metrics.ts";
 import { P2PClient } from "../src/client.ts";
 import { P2PServer } from "../src/server.ts";

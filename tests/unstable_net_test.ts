@@ -3,7 +3,7 @@
  * missing instead of failing with `Deno.listenDatagram is not a function`. Runs them with a deno.json that
  * has the project's imports but no `"unstable"` list.
  */
-import { assertEquals, assertStrictEquals } from "../src/deps/assert.ts";
+import { assertEquals, assertStrictEquals } from "./deps/assert.ts";
 import { childEnv, PROJECT_ROOT } from "./helpers/server_process.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
