@@ -15,12 +15,13 @@ import { VERSION } from "./src/identity.ts";
 import { chooseLevel, setupLogging, teardownLogging } from "./src/logging.ts";
 import { formatSocketAddr } from "./src/address.ts";
 import { P2PServer } from "./src/server.ts";
+import { IDENTITY_FILE_NAME, type IdentityLocation, identityLocation } from "./src/identity_path.ts";
 import { getLogger } from "./src/deps/log.ts";
 
 const log = getLogger(["p2p_server", "main"]);
 
-/** Where the program keeps its identity key unless the config file says otherwise (`identity_file`). */
-export const PROGRAM_IDENTITY_FILE = "p2p_server_identity.pem";
+/** The program's identity file name in a state or working directory (see `src/identity_path.ts`). */
+export const PROGRAM_IDENTITY_FILE: string = IDENTITY_FILE_NAME;
 
 /** Runs the program with `args`; resolves to the exit status. */
 export async function main(args: string[]): Promise<number> {
@@ -69,15 +70,23 @@ export async function main(args: string[]): Promise<number> {
     }
   }
   let config: Config;
+  let identity: IdentityLocation | null = null;
   try {
     // The program keeps its identity across restarts; the library's default is a new key each run.
     // Cluster flags complete the file's cluster settings rather than replace them.
     const cluster = request.flags.cluster !== undefined
       ? { ...fileConfig.cluster, ...request.flags.cluster } as Config["cluster"]
       : fileConfig.cluster;
+    // The key lives where an operator expects state (src/identity_path.ts); `identity_file: null` keeps none.
+    identity = fileConfig.identityFile === null ? null : identityLocation({
+      identityFile: fileConfig.identityFile,
+      configFile: request.configFile,
+      env: { STATE_DIRECTORY: env("STATE_DIRECTORY"), XDG_STATE_HOME: env("XDG_STATE_HOME") },
+      cwd: Deno.cwd(),
+    });
     config = resolveConfig({
-      identityFile: PROGRAM_IDENTITY_FILE,
       ...fileConfig,
+      identityFile: identity?.path ?? null,
       ...request.flags,
       ...(cluster !== undefined ? { cluster } : {}),
     });
@@ -96,6 +105,7 @@ export async function main(args: string[]): Promise<number> {
     try {
       // Before anything is created on disk: without --unstable-net the server could not bind anyway.
       requireUdpSockets();
+      if (identity?.createDir && config.auth !== "off") makeStateDir(identity.createDir);
       server = new P2PServer(config);
     } catch (error) {
       if (!(error instanceof KeyFileError) && !(error instanceof UnstableApiError)) throw error;
@@ -124,17 +134,31 @@ export async function main(args: string[]): Promise<number> {
     if (server.metricsAddr) {
       console.log(`metrics and status page on http://${formatSocketAddr(server.metricsAddr)}/`);
     }
-    log.info("node id {id}, public key {key}, log level {level} (from {source})", {
-      id: server.node.id,
-      key: server.publicKey ?? "none (auth off)",
-      level: level.level,
-      source: level.source,
-    });
+    log.info(
+      "node id {id}, public key {key}, identity file {file} ({rule}), log level {level} (from {source})",
+      {
+        id: server.node.id,
+        key: server.publicKey ?? "none (auth off)",
+        file: server.publicKey !== null ? config.identityFile ?? "none (a new key each run)" : "none",
+        rule: server.publicKey !== null && identity !== null ? identity.rule.replaceAll("_", " ") : "-",
+        level: level.level,
+        source: level.source,
+      },
+    );
     await server.finished;
     for (const [s, handler] of handlers) Deno.removeSignalListener(s, handler);
     return 0;
   } finally {
     await teardownLogging();
+  }
+}
+
+/** Creates the XDG state directory for the key (0700). @throws {KeyFileError} naming it when it cannot. */
+function makeStateDir(dir: string): void {
+  try {
+    Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    throw new KeyFileError(dir, `Cannot create state directory "${dir}": ${(error as Error).message}`);
   }
 }
 

@@ -75,8 +75,8 @@ datagrams per IP [${d.rateLimitDatagramsPerIp.join(", ")}], handshakes per IP [$
     }]
 (loopback exempt), ban_seconds ${d.banSeconds}, auth ${d.auth} (auth_allow_keys null, auth_max_skew ` +
     `${d.authMaxSkew} s),
-identity_file p2p_server_identity.pem (created 0600 on first run), suggested_keepalive ` +
-    `${d.suggestedKeepalive} s,
+identity_file: $STATE_DIRECTORY, else NAME.identity.pem beside -c NAME.json, else $XDG_STATE_HOME/p2p_server,
+else ./p2p_server_identity.pem (created 0600 on first run), suggested_keepalive ${d.suggestedKeepalive} s,
 relay_quota [${d.relayQuota.join(", ")}] per minute,
 metrics_token null (set, it requires "Authorization: Bearer <token>" on /metrics, /peers, /api/*),
 stats_interval ${d.statsInterval} s (a stats line at info level; 0 turns it off).

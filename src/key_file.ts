@@ -37,6 +37,16 @@ export class KeyFileError extends Error {
  * ```
  */
 export function loadOrCreateIdentity(path: string): Identity {
+  return openIdentityFile(path).identity;
+}
+
+/**
+ * Same as {@linkcode loadOrCreateIdentity}, and says whether the file was created just now (the server logs
+ * the path and the new node id then).
+ *
+ * @throws {KeyFileError} as {@linkcode loadOrCreateIdentity}.
+ */
+export function openIdentityFile(path: string): { identity: Identity; created: boolean } {
   let info: Deno.FileInfo;
   try {
     info = Deno.statSync(path);
@@ -53,7 +63,7 @@ export function loadOrCreateIdentity(path: string): Identity {
     } catch (error) {
       throw new KeyFileError(path, `Cannot create key file "${path}": ${(error as Error).message}`);
     }
-    return identity;
+    return { identity, created: true };
   }
   if (!info.isFile) throw new KeyFileError(path, `Key file "${path}" is not a regular file`);
   if (info.mode !== null && (info.mode & 0o077) !== 0) {
@@ -70,7 +80,7 @@ export function loadOrCreateIdentity(path: string): Identity {
     throw new KeyFileError(path, `Cannot read key file "${path}": ${(error as Error).message}`);
   }
   try {
-    return identityFrom(importEd25519Pem(text));
+    return { identity: identityFrom(importEd25519Pem(text)), created: false };
   } catch (error) {
     throw new KeyFileError(
       path,

@@ -6,7 +6,7 @@
 import { formatSocketAddr, parseSocketAddr, type SocketAddr } from "./address.ts";
 import { type Config, ConfigError, resolveConfig } from "./config.ts";
 import { generateIdentity, type Identity } from "./auth.ts";
-import { loadOrCreateIdentity } from "./key_file.ts";
+import { openIdentityFile } from "./key_file.ts";
 import { bindUdp, monotonicNow, UdpDriver } from "./driver.ts";
 import { Emitter, type ListenerError } from "./emitter.ts";
 import { Endpoint, type EndpointEvent, type LeaveReason, type PeerSummary } from "./endpoint.ts";
@@ -117,7 +117,18 @@ export class P2PServer {
     let identity: Identity | undefined;
     if (this.#config.auth !== "off") {
       const file = this.#config.identityFile;
-      identity = given ?? (file !== null ? loadOrCreateIdentity(file) : generateIdentity());
+      if (given) identity = given;
+      else if (file === null) identity = generateIdentity();
+      else {
+        const opened = openIdentityFile(file);
+        identity = opened.identity;
+        if (opened.created) {
+          log.info("created identity key file {path} (mode 0600) for node id {id}", {
+            path: file,
+            id: identity.nodeId,
+          });
+        }
+      }
       if (nodeId !== undefined && nodeId.toLowerCase() !== identity.nodeId) {
         throw new ConfigError(
           `Invalid option "nodeId": a keyed server's id is its key's ("${identity.nodeId}"), got "${nodeId}"`,

@@ -24,7 +24,6 @@ import {
   runScript,
   startServer,
   TEST_CONFIG,
-  writeTempConfig,
 } from "./helpers/server_process.ts";
 
 const PEM_HEADER = "-----BEGIN PRIVATE KEY-----";
@@ -320,72 +319,109 @@ Deno.test("two programs with different identity files have different node ids", 
   assertStrictEquals(idB, loadOrCreateIdentity(`${dir.path}/b.pem`).nodeId);
 });
 
-Deno.test("without identity_file the program keeps its key in p2p_server_identity.pem in its working directory", async () => {
-  await using dir = await tempDir();
-  const configPath = await writeTempConfig({ ...TEST_CONFIG, identity_file: undefined });
+/** Runs the program until its node id line, stops it with SIGTERM, and returns what it printed. */
+async function runUntilNodeId(
+  options: { args: string[]; cwd: string; env?: Record<string, string> },
+): Promise<{ stdout: string; stderr: string }> {
+  const env = childEnv(options.env);
+  for (const name of ["STATE_DIRECTORY", "XDG_STATE_HOME"]) if (!options.env?.[name]) delete env[name];
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [...RUN_FLAGS, "--config", `${PROJECT_ROOT}deno.json`, `${PROJECT_ROOT}main.ts`, ...options.args],
+    cwd: options.cwd,
+    env,
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stdout = new Response(child.stdout).text();
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  const killer = setTimeout(() => child.kill("SIGKILL"), PROCESS_DEADLINE_MS);
+  let stderr = "";
   try {
-    const runOnce = async (): Promise<{ stdout: string; stderr: string }> => {
-      const child = new Deno.Command(Deno.execPath(), {
-        args: [
-          ...RUN_FLAGS,
-          "--config",
-          `${PROJECT_ROOT}deno.json`,
-          `${PROJECT_ROOT}main.ts`,
-          "-c",
-          configPath,
-        ],
-        cwd: dir.path,
-        env: childEnv(),
-        clearEnv: true,
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
-      const stdout = new Response(child.stdout).text();
-      const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-      const killer = setTimeout(() => child.kill("SIGKILL"), PROCESS_DEADLINE_MS);
-      let stderr = "";
-      try {
-        while (!NODE_ID_LINE.test(stderr)) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          stderr += value;
-        }
-        try {
-          child.kill("SIGTERM");
-        } catch {
-          // it exited already
-        }
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          stderr += value;
-        }
-        await child.status; // 0, or 143 when SIGTERM beat the handlers (see the note at the top)
-        const out = await stdout;
-        assert(/listening on /.test(out), `the program did not start:\n${stderr}`);
-        return { stdout: out, stderr };
-      } finally {
-        clearTimeout(killer);
-        reader.releaseLock();
-      }
-    };
-    const first = await runOnce();
-    const path = `${dir.path}/p2p_server_identity.pem`;
-    assertStrictEquals(modeOf(path), 0o600);
-    const id = loadOrCreateIdentity(path).nodeId;
-    assertStrictEquals(loggedNodeId(first.stderr), id);
-    const second = await runOnce();
-    assertStrictEquals(loggedNodeId(second.stderr), id);
-    assertEquals([...Deno.readDirSync(dir.path)].map((e) => e.name), ["p2p_server_identity.pem"]);
-    assertNoSecret(
-      first.stdout + first.stderr + second.stdout + second.stderr,
-      Deno.readTextFileSync(path),
-      "output",
-    );
+    while (!NODE_ID_LINE.test(stderr)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      stderr += value;
+    }
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // it exited already
+    }
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      stderr += value;
+    }
+    await child.status; // 0, or 143 when SIGTERM beat the handlers (see the note at the top)
+    const out = await stdout;
+    assert(/listening on /.test(out), `the program did not start:\n${stderr}`);
+    return { stdout: out, stderr };
   } finally {
-    await Deno.remove(configPath);
+    clearTimeout(killer);
+    reader.releaseLock();
   }
+}
+
+Deno.test("without identity_file the key lives next to the config file, named after it, never in the working directory", async () => {
+  await using dir = await tempDir();
+  await using cwd = await tempDir();
+  const configPath = `${dir.path}/eu-1.json`;
+  Deno.writeTextFileSync(configPath, JSON.stringify({ ...TEST_CONFIG, identity_file: undefined }));
+  const first = await runUntilNodeId({ args: ["-c", configPath], cwd: cwd.path });
+  const path = `${dir.path}/eu-1.identity.pem`;
+  assertStrictEquals(modeOf(path), 0o600);
+  const id = loadOrCreateIdentity(path).nodeId;
+  assertStrictEquals(loggedNodeId(first.stderr), id);
+  assertMatch(
+    first.stderr,
+    new RegExp(`created identity key file ${path} \\(mode 0600\\) for node id ${id}`),
+  );
+  assertMatch(first.stderr, new RegExp(`identity file ${path} \\(config file\\)`));
+  const second = await runUntilNodeId({ args: ["-c", configPath], cwd: cwd.path });
+  assertStrictEquals(loggedNodeId(second.stderr), id);
+  assert(!second.stderr.includes("created identity key file"), "a restart creates nothing");
+  assertEquals([...Deno.readDirSync(dir.path)].map((e) => e.name).sort(), ["eu-1.identity.pem", "eu-1.json"]);
+  assertEquals([...Deno.readDirSync(cwd.path)], [], "nothing in the working directory");
+  assertNoSecret(
+    first.stdout + first.stderr + second.stdout + second.stderr,
+    Deno.readTextFileSync(path),
+    "output",
+  );
+
+  // A second config file in the same directory: a second identity.
+  const other = `${dir.path}/eu-2.json`;
+  Deno.writeTextFileSync(other, JSON.stringify({ ...TEST_CONFIG, identity_file: undefined }));
+  const third = await runUntilNodeId({ args: ["-c", other], cwd: cwd.path });
+  assert(loggedNodeId(third.stderr) !== id, "two config files, one node id");
+  assertStrictEquals(
+    loggedNodeId(third.stderr),
+    loadOrCreateIdentity(`${dir.path}/eu-2.identity.pem`).nodeId,
+  );
+});
+
+Deno.test("under systemd ($STATE_DIRECTORY) the key lives in the state directory; a relative identity_file is read from the config's directory", async () => {
+  await using dir = await tempDir();
+  await using state = await tempDir();
+  const configPath = `${dir.path}/config.json`;
+  Deno.writeTextFileSync(configPath, JSON.stringify({ ...TEST_CONFIG, identity_file: undefined }));
+  const run = await runUntilNodeId({
+    args: ["-c", configPath],
+    cwd: dir.path,
+    env: { STATE_DIRECTORY: `${state.path}:/nonexistent` },
+  });
+  const path = `${state.path}/p2p_server_identity.pem`;
+  assertStrictEquals(loggedNodeId(run.stderr), loadOrCreateIdentity(path).nodeId);
+  assertMatch(run.stderr, new RegExp(`identity file ${path} \\(state directory\\)`));
+  assertEquals([...Deno.readDirSync(dir.path)].map((e) => e.name), ["config.json"]);
+
+  Deno.mkdirSync(`${dir.path}/keys`);
+  Deno.writeTextFileSync(configPath, JSON.stringify({ ...TEST_CONFIG, identity_file: "keys/node.pem" }));
+  await using elsewhere = await tempDir();
+  const relative = await runUntilNodeId({ args: ["-c", configPath], cwd: elsewhere.path });
+  assertStrictEquals(loggedNodeId(relative.stderr), loadOrCreateIdentity(`${dir.path}/keys/node.pem`).nodeId);
+  assertMatch(relative.stderr, new RegExp(`identity file ${dir.path}/keys/node.pem \\(identity file\\)`));
 });
 
 /** Asserts a run ended with exit 2 and exactly one `error:` line on stderr naming `path`; returns the line. */
