@@ -13,7 +13,7 @@ import { requireUdpSockets } from "./src/driver.ts";
 import { KeyFileError } from "./src/key_file.ts";
 import { VERSION } from "./src/identity.ts";
 import { chooseLevel, setupLogging, teardownLogging } from "./src/logging.ts";
-import { formatSocketAddr } from "./src/address.ts";
+import { formatSocketAddr } from "./src/wire/address.ts";
 import { P2PServer } from "./src/server.ts";
 import { IDENTITY_FILE_NAME, type IdentityLocation, identityLocation } from "./src/identity_path.ts";
 import { getLogger } from "./src/deps/log.ts";

@@ -46,7 +46,7 @@ export {
   RemoteError,
   UnstableApiError,
 } from "./src/errors.ts";
-export { Endpoint, ERROR_CODES, MAX_UDP_PAYLOAD, NODE_ID_EXISTS } from "./src/endpoint.ts";
+export { Endpoint, ERROR_CODES, MAX_UDP_PAYLOAD, NODE_ID_EXISTS } from "./src/core/endpoint.ts";
 export type {
   EndpointEvent,
   EndpointOptions,
@@ -55,7 +55,7 @@ export type {
   PeerSummary,
   SendOptions,
   Transmit,
-} from "./src/endpoint.ts";
+} from "./src/core/endpoint.ts";
 export {
   DecodeError,
   decodeMessage,
@@ -63,7 +63,7 @@ export {
   encodeMessage,
   MESSAGE_TYPES,
   parseNodeInfo,
-} from "./src/protocol.ts";
+} from "./src/wire/mod.ts";
 export type {
   DecodeFailure,
   ErrorPayload,
@@ -73,9 +73,9 @@ export type {
   MessageType,
   NodeInfo,
   PeerInfo,
-} from "./src/protocol.ts";
-export { DROP_REASONS, HANDSHAKE_BUCKETS, Histogram, RTT_BUCKETS } from "./src/stats.ts";
-export type { DropReason, GiveUpReason, HistogramSnapshot, StatsSnapshot } from "./src/stats.ts";
+} from "./src/wire/mod.ts";
+export { DROP_REASONS, HANDSHAKE_BUCKETS, Histogram, RTT_BUCKETS } from "./src/core/stats.ts";
+export type { DropReason, GiveUpReason, HistogramSnapshot, StatsSnapshot } from "./src/core/stats.ts";
 export { formatMetrics, METRICS_CONTENT_TYPE } from "./src/metrics.ts";
 export type { MetricsOptions, ProcessMemory, ProcessSample } from "./src/metrics.ts";
 export {
@@ -88,11 +88,11 @@ export {
 } from "./src/ops_server.ts";
 export type { OpsEvent, OpsHandlerOptions, OpsPeer, OpsServer, OpsSource } from "./src/ops_server.ts";
 export { STATUS_PAGE_HTML } from "./src/status_page.ts";
-export { formatSocketAddr, parseSocketAddr } from "./src/address.ts";
-export type { SocketAddr } from "./src/address.ts";
+export { formatSocketAddr, parseSocketAddr } from "./src/wire/address.ts";
+export type { SocketAddr } from "./src/wire/address.ts";
 export { makeNodeInfo, VERSION } from "./src/identity.ts";
 export type { IdentityOptions } from "./src/identity.ts";
-export { AUTH_POLICIES, generateIdentity, identityFrom, nodeIdForKey } from "./src/auth.ts";
-export type { AuthPolicy, Identity } from "./src/auth.ts";
+export { AUTH_POLICIES, generateIdentity, identityFrom, nodeIdForKey } from "./src/core/auth.ts";
+export type { AuthPolicy, Identity } from "./src/core/auth.ts";
 export { KeyFileError, loadOrCreateIdentity } from "./src/key_file.ts";
-export { CLIENT_AUTH_CODES } from "./src/endpoint.ts";
+export { CLIENT_AUTH_CODES } from "./src/core/endpoint.ts";

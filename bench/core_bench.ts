@@ -15,7 +15,7 @@ import {
   resolveConfig,
   type SocketAddr,
 } from "../mod.ts";
-import { generateIdentity, type Identity } from "../src/auth.ts";
+import { generateIdentity, type Identity } from "../src/core/auth.ts";
 
 const SAMPLE_NODE = {
   id: "4a1f3c7e-9b2d-4e8f-a6c5-0d1e2f3a4b5c",

@@ -33,7 +33,7 @@ import {
   requestSignedBytes,
   responseSignedBytes,
   toBase64Url,
-} from "../src/auth.ts";
+} from "../src/core/auth.ts";
 import {
   generateX25519,
   hkdf,
@@ -43,7 +43,7 @@ import {
   verifyEd25519,
   x25519,
 } from "../src/deps/crypto.ts";
-import { encodeMessage, type Message } from "../src/protocol.ts";
+import { encodeMessage, type Message } from "../src/wire/mod.ts";
 
 const { positionals, values } = parseArgs({
   args: Deno.args,

@@ -29,9 +29,9 @@
  */
 import { parseArgs } from "../src/deps/flags.ts";
 import type { Config } from "../src/config.ts";
-import type { EndpointEvent } from "../src/endpoint.ts";
-import { DROP_REASONS, type DropReason } from "../src/stats.ts";
-import type { Json } from "../src/protocol.ts";
+import type { EndpointEvent } from "../src/core/endpoint.ts";
+import { DROP_REASONS, type DropReason } from "../src/core/stats.ts";
+import type { Json } from "../src/wire/mod.ts";
 import { type LinkProfile, mulberry32, seeds, Sim, type SimEndpoint, sock, withSeeds } from "../tests/sim.ts";
 
 const { values } = parseArgs({

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { parseSocketAddr } from "./address.ts";
+import { parseSocketAddr } from "./wire/address.ts";
 import {
   type Config,
   ConfigError,

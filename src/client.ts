@@ -4,16 +4,22 @@
  *
  * @module
  */
-import { formatSocketAddr, isUnspecified, loopbackFor, parseSocketAddr, type SocketAddr } from "./address.ts";
+import {
+  formatSocketAddr,
+  isUnspecified,
+  loopbackFor,
+  parseSocketAddr,
+  type SocketAddr,
+} from "./wire/address.ts";
 import { type Config, resolveConfig } from "./config.ts";
 import { bindUdp, monotonicNow, UdpDriver } from "./driver.ts";
 import { Emitter, type ListenerError } from "./emitter.ts";
-import { Endpoint, type EndpointEvent, PUNCH_BUDGET_MS } from "./endpoint.ts";
+import { Endpoint, type EndpointEvent, PUNCH_BUDGET_MS } from "./core/endpoint.ts";
 import { ConnectionTimeoutError, HandshakeError, RemoteError } from "./errors.ts";
 import { type IdentityOptions, makeNodeInfo } from "./identity.ts";
-import type { ErrorPayload, Json, Message, NodeInfo, PeerInfo } from "./protocol.ts";
-import type { StatsSnapshot } from "./stats.ts";
-import { fromBase64Url, generateIdentity, type Identity } from "./auth.ts";
+import type { ErrorPayload, Json, Message, NodeInfo, PeerInfo } from "./wire/mod.ts";
+import type { StatsSnapshot } from "./core/stats.ts";
+import { fromBase64Url, generateIdentity, type Identity } from "./core/auth.ts";
 
 /** Options of {@linkcode P2PClient}. */
 export interface ClientOptions extends IdentityOptions {

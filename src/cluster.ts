@@ -14,7 +14,7 @@
  *
  * @module
  */
-import type { ClusterCounts, Endpoint, EndpointEvent, PeerSummary } from "./endpoint.ts";
+import type { ClusterCounts, Endpoint, EndpointEvent, PeerSummary } from "./core/endpoint.ts";
 import {
   type ClusterEnvelope,
   type ClusterMessage,
@@ -22,12 +22,12 @@ import {
   INSTANCE_ID,
   parseRecord,
   peerRecord,
-} from "./directory.ts";
-import type { ClusterStatus } from "./stats.ts";
+} from "./core/directory.ts";
+import type { ClusterStatus } from "./core/stats.ts";
 import type { ClusterConfig } from "./config.ts";
 import { getLogger } from "./deps/log.ts";
 import type { RedisLink, RedisLinkEvents } from "./deps/redis.ts";
-import { isJsonObject, type Json, parsePeerInfo } from "./protocol.ts";
+import { isJsonObject, type Json, parsePeerInfo } from "./wire/mod.ts";
 
 const log = getLogger(["p2p_server", "cluster"]);
 

@@ -4,9 +4,9 @@
  *
  * @module
  */
-import { parseSocketAddr } from "./address.ts";
-import { show } from "./protocol.ts";
-import { AUTH_POLICIES, type AuthPolicy } from "./auth.ts";
+import { parseSocketAddr } from "./wire/address.ts";
+import { show } from "./wire/mod.ts";
+import { AUTH_POLICIES, type AuthPolicy } from "./core/auth.ts";
 
 /** Server configuration. Every field has a documented default ({@linkcode DEFAULT_CONFIG}). */
 export interface Config {

@@ -5,9 +5,9 @@
  *
  * @module
  */
-import { formatSocketAddr, type SocketAddr } from "./address.ts";
+import { formatSocketAddr, type SocketAddr } from "./wire/address.ts";
 import { BindError, UnstableApiError } from "./errors.ts";
-import type { Endpoint, EndpointEvent, Transmit } from "./endpoint.ts";
+import type { Endpoint, EndpointEvent, Transmit } from "./core/endpoint.ts";
 import { getLogger } from "./deps/log.ts";
 
 const log = getLogger(["p2p_server", "socket"]);

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { DEFAULT_NETWORK_ID, type NodeInfo } from "./protocol.ts";
+import { DEFAULT_NETWORK_ID, type NodeInfo } from "./wire/mod.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
 /** The p2p_server version (from `deno.json`). */

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { generateIdentity, type Identity, identityFrom } from "./auth.ts";
+import { generateIdentity, type Identity, identityFrom } from "./core/auth.ts";
 import { exportPrivateKeyPem, importEd25519Pem } from "./deps/crypto.ts";
 
 /** A key file that is missing and cannot be created, readable by others, or not a key. */

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { HistogramSnapshot, StatsSnapshot } from "./stats.ts";
+import type { HistogramSnapshot, StatsSnapshot } from "./core/stats.ts";
 
 /** The `Content-Type` of {@linkcode formatMetrics}'s output. */
 export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
@@ -101,7 +101,7 @@ export interface MetricsOptions {
  * @example
  * ```ts
  * import { formatMetrics } from "./metrics.ts";
- * import { Stats } from "./stats.ts";
+ * import { Stats } from "./core/stats.ts";
  * const text = formatMetrics(new Stats(0).snapshot(1000, { handshaking: 0, authenticated: 2 }, {
  *   handshaking: 0,
  *   connected: 0,

@@ -5,10 +5,10 @@
  *
  * @module
  */
-import { parseSocketAddr, type SocketAddr } from "./address.ts";
+import { parseSocketAddr, type SocketAddr } from "./wire/address.ts";
 import { formatMetrics, METRICS_CONTENT_TYPE, type ProcessMemory } from "./metrics.ts";
 import { buildLabels, sampleProcess } from "./process_info.ts";
-import type { StatsSnapshot } from "./stats.ts";
+import type { StatsSnapshot } from "./core/stats.ts";
 import { STATUS_PAGE_HTML } from "./status_page.ts";
 
 /** A peer as `/peers` lists it. */
@@ -134,7 +134,7 @@ function parseIndex(value: string | null, fallback: number, min: number, max: nu
  * @example
  * ```ts
  * import { createOpsHandler } from "./ops_server.ts";
- * import { Stats } from "./stats.ts";
+ * import { Stats } from "./core/stats.ts";
  * const handle = createOpsHandler({
  *   stats: () => new Stats(0).snapshot(0, { handshaking: 0, authenticated: 0 }, { handshaking: 0, connected: 0 }),
  *   peers: () => [],

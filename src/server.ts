@@ -3,17 +3,17 @@
  *
  * @module
  */
-import { formatSocketAddr, parseSocketAddr, type SocketAddr } from "./address.ts";
+import { formatSocketAddr, parseSocketAddr, type SocketAddr } from "./wire/address.ts";
 import { type Config, ConfigError, resolveConfig } from "./config.ts";
-import { generateIdentity, type Identity } from "./auth.ts";
+import { generateIdentity, type Identity } from "./core/auth.ts";
 import { openIdentityFile } from "./key_file.ts";
 import { bindUdp, monotonicNow, UdpDriver } from "./driver.ts";
 import { Emitter, type ListenerError } from "./emitter.ts";
-import { Endpoint, type EndpointEvent, type LeaveReason, type PeerSummary } from "./endpoint.ts";
+import { Endpoint, type EndpointEvent, type LeaveReason, type PeerSummary } from "./core/endpoint.ts";
 import { BindError, ConnectionTimeoutError, HandshakeError } from "./errors.ts";
 import { type IdentityOptions, makeNodeInfo } from "./identity.ts";
-import type { Json, Message, NodeInfo } from "./protocol.ts";
-import type { GiveUpReason, StatsSnapshot } from "./stats.ts";
+import type { Json, Message, NodeInfo } from "./wire/mod.ts";
+import type { GiveUpReason, StatsSnapshot } from "./core/stats.ts";
 import { createOpsHandler, EventRing, type OpsPeer, type OpsServer, serveOps } from "./ops_server.ts";
 import { getLogger } from "./deps/log.ts";
 import { ClusterNode, type OpenClusterLink } from "./cluster.ts";

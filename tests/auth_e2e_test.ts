@@ -16,7 +16,7 @@ import {
   P2PServer,
   type StatsSnapshot,
 } from "../mod.ts";
-import { generateIdentity, type Identity } from "../src/auth.ts";
+import { generateIdentity, type Identity } from "../src/core/auth.ts";
 import { loadOrCreateIdentity } from "../src/key_file.ts";
 import { RebindingRelay } from "./helpers/rebinding_relay.ts";
 import { type ServerProcess, startServer, waitUntil } from "./helpers/server_process.ts";

@@ -11,7 +11,7 @@
  */
 import { assert, assertEquals, assertNotEquals, assertStrictEquals } from "./deps/assert.ts";
 import type { Config } from "../src/config.ts";
-import { CLIENT_AUTH_CODES, ERROR_CODES } from "../src/endpoint.ts";
+import { CLIENT_AUTH_CODES, ERROR_CODES } from "../src/core/endpoint.ts";
 import {
   fromBase64Url,
   generateIdentity,
@@ -21,7 +21,7 @@ import {
   requestSignedBytes,
   responseSignedBytes,
   toBase64Url,
-} from "../src/auth.ts";
+} from "../src/core/auth.ts";
 import {
   generateX25519,
   hkdf,
@@ -39,7 +39,7 @@ import {
   type MessageType,
   networkOf,
   type NodeInfo,
-} from "../src/protocol.ts";
+} from "../src/wire/mod.ts";
 import {
   EPOCH_MS,
   mulberry32,

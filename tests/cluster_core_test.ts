@@ -7,10 +7,10 @@
  */
 import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
 import { checkMessage } from "../src/cluster.ts";
-import { type DirectoryRecord, parseRecord, peerRecord, RemoteDirectory } from "../src/directory.ts";
-import type { PeerSummary } from "../src/endpoint.ts";
-import type { Json, PeerInfo } from "../src/protocol.ts";
-import { generateIdentity } from "../src/auth.ts";
+import { type DirectoryRecord, parseRecord, peerRecord, RemoteDirectory } from "../src/core/directory.ts";
+import type { PeerSummary } from "../src/core/endpoint.ts";
+import type { Json, PeerInfo } from "../src/wire/mod.ts";
+import { generateIdentity } from "../src/core/auth.ts";
 import { Sim, type SimEndpoint, sock } from "./sim.ts";
 
 const A = "192.0.2.1:8080";

@@ -5,9 +5,9 @@
  */
 import { assert, assertEquals, assertRejects, assertStrictEquals } from "./deps/assert.ts";
 import { P2PClient, P2PServer, RemoteError } from "../mod.ts";
-import type { Json } from "../src/protocol.ts";
+import type { Json } from "../src/wire/mod.ts";
 import { waitUntil } from "./helpers/server_process.ts";
-import { generateIdentity } from "../src/auth.ts";
+import { generateIdentity } from "../src/core/auth.ts";
 import { REDIS_SKIP_REASON, type RedisServer, startRedis } from "./helpers/redis_server.ts";
 
 if (REDIS_SKIP_REASON !== null) console.warn(`cluster tests skipped: ${REDIS_SKIP_REASON}`);

@@ -4,8 +4,8 @@
  */
 import { assert, assertEquals, assertMatch, assertStrictEquals, assertThrows } from "./deps/assert.ts";
 import type { Config } from "../src/config.ts";
-import { Endpoint, MAX_UDP_PAYLOAD, NODE_ID_EXISTS } from "../src/endpoint.ts";
-import type { Json, Message } from "../src/protocol.ts";
+import { Endpoint, MAX_UDP_PAYLOAD, NODE_ID_EXISTS } from "../src/core/endpoint.ts";
+import type { Json, Message } from "../src/wire/mod.ts";
 import {
   decode,
   EPOCH_MS,

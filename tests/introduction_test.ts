@@ -5,7 +5,7 @@
  */
 import { assert, assertEquals, assertRejects, assertStrictEquals } from "./deps/assert.ts";
 import { P2PClient, P2PServer, RemoteError } from "../mod.ts";
-import type { Json } from "../src/protocol.ts";
+import type { Json } from "../src/wire/mod.ts";
 import { waitUntil } from "./helpers/server_process.ts";
 
 async function setup() {

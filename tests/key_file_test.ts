@@ -13,7 +13,7 @@
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync } from "node:crypto";
 import { assert, assertEquals, assertMatch, assertStrictEquals, assertThrows } from "./deps/assert.ts";
-import { type Identity, nodeIdForKey, toBase64Url } from "../src/auth.ts";
+import { type Identity, nodeIdForKey, toBase64Url } from "../src/core/auth.ts";
 import { KeyFileError, loadOrCreateIdentity } from "../src/key_file.ts";
 import { P2PClient } from "../mod.ts";
 import {

@@ -13,7 +13,7 @@ import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
 import { type Json, P2PClient, type StatsSnapshot } from "../mod.ts";
 import { type Impairments, LossyProxy, type ProxyCounters } from "./helpers/lossy_proxy.ts";
 import { type ServerProcess, startServer, waitUntil } from "./helpers/server_process.ts";
-import { MALFORMED_DROP_REASONS } from "../src/stats.ts";
+import { MALFORMED_DROP_REASONS } from "../src/core/stats.ts";
 
 const SEED = (() => {
   const text = Deno.env.get("LOSSY_E2E_SEED");

@@ -5,7 +5,7 @@
  */
 import { assert, assertEquals, assertStrictEquals, assertThrows } from "./deps/assert.ts";
 import { formatMetrics, METRICS_CONTENT_TYPE } from "../src/metrics.ts";
-import { Histogram, Stats } from "../src/stats.ts";
+import { Histogram, Stats } from "../src/core/stats.ts";
 import { parseExposition, sampleValue } from "./helpers/prom_parser.ts";
 
 function busyStats(): Stats {

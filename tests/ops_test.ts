@@ -3,7 +3,7 @@
  * UDP traffic from P2PClient; config and flag validation of the new keys; and the program's JSON log lines.
  */
 import { assert, assertEquals, assertMatch, assertRejects, assertStrictEquals } from "./deps/assert.ts";
-import { formatSocketAddr } from "../src/address.ts";
+import { formatSocketAddr } from "../src/wire/address.ts";
 import { parseCli, UsageError } from "../src/cli.ts";
 import { ConfigError, parseConfigFile, resolveConfig } from "../src/config.ts";
 import { P2PClient } from "../src/client.ts";

@@ -9,7 +9,7 @@ import { assert, assertStrictEquals } from "./deps/assert.ts";
 import { formatMetrics } from "../src/metrics.ts";
 import { P2PClient } from "../src/client.ts";
 import { P2PServer } from "../src/server.ts";
-import { Stats } from "../src/stats.ts";
+import { Stats } from "../src/core/stats.ts";
 import { parseExposition, sampleValue } from "./helpers/prom_parser.ts";
 import { startServer, waitUntil } from "./helpers/server_process.ts";
 import denoJson from "../deno.json" with { type: "json" };

@@ -14,7 +14,7 @@ import {
   parseNodeInfo,
   parsePeerInfo,
   show,
-} from "../src/protocol.ts";
+} from "../src/wire/mod.ts";
 import { isUuid } from "../src/deps/uuid.ts";
 import { mulberry32 } from "./sim.ts";
 

@@ -4,7 +4,7 @@
  */
 import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
 import type { Config } from "../src/config.ts";
-import { encodeMessage, type Json } from "../src/protocol.ts";
+import { encodeMessage, type Json } from "../src/wire/mod.ts";
 import { type LinkProfile, mulberry32, seeds, Sim, type SimEndpoint, sock, withSeeds } from "./sim.ts";
 
 const SERVER = "192.0.2.1:8080";

@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
-import type { FragmentRef, MessageType } from "../src/protocol.ts";
+import type { FragmentRef, MessageType } from "../src/wire/mod.ts";
 import {
   type Budget,
   MAX_ORDERED_HELD,
@@ -18,7 +18,7 @@ import {
   RttEstimator,
   SEND_WINDOW,
   SendQueue,
-} from "../src/reliability.ts";
+} from "../src/core/reliability.ts";
 import { mulberry32 } from "./sim.ts";
 
 const U32 = 0x1_0000_0000;

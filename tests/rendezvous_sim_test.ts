@@ -3,7 +3,7 @@
  * discovery paging by cursor with a capability filter, each answer within one datagram.
  */
 import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
-import type { Json, PeerInfo } from "../src/protocol.ts";
+import type { Json, PeerInfo } from "../src/wire/mod.ts";
 import { Sim, type SimEndpoint, sock } from "./sim.ts";
 
 const SERVER = "192.0.2.1:8080";

@@ -8,11 +8,11 @@
  *
  * Tests marked `ignore: true` state a property the current code breaks; each names the bug and its replay.
  */
-import { UNPROVEN_RATE } from "../src/endpoint.ts";
+import { UNPROVEN_RATE } from "../src/core/endpoint.ts";
 import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
 import type { Config } from "../src/config.ts";
-import { COOKIE_HEX_LENGTH, COOKIE_PERIOD_MS } from "../src/cookies.ts";
-import { BAN_STRIKES, MAX_TRACKED_IPS, RateLimiter } from "../src/limits.ts";
+import { COOKIE_HEX_LENGTH, COOKIE_PERIOD_MS } from "../src/core/cookies.ts";
+import { BAN_STRIKES, MAX_TRACKED_IPS, RateLimiter } from "../src/core/limits.ts";
 import {
   encodeMessage,
   type Json,
@@ -20,7 +20,7 @@ import {
   type Message,
   type MessageType,
   type NodeInfo,
-} from "../src/protocol.ts";
+} from "../src/wire/mod.ts";
 import {
   MAX_ORDERED_HELD,
   MAX_PARTIAL_PER_PEER,
@@ -28,8 +28,8 @@ import {
   MAX_QUEUED_PER_PEER,
   RECEIVE_WINDOW,
   SEND_WINDOW,
-} from "../src/reliability.ts";
-import type { DropReason } from "../src/stats.ts";
+} from "../src/core/reliability.ts";
+import type { DropReason } from "../src/core/stats.ts";
 import {
   type Arrival,
   decode,

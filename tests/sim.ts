@@ -20,12 +20,12 @@
  *
  * @module
  */
-import { formatSocketAddr, parseSocketAddr, type SocketAddr } from "../src/address.ts";
+import { formatSocketAddr, parseSocketAddr, type SocketAddr } from "../src/wire/address.ts";
 import { type Config, resolveConfig } from "../src/config.ts";
-import { Endpoint, type EndpointEvent } from "../src/endpoint.ts";
-import type { Json, Message, MessageType, NodeInfo } from "../src/protocol.ts";
-import { mulberry32 } from "../src/random.ts";
-import type { Identity } from "../src/auth.ts";
+import { Endpoint, type EndpointEvent } from "../src/core/endpoint.ts";
+import type { Json, Message, MessageType, NodeInfo } from "../src/wire/mod.ts";
+import { mulberry32 } from "../src/core/random.ts";
+import type { Identity } from "../src/core/auth.ts";
 
 /** A virtual start time (ms) well inside the Unix era, so seconds and milliseconds cannot be confused. */
 export const EPOCH_MS = 1_700_000_000_000;

@@ -6,7 +6,7 @@
  * Skipped, with a message, when `/usr/bin/chromium` is not installed (`.ci/run` installs it when it can).
  */
 import { assert, assertStrictEquals } from "./deps/assert.ts";
-import { formatSocketAddr } from "../src/address.ts";
+import { formatSocketAddr } from "../src/wire/address.ts";
 import { P2PClient } from "../src/client.ts";
 import { P2PServer } from "../src/server.ts";
 import { childEnv, PROJECT_ROOT } from "./helpers/server_process.ts";

@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
-import { type Timed, TimerHeap } from "../src/timers.ts";
+import { type Timed, TimerHeap } from "../src/core/timers.ts";
 import { mulberry32 } from "./sim.ts";
 
 interface Item extends Timed {

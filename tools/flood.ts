@@ -37,7 +37,7 @@
  */
 import { cpuUsage } from "node:process";
 import { DEFAULT_CONFIG, type Json, P2PClient } from "../mod.ts";
-import type { StatsSnapshot } from "../src/stats.ts";
+import type { StatsSnapshot } from "../src/core/stats.ts";
 import { type Addr, addrText } from "../tests/helpers/raw_peer.ts";
 import { waitUntil } from "../tests/helpers/server_process.ts";
 import {

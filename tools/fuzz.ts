@@ -22,7 +22,7 @@
  * @module
  */
 import { P2PClient } from "../mod.ts";
-import type { StatsSnapshot } from "../src/stats.ts";
+import type { StatsSnapshot } from "../src/core/stats.ts";
 import { CATEGORIES, type Category, type FuzzCase, FuzzCorpus } from "../tests/helpers/fuzz_corpus.ts";
 import { type Addr, addrText, RawPeer } from "../tests/helpers/raw_peer.ts";
 import { type ServerProcess, TEST_CONFIG, waitUntil } from "../tests/helpers/server_process.ts";

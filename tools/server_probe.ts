@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { StatsSnapshot } from "../src/stats.ts";
+import type { StatsSnapshot } from "../src/core/stats.ts";
 import { parseArgs } from "../src/deps/flags.ts";
 import {
   childEnv,

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { MESSAGE_TYPES, type MessageType } from "../../src/protocol.ts";
+import { MESSAGE_TYPES, type MessageType } from "../../src/wire/mod.ts";
 import { ENVELOPE_KEYS } from "./raw_peer.ts";
 
 // ------------------------------------------------------------------ the PRNG

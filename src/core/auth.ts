@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { generateEd25519, type KeyObject, type KeyPair, sha256 } from "./deps/crypto.ts";
+import { generateEd25519, type KeyObject, type KeyPair, sha256 } from "../deps/crypto.ts";
 
 /** The auth policies a server can run. */
 export const AUTH_POLICIES = ["off", "optional", "required"] as const;

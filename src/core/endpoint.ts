@@ -6,8 +6,14 @@
  *
  * @module
  */
-import { formatSocketAddr, isUnspecified, loopbackFor, parseSocketAddr, type SocketAddr } from "./address.ts";
-import type { Config } from "./config.ts";
+import {
+  formatSocketAddr,
+  isUnspecified,
+  loopbackFor,
+  parseSocketAddr,
+  type SocketAddr,
+} from "../wire/address.ts";
+import type { CoreConfig as Config } from "./config.ts";
 import {
   type Conn,
   type ConnExtras,
@@ -41,7 +47,7 @@ import {
   parseNodeInfo,
   parsePeerInfo,
   type PeerInfo,
-} from "./protocol.ts";
+} from "../wire/mod.ts";
 import {
   type Budget,
   MAX_QUEUED_BYTES_PER_PEER,
@@ -77,8 +83,8 @@ import {
   signEd25519,
   verifyEd25519,
   x25519,
-} from "./deps/crypto.ts";
-import { isUuid } from "./deps/uuid.ts";
+} from "../deps/crypto.ts";
+import { isUuid } from "../deps/uuid.ts";
 import { type ClusterMessage, type DirectoryRecord, RemoteDirectory, type RemotePeer } from "./directory.ts";
 
 /** Largest UDP payload (IPv4); a single-datagram message can never be larger. */
@@ -380,7 +386,7 @@ export const NODE_ID_EXISTS = "handshake failed: node ID already exists";
  * @example
  * ```ts
  * import { Endpoint } from "./endpoint.ts";
- * import { resolveConfig } from "./config.ts";
+ * import { resolveConfig } from "../config.ts";
  * const node = {
  *   id: crypto.randomUUID(), name: "s", version: "1", listen_addr: "127.0.0.1:9",
  *   capabilities: [], metadata: {},

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { MESSAGE_TYPES, type MessageType } from "./protocol.ts";
+import { MESSAGE_TYPES, type MessageType } from "../wire/mod.ts";
 
 /** Drop reasons meaning the datagram's bytes could not be decoded or validated (damaged or malformed). */
 export const MALFORMED_DROP_REASONS = [

@@ -6,9 +6,9 @@
  *
  * @module
  */
-import type { SocketAddr } from "./address.ts";
-import type { NodeInfo } from "./protocol.ts";
-import type { Message, MessageType } from "./protocol.ts";
+import type { SocketAddr } from "../wire/address.ts";
+import type { NodeInfo } from "../wire/mod.ts";
+import type { Message, MessageType } from "../wire/mod.ts";
 import {
   type OrderedInbox,
   Outbox,
@@ -19,7 +19,7 @@ import {
 } from "./reliability.ts";
 import type { Timed } from "./timers.ts";
 import type { Bucket } from "./limits.ts";
-import type { HmacKey, KeyPair } from "./deps/crypto.ts";
+import type { HmacKey, KeyPair } from "../deps/crypto.ts";
 
 /** State of a peer that registered with this endpoint. */
 export type PeerState = "handshaking" | "authenticated";

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { type Json, type NodeInfo, parseNodeInfo, type PeerInfo } from "./protocol.ts";
+import { type Json, type NodeInfo, parseNodeInfo, type PeerInfo } from "../wire/mod.ts";
 import type { PeerSummary } from "./endpoint.ts";
 
 /** What the shared directory holds for one peer (the JSON written to Redis and sent between instances). */

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { hmacSha256 } from "./deps/crypto.ts";
+import { hmacSha256 } from "../deps/crypto.ts";
 
 /** How long one cookie period lasts (ms). A cookie is accepted for one to two periods. */
 export const COOKIE_PERIOD_MS = 60_000;

@@ -1,192 +1,26 @@
 /**
- * The wire format: the eight-key JSON envelope, the eleven message types, and the payload shapes of the
- * messages p2p_server understands. Pure functions, no I/O.
+ * The wire codec: a message to bytes (the documented key order, an optional CRC-32 `sum` or session `mac`
+ * member) and bytes to a validated message, with every malformed input reported as a {@linkcode DecodeError}.
+ * Pure functions, no I/O.
  *
  * @module
  */
-import { isUuid } from "./deps/uuid.ts";
-import { parseSocketAddr } from "./address.ts";
-
-/** The eleven message types, spelled as on the wire (PascalCase, case-sensitive). */
-export const MESSAGE_TYPES = [
-  "HandshakeRequest",
-  "HandshakeResponse",
-  "Ping",
-  "Pong",
-  "DiscoveryRequest",
-  "DiscoveryResponse",
-  "Data",
-  "Error",
-  "Disconnect",
-  "Ack",
-  "Retransmit",
-] as const;
-
-/** One of the eleven message types. */
-export type MessageType = typeof MESSAGE_TYPES[number];
-
-const MESSAGE_TYPE_SET: ReadonlySet<string> = new Set(MESSAGE_TYPES);
-
-/** Any JSON value. */
-export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
-
-/** A decoded or to-be-encoded envelope: every message on the wire has exactly these eight keys. */
-export interface Message {
-  /** UUID of this message; unique per message. */
-  id: string;
-  /** What the message is. */
-  message_type: MessageType;
-  /** Unix time of sending. We send seconds; on input seconds or milliseconds are accepted. */
-  timestamp: number;
-  /** The message body; its shape depends on `message_type`. */
-  payload: Json;
-  /** `"ip:port"` as the sender believes it is reachable. Informational only, never used for routing. */
-  sender_addr: string | null;
-  /** Per-sender counter (u32), used for duplicate suppression and Ack matching. */
-  sequence_number: number | null;
-  /** Whether the sender asks for an `Ack`. */
-  requires_ack: boolean;
-  /** On an `Ack`: the acknowledged message's `id` (we send this) or `sequence_number` (accepted on input). */
-  ack_for: string | number | null;
-  /**
-   * Extension (after the eight keys; old parsers ignore it): on HandshakeRequest and HandshakeResponse, the
-   * version of p2p_server's reliability extensions the sender speaks (`rel`, `ord`, `frag`, the Retransmit
-   * shapes). Currently 1.
-   */
-  ext?: number;
-  /** Extension: on a reliable message, its number (u32) in the sender's reliable stream to this receiver. */
-  rel?: number;
-  /** Extension: on ordered Data, its number (u32, from 1 per session) in the sender's ordered stream. */
-  ord?: number;
-  /** Extension: on a fragment, which whole message it belongs to; the payload is a base64 chunk. */
-  frag?: FragmentRef;
-  /** Extension: on a HandshakeRequest, the stateless cookie a busy server handed out (hex). */
-  cookie?: string;
-  /** Extension: on a keyed HandshakeRequest or HandshakeResponse, the sender's key, signature and DH key. */
-  auth?: AuthFields;
-  /** Extension: on every datagram of an authenticated session, its session id (16 hex digits). */
-  sid?: string;
-  /**
-   * Set by {@linkcode decodeMessage} when the datagram ends in a `mac` member: the tag (32 hex digits) and
-   * where the member starts, for the receiver to check with its session key. Never written by
-   * {@linkcode encodeMessage}; see its `macKey` parameter.
-   */
-  mac?: { tag: string; end: number };
-  /**
-   * Set by {@linkcode decodeMessage} when the datagram ended in a `sum` field (a CRC-32 of the rest) and it
-   * matched. Never written by {@linkcode encodeMessage}; see {@linkcode encodeMessage}'s `checksum` option.
-   */
-  summed?: true;
-}
-
-/** Where a fragment belongs: the whole message's id, its index and the fragment count. */
-export interface FragmentRef {
-  /** Id of the whole message. */
-  of: string;
-  /** Index, from 0. */
-  i: number;
-  /** Number of fragments, at most {@linkcode MAX_FRAGMENTS}. */
-  n: number;
-}
-
-/** The `auth` extension of a keyed handshake message (every value unpadded base64url unless noted). */
-export interface AuthFields {
-  /** The sender's Ed25519 public key (32 bytes). */
-  key: string;
-  /** The sender's X25519 public key for this handshake (32 bytes). */
-  dh: string;
-  /** The Ed25519 signature (64 bytes) of the message's canonical claims. */
-  sig: string;
-  /** On a request: the server it is meant for (its node id, or `"*"`). */
-  to?: string;
-  /** On a response: the session id assigned (16 hex digits). */
-  sid?: string;
-}
-
-/** The most fragments one message may be cut into. */
-export const MAX_FRAGMENTS = 65_535;
-
-/** The version of the extensions this implementation speaks (the `ext` envelope field). */
-export const EXTENSIONS_VERSION = 1;
-
-/** Description of a node, carried by `HandshakeRequest` and `HandshakeResponse`. */
-export interface NodeInfo {
-  /** The node's UUID. */
-  id: string;
-  /** Human-readable name; non-empty. */
-  name: string;
-  /** Software version; non-empty. */
-  version: string;
-  /** `"ip:port"` where the node says it listens. */
-  listen_addr: string;
-  /** Free-form capability names (the server adds `"server"`). */
-  capabilities: string[];
-  /** String key/value pairs; `network_id` isolates networks (default `"p2p_default"`). */
-  metadata: Record<string, string>;
-}
-
-/** `HandshakeResponse.payload`. */
-export interface HandshakeResponsePayload {
-  /** The responder's own NodeInfo. */
-  node_info: NodeInfo;
-  /** Whether the handshake was accepted. */
-  success: boolean;
-  /** Why it was not, or `null`. */
-  error_message: string | null;
-}
-
-/** One entry of a `DiscoveryResponse`. */
-export interface PeerInfo {
-  /** Node id. */
-  id: string;
-  /** The peer's declared `listen_addr`. */
-  addr: string;
-  /** Unix seconds when the server last heard from the peer. */
-  last_seen: number;
-  /** The peer's declared capabilities. */
-  capabilities: string[];
-  /** The peer's name (an extension; upstream parsers ignore it). */
-  name: string;
-  /**
-   * The peer's address as the server sees it (its NAT's public mapping), `"ip:port"` (an extension, sent to
-   * peers that speak p2p_server's extensions).
-   */
-  observed_addr?: string;
-}
-
-/** The default network when a NodeInfo's metadata carries no `network_id`. */
-export const DEFAULT_NETWORK_ID = "p2p_default";
-
-/** Largest value a `sequence_number` may take (u32). */
-export const MAX_SEQUENCE = 0xffff_ffff;
-
-/** Why a datagram was dropped before or while decoding. */
-export type DecodeFailure =
-  | "invalid_utf8"
-  | "invalid_json"
-  | "not_an_object"
-  | "bad_field"
-  | "unknown_type"
-  | "bad_checksum"
-  | "too_deep";
-
-/** Deepest nesting of arrays and objects accepted in a datagram (the envelope counts as one level). */
-export const MAX_JSON_DEPTH = 64;
-
-/** Thrown by {@linkcode decodeMessage} for undecodable input; `reason` is the stats bucket. */
-export class DecodeError extends SyntaxError {
-  /** The stats bucket the drop is counted under. */
-  readonly reason: DecodeFailure;
-  /**
-   * @param reason The stats bucket.
-   * @param message Human-readable detail.
-   */
-  constructor(reason: DecodeFailure, message: string) {
-    super(message);
-    this.name = "DecodeError";
-    this.reason = reason;
-  }
-}
+import { isUuid } from "../deps/uuid.ts";
+import {
+  type AuthFields,
+  DecodeError,
+  type FragmentRef,
+  isNonNegativeInteger,
+  isObject,
+  isSequenceNumber,
+  type Json,
+  MAX_FRAGMENTS,
+  MAX_JSON_DEPTH,
+  type Message,
+  MESSAGE_TYPE_SET,
+  type MessageType,
+  show,
+} from "./message.ts";
 
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 /**
@@ -208,7 +42,7 @@ const encoder = new TextEncoder();
  *
  * @example
  * ```ts
- * import { encodeMessage } from "./protocol.ts";
+ * import { encodeMessage } from "./codec.ts";
  * const bytes = encodeMessage({
  *   id: "7d444840-9dc0-11d1-b245-5ffdce74fad2", message_type: "Ping", timestamp: 1, payload: null,
  *   sender_addr: null, sequence_number: 1, requires_ack: false, ack_for: null,
@@ -355,7 +189,7 @@ const CRC_TABLE = (() => {
  * CRC-32 (IEEE 802.3) of `bytes[0, end)` followed by the byte `last` (the datagram without its sum member).
  * @example
  * ```ts
- * import { crc32 } from "./protocol.ts";
+ * import { crc32 } from "./codec.ts";
  * if (crc32(new TextEncoder().encode("123456789")) !== 0xcbf43926) throw new Error("not CRC-32");
  * ```
  */
@@ -456,19 +290,6 @@ function isLowerUuid(s: string): boolean {
     (variant === 0x38 || variant === 0x39 || variant === 0x61 || variant === 0x62);
 }
 
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-function isNonNegativeInteger(value: unknown): value is number {
-  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
-}
-
-/** Whether `value` is a u32 sequence number. */
-export function isSequenceNumber(value: unknown): value is number {
-  return isNonNegativeInteger(value) && value <= MAX_SEQUENCE;
-}
-
 /**
  * Decodes one datagram into a {@linkcode Message}, with the same strictness as the deployed peers: a known
  * key of the wrong type drops the datagram; unknown keys are ignored; the optional keys `payload`,
@@ -478,7 +299,7 @@ export function isSequenceNumber(value: unknown): value is number {
  * @throws {DecodeError} when the bytes are not a valid envelope.
  * @example
  * ```ts
- * import { decodeMessage } from "./protocol.ts";
+ * import { decodeMessage } from "./codec.ts";
  * const m = decodeMessage(new TextEncoder().encode(
  *   '{"id":"7d444840-9dc0-11d1-b245-5ffdce74fad2","message_type":"Ping","timestamp":1,"requires_ack":false}',
  * ));
@@ -608,132 +429,4 @@ function parseFragmentRef(value: unknown): FragmentRef | null {
   if (!isNonNegativeInteger(n) || n < 1 || n > MAX_FRAGMENTS) return null;
   if (!isNonNegativeInteger(i) || i >= n) return null;
   return { of: of.toLowerCase(), i, n };
-}
-
-/** A short, quoted rendering of an offending value for error messages. */
-export function show(value: unknown): string {
-  let text: string;
-  try {
-    text = value === undefined ? "undefined" : JSON.stringify(value) ?? String(value);
-  } catch {
-    text = String(value);
-  }
-  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
-}
-
-/** Limits applied when validating a NodeInfo, so one peer cannot make discovery answers unbounded. */
-export const NODE_INFO_LIMITS = {
-  /** Longest `name`, `version` or metadata value, in characters. */
-  maxString: 256,
-  /** Most capabilities. */
-  maxCapabilities: 32,
-  /** Most metadata keys. */
-  maxMetadataKeys: 32,
-} as const;
-
-/**
- * Validates a NodeInfo from the wire. Returns the NodeInfo (a fresh object holding only the known keys) or
- * a one-line reason.
- */
-export function parseNodeInfo(value: Json): NodeInfo | string {
-  if (!isObject(value)) return "node info is not an object";
-  const { id, name, version, listen_addr, capabilities, metadata } = value;
-  if (typeof id !== "string" || !isUuid(id)) return `bad "id": ${show(id)}`;
-  if (typeof name !== "string" || name.length === 0 || name.length > NODE_INFO_LIMITS.maxString) {
-    return `bad "name": ${show(name)}`;
-  }
-  if (typeof version !== "string" || version.length === 0 || version.length > NODE_INFO_LIMITS.maxString) {
-    return `bad "version": ${show(version)}`;
-  }
-  if (typeof listen_addr !== "string" || typeof parseSocketAddr(listen_addr) === "string") {
-    return `bad "listen_addr": ${show(listen_addr)}`;
-  }
-  const caps = capabilities ?? [];
-  if (
-    !Array.isArray(caps) || caps.length > NODE_INFO_LIMITS.maxCapabilities ||
-    !caps.every((c) => typeof c === "string" && c.length <= NODE_INFO_LIMITS.maxString)
-  ) {
-    return `bad "capabilities": ${show(capabilities)}`;
-  }
-  const meta = metadata ?? {};
-  if (!isObject(meta)) return `bad "metadata": ${show(metadata)}`;
-  const entries = Object.entries(meta);
-  if (
-    entries.length > NODE_INFO_LIMITS.maxMetadataKeys ||
-    !entries.every(([k, v]) =>
-      typeof v === "string" && v.length <= NODE_INFO_LIMITS.maxString && k.length <= 64
-    )
-  ) {
-    return `bad "metadata": ${show(metadata)}`;
-  }
-  const md: Record<string, string> = {};
-  for (const [k, v] of entries) md[k] = v as string;
-  if (md.network_id === "") return `bad "metadata.network_id": ""`;
-  return {
-    id: id.toLowerCase(),
-    name,
-    version,
-    listen_addr,
-    capabilities: caps as string[],
-    metadata: md,
-  };
-}
-
-/** The network a NodeInfo belongs to (`metadata.network_id`, default {@linkcode DEFAULT_NETWORK_ID}). */
-export function networkOf(info: NodeInfo): string {
-  return info.metadata.network_id ?? DEFAULT_NETWORK_ID;
-}
-
-/** Validates a `HandshakeResponse.payload`. Returns the payload or a one-line reason. */
-export function parseHandshakeResponse(value: Json): HandshakeResponsePayload | string {
-  if (!isObject(value)) return "payload is not an object";
-  const info = parseNodeInfo(value.node_info as Json);
-  if (typeof info === "string") return `node_info: ${info}`;
-  if (typeof value.success !== "boolean") return `bad "success": ${show(value.success)}`;
-  const err = value.error_message ?? null;
-  if (err !== null && typeof err !== "string") return `bad "error_message": ${show(err)}`;
-  return { node_info: info, success: value.success, error_message: err };
-}
-
-/** Validates a `DiscoveryResponse` peer list entry. Returns the entry or a one-line reason. */
-export function parsePeerInfo(value: Json): PeerInfo | string {
-  if (!isObject(value)) return "peer is not an object";
-  const { id, addr, last_seen, capabilities, name } = value;
-  if (typeof id !== "string" || !isUuid(id)) return `bad "id": ${show(id)}`;
-  if (typeof addr !== "string") return `bad "addr": ${show(addr)}`;
-  if (!isNonNegativeInteger(last_seen)) return `bad "last_seen": ${show(last_seen)}`;
-  const caps = capabilities ?? [];
-  if (!Array.isArray(caps) || !caps.every((c) => typeof c === "string")) {
-    return `bad "capabilities": ${show(capabilities)}`;
-  }
-  const out: PeerInfo = {
-    id,
-    addr,
-    last_seen,
-    capabilities: caps as string[],
-    name: typeof name === "string" ? name : "",
-  };
-  if (typeof value.observed_addr === "string") out.observed_addr = value.observed_addr;
-  return out;
-}
-
-/** The payload of an `Error` message: `{"error": text}`, plus our machine-readable `code`. */
-export interface ErrorPayload {
-  /** Human-readable text, e.g. `handshake failed: node ID already exists`. */
-  error: string;
-  /** Machine-readable code, e.g. `node_id_conflict` (an extension; may be absent from other servers). */
-  code?: string;
-}
-
-/** Reads an `Error` payload leniently: any object with a string `error`, else a best-effort rendering. */
-export function parseErrorPayload(value: Json): ErrorPayload {
-  if (isObject(value) && typeof value.error === "string") {
-    return typeof value.code === "string" ? { error: value.error, code: value.code } : { error: value.error };
-  }
-  return { error: typeof value === "string" ? value : show(value) };
-}
-
-/** Whether a value is a plain JSON object (not null, not an array). */
-export function isJsonObject(value: Json | undefined): value is { [key: string]: Json } {
-  return isObject(value);
 }

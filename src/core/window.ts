@@ -1,0 +1,150 @@
+/**
+ * Per-path receive state of reliable delivery, driven with `now`: the receive window for duplicate
+ * suppression and gap detection (u32 numbers with wrap-around) and the RTT estimator (RFC 6298 gains).
+ * Pure: no I/O, no clock, no randomness.
+ *
+ * @module
+ */
+
+export const RECEIVE_WINDOW = 1024;
+
+/**
+ * Remembers which reliable sequence numbers of one peer were already processed. Sequence numbers are u32
+ * and compared with serial-number arithmetic (RFC 1982), so the window survives wrap-around. A number more
+ * than {@linkcode RECEIVE_WINDOW} below the highest seen counts as a duplicate. Memory: 128 bytes of bitmap, allocated on the second reliable message.
+ *
+ * @example
+ * ```ts
+ * import { ReceiveWindow } from "./window.ts";
+ * const w = new ReceiveWindow();
+ * if (!w.accept(0xffffffff) || !w.accept(0) || w.accept(0xffffffff)) throw new Error("wrap-around broken");
+ * ```
+ */
+export class ReceiveWindow {
+  #highest = -1;
+  // Allocated on the second reliable message: a peer that only handshook costs no bitmap.
+  #bits: Uint32Array | null = null;
+
+  /** Returns true when `seq` is new (and records it), false for a duplicate. */
+  accept(seq: number): boolean {
+    if (this.#highest < 0) {
+      this.#highest = seq;
+      return true;
+    }
+    if (!this.#bits) {
+      this.#bits = new Uint32Array(RECEIVE_WINDOW / 32);
+      this.#set(this.#highest);
+    }
+    const distance = (seq - this.#highest) | 0;
+    if (distance > 0) {
+      if (distance >= RECEIVE_WINDOW) this.#bits.fill(0);
+      else for (let d = 1; d <= distance; d++) this.#clear((this.#highest + d) >>> 0);
+      this.#highest = seq;
+      this.#set(seq);
+      return true;
+    }
+    if (distance === 0 || -distance >= RECEIVE_WINDOW) return false;
+    if (this.#has(seq)) return false;
+    this.#set(seq);
+    return true;
+  }
+
+  /** The highest number accepted so far, or -1 before the first. */
+  get highest(): number {
+    return this.#highest;
+  }
+
+  /** Whether {@linkcode accept} would take `seq` as new (without recording it). */
+  isNew(seq: number): boolean {
+    if (this.#highest < 0) return true;
+    const distance = (seq - this.#highest) | 0;
+    if (distance > 0) return true;
+    if (distance === 0 || -distance >= RECEIVE_WINDOW) return false;
+    return this.#bits === null || !this.#has(seq);
+  }
+
+  /** Whether `seq` was accepted (numbers outside the window count as not accepted). */
+  has(seq: number): boolean {
+    if (this.#highest < 0) return false;
+    const distance = (seq - this.#highest) | 0;
+    if (distance > 0 || -distance >= RECEIVE_WINDOW) return false;
+    if (distance === 0) return true;
+    return this.#bits !== null && this.#has(seq);
+  }
+
+  /** Forgets everything (the peer started a new session). */
+  reset(): void {
+    this.#highest = -1;
+    this.#bits = null;
+  }
+
+  #set(seq: number): void {
+    const i = seq & (RECEIVE_WINDOW - 1);
+    this.#bits![i >>> 5]! |= 1 << (i & 31);
+  }
+
+  #clear(seq: number): void {
+    const i = seq & (RECEIVE_WINDOW - 1);
+    this.#bits![i >>> 5]! &= ~(1 << (i & 31));
+  }
+
+  #has(seq: number): boolean {
+    const i = seq & (RECEIVE_WINDOW - 1);
+    return (this.#bits![i >>> 5]! & (1 << (i & 31))) !== 0;
+  }
+}
+
+/** Clock granularity added to the variance term of the retransmission timeout (ms), as RFC 6298's G. */
+export const RTT_GRANULARITY_MS = 1;
+
+/** Bounds of the retransmission timeout. */
+export interface RtoBounds {
+  /** The timeout before any RTT sample (ms). */
+  initialMs: number;
+  /** Floor (ms). */
+  minMs: number;
+  /** Ceiling (ms); also caps every backed-off wait. */
+  maxMs: number;
+}
+
+/**
+ * Smoothed round-trip time and its variance for one path (RFC 6298 / RFC 9002: gains 1/8 and 1/4). Samples
+ * come only from messages acknowledged after their first send (Karn's rule: a retransmitted message's Ack is
+ * ambiguous).
+ *
+ * @example
+ * ```ts
+ * import { RttEstimator } from "./window.ts";
+ * const rtt = new RttEstimator();
+ * rtt.sample(100);
+ * if (rtt.rto({ initialMs: 500, minMs: 10, maxMs: 2000 }) !== 300) throw new Error("100 + 4 * 50");
+ * ```
+ */
+export class RttEstimator {
+  /** Smoothed RTT (ms); 0 before the first sample. */
+  srtt = 0;
+  /** RTT variance (ms). */
+  rttvar = 0;
+  /** Samples taken. */
+  samples = 0;
+
+  /** Takes one RTT sample (ms). */
+  sample(ms: number): void {
+    if (this.samples === 0) {
+      this.srtt = ms;
+      this.rttvar = ms / 2;
+    } else {
+      this.rttvar = 0.75 * this.rttvar + 0.25 * Math.abs(this.srtt - ms);
+      this.srtt = 0.875 * this.srtt + 0.125 * ms;
+    }
+    this.samples++;
+  }
+
+  /** The retransmission timeout: `srtt + max(G, 4 * rttvar)` clamped to the bounds, or the initial value. */
+  rto(bounds: RtoBounds): number {
+    const raw = this.samples === 0
+      ? bounds.initialMs
+      : this.srtt + Math.max(RTT_GRANULARITY_MS, 4 * this.rttvar);
+    return Math.min(bounds.maxMs, Math.max(bounds.minMs, raw));
+  }
+}
