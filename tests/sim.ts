@@ -213,6 +213,20 @@ interface InFlight {
 /** The key of the internal method with which the Sim moves a host to a new address. */
 const MOVE: unique symbol = Symbol("move");
 
+/** The key of the internal method with which a host tells the Sim's observers about an endpoint event. */
+const NOTIFY: unique symbol = Symbol("notify");
+
+/**
+ * Told everything that happens on a {@linkcode Sim}, in the order it happens (see {@linkcode Sim.observe}).
+ * Used by the golden-trace test to record one ordered log of every transmit and every event.
+ */
+export interface SimObserver {
+  /** A datagram was put on the wire; its fate at send time (copies, loss) is already in `entry`. */
+  transmit?(entry: TraceEntry): void;
+  /** An endpoint produced `event` (at the Sim's current time), after the transmits of the same step. */
+  event?(host: SimEndpoint, event: EndpointEvent): void;
+}
+
 interface Host {
   readonly addr: string;
   deliver(now: number, from: string, bytes: Uint8Array): void;
@@ -283,6 +297,10 @@ export interface SimEndpointOptions {
   identity?: Identity;
   /** Cluster mode: the instance id (see `Endpoint`'s `instance` option). @default {none} */
   instance?: string;
+  /** The endpoint's source of randomness (`Endpoint`'s `random` option). @default {the Endpoint's own} */
+  random?: () => number;
+  /** The endpoint's cookie secret (`Endpoint`'s `cookieSecret` option). @default {the Endpoint's own} */
+  cookieSecret?: Uint8Array;
 }
 
 /** An {@linkcode Endpoint} attached to the simulated network. */
@@ -345,7 +363,10 @@ export class SimEndpoint implements Host {
     for (const t of this.endpoint.takeTransmits()) {
       this.#sim.transmit(this.addr, formatSocketAddr(t.to), t.bytes);
     }
-    for (const e of this.endpoint.takeEvents()) this.events.push(e);
+    for (const e of this.endpoint.takeEvents()) {
+      this.events.push(e);
+      this.#sim[NOTIFY](this, e);
+    }
   }
 }
 
@@ -530,6 +551,7 @@ export class Sim {
     reordered: 0,
     lost: zeroes(LOSS_CAUSES),
   };
+  readonly #observers: SimObserver[] = [];
   #queue: InFlight[] = [];
   #order = 0;
   #instant = -Infinity;
@@ -562,6 +584,8 @@ export class Sim {
       now: this.now,
       ...(options.identity ? { identity: options.identity } : {}),
       ...(options.instance !== undefined ? { instance: options.instance } : {}),
+      ...(options.random ? { random: options.random } : {}),
+      ...(options.cookieSecret ? { cookieSecret: options.cookieSecret } : {}),
     });
     const host = new SimEndpoint(this, addr, endpoint);
     this.#hosts.set(addr, host);
@@ -636,6 +660,16 @@ export class Sim {
     this.blackhole(ANY, addr, startMs, endMs);
   }
 
+  /** Adds an observer: from now on it is told every transmit and every endpoint event, in order. */
+  observe(observer: SimObserver): void {
+    this.#observers.push(observer);
+  }
+
+  /** @internal */
+  [NOTIFY](host: SimEndpoint, event: EndpointEvent): void {
+    for (const o of this.#observers) o.event?.(host, event);
+  }
+
   /** Runs a command on an endpoint at the current time, then drains what it produced. */
   act<T>(host: SimEndpoint, command: (endpoint: Endpoint, now: number) => T): T {
     const result = command(host.endpoint, this.now);
@@ -650,6 +684,11 @@ export class Sim {
    * then the kind and its details). Only probabilities above 0 draw.
    */
   transmit(from: string, to: string, bytes: Uint8Array): void {
+    const entry = this.#transmit(from, to, bytes);
+    for (const o of this.#observers) o.transmit?.(entry);
+  }
+
+  #transmit(from: string, to: string, bytes: Uint8Array): TraceEntry {
     const entry: TraceEntry = {
       at: this.now,
       from,
@@ -668,7 +707,7 @@ export class Sim {
     if (lost !== null) {
       entry.lost = lost;
       counters.lost[lost]++;
-      return;
+      return entry;
     }
     const p = this.#profile(from, to);
     const copies = this.#chance(p.duplicate) ? 2 : 1;
@@ -692,6 +731,7 @@ export class Sim {
       this.#push({ at: this.now + delay, order: this.#order++, from, to, bytes: out, entry });
     }
     entry.copies = copies;
+    return entry;
   }
 
   /** A fresh snapshot of what the network did so far (see {@linkcode NetCounters}). */
