@@ -28,11 +28,11 @@
  * @module
  */
 import { assert, assertEquals, assertNotEquals, assertStrictEquals } from "../src/deps/assert.ts";
-import { type Identity, identityFrom } from "../src/auth.ts";
+import { type Identity, identityFrom } from "../src/core/auth.ts";
 import type { Config } from "../src/config.ts";
-import { peerRecord } from "../src/directory.ts";
+import { peerRecord } from "../src/core/directory.ts";
 import { importEd25519Pem } from "../src/deps/crypto.ts";
-import type { NodeInfo } from "../src/protocol.ts";
+import type { NodeInfo } from "../src/wire/mod.ts";
 import { mulberry32, type RawPeer, Sim, type SimEndpoint, type SimEndpointOptions, sock } from "./sim.ts";
 import { NORMALISED_FIELDS, normaliseKeyed, PLACEHOLDER, Recorder } from "./golden/recorder.ts";
 

@@ -7,7 +7,7 @@
  * @module
  */
 import { type Json, type NodeInfo, parseNodeInfo, type PeerInfo } from "../wire/mod.ts";
-import type { PeerSummary } from "./endpoint.ts";
+import type { PeerSummary } from "./summary.ts";
 
 /** What the shared directory holds for one peer (the JSON written to Redis and sent between instances). */
 export interface DirectoryRecord {

@@ -184,6 +184,17 @@ export interface RelayEntry {
   to: string;
 }
 
+/** Who sent a message this endpoint relays: a peer here (by connection key) or another instance. */
+export type RelaySender = { kind: "peer"; key: string } | { kind: "instance"; instance: string };
+
+/** A copy of routed Data this endpoint relays, and whom to tell when it is acknowledged or given up. */
+export interface ForwardedCopy {
+  /** The original sender. */
+  sender: RelaySender;
+  /** The sender's message id. */
+  originalId: string;
+}
+
 /** Per-connection reliability state that most peers never need. */
 export interface ConnExtras {
   /** Reliable messages waiting for window room. */
@@ -200,7 +211,7 @@ export interface ConnExtras {
    */
   relays: Map<string, RelayEntry> | null;
   /** Copies this endpoint is relaying to this peer, by our message id: whom to tell when it is acked. */
-  forwarded: Map<string, { senderKey: string; originalId: string }> | null;
+  forwarded: Map<string, ForwardedCopy> | null;
   /** Relay quota buckets of this peer as a sender: messages and bytes. */
   relayQuota: { messages: Bucket; bytes: Bucket } | null;
   /** Introductions this peer asked for (a token bucket). */
@@ -317,4 +328,24 @@ export class PeerTable {
     else this.#authenticated--;
     return peer;
   }
+}
+
+/** The connection's rarely needed state, allocated on first use. */
+export function extras(conn: Conn): ConnExtras {
+  return conn.x ??= {
+    queue: null,
+    fragmented: null,
+    reassembly: null,
+    ordered: null,
+    ordNext: 1,
+    missing: null,
+    nackAt: Infinity,
+    goneOrdered: null,
+    goneQuietUntil: -Infinity,
+    reorderMs: 0,
+    relays: null,
+    forwarded: null,
+    relayQuota: null,
+    introductions: null,
+  };
 }

@@ -23,10 +23,25 @@ interface Entry<T> {
   item: T;
 }
 
+/** Options of {@linkcode TimerHeap}. */
+export interface TimerHeapOptions {
+  /**
+   * Equal deadlines come out in the order they were filed (first in, first out). Without it their order is
+   * the heap's own (deterministic, but not the filing order). @default {false}
+   */
+  fifo?: boolean;
+}
+
 /** A min-heap of deadlines. */
 export class TimerHeap<T extends Timed> {
   #heap: Entry<T>[] = [];
   #tokens = 0;
+  readonly #fifo: boolean;
+
+  /** @param options See {@linkcode TimerHeapOptions}. */
+  constructor(options: TimerHeapOptions = {}) {
+    this.#fifo = options.fifo ?? false;
+  }
 
   /** Number of entries, stale ones included. */
   get size(): number {
@@ -104,12 +119,17 @@ export class TimerHeap<T extends Timed> {
       const l = 2 * i + 1;
       if (l >= n) break;
       const r = l + 1;
-      const c = r < n && heap[r]!.at < heap[l]!.at ? r : l;
-      if (heap[c]!.at >= last.at) break;
+      const c = r < n && this.#before(heap[r]!, heap[l]!) ? r : l;
+      if (!this.#before(heap[c]!, last)) break;
       heap[i] = heap[c]!;
       i = c;
     }
     heap[i] = last;
     return top;
+  }
+
+  /** Whether entry `a` comes out strictly before entry `b`. */
+  #before(a: Entry<T>, b: Entry<T>): boolean {
+    return a.at < b.at || (this.#fifo && a.at === b.at && a.token < b.token);
   }
 }

@@ -11,7 +11,7 @@
  * @module
  */
 import { createHash, type Hash } from "node:crypto";
-import type { EndpointEvent } from "../../src/endpoint.ts";
+import type { EndpointEvent } from "../../src/core/endpoint.ts";
 import type { Sim, SimEndpoint, TraceEntry } from "../sim.ts";
 
 const utf8 = new TextEncoder();

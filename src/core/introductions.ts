@@ -1,0 +1,294 @@
+/**
+ * Introductions and hole punching. A server introduces two authenticated peers of one network that speak
+ * the extensions: both get each other's candidates (observed address, then declared) and one shared nonce at
+ * once, so both start punching together. A client that gets such a card probes the candidates (an
+ * unnumbered Ping carrying the nonce, every {@linkcode PUNCH_INTERVAL_MS} for {@linkcode PUNCH_BUDGET_MS});
+ * the first path that answers wins, and the initiator shakes hands over it.
+ *
+ * @module
+ */
+import {
+  encodeMessage,
+  formatSocketAddr,
+  type Json,
+  parsePeerInfo,
+  parseSocketAddr,
+  type PeerInfo,
+  type SocketAddr,
+} from "../wire/mod.ts";
+import { isUuid } from "../deps/uuid.ts";
+import { type Conn, extras } from "./peers.ts";
+import { fullBucket, type Rate, take } from "./limits.ts";
+import type { Core } from "./context.ts";
+import type { SendPath } from "./send.ts";
+import type { ConnTimers } from "./conn_timers.ts";
+import type { ClusterState } from "./cluster_state.ts";
+import type { Handshakes } from "./handshake.ts";
+import { type Discovery, remotePeerInfo } from "./discovery.ts";
+import type { Timed } from "./timers.ts";
+import { type Datagram, type Drop, drop } from "./outcome.ts";
+import { ERROR_CODES, PUNCH_BUDGET_MS, PUNCH_INTERVAL_MS } from "./types.ts";
+
+/** Introductions one peer may ask for: one a second, bursts of 10. */
+const INTRODUCTION_RATE: Rate = { perSecond: 1, burst: 10 };
+
+/** Most candidates one punch probes (the server's two, plus the addresses the peer's probes came from). */
+const MAX_PUNCH_CANDIDATES = 8;
+
+/** Most punches in progress at once. */
+const MAX_PUNCHES = 64;
+
+/** How long after an introduction a client accepts the introduced peer's direct handshake (ms). */
+const INTRODUCTION_TTL_MS = 30_000;
+
+/** Where to try a peer: its observed address, then its declared one. */
+function candidatesOf(observed: string, declared: string): string[] {
+  return observed === declared ? [observed] : [observed, declared];
+}
+
+export function introduction(peer: PeerInfo, candidates: string[], nonce: string, initiator: boolean): Json {
+  return { introduction: { peer: peer as unknown as Json, candidates, nonce, initiator } };
+}
+
+/** A punch in progress. */
+interface PunchState extends Timed {
+  nonce: string;
+  peerId: string;
+  candidates: SocketAddr[];
+  keys: Set<string>;
+  initiator: boolean;
+  until: number;
+  nextAt: number;
+}
+
+/** Introductions (server role) and punches (client role). */
+export class Introductions {
+  readonly #core: Core;
+  readonly #send: SendPath;
+  readonly #connTimers: ConnTimers;
+  readonly #cluster: ClusterState;
+  readonly #handshakes: Handshakes;
+  readonly #disc: Discovery;
+  /** Punches in progress, by nonce. */
+  readonly #punches = new Map<string, PunchState>();
+
+  /**
+   * @param core The shared state.
+   * @param send The send path.
+   * @param connTimers Connection deadlines.
+   * @param cluster The other instances' peers.
+   * @param handshakes Handshakes (a punched path is shaken hands over; introduced peers are expected).
+   * @param disc Discovery (a peer's entry is its introduction card).
+   */
+  constructor(
+    core: Core,
+    send: SendPath,
+    connTimers: ConnTimers,
+    cluster: ClusterState,
+    handshakes: Handshakes,
+    disc: Discovery,
+  ) {
+    this.#core = core;
+    this.#send = send;
+    this.#connTimers = connTimers;
+    this.#cluster = cluster;
+    this.#handshakes = handshakes;
+    this.#disc = disc;
+  }
+
+  /** Punches in progress. */
+  get punching(): number {
+    return this.#punches.size;
+  }
+
+  /**
+   * An introduction card from our server (client role): the introduced peer may now register with us
+   * directly, and punching starts.
+   */
+  introduced(now: number, from: SocketAddr, intro: { [key: string]: Json }): Drop | undefined {
+    const peer = parsePeerInfo(intro.peer as Json);
+    const candidates = Array.isArray(intro.candidates) ? intro.candidates : [];
+    const addrs: SocketAddr[] = [];
+    for (const c of candidates.slice(0, 8)) {
+      const a = typeof c === "string" ? parseSocketAddr(c) : "bad";
+      if (typeof a !== "string") addrs.push(a);
+    }
+    if (typeof peer === "string" || typeof intro.nonce !== "string" || addrs.length === 0) {
+      return drop("bad_payload", "malformed introduction");
+    }
+    // The introduced peer may now register with us directly (a client accepts only such handshakes).
+    this.#handshakes.expect(peer.id, now + INTRODUCTION_TTL_MS);
+    this.#core.emit({
+      type: "introduced",
+      from,
+      peer,
+      candidates: addrs,
+      nonce: intro.nonce,
+      initiator: intro.initiator === true,
+    });
+    this.#startPunch(now, peer.id, addrs, intro.nonce, intro.initiator === true);
+    return undefined;
+  }
+
+  /**
+   * Sends a hole-punching probe to `addr`: an unnumbered Ping carrying `{"punch": nonce}`, which the
+   * introduced peer's endpoint answers with a Pong echoing it. Opens our NAT's mapping towards `addr` too.
+   */
+  punch(now: number, addr: SocketAddr, nonce: string): void {
+    const ping = this.#core.envelope(now, "Ping", { punch: nonce }, null);
+    this.#core.transmitUnchecked(addr, encodeMessage(ping, true), "Ping");
+  }
+
+  /**
+   * A Ping carrying a punch nonce: wherever it comes from is a path to try too (the peer's NAT may map it to
+   * an address the server never saw, or it moved).
+   */
+  onProbe(from: SocketAddr, nonce: string): void {
+    const punch = this.#punches.get(nonce);
+    const at = formatSocketAddr(from);
+    if (punch && !punch.keys.has(at) && punch.candidates.length < MAX_PUNCH_CANDIDATES) {
+      punch.keys.add(at);
+      punch.candidates.push({ hostname: from.hostname, port: from.port });
+    }
+  }
+
+  /** A Pong echoing a punch nonce: that path works. Returns whether the nonce was ours. */
+  onProbeAnswer(now: number, from: SocketAddr, nonce: string): boolean {
+    const punch = this.#punches.get(nonce);
+    if (!punch) return false;
+    this.#punches.delete(punch.nonce);
+    this.#core.timers.punches.schedule(punch, Infinity);
+    this.#core.emit({ type: "punched", peerId: punch.peerId, addr: from, initiator: punch.initiator });
+    if (punch.initiator) this.#handshakes.connect(now, from, { expectedId: punch.peerId });
+    return true;
+  }
+
+  /** Runs every punch due at `now`: the next probe, or the end of its budget. */
+  runPunches(now: number): void {
+    for (;;) {
+      const punch = this.#core.timers.punches.popDue(now) as PunchState | undefined;
+      if (!punch) return;
+      if (now >= punch.until) {
+        this.#punches.delete(punch.nonce);
+        this.#core.emit({ type: "punchFailed", peerId: punch.peerId, initiator: punch.initiator });
+      } else {
+        this.#probe(now, punch);
+      }
+    }
+  }
+
+  /** Forgets every punch (shutdown). */
+  clear(): void {
+    this.#punches.clear();
+  }
+
+  /** Starts probing an introduced peer's candidates: every {@linkcode PUNCH_INTERVAL_MS} until the budget. */
+  #startPunch(
+    now: number,
+    peerId: string,
+    candidates: SocketAddr[],
+    nonce: string,
+    initiator: boolean,
+  ): void {
+    if (this.#punches.has(nonce)) return;
+    if (this.#punches.size >= MAX_PUNCHES) {
+      const oldest = this.#punches.values().next().value!;
+      this.#punches.delete(oldest.nonce);
+      this.#core.timers.punches.schedule(oldest, Infinity);
+    }
+    const punch: PunchState = {
+      nonce,
+      peerId,
+      candidates: [...candidates],
+      keys: new Set(candidates.map(formatSocketAddr)),
+      initiator,
+      until: now + PUNCH_BUDGET_MS,
+      nextAt: now,
+      deadline: Infinity,
+      filedAt: Infinity,
+      timerToken: 0,
+    };
+    this.#punches.set(nonce, punch);
+    this.#probe(now, punch);
+  }
+
+  #probe(now: number, punch: PunchState): void {
+    for (const c of punch.candidates) this.punch(now, c, punch.nonce);
+    punch.nextAt = now + PUNCH_INTERVAL_MS;
+    this.#core.timers.punches.schedule(punch, punch.nextAt);
+  }
+
+  /**
+   * An introduction: both peers get each other's candidates (observed address, then declared) and one shared
+   * nonce, at the same moment, so both start punching together. Only between authenticated peers of one
+   * network that speak the extensions; at most one a second per requester (bursts of 10).
+   */
+  introduce(dg: Datagram, conn: Conn, target: Json): Drop | undefined {
+    const now = dg.now;
+    const refuse = (why: string): Drop => {
+      this.#send.reply(dg, conn, "Error", {
+        error: `cannot introduce: ${why}`,
+        code: ERROR_CODES.cannotIntroduce,
+      });
+      return { reason: "bad_payload", detail: `introduction refused: ${why}`, refused: true };
+    };
+    if (typeof target !== "string" || !isUuid(target)) {
+      return this.#send.badRequest(dg, conn, `bad "introduce"`);
+    }
+    const id = target.toLowerCase();
+    const other = this.#core.table.byId.get(id);
+    const me = conn.peer!;
+    const remote = other ? undefined : this.#cluster.remote.byId.get(id);
+    const found = other?.peer
+      ? other !== conn && other.peer.network === me.network && other.peer.state === "authenticated"
+      : remote !== undefined && remote.network === me.network;
+    if (!found) return refuse(`no such peer: ${target}`);
+    if (!conn.ext || !(other ? other.ext : remote!.ext)) {
+      return refuse("both peers must speak p2p_server's extensions");
+    }
+    const x = extras(conn);
+    const bucket = x.introductions ??= fullBucket(INTRODUCTION_RATE, now);
+    if (!take(bucket, INTRODUCTION_RATE, now)) return refuse("too many introductions; wait a second");
+    const nonce = this.#core.newId();
+    const mine = this.#disc.peerInfo(conn, true);
+    const myCandidates = candidatesOf(conn.key, me.info.listen_addr);
+    if (other) {
+      this.#send.sendReliable(
+        now,
+        conn,
+        "DiscoveryResponse",
+        introduction(
+          this.#disc.peerInfo(other, true),
+          candidatesOf(other.key, other.peer!.info.listen_addr),
+          nonce,
+          true,
+        ),
+      );
+      this.#send.sendReliable(
+        now,
+        other,
+        "DiscoveryResponse",
+        introduction(mine, myCandidates, nonce, false),
+      );
+      this.#connTimers.reschedule(other);
+    } else {
+      // On another instance: it sends its peer our card in the same instant (one pub/sub hop later).
+      const r = remote!;
+      this.#send.sendReliable(
+        now,
+        conn,
+        "DiscoveryResponse",
+        introduction(remotePeerInfo(r, true), candidatesOf(r.observed, r.info.listen_addr), nonce, true),
+      );
+      this.#cluster.send(r.instance, {
+        t: "introduce",
+        target: r.id,
+        peer: mine,
+        candidates: myCandidates,
+        nonce,
+      });
+    }
+    this.#core.stats.introductions++;
+    return undefined;
+  }
+}
