@@ -27,7 +27,7 @@
  *
  * @module
  */
-import { assert, assertEquals, assertNotEquals, assertStrictEquals } from "../src/deps/assert.ts";
+import { assert, assertEquals, assertNotEquals, assertStrictEquals } from "./deps/assert.ts";
 import { type Identity, identityFrom } from "../src/core/auth.ts";
 import type { Config } from "../src/config.ts";
 import { peerRecord } from "../src/core/directory.ts";
