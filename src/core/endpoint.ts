@@ -98,7 +98,11 @@ export class Endpoint {
   readonly #mirror: ClusterMirror;
   readonly #control: Control;
 
-  /** @param options See {@linkcode EndpointOptions}. */
+  /**
+   * Creates the core in the given role.
+   *
+   * @param options See {@linkcode EndpointOptions}.
+   */
   constructor(options: EndpointOptions) {
     const identity = options.identity ?? null;
     if (identity && identity.nodeId !== options.node.id) {
