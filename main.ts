@@ -15,6 +15,7 @@ import { VERSION } from "./src/identity.ts";
 import { chooseLevel, setupLogging, teardownLogging } from "./src/logging.ts";
 import { formatSocketAddr } from "./src/wire/address.ts";
 import { P2PServer } from "./src/server.ts";
+import { runStatus } from "./src/status_command.ts";
 import { IDENTITY_FILE_NAME, type IdentityLocation, identityLocation } from "./src/identity_path.ts";
 import { getLogger } from "./src/deps/log.ts";
 
@@ -25,6 +26,9 @@ export const PROGRAM_IDENTITY_FILE: string = IDENTITY_FILE_NAME;
 
 /** Runs the program with `args`; resolves to the exit status. */
 export async function main(args: string[]): Promise<number> {
+  // `p2p_server status`: read a running server's operations endpoint (src/status_command.ts).
+  const command = args[0] === "--" ? args.slice(1) : args;
+  if (command[0] === "status") return await runStatus(command.slice(1));
   let request;
   try {
     // `deno task start -- --flag` forwards the `--` separator; it carries no meaning here.

@@ -40,6 +40,7 @@ export function usage(): string {
   return `p2p_server: UDP peer-to-peer handshake and rendezvous server
 
 Usage: p2p_server [OPTIONS]
+       p2p_server status [-c FILE | --address ADDR] [--table | --json]   (a running server, wg show style)
 
 Options:
   -a, --address <ADDRESS>        Address to listen on, ip:port or [ip6]:port [default: ${d.listenAddress}]

@@ -52,6 +52,15 @@ function describe(thrown: unknown): string {
 export class Emitter<Events extends Record<string, unknown>> {
   #listeners = new Map<keyof Events, Set<(value: never) => unknown>>();
   #reporting = false;
+  readonly #onListenerError: ((report: ListenerError) => void) | undefined;
+
+  /**
+   * @param onListenerError Also told of every listener error, `error` listeners' own included (the server
+   * lists them in its recent events). @default {none}
+   */
+  constructor(onListenerError?: (report: ListenerError) => void) {
+    this.#onListenerError = onListenerError;
+  }
 
   /** Adds a listener; returns a function that removes it. */
   on<K extends keyof Events>(type: K, listener: (value: Events[K]) => unknown): () => void {
@@ -93,6 +102,17 @@ export class Emitter<Events extends Record<string, unknown>> {
   #report(type: string, thrown: unknown): void {
     const text = describe(thrown);
     const stack = thrown instanceof Error && thrown.stack ? thrown.stack : null;
+    const report: ListenerError = {
+      code: "listener_error",
+      error: `event listener for "${type}" threw: ${text}`,
+      event: type,
+      cause: thrown,
+    };
+    try {
+      this.#onListenerError?.(report);
+    } catch {
+      // the hook is ours and does not throw; if it did, the log below still says what happened
+    }
     // While an `error` listener runs, or when one itself threw, only the log hears of it: no loop.
     if (type === "error" || this.#reporting || !this.has("error")) {
       log.error("event listener for {event} threw: {error}", {
@@ -107,12 +127,6 @@ export class Emitter<Events extends Record<string, unknown>> {
       error: text,
       ...(stack !== null ? { stack } : {}),
     });
-    const report: ListenerError = {
-      code: "listener_error",
-      error: `event listener for "${type}" threw: ${text}`,
-      event: type,
-      cause: thrown,
-    };
     this.#reporting = true;
     try {
       this.emit("error", report as Events[keyof Events]);

@@ -1,6 +1,6 @@
 /**
- * The operations HTTP server: `/metrics` (Prometheus), `/health`, `/peers`, `/api/stats`, `/api/events` and
- * the status page at `/`. {@linkcode createOpsHandler} answers `fetch`-style requests and touches no socket;
+ * The operations HTTP server: `/metrics` (Prometheus), `/health`, `/peers`, `/api/stats`, `/api/events`,
+ * `/api/history` and the status page at `/`. {@linkcode createOpsHandler} answers `fetch`-style requests and touches no socket;
  * {@linkcode serveOps} is the thin `Deno.serve` shell around it.
  *
  * @module
@@ -11,24 +11,108 @@ import { buildLabels, sampleProcess } from "./process_info.ts";
 import type { StatsSnapshot } from "./core/stats.ts";
 import { STATUS_PAGE_HTML } from "./status_page.ts";
 
-/** A peer as `/peers` lists it. */
+/** A peer as `/peers` lists it (`wg show`'s view of a peer: where it is, when, how much, how fast). */
 export interface OpsPeer {
   /** Node id. */
   id: string;
   /** Declared name. */
   name: string;
-  /** Observed source address. */
+  /** Declared software version. */
+  version: string;
+  /** Observed source address (the NAT's public side when the peer is behind one). */
   addr: string;
   /** Declared listen address. */
   listen_addr: string;
+  /**
+   * The observed address differs from the declared one: the peer is behind a NAT (a declared `0.0.0.0` or
+   * `::` host matches any host; the port must match).
+   */
+  behind_nat: boolean;
   /** `handshaking` or `authenticated`. */
   state: string;
   /** Network id. */
   network: string;
+  /** It proved an Ed25519 key in its handshake (its id is its key's). */
+  keyed: boolean;
+  /** It speaks p2p_server's extensions. */
+  extensions: boolean;
+  /** When it registered (its latest handshake), unix seconds. */
+  joined_at: number;
+  /** Seconds since its latest handshake. */
+  handshake_age_seconds: number;
   /** When it was last heard from, unix seconds. */
   last_seen: number;
+  /** Seconds since it was last heard from. */
+  last_seen_age_seconds: number;
+  /** Smoothed round-trip time (ms) from its Acks, or null before the first sample. */
+  rtt_ms: number | null;
+  /** Datagrams received from it, or null where the core does not count them. */
+  datagrams_in: number | null;
+  /** Datagrams sent to it, or null where the core does not count them. */
+  datagrams_out: number | null;
+  /** Bytes received from it, or null where the core does not count them. */
+  bytes_in: number | null;
+  /** Bytes sent to it, or null where the core does not count them. */
+  bytes_out: number | null;
   /** Declared capabilities. */
   capabilities: string[];
+}
+
+/** Who the server is, for the status page header, `/api/stats` and `p2p_server status`. */
+export interface OpsServerInfo {
+  /** p2p_server's version. */
+  version: string;
+  /** The server's node id. */
+  node_id: string;
+  /** The server's name. */
+  name: string;
+  /** The bound UDP address, `"ip:port"` (the configured one before `listen()`). */
+  listen_addr: string;
+  /** The Ed25519 public key clients pin, or null with `auth` off. */
+  public_key: string | null;
+  /** When the server started, unix ms. */
+  started_at: number;
+  /** Cluster mode: this instance's id; null for a single instance. */
+  instance: string | null;
+}
+
+/** One sample of the traffic history: the cumulative counters at `time`. */
+export interface TrafficSample {
+  /** Unix ms. */
+  time: number;
+  /** Datagrams received so far. */
+  datagrams_in: number;
+  /** Datagrams sent so far. */
+  datagrams_out: number;
+  /** Bytes received so far. */
+  bytes_in: number;
+  /** Bytes sent so far. */
+  bytes_out: number;
+}
+
+/**
+ * The server-side traffic history behind the status page's chart (`/api/history`): one sample of the
+ * cumulative counters per interval, the last `capacity` of them, so the chart is full when the page opens.
+ */
+export class TrafficHistory {
+  readonly #capacity: number;
+  #items: TrafficSample[] = [];
+
+  /** @param capacity Most samples kept. @default {300} (five minutes at one a second) */
+  constructor(capacity = 300) {
+    this.#capacity = capacity;
+  }
+
+  /** Adds a sample. */
+  push(sample: TrafficSample): void {
+    this.#items.push(sample);
+    if (this.#items.length > this.#capacity) this.#items.splice(0, this.#items.length - this.#capacity);
+  }
+
+  /** The samples, oldest first (copies). */
+  list(): TrafficSample[] {
+    return this.#items.map((s) => ({ ...s }));
+  }
 }
 
 /** One entry of the recent-events ring (`/api/events`). */
@@ -36,12 +120,12 @@ export interface OpsEvent {
   /** Unix time, ms. */
   time: number;
   /** What happened. */
-  type: "join" | "leave" | "give_up" | "drop" | "roamed";
+  type: "join" | "leave" | "give_up" | "drop" | "roamed" | "refused" | "sibling" | "listener_error";
   /** The peer or remote address concerned. */
   addr: string;
   /** Node id, when known. */
   id?: string;
-  /** Leave reason, give-up message type, or drop reason. */
+  /** Leave reason, give-up message type, drop reason, refusal code, or sibling status. */
   detail?: string;
   /** How many events this entry stands for (drops of one reason within a second are merged). */
   count: number;
@@ -85,6 +169,10 @@ export interface OpsSource {
   peers(): OpsPeer[];
   /** The recent events, oldest first. */
   events(): OpsEvent[];
+  /** Who the server is. @default {none: `/api/stats` has no `server` object} */
+  info?(): OpsServerInfo;
+  /** The traffic history, oldest first. @default {none: `/api/history` is empty} */
+  history?(): TrafficSample[];
   /** True once the server began closing. */
   closing(): boolean;
 }
@@ -212,11 +300,14 @@ export function createOpsHandler(
         return json({
           server_time: clock(),
           closing: source.closing(),
+          ...(source.info ? { server: source.info() } : {}),
           stats: source.stats(),
           memory: memory(),
         });
       case "/api/events":
         return json({ events: source.events() });
+      case "/api/history":
+        return json({ server_time: clock(), samples: source.history?.() ?? [] });
       default:
         return json({ error: "not found" }, 404);
     }

@@ -14,7 +14,16 @@ import { BindError, ConnectionTimeoutError, HandshakeError } from "./errors.ts";
 import { type IdentityOptions, makeNodeInfo } from "./identity.ts";
 import type { Json, Message, NodeInfo } from "./wire/mod.ts";
 import type { GiveUpReason, StatsSnapshot } from "./core/stats.ts";
-import { createOpsHandler, EventRing, type OpsPeer, type OpsServer, serveOps } from "./ops_server.ts";
+import {
+  createOpsHandler,
+  EventRing,
+  type OpsPeer,
+  type OpsServer,
+  type OpsServerInfo,
+  serveOps,
+  TrafficHistory,
+} from "./ops_server.ts";
+import { VERSION } from "./identity.ts";
 import { getLogger } from "./deps/log.ts";
 import { ClusterNode, type OpenClusterLink } from "./cluster.ts";
 
@@ -28,6 +37,18 @@ const MAX_REMOTE_TEXT = 200;
 
 function clip(text: string): string {
   return text.length > MAX_REMOTE_TEXT ? `${text.slice(0, MAX_REMOTE_TEXT)}... (${text.length} chars)` : text;
+}
+
+/**
+ * Whether a peer seen at `observed` that declared `declared` sits behind a NAT: the ports differ, or the
+ * hosts do (a declared unspecified host, `0.0.0.0` or `::`, matches any).
+ */
+function behindNat(observed: string, declared: string): boolean {
+  const o = parseSocketAddr(observed);
+  const d = parseSocketAddr(declared);
+  if (typeof o === "string" || typeof d === "string") return observed !== declared;
+  if (o.port !== d.port) return true;
+  return d.hostname !== "0.0.0.0" && d.hostname !== "::" && d.hostname !== o.hostname;
 }
 
 /** Capabilities every p2p_server announces. */
@@ -83,7 +104,9 @@ export class P2PServer {
   readonly #config: Config;
   readonly #endpoint: Endpoint;
   readonly #identity: Identity | null;
-  readonly #events = new Emitter<ServerEvents>();
+  readonly #events = new Emitter<ServerEvents>((report) =>
+    this.#recent.push({ time: Date.now(), type: "listener_error", addr: "-", detail: report.error })
+  );
   readonly #signal: AbortSignal | undefined;
   #driver: UdpDriver | null = null;
   #closing: Promise<void> | null = null;
@@ -92,6 +115,9 @@ export class P2PServer {
   #ops: OpsServer | null = null;
   #opsHandler: (request: Request) => Response;
   #recent = new EventRing(100);
+  #history = new TrafficHistory(300);
+  #historyTimer: ReturnType<typeof setInterval> | undefined;
+  readonly #startedAt = Date.now();
   #statsTimer: ReturnType<typeof setInterval> | undefined;
   #cluster: ClusterNode | null = null;
   readonly #clusterLink: OpenClusterLink | null;
@@ -175,6 +201,8 @@ export class P2PServer {
       stats: () => this.getStats(),
       peers: () => this.#opsPeers(),
       events: () => this.#recent.list(),
+      info: () => this.#info(),
+      history: () => this.#history.list(),
       closing: () => this.#closing !== null || (this.#driver?.closed ?? false),
     }, { token: this.#config.metricsToken });
   }
@@ -251,6 +279,9 @@ export class P2PServer {
     if (this.#config.statsInterval > 0) {
       this.#statsTimer = setInterval(() => this.#logStats(), this.#config.statsInterval * 1000);
     }
+    // The status page's chart: one sample a second, five minutes of them, kept here so it is full on opening.
+    this.#sampleTraffic();
+    this.#historyTimer = setInterval(() => this.#sampleTraffic(), 1000);
     if (this.#config.enableDiscovery) driver.run((now) => this.#endpoint.probeSiblings(now, local));
     const cluster = this.#cluster;
     if (cluster) {
@@ -340,6 +371,8 @@ export class P2PServer {
     this.#closing ??= (async () => {
       clearInterval(this.#statsTimer);
       this.#statsTimer = undefined;
+      clearInterval(this.#historyTimer);
+      this.#historyTimer = undefined;
       const driver = this.#driver;
       if (driver) {
         driver.run((now) => this.#endpoint.shutdown(now, reason));
@@ -369,17 +402,58 @@ export class P2PServer {
   }
 
   #opsPeers(): OpsPeer[] {
-    const offset = Date.now() - monotonicNow(); // endpoint clock -> unix time
-    return this.peers().map((p) => ({
-      id: p.id,
-      name: p.name,
-      addr: p.addr,
-      listen_addr: p.listenAddr,
-      state: p.state,
-      network: p.network,
-      last_seen: Math.floor((p.lastSeen + offset) / 1000),
-      capabilities: p.capabilities,
-    }));
+    const now = monotonicNow();
+    const offset = Date.now() - now; // endpoint clock -> unix time
+    const age = (t: number) => Math.max(0, Math.round((now - t) / 100) / 10);
+    return this.peers().map((p) => {
+      const path = parseSocketAddr(p.addr);
+      const rtt = typeof path === "string" ? null : this.#endpoint.path(path)?.srttMs ?? null;
+      return {
+        id: p.id,
+        name: p.name,
+        version: p.version,
+        addr: p.addr,
+        listen_addr: p.listenAddr,
+        behind_nat: behindNat(p.addr, p.listenAddr),
+        state: p.state,
+        network: p.network,
+        keyed: p.keyed,
+        extensions: p.extensions,
+        joined_at: Math.floor((p.joinedAt + offset) / 1000),
+        handshake_age_seconds: age(p.joinedAt),
+        last_seen: Math.floor((p.lastSeen + offset) / 1000),
+        last_seen_age_seconds: age(p.lastSeen),
+        rtt_ms: rtt === null ? null : Math.round(rtt * 100) / 100,
+        datagrams_in: null,
+        datagrams_out: null,
+        bytes_in: null,
+        bytes_out: null,
+        capabilities: p.capabilities,
+      };
+    });
+  }
+
+  #info(): OpsServerInfo {
+    return {
+      version: VERSION,
+      node_id: this.node.id,
+      name: this.node.name,
+      listen_addr: this.#driver ? formatSocketAddr(this.#driver.localAddr) : this.#config.listenAddress,
+      public_key: this.publicKey,
+      started_at: this.#startedAt,
+      instance: this.instanceId,
+    };
+  }
+
+  #sampleTraffic(): void {
+    const s = this.#endpoint.getStats(monotonicNow());
+    this.#history.push({
+      time: Date.now(),
+      datagrams_in: s.datagramsReceived,
+      datagrams_out: s.datagramsSent,
+      bytes_in: s.bytesReceived,
+      bytes_out: s.bytesSent,
+    });
   }
 
   #logStats(): void {

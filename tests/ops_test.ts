@@ -154,15 +154,33 @@ Deno.test("/peers pages with offset and limit; /api/events shows the joins; /api
   const one = all.peers.find((p: { id: string }) => p.id === a.node.id);
   assertEquals(Object.keys(one).sort(), [
     "addr",
+    "behind_nat",
+    "bytes_in",
+    "bytes_out",
     "capabilities",
+    "datagrams_in",
+    "datagrams_out",
+    "extensions",
+    "handshake_age_seconds",
     "id",
+    "joined_at",
+    "keyed",
     "last_seen",
+    "last_seen_age_seconds",
     "listen_addr",
     "name",
     "network",
+    "rtt_ms",
     "state",
+    "version",
   ]);
   assertStrictEquals(one.state, "authenticated");
+  assertStrictEquals(one.keyed, false, "P2PClient without a key");
+  assertStrictEquals(one.extensions, true);
+  assertStrictEquals(one.behind_nat, false, "loopback, as declared");
+  assert(one.handshake_age_seconds >= 0 && one.handshake_age_seconds < 60, `${one.handshake_age_seconds}`);
+  assert(one.last_seen_age_seconds >= 0 && one.last_seen_age_seconds < 60);
+  assert(Math.abs(one.joined_at - Date.now() / 1000) < 60, `joined_at ${one.joined_at} is unix seconds`);
   assertStrictEquals(one.addr, formatSocketAddr(a.localAddr));
   assert(Math.abs(one.last_seen - Date.now() / 1000) < 60, `last_seen ${one.last_seen} is unix seconds`);
   for (const bad of ["limit=0", "limit=1001", "offset=-1", "limit=x"]) {
@@ -177,6 +195,27 @@ Deno.test("/peers pages with offset and limit; /api/events shows the joins; /api
   const stats = JSON.parse((await get(server, "/api/stats")).text);
   assert(Math.abs(stats.server_time - Date.now()) < 60_000);
   assertStrictEquals(stats.stats.peers.authenticated, 3);
+  assertEquals(
+    { ...stats.server, started_at: typeof stats.server.started_at },
+    {
+      version: server.node.version,
+      node_id: server.node.id,
+      name: "p2p_server",
+      listen_addr: formatSocketAddr(server.addr),
+      public_key: server.publicKey,
+      started_at: "number",
+      instance: null,
+    },
+  );
+  const history = JSON.parse((await get(server, "/api/history")).text);
+  assert(history.samples.length >= 1, "a sample from listen() on");
+  assertEquals(Object.keys(history.samples[0]).sort(), [
+    "bytes_in",
+    "bytes_out",
+    "datagrams_in",
+    "datagrams_out",
+    "time",
+  ]);
   assertStrictEquals((await get(server, "/nope")).status, 404);
 });
 
