@@ -306,8 +306,13 @@ export function createOpsHandler(
         });
       case "/api/events":
         return json({ events: source.events() });
-      case "/api/history":
-        return json({ server_time: clock(), samples: source.history?.() ?? [] });
+      case "/api/history": {
+        // `since` (unix ms): only the samples after it, so a page polling every second reads one or two.
+        const since = parseIndex(url.searchParams.get("since"), 0, 0, Number.MAX_SAFE_INTEGER);
+        if (typeof since === "string") return json({ error: `invalid since: ${since}` }, 400);
+        const samples = (source.history?.() ?? []).filter((s) => s.time > since);
+        return json({ server_time: clock(), interval_ms: 1000, samples });
+      }
       default:
         return json({ error: "not found" }, 404);
     }

@@ -9,17 +9,71 @@
  */
 import { chromium } from "../deps/playwright.ts";
 
+/** The viewport the page is checked at (a common laptop width). */
+export const VIEWPORT = { width: 1280, height: 900 } as const;
+
+/** A table cell whose text does not fit its box, or a column past the viewport's right edge. */
+export interface CutCell {
+  /** The column's header text. */
+  column: string;
+  /** The cell's text. */
+  text: string;
+  /** Why it counts as cut. */
+  why: string;
+}
+
 /** What the page showed. */
 export interface PageReport {
   status: string | null;
+  version: string | null;
+  nodeId: string | null;
+  listen: string | null;
+  clock: string | null;
   authenticated: string | null;
   datagramsPerSecond: string | null;
   events: string | null;
+  eventTimes: string[];
   error: string | null;
+  /** Rate samples in the chart now, and at its first drawing (right after the page opened). */
   samples: number;
+  firstSamples: number;
+  /** The peers table: header texts and the first row's cell texts. */
+  columns: string[];
+  firstRow: string[];
+  /** Cells of the peers table that are cut off (should be none at {@linkcode VIEWPORT}). */
+  cut: CutCell[];
+  /** The page's scroll width (no horizontal scrolling at {@linkcode VIEWPORT} when <= its width). */
+  pageWidth: number;
 }
 
-/** Loads `url`, waits for the chart to have updated and the peer to be listed, and takes a screenshot. */
+/**
+ * Runs in the page: the peers table's header and first row, every cell whose text is wider than its box
+ * or that ends past the viewport's right edge, the page's scroll width, and the event times.
+ */
+const LAYOUT_SCRIPT = `(() => {
+  const table = document.getElementById("peer-table");
+  const columns = [...table.querySelectorAll("thead th")].map((th) => th.textContent || "");
+  const cut = [];
+  const right = document.documentElement.clientWidth;
+  for (const row of table.querySelectorAll("tr")) {
+    [...row.children].forEach((el, i) => {
+      const column = columns[i] || "?";
+      const text = el.textContent || "";
+      if (el.scrollWidth > el.clientWidth + 1) cut.push({ column, text, why: "text wider than its cell" });
+      if (el.getBoundingClientRect().right > right + 1) cut.push({ column, text, why: "past the right edge" });
+    });
+  }
+  const first = table.querySelector("tbody tr");
+  return {
+    columns,
+    firstRow: first ? [...first.children].map((td) => td.textContent || "") : [],
+    cut,
+    pageWidth: document.documentElement.scrollWidth,
+    eventTimes: [...document.querySelectorAll("#event-rows tr td:first-child")].map((td) => td.textContent || ""),
+  };
+})()`;
+
+/** Loads `url`, waits for the chart and the peer, checks the layout, and takes a screenshot. */
 export async function checkPage(url: string, screenshot: string, peerName: string): Promise<PageReport> {
   const profile = await Deno.makeTempDir({ prefix: "p2p_chromium_" });
   try {
@@ -27,7 +81,7 @@ export async function checkPage(url: string, screenshot: string, peerName: strin
     const browser = await chromium.launchPersistentContext(profile, {
       executablePath: "/usr/bin/chromium",
       headless: true,
-      viewport: { width: 1200, height: 900 },
+      viewport: VIEWPORT,
       args: [
         "--headless",
         "--no-sandbox",
@@ -42,23 +96,43 @@ export async function checkPage(url: string, screenshot: string, peerName: strin
     try {
       const page = await browser.newPage();
       await page.goto(url);
-      // At least three rate samples: the chart has updated while we watched.
-      await page.waitForFunction('Number(document.getElementById("chart").dataset.samples || 0) >= 3', null, {
-        timeout: 20_000,
-      });
+      // The first drawing: the server's history is there at once (no waiting for the page to collect it).
+      await page.waitForFunction(
+        'document.getElementById("chart").dataset.firstSamples !== undefined',
+        null,
+        {
+          timeout: 20_000,
+        },
+      );
       await page.waitForFunction(
         `document.getElementById("peers").textContent.includes(${JSON.stringify(peerName)})`,
         null,
         { timeout: 10_000 },
       );
+      await page.waitForFunction('Number(document.getElementById("chart").dataset.samples || 0) >= 3', null, {
+        timeout: 20_000,
+      });
       await page.screenshot({ path: screenshot, fullPage: true });
+      const layout = await page.evaluate(LAYOUT_SCRIPT) as Pick<
+        PageReport,
+        "columns" | "firstRow" | "cut" | "pageWidth" | "eventTimes"
+      >;
+      const chart = {
+        samples: Number(await page.getAttribute("#chart", "data-samples")),
+        firstSamples: Number(await page.getAttribute("#chart", "data-first-samples")),
+      };
       return {
         status: await page.textContent("#status"),
+        version: await page.textContent("#version"),
+        nodeId: await page.textContent("#node-id"),
+        listen: await page.textContent("#listen"),
+        clock: await page.textContent("#clock"),
         authenticated: await page.textContent("#t-auth"),
         datagramsPerSecond: await page.textContent("#t-dps"),
         events: await page.textContent("#event-rows"),
         error: await page.textContent("#error"),
-        samples: Number(await page.getAttribute("#chart", "data-samples")),
+        ...chart,
+        ...layout,
       };
     } finally {
       await browser.close();
