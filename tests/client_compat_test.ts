@@ -11,11 +11,11 @@ import { type RunResult, runScript, startServer } from "./helpers/server_process
 
 const CLIENT = "examples/simple_client.ts";
 
-function runClient(server: string, deadlineMs?: number): Promise<RunResult> {
+function runClient(server: string, deadlineMs?: number, extra: string[] = []): Promise<RunResult> {
   return runScript({
     script: CLIENT,
     config: null,
-    args: ["--server", server, "--name", "compat_test"],
+    args: ["--server", server, "--name", "compat_test", ...extra],
     ...(deadlineMs === undefined ? {} : { deadlineMs }),
   });
 }
@@ -78,4 +78,22 @@ Deno.test("simple_client exits 1 with connection timeout when nothing listens", 
   assertStrictEquals(r.code, 1, `stdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
   assertMatch(r.stderr, new RegExp(`connection timeout to 127\\.0\\.0\\.1:${port}\\b`));
   assert(!r.stdout.includes("handshake ok"), r.stdout);
+});
+
+Deno.test("simple_client shows its progress while nothing answers, and --timeout bounds the whole run", async () => {
+  const probe = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const port = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  const started = performance.now();
+  const r = await runClient(`127.0.0.1:${port}`, undefined, ["--timeout", "2.5"]);
+  const elapsed = (performance.now() - started) / 1000;
+  assertStrictEquals(r.code, 1, `stdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
+  assertEquals(r.stderr.trim().split("\n"), [
+    `error: connection timeout to 127.0.0.1:${port}: no answer within 2.5 s (--timeout)`,
+  ]);
+  const progress = r.stdout.split("\n").filter((l) => l.includes("still waiting for the handshake"));
+  assert(progress.length >= 2, `no progress lines:\n${r.stdout}`);
+  assertMatch(progress[0]!, /no answer for 1\.\d s, \d+ datagram\(s\) sent; 1\.\d of 2\.5 s$/);
+  // 2.5 s of waiting plus the subprocess's start; far below the library's 10 s handshake_timeout.
+  assert(elapsed >= 2.5 && elapsed < 2.5 + 6, `the run took ${elapsed.toFixed(1)} s`);
 });

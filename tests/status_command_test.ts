@@ -173,15 +173,15 @@ Deno.test("p2p_server status against a running program lists the server and its 
   });
   assertStrictEquals(run.code, 0, run.stderr);
   const text = run.stdout;
-  assertMatch(text, /^server: p2p_server \d+\.\d+\.\d+\n  node id: [0-9a-f-]{36}\n/);
+  assertMatch(text, /^server: p2p_server \d+\.\d+\.\d+\n {2}node id: [0-9a-f-]{36}\n/);
   assertMatch(text, new RegExp(`  listening on: ${server.addrText.replaceAll(".", "\\.")} \\(udp\\)\\n`));
-  assertMatch(text, /  peers: 1 authenticated, 0 handshaking\n/);
+  assertMatch(text, / {2}peers: 1 authenticated, 0 handshaking\n/);
   assertMatch(text, new RegExp(`\\npeer: ${client.node.id}\\n  name: status-peer \\S+ \\(`));
   assertMatch(
     text,
-    /  latest handshake: \d+ seconds? ago\n  last seen: \d+ seconds? ago\n  rtt: \d+\.\d\d ms\n/,
+    / {2}latest handshake: \d+ seconds? ago\n {2}last seen: \d+ seconds? ago\n {2}rtt: \d+\.\d\d ms\n/,
   );
-  assertMatch(text, /  transfer: [\d.]+ (B|KiB) received, [\d.]+ (B|KiB) sent \(\d+ \/ \d+ datagrams\)/);
+  assertMatch(text, / {2}transfer: [\d.]+ (B|KiB) received, [\d.]+ (B|KiB) sent \(\d+ \/ \d+ datagrams\)/);
 
   // The token from the config file; without any token, one line saying how to give it.
   const config = await writeTempConfig({ metrics_address: ops, metrics_token: token });
