@@ -9,6 +9,7 @@ import { parseSocketAddr, type SocketAddr } from "./wire/address.ts";
 import { formatMetrics, METRICS_CONTENT_TYPE, type ProcessMemory } from "./metrics.ts";
 import { buildLabels, sampleProcess } from "./process_info.ts";
 import type { StatsSnapshot } from "./core/stats.ts";
+import type { PeerSummary } from "./core/endpoint.ts";
 import { STATUS_PAGE_HTML } from "./status_page.ts";
 
 /** A peer as `/peers` lists it (`wg show`'s view of a peer: where it is, when, how much, how fast). */
@@ -56,6 +57,48 @@ export interface OpsPeer {
   bytes_out: number | null;
   /** Declared capabilities. */
   capabilities: string[];
+}
+
+/**
+ * Whether a peer seen at `observed` that declared `declared` sits behind a NAT: the ports differ, or the
+ * hosts do (a declared unspecified host, `0.0.0.0` or `::`, matches any).
+ */
+export function behindNat(observed: string, declared: string): boolean {
+  const o = parseSocketAddr(observed);
+  const d = parseSocketAddr(declared);
+  if (typeof o === "string" || typeof d === "string") return observed !== declared;
+  if (o.port !== d.port) return true;
+  return d.hostname !== "0.0.0.0" && d.hostname !== "::" && d.hostname !== o.hostname;
+}
+
+/**
+ * A peer as `/peers` lists it, from the library's summary, its smoothed RTT, the endpoint clock's `now` and
+ * that clock's offset to unix time (ms).
+ */
+export function toOpsPeer(p: PeerSummary, rttMs: number | null, now: number, offset: number): OpsPeer {
+  const age = (t: number) => Math.max(0, Math.round((now - t) / 100) / 10);
+  return {
+    id: p.id,
+    name: p.name,
+    version: p.version,
+    addr: p.addr,
+    listen_addr: p.listenAddr,
+    behind_nat: behindNat(p.addr, p.listenAddr),
+    state: p.state,
+    network: p.network,
+    keyed: p.keyed,
+    extensions: p.extensions,
+    joined_at: Math.floor((p.joinedAt + offset) / 1000),
+    handshake_age_seconds: age(p.joinedAt),
+    last_seen: Math.floor((p.lastSeen + offset) / 1000),
+    last_seen_age_seconds: age(p.lastSeen),
+    rtt_ms: rttMs === null ? null : Math.round(rttMs * 100) / 100,
+    datagrams_in: null,
+    datagrams_out: null,
+    bytes_in: null,
+    bytes_out: null,
+    capabilities: p.capabilities,
+  };
 }
 
 /** Who the server is, for the status page header, `/api/stats` and `p2p_server status`. */

@@ -21,6 +21,7 @@ import {
   type OpsServer,
   type OpsServerInfo,
   serveOps,
+  toOpsPeer,
   TrafficHistory,
 } from "./ops_server.ts";
 import { VERSION } from "./identity.ts";
@@ -37,18 +38,6 @@ const MAX_REMOTE_TEXT = 200;
 
 function clip(text: string): string {
   return text.length > MAX_REMOTE_TEXT ? `${text.slice(0, MAX_REMOTE_TEXT)}... (${text.length} chars)` : text;
-}
-
-/**
- * Whether a peer seen at `observed` that declared `declared` sits behind a NAT: the ports differ, or the
- * hosts do (a declared unspecified host, `0.0.0.0` or `::`, matches any).
- */
-function behindNat(observed: string, declared: string): boolean {
-  const o = parseSocketAddr(observed);
-  const d = parseSocketAddr(declared);
-  if (typeof o === "string" || typeof d === "string") return observed !== declared;
-  if (o.port !== d.port) return true;
-  return d.hostname !== "0.0.0.0" && d.hostname !== "::" && d.hostname !== o.hostname;
 }
 
 /** Capabilities every p2p_server announces. */
@@ -404,32 +393,10 @@ export class P2PServer {
   #opsPeers(): OpsPeer[] {
     const now = monotonicNow();
     const offset = Date.now() - now; // endpoint clock -> unix time
-    const age = (t: number) => Math.max(0, Math.round((now - t) / 100) / 10);
     return this.peers().map((p) => {
       const path = parseSocketAddr(p.addr);
       const rtt = typeof path === "string" ? null : this.#endpoint.path(path)?.srttMs ?? null;
-      return {
-        id: p.id,
-        name: p.name,
-        version: p.version,
-        addr: p.addr,
-        listen_addr: p.listenAddr,
-        behind_nat: behindNat(p.addr, p.listenAddr),
-        state: p.state,
-        network: p.network,
-        keyed: p.keyed,
-        extensions: p.extensions,
-        joined_at: Math.floor((p.joinedAt + offset) / 1000),
-        handshake_age_seconds: age(p.joinedAt),
-        last_seen: Math.floor((p.lastSeen + offset) / 1000),
-        last_seen_age_seconds: age(p.lastSeen),
-        rtt_ms: rtt === null ? null : Math.round(rtt * 100) / 100,
-        datagrams_in: null,
-        datagrams_out: null,
-        bytes_in: null,
-        bytes_out: null,
-        capabilities: p.capabilities,
-      };
+      return toOpsPeer(p, rtt, now, offset);
     });
   }
 
