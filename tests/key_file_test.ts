@@ -197,7 +197,6 @@ function corruptCases(): { name: string; text: string; pem?: string }[] {
   const body = lines.slice(1, -1).join("");
   const x25519 = String(generateKeyPairSync("x25519").privateKey.export({ format: "pem", type: "pkcs8" }));
   return [
-    { name: "empty", text: "" },
     { name: "garbage text", text: "this is not a key at all: s3cr3t-payload-0123456789abcdef\n" },
     {
       name: "a PEM with a truncated body",
@@ -234,6 +233,72 @@ for (const c of corruptCases()) {
     assertStrictEquals(Deno.readTextFileSync(path), c.text);
   });
 }
+
+for (
+  const [mode, what] of [[0o644, "read"], [0o604, "read"], [0o620, "written"], [0o602, "written"], [
+    0o660,
+    "read and written",
+  ], [0o666, "read and written"]] as const
+) {
+  const text = mode.toString(8).padStart(4, "0");
+  Deno.test(`a key file with mode ${text} is refused as one that may be ${what} by others`, async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/id.pem`;
+    writeWithMode(path, ed25519Pem(), mode);
+    const error = keyFileError(() => loadOrCreateIdentity(path), path);
+    assert(error.message.includes(`may be ${what} by others (mode ${text})`), error.message);
+  });
+}
+
+for (const text of ["", "\n", "  \n\n"]) {
+  Deno.test(`an existing empty key file (${JSON.stringify(text)}) is refused with a message saying it is empty and what to do`, async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/id.pem`;
+    writeWithMode(path, text, 0o600);
+    const error = keyFileError(() => loadOrCreateIdentity(path), path);
+    assertMatch(error.message, /is empty, not an Ed25519 private key in PKCS#8 PEM/);
+    assertMatch(error.message, /delete the file to have a new one created/);
+    assertStrictEquals(Deno.readTextFileSync(path), text, "refusing leaves the file alone");
+  });
+}
+
+Deno.test("the key file is created through a temp file: a start never sees it empty, and stray temp files (a crash mid-create) do not block a start", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/id.pem`;
+  // What a crash while creating the key leaves behind: empty and partial temp files beside the key's path.
+  writeWithMode(`${path}.0123456789ab.tmp`, "", 0o600);
+  writeWithMode(`${path}.ba9876543210.tmp`, `${PEM_HEADER}\nMC4CAQAwBQYDK2VwBCIEI`, 0o600);
+  const first = loadOrCreateIdentity(path);
+  assertStrictEquals(modeOf(path), 0o600);
+  assertSameIdentity(loadOrCreateIdentity(path), first);
+  // Creating left no temp file of its own behind: only the two strays and the key.
+  assertEquals([...Deno.readDirSync(dir.path)].map((e) => e.name).sort(), [
+    "id.pem",
+    "id.pem.0123456789ab.tmp",
+    "id.pem.ba9876543210.tmp",
+  ]);
+});
+
+Deno.test("two processes creating the same key file at once end with one key, both loading it", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/id.pem`;
+  const script = `import { loadOrCreateIdentity } from ${
+    JSON.stringify(new URL("../src/key_file.ts", import.meta.url).href)
+  };
+console.log(loadOrCreateIdentity(${JSON.stringify(path)}).nodeId);`;
+  const run = () =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--quiet", script],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  const results = await Promise.all([run(), run(), run()]);
+  const ids = results.map((r) => new TextDecoder().decode(r.stdout).trim());
+  for (const r of results) assert(r.success, new TextDecoder().decode(r.stderr));
+  const onDisk = loadOrCreateIdentity(path).nodeId;
+  assertEquals(ids, [onDisk, onDisk, onDisk]);
+  assertEquals([...Deno.readDirSync(dir.path)].map((e) => e.name), ["id.pem"]);
+});
 
 Deno.test("a directory as the key file is refused", async () => {
   await using dir = await tempDir();
