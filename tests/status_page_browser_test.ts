@@ -72,6 +72,7 @@ Deno.test({
         args: [
           "run",
           "-A",
+          "--lock=tests/deno.lock", // playwright-core is locked with the tests, not with the server
           "tests/helpers/status_page_browser.ts",
           `http://${formatSocketAddr(server.metricsAddr!)}/#token=${token}`,
           screenshot,

@@ -3,5 +3,5 @@
  * system Chromium; never imported by the program or the library.
  * @module
  */
-export { chromium } from "playwright-core";
-export type { Browser, Page } from "playwright-core";
+export { chromium } from "npm:playwright-core@1.65.1";
+export type { Browser, Page } from "npm:playwright-core@1.65.1";
