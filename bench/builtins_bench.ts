@@ -7,7 +7,7 @@
  * @module
  */
 import { crc32 as zlibCrc32 } from "node:zlib";
-import { crc32 } from "../src/protocol.ts";
+import { crc32 } from "../src/wire/codec.ts";
 import { isUuid } from "../src/deps/uuid.ts";
 
 for (const size of [200, 1200, 65_507]) {
