@@ -1,16 +1,29 @@
 /**
- * Load generator for `deno task bench`, run in its own process so it is not measured as part of the server.
- * Everything it sends is encoded before the clock starts where the protocol allows it. It prints one JSON
- * line with the operations completed, the rate, latency percentiles and its own CPU time.
+ * Load generator for `deno task bench`, run in its own process (pinned to a core of its own where the machine
+ * has two) so it is not measured as part of the server. Everything it sends is encoded before the clock starts
+ * where the protocol allows it. It prints one JSON line: the operations completed, the rate, latency
+ * percentiles, its own CPU time and, given `--server-pid`, the server process's CPU time over exactly the
+ * measured windows (from `/proc/<pid>/stat`, read when a window opens and when it closes).
  *
- *     loadgen.ts ping --port P [--host H] [--inflight K] [--seconds S] [--rate R]
- *     loadgen.ts data --port P [--inflight K] [--seconds S]
- *     loadgen.ts handshake --port P --peers N [--concurrency C] [--seconds S] [--disconnect]
+ *     loadgen.ts ping --port P [--host H] [--inflight K] [--count N] [--seconds S] [--rate R]
+ *     loadgen.ts data --port P [--inflight K] [--count N] [--seconds S]
+ *     loadgen.ts route --port P [--inflight K] [--count N] [--seconds S]
+ *     loadgen.ts discovery --port P [--peers N] [--inflight K] [--count N] [--seconds S]
+ *     loadgen.ts handshake --port P --peers N [--concurrency C] [--seconds S] [--disconnect | --hold]
  *       [--keyed [--verify]]
+ *     every mode: [--server-pid PID]
  *
- * `ping` sends Ping datagrams (the baseline echo server answers them too). `data` registers once and then
- * sends reliable Data, counting a round trip when the echo arrives. `handshake` registers N distinct peers,
- * each from its own socket (its own source port), with the full handshake (request, Ack, response, Ack).
+ * - `ping`: Ping datagrams (the bare echo server answers them too). K in flight, or paced at R per second.
+ * - `data`: registers once, then reliable Data (`requires_ack`); a round trip is the echo's arrival (the Ack
+ *   before it is read and not counted).
+ * - `route`: registers two peers A and B; A sends reliable Data routed to B (`{"to": B, "data": ...}`), B acks
+ *   every copy the server delivers; an operation is a copy's arrival at B.
+ * - `discovery`: registers N peers (64 by default), then the first sends DiscoveryRequests (payload null); an
+ *   operation is a DiscoveryResponse. The entries of the first answer are reported.
+ * - `handshake`: N distinct peers, each from its own socket (its own source port), with the full handshake
+ *   (request, Ack, response, Ack). `--disconnect` sends a Disconnect after each. `--hold` prints the result
+ *   line, then waits for a line on stdin and has every registered peer leave (each address bound again, a
+ *   Disconnect sent from it), and prints a second line.
  *
  * With `--keyed` every peer has its own Ed25519 identity and signs its request (a fresh X25519 key each),
  * and the handshake completes as a keyed client's does: the X25519 secret with the server's key from the
@@ -21,6 +34,8 @@
  * the server's 60 s window). `--verify` also checks the server's signature on every response (an Ed25519
  * verification); without it the first response of each batch is checked, so a server that signs wrongly
  * still fails the run.
+ *
+ * Every run is bounded: by `--count` operations (in-flight modes) and by `--seconds` of measured time.
  *
  * @module
  */
@@ -44,6 +59,7 @@ import {
   x25519,
 } from "../src/deps/crypto.ts";
 import { encodeMessage, type Message } from "../src/wire/mod.ts";
+import { processCpuMs } from "./proc_stat.ts";
 
 const { positionals, values } = parseArgs({
   args: Deno.args,
@@ -52,19 +68,24 @@ const { positionals, values } = parseArgs({
     port: { type: "string" },
     host: { type: "string", default: "127.0.0.1" },
     inflight: { type: "string", default: "1" },
+    count: { type: "string", default: "0" },
     seconds: { type: "string", default: "3" },
     rate: { type: "string", default: "0" },
-    peers: { type: "string", default: "1000" },
-    concurrency: { type: "string", default: "256" },
+    peers: { type: "string" },
+    concurrency: { type: "string", default: "64" },
     disconnect: { type: "boolean", default: false },
+    hold: { type: "boolean", default: false },
     keyed: { type: "boolean", default: false },
     verify: { type: "boolean", default: false },
+    "server-pid": { type: "string", default: "0" },
   },
 });
 
 const mode = positionals[0];
 const target = { transport: "udp" as const, hostname: values.host, port: Number(values.port) };
 const seconds = Number(values.seconds);
+const maxOps = Number(values.count) > 0 ? Number(values.count) : Infinity;
+const serverPid = Number(values["server-pid"]);
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -92,65 +113,172 @@ function percentile(sorted: Float64Array, p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
 }
 
-let cpuStart = process.cpuUsage();
-let cpuExcludedMs = 0;
+/**
+ * The measured time: one or more windows (a handshake run has one per batch of sockets). For each, the wall
+ * time, the generator's CPU and the server's CPU between opening and closing.
+ */
+const measured = { wallMs: 0, generatorCpuMs: 0, serverCpuMs: 0 as number | null };
 
-function report(ops: number, elapsedMs: number, latencies: number[], extra: Record<string, unknown> = {}) {
+interface Window {
+  t: number;
+  gen: NodeJS.CpuUsage;
+  server: number | null;
+}
+
+function openWindow(): Window {
+  return {
+    t: performance.now(),
+    gen: process.cpuUsage(),
+    server: serverPid > 0 ? processCpuMs(serverPid) : null,
+  };
+}
+
+function closeWindow(w: Window): void {
+  const server = w.server === null ? null : processCpuMs(serverPid);
+  const gen = process.cpuUsage(w.gen);
+  measured.wallMs += performance.now() - w.t;
+  measured.generatorCpuMs += (gen.user + gen.system) / 1000;
+  measured.serverCpuMs = server === null || w.server === null || measured.serverCpuMs === null
+    ? null
+    : measured.serverCpuMs + (server - w.server);
+}
+
+function report(ops: number, latencies: number[], extra: Record<string, unknown> = {}, rateMs?: number) {
   const sorted = Float64Array.from(latencies).sort();
-  const cpu = process.cpuUsage(cpuStart);
+  const s = measured.serverCpuMs;
   console.log(JSON.stringify({
     mode,
     ops,
-    seconds: elapsedMs / 1000,
-    rate: ops / (elapsedMs / 1000),
+    seconds: measured.wallMs / 1000,
+    rate: ops / ((rateMs ?? measured.wallMs) / 1000),
     p50Ms: percentile(sorted, 0.5),
     p99Ms: percentile(sorted, 0.99),
     // CPU the generator spent while measuring (set-up such as opening sockets excluded).
-    cpuMs: (cpu.user + cpu.system) / 1000 - cpuExcludedMs,
+    cpuMs: measured.generatorCpuMs,
+    generatorCpu: measured.generatorCpuMs / measured.wallMs,
+    // The server process's CPU (user + system, all threads) over the same windows.
+    serverCpuMs: s,
+    serverUsPerOp: s === null || ops === 0 ? null : (s * 1000) / ops,
     ...extra,
   }));
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Where replies arrive and what counts as one; `onReply` may answer (route mode's Acks). */
+interface ReplySide {
+  sock: Deno.DatagramConn;
+  isReply(bytes: Uint8Array): boolean;
+}
+
 /**
- * Round trips until the time runs out: K in flight (each reply sends the next), or paced at `--rate` per
- * second. In flight, replies are matched first-in first-out (loopback keeps order) and a watchdog refills the
- * window when the server dropped datagrams (no progress for 200 ms). Paced, every datagram carries its own
- * number (`stamped`) and replies are matched by it: the pacer sends in bursts, a burst can overflow a socket
- * buffer, and first-in first-out matching would then charge every later reply with the time since an
- * earlier, lost datagram was sent. No timer per datagram, sends are not awaited.
+ * K round trips in flight until `--count` are done or the time runs out: each reply sends the next (while
+ * fewer than `--count` were sent). Replies are matched first in, first out (loopback keeps order) and a
+ * watchdog refills the window when the server dropped datagrams (no progress for 200 ms). No timer per
+ * datagram; sends are not awaited. The window closes when the last operation arrives.
  */
-async function roundTrips(
+async function inFlight(
   sock: Deno.DatagramConn,
   nextDatagram: () => Uint8Array,
   inflight: number,
-  isReply: (b: Uint8Array) => boolean,
-  stamped?: Stamped,
+  reply: ReplySide,
 ) {
-  const rate = Number(values.rate);
-  const byNumber = rate > 0 && stamped !== undefined;
   const latencies: number[] = [];
   let sentAt: number[] = [];
   let head = 0;
+  let sent = 0;
   let done = 0;
   let lost = 0;
   let stopped = false;
-  // Paced and stamped: send times by datagram number (a ring far larger than anything in flight).
-  const stampedAt = new Float64Array(1 << 20);
-  let number = 0;
+  let wake = null as (() => void) | null;
   const send = () => {
-    if (byNumber) {
-      number++;
-      stampedAt[number & 0xfffff] = performance.now();
-      sock.send(stamped.datagram(number), target).catch(() => {});
-      return;
-    }
+    sent++;
     sentAt.push(performance.now());
     sock.send(nextDatagram(), target).catch(() => {});
   };
-  cpuStart = process.cpuUsage();
-  const start = performance.now();
+  const window = openWindow();
+  const end = window.t + seconds * 1000;
+  const receiver = (async () => {
+    const buf = new Uint8Array(65_536);
+    while (!stopped) {
+      let got;
+      try {
+        got = await reply.sock.receive(buf);
+      } catch {
+        return;
+      }
+      if (stopped || !reply.isReply(got[0])) continue;
+      const t = sentAt[head++];
+      if (t !== undefined) latencies.push(performance.now() - t);
+      done++;
+      if (done >= maxOps) {
+        stopped = true;
+        closeWindow(window);
+        wake?.();
+        return;
+      }
+      if (sent < maxOps) send();
+    }
+  })();
+  // The sender's own socket is drained when replies arrive elsewhere (route mode: A's Acks).
+  const drain = reply.sock === sock ? null : (async () => {
+    const buf = new Uint8Array(65_536);
+    while (!stopped) {
+      try {
+        await sock.receive(buf);
+      } catch {
+        return;
+      }
+    }
+  })();
+  for (let i = 0; i < Math.min(inflight, maxOps); i++) send();
+  let lastDone = -1;
+  while (!stopped && performance.now() < end) {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await new Promise<void>((r) => {
+      wake = r;
+      timer = setTimeout(r, Math.min(200, Math.max(1, end - performance.now())));
+    });
+    clearTimeout(timer);
+    wake = null;
+    if (stopped) break;
+    if (done === lastDone) {
+      // Nothing came back for 200 ms: the window was lost. Start a new one.
+      lost++;
+      sentAt = [];
+      head = 0;
+      for (let i = 0; i < Math.min(inflight, maxOps - done); i++) send();
+    }
+    lastDone = done;
+  }
+  if (!stopped) {
+    stopped = true;
+    closeWindow(window);
+  }
+  sock.close();
+  if (reply.sock !== sock) reply.sock.close();
+  await receiver;
+  await drain;
+  report(done, latencies, { inflight, lostWindows: lost });
+}
+
+/**
+ * Paced round trips: every millisecond, send what is due at `--rate` per second, for `--seconds`. Every
+ * datagram carries its own number (a Ping's `nonce`) and replies are matched by it: the pacer sends in
+ * bursts, a burst can overflow a socket buffer, and first-in first-out matching would then charge every
+ * later reply with the time since an earlier, lost datagram was sent (a reply without the number, as the
+ * upstream server's payload-less Pong, is matched to the oldest unanswered). The rate is over the pacing time; the
+ * window (and the server's CPU) runs on for 200 ms to let the last replies arrive.
+ */
+async function paced(sock: Deno.DatagramConn, stamped: Stamped, rate: number) {
+  const latencies: number[] = [];
+  const stampedAt = new Float64Array(1 << 20); // send times by number, a ring far larger than in flight
+  let number = 0;
+  let oldest = 1;
+  let done = 0;
+  let stopped = false;
+  const window = openWindow();
+  const start = window.t;
   const end = start + seconds * 1000;
   const receiver = (async () => {
     const buf = new Uint8Array(65_536);
@@ -161,57 +289,37 @@ async function roundTrips(
       } catch {
         return;
       }
-      if (byNumber) {
-        const n = stamped.numberOf(got[0]);
-        const t = n > 0 ? stampedAt[n & 0xfffff]! : 0;
-        if (t === 0) continue; // not a reply, or one already counted
-        stampedAt[n & 0xfffff] = 0;
-        latencies.push(performance.now() - t);
-        done++;
-        continue;
+      let n = stamped.numberOf(got[0]);
+      // A reply without the number (the upstream server's Pong carries no payload): the oldest unanswered.
+      if (n < 0) {
+        while (oldest <= number && stampedAt[oldest & 0xfffff] === 0) oldest++;
+        n = oldest <= number ? oldest : -1;
       }
-      if (!isReply(got[0])) continue;
-      const t = sentAt[head++];
-      if (t !== undefined) latencies.push(performance.now() - t);
+      const t = n > 0 ? stampedAt[n & 0xfffff]! : 0;
+      if (t === 0) continue; // not a reply, or one already counted
+      stampedAt[n & 0xfffff] = 0;
+      latencies.push(performance.now() - t);
       done++;
-      if (rate === 0 && !stopped) send();
     }
   })();
-  if (rate > 0) {
-    // Paced: every millisecond, send what is due so far.
-    let sent = 0;
-    while (performance.now() < end) {
-      const due = Math.floor((performance.now() - start) * rate / 1000);
-      while (sent < due) {
-        send();
-        sent++;
-      }
-      await sleep(1);
+  let sent = 0;
+  while (performance.now() < end && sent < maxOps) {
+    const due = Math.min(maxOps, Math.floor((performance.now() - start) * rate / 1000));
+    while (sent < due) {
+      number++;
+      stampedAt[number & 0xfffff] = performance.now();
+      sock.send(stamped.datagram(number), target).catch(() => {});
+      sent++;
     }
-    lost = sent; // settled below, once the last replies had their time
-  } else {
-    for (let i = 0; i < inflight; i++) send();
-    let lastDone = -1;
-    while (performance.now() < end) {
-      await sleep(200);
-      if (done === lastDone) {
-        // Nothing came back for 200 ms: the window was lost. Start a new one.
-        lost++;
-        sentAt = [];
-        head = 0;
-        for (let i = 0; i < inflight; i++) send();
-      }
-      lastDone = done;
-    }
+    await sleep(1);
   }
-  const elapsed = performance.now() - start;
+  const pacedMs = performance.now() - start;
+  await sleep(200); // let the last replies arrive
   stopped = true;
-  if (rate > 0) await sleep(200); // let the last paced replies arrive
-  // Paced: datagrams sent and never answered (the counter counts lost windows when in flight).
-  if (rate > 0) lost -= done;
+  closeWindow(window);
   sock.close();
   await receiver;
-  report(done, elapsed, latencies, { inflight: rate > 0 ? null : inflight, targetRate: rate || null, lost });
+  report(done, latencies, { targetRate: rate, sent, lost: sent - done }, pacedMs);
 }
 
 /** Datagrams numbered for matching replies (paced mode): the n-th datagram, and the number in a reply. */
@@ -243,7 +351,17 @@ function nonceOf(reply: Uint8Array): number {
   return at < 0 ? -1 : parseInt(text.slice(at + 8, at + 24), 10) || -1;
 }
 
+/** A message id that is a valid UUID v4 and unique within one run: a counter in the last group. */
+function counterId(n: number): string {
+  return `00000000-0000-4000-8000-${n.toString(16).padStart(12, "0")}`;
+}
+
+/** A HandshakeRequest from a new node id, and that id. */
 function handshakeRequest(local: Deno.NetAddr): Uint8Array {
+  return plainRequest(local).request;
+}
+
+function plainRequest(local: Deno.NetAddr): { request: Uint8Array; nodeId: string } {
   const node = {
     id: crypto.randomUUID(),
     name: "bench",
@@ -252,7 +370,10 @@ function handshakeRequest(local: Deno.NetAddr): Uint8Array {
     capabilities: [],
     metadata: { network_id: "bench" },
   };
-  return encoder.encode(JSON.stringify(envelope("HandshakeRequest", node, 1, true, null)));
+  return {
+    request: encoder.encode(JSON.stringify(envelope("HandshakeRequest", node, 1, true, null))),
+    nodeId: node.id,
+  };
 }
 
 /** What a keyed handshake needs once the server has answered: its X25519 key and the request's id. */
@@ -392,23 +513,36 @@ async function handshakeOnce(
   }
 }
 
+/** A registered peer on a socket of its own (data, route and discovery modes; before the clock). */
+async function registeredPeer(): Promise<{ sock: Deno.DatagramConn; nodeId: string }> {
+  const sock = Deno.listenDatagram({ transport: "udp", hostname: values.host, port: 0 });
+  const { request, nodeId } = plainRequest(sock.addr as Deno.NetAddr);
+  const failed = setTimeout(() => {
+    console.error("error: The server did not answer a HandshakeRequest within 5 s");
+    Deno.exit(1);
+  }, 5000);
+  await handshakeOnce(sock, request, new Uint8Array(65_536));
+  clearTimeout(failed);
+  return { sock, nodeId };
+}
+
 /**
  * Registers N distinct peers, each from its own socket. Sockets and requests are made before the clock runs
- * (in batches, within the file descriptor limit); only the handshakes are timed.
+ * (in batches, within the file descriptor limit); only the handshakes are timed, one measured window per
+ * batch. With `--hold`, the addresses of the registered peers are kept for their leaving.
  */
 async function handshakes() {
   const keyed = values.keyed;
-  const peers = Number(values.peers);
+  const peers = Number(values.peers ?? 1000);
   const concurrency = Number(values.concurrency);
   const batchSize = 4000;
   const latencies: number[] = [];
+  const held: Deno.NetAddr[] = [];
   let done = 0;
   let failed = 0;
-  let timedMs = 0;
   let setupMs = 0;
   let firstError: string | null = null;
   const deadline = performance.now() + seconds * 1000;
-  cpuStart = process.cpuUsage();
   for (let first = 0; first < peers && performance.now() < deadline; first += batchSize) {
     const setupCpu = process.cpuUsage();
     const n = Math.min(batchSize, peers - first);
@@ -427,10 +561,9 @@ async function handshakes() {
       ? keyedRequests.map((r) => r.request)
       : socks.map((s) => handshakeRequest(s.addr as Deno.NetAddr));
     const setupDelta = process.cpuUsage(setupCpu);
-    cpuExcludedMs += (setupDelta.user + setupDelta.system) / 1000;
     setupMs += (setupDelta.user + setupDelta.system) / 1000;
     let next = 0;
-    const t0 = performance.now();
+    const window = openWindow();
     const worker = async () => {
       const buf = new Uint8Array(65_536);
       while (next < n) {
@@ -447,6 +580,7 @@ async function handshakes() {
           );
           latencies.push(performance.now() - t);
           done++;
+          if (values.hold) held.push(socks[i]!.addr as Deno.NetAddr);
           if (values.disconnect) {
             const bye = envelope("Disconnect", { reason: "bench" }, 2, false, null);
             await socks[i]!.send(encoder.encode(JSON.stringify(bye)), target);
@@ -459,16 +593,15 @@ async function handshakes() {
     };
     // A handshake that never completes (all tries lost) is abandoned when its socket closes at batch end.
     const work = Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
-    const limit = new Promise((r) => setTimeout(r, Math.max(0, deadline - performance.now()) + 3000));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const limit = new Promise((r) => timer = setTimeout(r, Math.max(0, deadline - performance.now()) + 3000));
     await Promise.race([work, limit]);
-    timedMs += performance.now() - t0;
-    const closeCpu = process.cpuUsage();
+    clearTimeout(timer);
+    closeWindow(window);
     for (const s of socks) s.close();
     await work.catch(() => {});
-    const closeDelta = process.cpuUsage(closeCpu);
-    cpuExcludedMs += (closeDelta.user + closeDelta.system) / 1000;
   }
-  report(done, timedMs, latencies, {
+  report(done, latencies, {
     failed,
     concurrency,
     ...(firstError !== null ? { firstError } : {}),
@@ -477,40 +610,117 @@ async function handshakes() {
     // and the signature), not counted in cpuMs.
     setupUsPerPeer: (setupMs * 1000) / Math.max(1, done + failed),
   });
+  if (values.hold) await leave(held);
+}
+
+/**
+ * Waits for a line on stdin, then has every held peer leave: its address bound again and a Disconnect sent
+ * from it, paced (at most 40 a millisecond) so the server's receive buffer does not overflow. Prints how
+ * many left and how many addresses could not be bound again.
+ */
+async function leave(addrs: Deno.NetAddr[]) {
+  const reader = Deno.stdin.readable.getReader();
+  await reader.read();
+  reader.releaseLock();
+  let sent = 0;
+  let bindFailed = 0;
+  const bye = encoder.encode(JSON.stringify(envelope("Disconnect", { reason: "bench" }, 2, false, null)));
+  for (let first = 0; first < addrs.length; first += 4000) {
+    const socks: Deno.DatagramConn[] = [];
+    for (const a of addrs.slice(first, first + 4000)) {
+      try {
+        socks.push(Deno.listenDatagram({ transport: "udp", hostname: a.hostname, port: a.port }));
+      } catch {
+        bindFailed++;
+      }
+    }
+    for (let i = 0; i < socks.length; i++) {
+      await socks[i]!.send(bye, target).catch(() => {});
+      sent++;
+      if (i % 40 === 39) await sleep(1);
+    }
+    await sleep(20);
+    for (const s of socks) s.close();
+  }
+  console.log(JSON.stringify({ left: sent, bindFailed }));
 }
 
 if (mode === "ping") {
   const sock = Deno.listenDatagram({ transport: "udp", hostname: values.host, port: 0 });
-  const ping = encoder.encode(JSON.stringify(envelope("Ping", null, null, false, null)));
-  // Paced, each Ping carries a nonce (as P2PClient's do); the server's Pong names it.
-  const [before, after] = JSON.stringify(envelope("Ping", { nonce: 0 }, null, false, null)).split(
-    '"nonce":0',
-  );
-  const stamped: Stamped = {
-    datagram: (n) => slabEncode(`${before}"nonce":${n}${after}`),
-    numberOf: nonceOf,
-  };
-  await roundTrips(sock, () => ping, Number(values.inflight), () => true, stamped);
-} else if (mode === "data") {
-  const sock = Deno.listenDatagram({ transport: "udp", hostname: values.host, port: 0 });
-  await handshakeOnce(sock, handshakeRequest(sock.addr as Deno.NetAddr), new Uint8Array(65_536));
+  const rate = Number(values.rate);
+  if (rate > 0) {
+    // Paced, each Ping carries a nonce (as P2PClient's do); the server's Pong names it.
+    const [before, after] = JSON.stringify(envelope("Ping", { nonce: 0 }, null, false, null)).split(
+      '"nonce":0',
+    );
+    await paced(
+      sock,
+      { datagram: (n) => slabEncode(`${before}"nonce":${n}${after}`), numberOf: nonceOf },
+      rate,
+    );
+  } else {
+    const ping = encoder.encode(JSON.stringify(envelope("Ping", null, null, false, null)));
+    await inFlight(sock, () => ping, Number(values.inflight), { sock, isReply: () => true });
+  }
+} else if (mode === "data" || mode === "route") {
   // Reliable Data needs a fresh sequence number (and id) per message: everything else is encoded up front.
-  const prefix = `{"id":"00000000-0000-4000-8000-`;
+  const to = mode === "route" ? await registeredPeer() : null;
+  const { sock } = await registeredPeer();
+  const payload = to ? `{"to":"${to.nodeId}","data":{"bench":true}}` : `{"bench":true}`;
   const middle =
-    `","message_type":"Data","timestamp":${Math.floor(Date.now() / 1000)},"payload":{"bench":true},` +
+    `","message_type":"Data","timestamp":${Math.floor(Date.now() / 1000)},"payload":${payload},` +
     `"sender_addr":null,"sequence_number":`;
   const suffix = `,"requires_ack":true,"ack_for":null}`;
   let seq = 1;
   const next = () => {
     seq++;
-    return encoder.encode(prefix + seq.toString(16).padStart(12, "0") + middle + seq + suffix);
+    return slabEncode(`{"id":"${counterId(seq)}${middle}${seq}${suffix}`);
   };
-  const isEcho = (b: Uint8Array) => decoder.decode(b.subarray(0, 120)).includes('"Data"');
-  await roundTrips(sock, next, Number(values.inflight), isEcho);
+  const isData = (b: Uint8Array) => decoder.decode(b.subarray(0, 120)).includes('"Data"');
+  if (!to) {
+    await inFlight(sock, next, Number(values.inflight), { sock, isReply: isData });
+  } else {
+    // B acks every copy the server routes to it (the server retransmits otherwise).
+    const ackMiddle = `","message_type":"Ack","timestamp":${Math.floor(Date.now() / 1000)},"payload":null,` +
+      `"sender_addr":null,"sequence_number":`;
+    let ackSeq = 1 << 30;
+    const isRouted = (b: Uint8Array) => {
+      const text = decoder.decode(b);
+      if (!text.includes('"Data"')) return false;
+      const id = text.slice(7, 43); // {"id":"<36 characters>" as the server writes every envelope
+      const m = /"sequence_number":(\d+)/.exec(text);
+      const ack = `{"id":"${counterId(ackSeq++)}${ackMiddle}${m ? m[1] : "null"},"requires_ack":false,` +
+        `"ack_for":"${id}"}`;
+      to.sock.send(slabEncode(ack), target).catch(() => {});
+      return true;
+    };
+    await inFlight(sock, next, Number(values.inflight), { sock: to.sock, isReply: isRouted });
+  }
+} else if (mode === "discovery") {
+  const peers: { sock: Deno.DatagramConn }[] = [];
+  for (let i = 0; i < Number(values.peers ?? 64); i++) peers.push(await registeredPeer());
+  const asker = peers[0]!.sock;
+  const request = (n: number) =>
+    slabEncode(JSON.stringify({ ...envelope("DiscoveryRequest", null, n, false, null), id: counterId(n) }));
+  let seq = 1;
+  let entries: number | null = null;
+  const isAnswer = (b: Uint8Array) => {
+    const head = decoder.decode(b.subarray(0, 100));
+    if (!head.includes('"DiscoveryResponse"')) return false;
+    if (entries === null) {
+      const payload = JSON.parse(decoder.decode(b)).payload;
+      entries = Array.isArray(payload) ? payload.length : (payload?.peers?.length ?? -1);
+    }
+    return true;
+  };
+  await inFlight(asker, () => request(++seq), Number(values.inflight), { sock: asker, isReply: isAnswer });
+  // Reported after the result line so the orchestrator can check the answer's size.
+  console.log(JSON.stringify({ entries }));
+  for (const p of peers.slice(1)) p.sock.close();
 } else if (mode === "handshake") {
   await handshakes();
 } else {
-  console.error(`error: Unknown mode "${mode}": expected ping, data or handshake`);
+  console.error(`error: Unknown mode "${mode}": expected ping, data, route, discovery or handshake`);
   Deno.exit(2);
 }
 Deno.exit(0);

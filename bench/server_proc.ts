@@ -1,12 +1,16 @@
 /**
  * The server under test for `deno task bench`: a `P2PServer` in its own process, configured from a JSON
- * argument. Prints its port, then answers commands on stdin, one per line:
+ * argument, logging as the program does at `--ERROR` (the level the upstream server runs at in the bench; the
+ * level is the second argument). Prints its port, then answers commands on stdin, one per line:
  * `mem` -> one JSON line with RSS, heap used and peer count (after a full GC when `--expose-gc` is set);
  * `stats` -> the stats snapshot as one JSON line.
  *
  * @module
  */
 import { P2PServer } from "../mod.ts";
+import { type Level, setupLogging } from "../src/logging.ts";
+
+await setupLogging((Deno.args[1] ?? "error") as Level);
 
 const server = new P2PServer({
   listenAddress: "127.0.0.1:0",
