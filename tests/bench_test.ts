@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "../src/deps/assert.ts";
+import { assert, assertEquals } from "./deps/assert.ts";
 
 Deno.test({
   name: "the load bench runs in quick mode and produces every row with a rate",
