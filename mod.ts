@@ -86,7 +86,15 @@ export {
   PEERS_MAX_LIMIT,
   serveOps,
 } from "./src/ops_server.ts";
-export type { OpsEvent, OpsHandlerOptions, OpsPeer, OpsServer, OpsSource } from "./src/ops_server.ts";
+export type {
+  OpsEvent,
+  OpsHandler,
+  OpsHandlerOptions,
+  OpsPeer,
+  OpsServer,
+  OpsSource,
+} from "./src/ops_server.ts";
+export type { OpsRequestInfo } from "./src/ops_guard.ts";
 export { STATUS_PAGE_HTML } from "./src/status_page.ts";
 export { formatSocketAddr, parseSocketAddr } from "./src/wire/address.ts";
 export type { SocketAddr } from "./src/wire/address.ts";

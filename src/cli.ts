@@ -79,7 +79,9 @@ datagrams per IP [${d.rateLimitDatagramsPerIp.join(", ")}], handshakes per IP [$
 identity_file: $STATE_DIRECTORY, else NAME.identity.pem beside -c NAME.json, else $XDG_STATE_HOME/p2p_server,
 else ./p2p_server_identity.pem (created 0600 on first run), suggested_keepalive ${d.suggestedKeepalive} s,
 relay_quota [${d.relayQuota.join(", ")}] per minute,
-metrics_token null (set, it requires "Authorization: Bearer <token>" on /metrics, /peers, /api/*),
+metrics_token null (set, it requires "Authorization: Bearer <token>" on /metrics, /peers, /api/*;
+unset, /peers and /api/events answer loopback clients only), metrics_allowed_hosts [] (Host names
+served besides IP literals and localhost), metrics_max_connections ${d.metricsMaxConnections},
 stats_interval ${d.statsInterval} s (a stats line at info level; 0 turns it off).
 Logs go to stderr; SIGINT/SIGTERM disconnect every peer and exit 0.`;
 }

@@ -197,6 +197,19 @@ export interface Config {
    */
   metricsToken: string | null;
   /**
+   * Host names the operations HTTP server answers to besides IP literals and `localhost`/`*.localhost`
+   * (a `Host` of any other name gets `421`: DNS rebinding). A leading `*.` matches subdomains; `"*"` turns
+   * the check off (behind a proxy that checks it).
+   * @default {[]}
+   */
+  metricsAllowedHosts: string[];
+  /**
+   * Most TCP connections the operations HTTP server keeps open; at the cap a new connection replaces the one
+   * that has waited longest for a complete request.
+   * @default {64}
+   */
+  metricsMaxConnections: number;
+  /**
    * Log line format of the program: `"text"` or `"json"` (JSON lines).
    * @default {"text"}
    */
@@ -377,6 +390,8 @@ export const DEFAULT_CONFIG: Readonly<Config> = Object.freeze({
   discoveryPageSize: 64,
   metricsAddress: null,
   metricsToken: null,
+  metricsAllowedHosts: [],
+  metricsMaxConnections: 64,
   logFormat: "text",
   statsInterval: 60,
   cluster: null,
@@ -418,6 +433,8 @@ export const CONFIG_FILE_KEYS = {
   discovery_page_size: "discoveryPageSize",
   metrics_address: "metricsAddress",
   metrics_token: "metricsToken",
+  metrics_allowed_hosts: "metricsAllowedHosts",
+  metrics_max_connections: "metricsMaxConnections",
   log_format: "logFormat",
   stats_interval: "statsInterval",
   cluster: "cluster",
@@ -547,6 +564,16 @@ const CHECKS: Record<keyof Config, Check> = {
     v === null || (typeof v === "string" && v.length >= 1 && v.length <= 4096 && /^[\x21-\x7e]+$/.test(v))
       ? undefined
       : "must be null or 1 to 4096 printable ASCII characters without spaces",
+  metricsAllowedHosts: (v) =>
+    Array.isArray(v) && v.length <= 1000 &&
+      v.every((h) =>
+        typeof h === "string" &&
+        (h === "*" || /^(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$/.test(h) ||
+          /^\[[0-9A-Fa-f:.]+\]$/.test(h))
+      )
+      ? undefined
+      : 'must be a list of host names without ports (such as ["status.example.org", "*.example.net"]) or ["*"]',
+  metricsMaxConnections: positiveInt(100_000),
   logFormat: (v) =>
     (LOG_FORMATS as readonly unknown[]).includes(v)
       ? undefined

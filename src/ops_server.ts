@@ -10,6 +10,8 @@ import { formatMetrics, METRICS_CONTENT_TYPE, type ProcessMemory } from "./metri
 import { buildLabels, sampleProcess } from "./process_info.ts";
 import type { StatsSnapshot } from "./core/stats.ts";
 import type { PeerSummary } from "./core/endpoint.ts";
+import { type HttpLimits, serveHttp } from "./ops_http.ts";
+import { OpsGuard, type OpsRequestInfo, secureResponse } from "./ops_guard.ts";
 import { STATUS_PAGE_HTML } from "./status_page.ts";
 
 /** A peer as `/peers` lists it (`wg show`'s view of a peer: where it is, when, how much, how fast). */
@@ -224,6 +226,11 @@ export interface OpsSource {
 export interface OpsHandlerOptions {
   /** Bearer token every route but `/health` and the static page `/` requires. @default {null} */
   token?: string | null;
+  /**
+   * Host names served besides IP literals and `localhost` (DNS rebinding; see `src/ops_guard.ts`).
+   * @default {[]}
+   */
+  allowedHosts?: readonly string[];
   /** Wall clock (unix ms), for `/api/stats`. @default {Date.now} */
   clock?: () => number;
 }
@@ -233,17 +240,10 @@ export const PEERS_MAX_LIMIT = 1000;
 /** Default `limit` of `/peers`. */
 export const PEERS_DEFAULT_LIMIT = 100;
 
-const encoder = new TextEncoder();
+export { constantTimeEqual } from "./ops_guard.ts";
 
-/** Compares two strings in time that depends only on their lengths. */
-export function constantTimeEqual(a: string, b: string): boolean {
-  const x = encoder.encode(a);
-  const y = encoder.encode(b);
-  let diff = x.length ^ y.length;
-  const n = Math.max(x.length, y.length);
-  for (let i = 0; i < n; i++) diff |= (x[i] ?? 0) ^ (y[i] ?? 0);
-  return diff === 0;
-}
+/** Answers a request to the operations routes; `info` says where it came from (see `src/ops_guard.ts`). */
+export type OpsHandler = (request: Request, info?: OpsRequestInfo) => Response;
 
 function json(body: unknown, status = 200, headers: Record<string, string> = {}): Response {
   return new Response(JSON.stringify(body), {
@@ -279,9 +279,19 @@ function parseIndex(value: string | null, fallback: number, min: number, max: nu
 export function createOpsHandler(
   source: OpsSource,
   options: OpsHandlerOptions = {},
-): (request: Request) => Response {
-  const token = options.token ?? null;
-  const clock = options.clock ?? Date.now;
+): OpsHandler {
+  const guard = new OpsGuard({ token: options.token ?? null, allowedHosts: options.allowedHosts ?? [] });
+  const route = routes(source, options.clock ?? Date.now);
+  return (request, info) => {
+    // Host, token and private routes are checked before any route does work.
+    const refused = guard.check(request, info);
+    if (refused) return secureResponse(refused);
+    const response = route(request);
+    return secureResponse(response, new URL(request.url).pathname === "/" ? STATUS_PAGE_HTML : undefined);
+  };
+}
+
+function routes(source: OpsSource, clock: () => number): (request: Request) => Response {
   return (request) => {
     const url = new URL(request.url);
     if (request.method !== "GET" && request.method !== "HEAD") {
@@ -313,13 +323,6 @@ export function createOpsHandler(
       return new Response(STATUS_PAGE_HTML, {
         headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" },
       });
-    }
-    if (token !== null) {
-      const header = request.headers.get("authorization") ?? "";
-      const given = header.startsWith("Bearer ") ? header.slice("Bearer ".length) : "";
-      if (!constantTimeEqual(given, token)) {
-        return json({ error: "unauthorized" }, 401, { "www-authenticate": 'Bearer realm="p2p_server"' });
-      }
     }
     switch (path) {
       case "/metrics":
@@ -371,20 +374,19 @@ export interface OpsServer {
 }
 
 /**
- * Serves `handler` over HTTP on `address` (`ip:port`; port 0 picks a free port).
+ * Serves `handler` over HTTP on `address` (`ip:port`; port 0 picks a free port), with the connection cap,
+ * timeouts and accept-error handling of `src/ops_http.ts` (`limits`: its defaults).
  *
  * @throws {TypeError} for a malformed address.
- * @throws {Deno.errors.AddrInUse} and other bind errors from `Deno.serve`.
+ * @throws {Deno.errors.AddrInUse} and other bind errors from `Deno.listen`.
  */
-export function serveOps(address: string, handler: (request: Request) => Response): OpsServer {
+export function serveOps(address: string, handler: OpsHandler, limits: HttpLimits = {}): OpsServer {
   const parsed = parseSocketAddr(address);
   if (typeof parsed === "string") throw new TypeError(`Invalid metrics address "${address}": ${parsed}`);
-  const server = Deno.serve({ hostname: parsed.hostname, port: parsed.port, onListen: () => {} }, handler);
-  const local = server.addr as Deno.NetAddr;
-  let closing: Promise<void> | null = null;
+  const server = serveHttp(parsed, handler, limits);
   return {
-    addr: { hostname: local.hostname, port: local.port },
-    close: () => (closing ??= server.shutdown()),
+    addr: { hostname: server.addr.hostname, port: server.addr.port },
+    close: () => server.close(),
   };
 }
 

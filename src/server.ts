@@ -17,6 +17,7 @@ import type { GiveUpReason, StatsSnapshot } from "./core/stats.ts";
 import {
   createOpsHandler,
   EventRing,
+  type OpsHandler,
   type OpsPeer,
   type OpsServer,
   type OpsServerInfo,
@@ -25,6 +26,8 @@ import {
   TrafficHistory,
 } from "./ops_server.ts";
 import { VERSION } from "./identity.ts";
+import type { OpsRequestInfo } from "./ops_guard.ts";
+import { isLoopbackIp } from "./core/limits.ts";
 import { getLogger } from "./deps/log.ts";
 import { ClusterNode, type OpenClusterLink } from "./cluster.ts";
 
@@ -102,7 +105,7 @@ export class P2PServer {
   #finished: PromiseWithResolvers<void> = Promise.withResolvers();
   #connects = new Map<string, PromiseWithResolvers<NodeInfo>>();
   #ops: OpsServer | null = null;
-  #opsHandler: (request: Request) => Response;
+  #opsHandler: OpsHandler;
   #recent = new EventRing(100);
   #history = new TrafficHistory(300);
   #historyTimer: ReturnType<typeof setInterval> | undefined;
@@ -193,7 +196,7 @@ export class P2PServer {
       info: () => this.#info(),
       history: () => this.#history.list(),
       closing: () => this.#closing !== null || (this.#driver?.closed ?? false),
-    }, { token: this.#config.metricsToken });
+    }, { token: this.#config.metricsToken, allowedHosts: this.#config.metricsAllowedHosts });
   }
 
   /** The resolved configuration. */
@@ -246,7 +249,9 @@ export class P2PServer {
     const socket = bindUdp(addr);
     if (this.#config.metricsAddress !== null) {
       try {
-        this.#ops = serveOps(this.#config.metricsAddress, this.#opsHandler);
+        this.#ops = serveOps(this.#config.metricsAddress, this.#opsHandler, {
+          maxConnections: this.#config.metricsMaxConnections,
+        });
       } catch (error) {
         socket.close();
         throw new BindError(
@@ -265,6 +270,14 @@ export class P2PServer {
     driver.start();
     log.info("listening on {addr}", { addr: formatSocketAddr(local) });
     if (this.#ops) log.info("metrics on http://{addr}/metrics", { addr: formatSocketAddr(this.#ops.addr) });
+    if (this.#ops && this.#config.metricsToken === null && !isLoopbackIp(this.#ops.addr.hostname)) {
+      log.warn(
+        "the operations server on {addr} is reachable from other hosts and has no metrics_token: anyone " +
+          "who can reach it reads /metrics and /api/stats (/peers and /api/events stay loopback-only); set " +
+          "metrics_token",
+        { addr: formatSocketAddr(this.#ops.addr) },
+      );
+    }
     if (this.#config.statsInterval > 0) {
       this.#statsTimer = setInterval(() => this.#logStats(), this.#config.statsInterval * 1000);
     }
@@ -341,10 +354,11 @@ export class P2PServer {
   /**
    * Answers a request to the operations routes (`/metrics`, `/health`, `/peers`, `/api/stats`,
    * `/api/events`, `/`), so an application can mount them in its own HTTP server. The server started by
-   * `metricsAddress` uses the same handler.
+   * `metricsAddress` uses the same handler. Pass `info` (`Deno.serve`'s second handler argument does): without
+   * `metricsToken`, `/peers` and `/api/events` are answered only when `info.remoteAddr` is a loopback address.
    */
-  fetch(request: Request): Response {
-    return this.#opsHandler(request);
+  fetch(request: Request, info?: OpsRequestInfo): Response {
+    return this.#opsHandler(request, info);
   }
 
   /**

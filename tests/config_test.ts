@@ -58,6 +58,8 @@ Deno.test("the defaults are the spec's config.json values", () => {
     discoveryPageSize: 64,
     metricsAddress: null,
     metricsToken: null,
+    metricsAllowedHosts: [],
+    metricsMaxConnections: 64,
     logFormat: "text",
     statsInterval: 60,
     cluster: null,

@@ -73,6 +73,10 @@ const LAYOUT_SCRIPT = `(() => {
   };
 })()`;
 
+/** The page's document, as the predicates see it (they run in the browser: nothing from here is in scope). */
+type PageElement = { dataset: Record<string, string | undefined>; textContent: string | null };
+type PageGlobal = { document: { getElementById(id: string): PageElement } };
+
 /** Loads `url`, waits for the chart and the peer, checks the layout, and takes a screenshot. */
 export async function checkPage(url: string, screenshot: string, peerName: string): Promise<PageReport> {
   const profile = await Deno.makeTempDir({ prefix: "p2p_chromium_" });
@@ -97,21 +101,34 @@ export async function checkPage(url: string, screenshot: string, peerName: strin
       const page = await browser.newPage();
       await page.goto(url);
       // The first drawing: the server's history is there at once (no waiting for the page to collect it).
+      // Predicates as functions, not strings: a string is run through eval, which the page's CSP forbids.
       await page.waitForFunction(
-        'document.getElementById("chart").dataset.firstSamples !== undefined',
+        () =>
+          (globalThis as unknown as PageGlobal).document.getElementById("chart").dataset.firstSamples !==
+            undefined,
         null,
         {
           timeout: 20_000,
         },
       );
       await page.waitForFunction(
-        `document.getElementById("peers").textContent.includes(${JSON.stringify(peerName)})`,
-        null,
+        (name) =>
+          ((globalThis as unknown as PageGlobal).document.getElementById("peers").textContent ?? "").includes(
+            name,
+          ),
+        peerName,
         { timeout: 10_000 },
       );
-      await page.waitForFunction('Number(document.getElementById("chart").dataset.samples || 0) >= 3', null, {
-        timeout: 20_000,
-      });
+      await page.waitForFunction(
+        () =>
+          Number(
+            (globalThis as unknown as PageGlobal).document.getElementById("chart").dataset.samples || 0,
+          ) >= 3,
+        null,
+        {
+          timeout: 20_000,
+        },
+      );
       await page.screenshot({ path: screenshot, fullPage: true });
       const layout = await page.evaluate(LAYOUT_SCRIPT) as Pick<
         PageReport,
