@@ -19,6 +19,7 @@
  */
 import { isLoopbackIp } from "./core/limits.ts";
 import { sha256 } from "./deps/crypto.ts";
+import { getLogger } from "./deps/log.ts";
 
 /** Routes that list peers and addresses: token, or loopback only when there is no token. */
 export const PRIVATE_ROUTES: readonly string[] = ["/peers", "/api/events"];
@@ -217,4 +218,15 @@ export function secureResponse(response: Response, html?: string): Response {
     html !== undefined ? pagePolicy(html) : "default-src 'none'; frame-ancestors 'none'",
   );
   return response;
+}
+
+/** Logs a warning when the ops server on `addr` (`ip:port`) is reachable from other hosts without a token. */
+export function warnIfExposed(addr: string, token: string | null): void {
+  const host = addr.startsWith("[") ? addr.slice(1, addr.indexOf("]")) : addr.slice(0, addr.lastIndexOf(":"));
+  if (token !== null || isLoopbackIp(host)) return;
+  getLogger(["p2p_server", "server"]).warn(
+    "the operations server on {addr} is reachable from other hosts and has no metrics_token: anyone who can " +
+      "reach it reads /metrics and /api/stats (/peers and /api/events stay loopback-only); set metrics_token",
+    { addr },
+  );
 }

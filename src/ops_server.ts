@@ -5,13 +5,13 @@
  *
  * @module
  */
-import { parseSocketAddr, type SocketAddr } from "./wire/address.ts";
+import { formatSocketAddr, parseSocketAddr, type SocketAddr } from "./wire/address.ts";
 import { formatMetrics, METRICS_CONTENT_TYPE, type ProcessMemory } from "./metrics.ts";
 import { buildLabels, sampleProcess } from "./process_info.ts";
 import type { StatsSnapshot } from "./core/stats.ts";
 import type { PeerSummary } from "./core/endpoint.ts";
 import { type HttpLimits, serveHttp } from "./ops_http.ts";
-import { OpsGuard, type OpsRequestInfo, secureResponse } from "./ops_guard.ts";
+import { OpsGuard, type OpsRequestInfo, secureResponse, warnIfExposed } from "./ops_guard.ts";
 import { STATUS_PAGE_HTML } from "./status_page.ts";
 
 /** A peer as `/peers` lists it (`wg show`'s view of a peer: where it is, when, how much, how fast). */
@@ -375,19 +375,26 @@ export interface OpsServer {
 
 /**
  * Serves `handler` over HTTP on `address` (`ip:port`; port 0 picks a free port), with the connection cap,
- * timeouts and accept-error handling of `src/ops_http.ts` (`limits`: its defaults).
+ * timeouts and accept-error handling of `src/ops_http.ts` (at most `metricsMaxConnections` connections);
+ * warns when the address is not loopback and there is no `metricsToken`.
  *
  * @throws {TypeError} for a malformed address.
  * @throws {Deno.errors.AddrInUse} and other bind errors from `Deno.listen`.
  */
-export function serveOps(address: string, handler: OpsHandler, limits: HttpLimits = {}): OpsServer {
+export function serveOps(
+  address: string,
+  handler: OpsHandler,
+  options: { metricsMaxConnections?: number; metricsToken?: string | null } = {},
+): OpsServer {
   const parsed = parseSocketAddr(address);
   if (typeof parsed === "string") throw new TypeError(`Invalid metrics address "${address}": ${parsed}`);
+  const limits: HttpLimits = options.metricsMaxConnections
+    ? { maxConnections: options.metricsMaxConnections }
+    : {};
   const server = serveHttp(parsed, handler, limits);
-  return {
-    addr: { hostname: server.addr.hostname, port: server.addr.port },
-    close: () => server.close(),
-  };
+  const addr = { hostname: server.addr.hostname, port: server.addr.port };
+  warnIfExposed(formatSocketAddr(addr), options.metricsToken ?? null);
+  return { addr, close: () => server.close() };
 }
 
 /** The process's memory as the runtime reports it (bytes). */

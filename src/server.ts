@@ -26,8 +26,6 @@ import {
   TrafficHistory,
 } from "./ops_server.ts";
 import { VERSION } from "./identity.ts";
-import type { OpsRequestInfo } from "./ops_guard.ts";
-import { isLoopbackIp } from "./core/limits.ts";
 import { getLogger } from "./deps/log.ts";
 import { ClusterNode, type OpenClusterLink } from "./cluster.ts";
 
@@ -249,9 +247,7 @@ export class P2PServer {
     const socket = bindUdp(addr);
     if (this.#config.metricsAddress !== null) {
       try {
-        this.#ops = serveOps(this.#config.metricsAddress, this.#opsHandler, {
-          maxConnections: this.#config.metricsMaxConnections,
-        });
+        this.#ops = serveOps(this.#config.metricsAddress, this.#opsHandler, this.#config);
       } catch (error) {
         socket.close();
         throw new BindError(
@@ -270,14 +266,6 @@ export class P2PServer {
     driver.start();
     log.info("listening on {addr}", { addr: formatSocketAddr(local) });
     if (this.#ops) log.info("metrics on http://{addr}/metrics", { addr: formatSocketAddr(this.#ops.addr) });
-    if (this.#ops && this.#config.metricsToken === null && !isLoopbackIp(this.#ops.addr.hostname)) {
-      log.warn(
-        "the operations server on {addr} is reachable from other hosts and has no metrics_token: anyone " +
-          "who can reach it reads /metrics and /api/stats (/peers and /api/events stay loopback-only); set " +
-          "metrics_token",
-        { addr: formatSocketAddr(this.#ops.addr) },
-      );
-    }
     if (this.#config.statsInterval > 0) {
       this.#statsTimer = setInterval(() => this.#logStats(), this.#config.statsInterval * 1000);
     }
@@ -354,10 +342,9 @@ export class P2PServer {
   /**
    * Answers a request to the operations routes (`/metrics`, `/health`, `/peers`, `/api/stats`,
    * `/api/events`, `/`), so an application can mount them in its own HTTP server. The server started by
-   * `metricsAddress` uses the same handler. Pass `info` (`Deno.serve`'s second handler argument does): without
-   * `metricsToken`, `/peers` and `/api/events` are answered only when `info.remoteAddr` is a loopback address.
+   * `metricsAddress` uses the same handler; pass `Deno.serve`'s `info` (see `src/ops_guard.ts`).
    */
-  fetch(request: Request, info?: OpsRequestInfo): Response {
+  fetch(request: Request, info?: Parameters<OpsHandler>[1]): Response {
     return this.#opsHandler(request, info);
   }
 
