@@ -14,7 +14,8 @@ import {
 import { type Config, resolveConfig } from "./config.ts";
 import { bindUdp, monotonicNow, UdpDriver } from "./driver.ts";
 import { Emitter, type ListenerError } from "./emitter.ts";
-import { Endpoint, type EndpointEvent, PUNCH_BUDGET_MS } from "./core/endpoint.ts";
+import { Endpoint, type EndpointEvent } from "./core/endpoint.ts";
+import type { DiscoveryPage, RequestKind } from "./core/types.ts";
 import { ConnectionTimeoutError, HandshakeError, RemoteError } from "./errors.ts";
 import { type IdentityOptions, makeNodeInfo } from "./identity.ts";
 import type { ErrorPayload, Json, Message, NodeInfo, PeerInfo } from "./wire/mod.ts";
@@ -82,16 +83,6 @@ export interface ClientSendOptions {
   ordered?: boolean;
 }
 
-/** One page of a paged discovery. */
-export interface DiscoveryPage {
-  /** The peers on this page. */
-  peers: PeerInfo[];
-  /** The offset of the next page, or null when this was the last. */
-  nextOffset: number | null;
-  /** The cursor of the next page (resumes after this page's last peer), or null when this was the last. */
-  nextCursor: string | null;
-}
-
 /** What {@linkcode P2PClient.discoverPage} asks for. */
 export interface DiscoveryQuery {
   /** Skip this many peers. */
@@ -130,11 +121,11 @@ export interface DirectPeer {
   addr: string;
 }
 
+export type { DiscoveryPage } from "./core/types.ts";
+
 interface Waiter<T> {
   resolve: (value: T) => void;
   reject: (error: Error) => void;
-  timer: ReturnType<typeof setTimeout> | undefined;
-  sentAt: number;
 }
 
 /**
@@ -165,11 +156,9 @@ export class P2PClient {
   #driver: UdpDriver | null = null;
   #serverInfo: NodeInfo | null = null;
   #connecting: PromiseWithResolvers<NodeInfo> | null = null;
-  #pings = new Map<string, Waiter<number> & { tries: number; firstAt: number }>();
-  #discoveries: (Waiter<DiscoveryPage> & { tries: number; firstAt: number; payload: Json })[] = [];
+  /** ping(), discoverPage() and introduce() calls waiting, by the core's request id. */
+  #requests = new Map<number, Waiter<never>>();
   #sends = new Map<string, Waiter<void>>();
-  /** introduce() calls waiting, by the peer's node id. */
-  #introductions = new Map<string, Waiter<DirectPeer>>();
   /** Direct peers by node id, and by address key. */
   #direct = new Map<string, SocketAddr>();
   #directByAddr = new Map<string, string>();
@@ -302,17 +291,15 @@ export class P2PClient {
    * @throws {ConnectionTimeoutError} when no Pong arrives.
    */
   ping(): Promise<number> {
+    return this.#request<number>({ kind: "ping" });
+  }
+
+  /** Makes a request through the core, which retries it and reports its outcome (see `#onRequest`). */
+  #request<T>(spec: Parameters<Endpoint["request"]>[2]): Promise<T> {
     const driver = this.#requireConnected();
-    const nonce = crypto.randomUUID();
-    const { promise, resolve, reject } = Promise.withResolvers<number>();
-    const waiter = { resolve, reject, timer: undefined, sentAt: 0, tries: 0, firstAt: 0 };
-    this.#pings.set(nonce, waiter);
-    const attempt = () => {
-      waiter.sentAt = monotonicNow();
-      driver.run((now) => this.#endpoint.send(now, this.#server, "Ping", { nonce }));
-      this.#retryLater(waiter, attempt, () => this.#pings.delete(nonce));
-    };
-    attempt();
+    const id = driver.run((now) => this.#endpoint.request(now, this.#server, spec));
+    const { promise, resolve, reject } = Promise.withResolvers<T>();
+    this.#requests.set(id, { resolve, reject } as Waiter<never>);
     return promise;
   }
 
@@ -344,21 +331,7 @@ export class P2PClient {
 
   /** One page of the peers of this client's network, with where the next page starts. */
   discoverPage(options?: DiscoveryQuery): Promise<DiscoveryPage> {
-    const driver = this.#requireConnected();
-    const payload: Json = options ? { ...options } : null;
-    const { promise, resolve, reject } = Promise.withResolvers<DiscoveryPage>();
-    const waiter = { resolve, reject, timer: undefined, sentAt: 0, tries: 0, firstAt: 0, payload };
-    this.#discoveries.push(waiter);
-    const attempt = () => {
-      waiter.sentAt = monotonicNow();
-      driver.run((now) => this.#endpoint.send(now, this.#server, "DiscoveryRequest", payload));
-      this.#retryLater(waiter, attempt, () => {
-        const i = this.#discoveries.indexOf(waiter);
-        if (i >= 0) this.#discoveries.splice(i, 1);
-      });
-    };
-    attempt();
-    return promise;
+    return this.#request<DiscoveryPage>({ kind: "discovery", query: options ? { ...options } : null });
   }
 
   /**
@@ -377,7 +350,7 @@ export class P2PClient {
     );
     if (!reliable) return Promise.resolve();
     const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.#sends.set(msg.id, { resolve, reject, timer: undefined, sentAt: monotonicNow() });
+    this.#sends.set(msg.id, { resolve, reject });
     return promise;
   }
 
@@ -391,21 +364,14 @@ export class P2PClient {
    * relays through the server instead.
    */
   introduce(nodeId: string, options: { timeoutMs?: number } = {}): Promise<DirectPeer> {
-    const driver = this.#requireConnected();
+    this.#requireConnected();
     const id = nodeId.toLowerCase();
     const known = this.#direct.get(id);
     if (known) return Promise.resolve({ nodeId: id, addr: formatSocketAddr(known) });
-    const { promise, resolve, reject } = Promise.withResolvers<DirectPeer>();
-    const waiter: Waiter<DirectPeer> = { resolve, reject, timer: undefined, sentAt: monotonicNow() };
-    waiter.timer = setTimeout(() => {
-      this.#introductions.delete(id);
-      reject(new HandshakeError(`no direct path to ${id} was found`, "punch_failed"));
-    }, options.timeoutMs ?? PUNCH_BUDGET_MS + 5_000);
-    this.#introductions.set(id, waiter);
-    driver.run((now) =>
-      this.#endpoint.send(now, this.#server, "DiscoveryRequest", { introduce: id }, { reliable: true })
-    );
-    return promise;
+    const spec = options.timeoutMs === undefined
+      ? { kind: "introduce" as const, peerId: id }
+      : { kind: "introduce" as const, peerId: id, timeoutMs: options.timeoutMs };
+    return this.#request<DirectPeer>(spec);
   }
 
   /** Sends Data straight to a direct peer (see {@linkcode introduce}); reliable by default. */
@@ -417,7 +383,7 @@ export class P2PClient {
     const msg = driver.run((now) => this.#endpoint.send(now, addr, "Data", data, { reliable }));
     if (!reliable) return Promise.resolve();
     const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.#sends.set(msg.id, { resolve, reject, timer: undefined, sentAt: monotonicNow() });
+    this.#sends.set(msg.id, { resolve, reject });
     return promise;
   }
 
@@ -431,13 +397,7 @@ export class P2PClient {
     if (this.#direct.has(id)) return;
     this.#direct.set(id, addr);
     this.#directByAddr.set(formatSocketAddr(addr), id);
-    const peer = { nodeId: id, addr: formatSocketAddr(addr) };
-    const waiter = this.#introductions.get(id);
-    if (waiter) {
-      this.#introductions.delete(id);
-      this.#settle(waiter, null, peer);
-    }
-    this.#events.emit("direct", peer);
+    this.#events.emit("direct", { nodeId: id, addr: formatSocketAddr(addr) });
   }
 
   /** Tells the server this client leaves, and closes the socket. */
@@ -454,13 +414,9 @@ export class P2PClient {
       const closed = new Error("Client is closed");
       this.#connecting?.reject(closed);
       this.#connecting = null;
-      for (const w of this.#pings.values()) this.#settle(w, closed);
-      for (const w of this.#discoveries) this.#settle(w, closed);
-      for (const w of this.#sends.values()) this.#settle(w, closed);
-      for (const w of this.#introductions.values()) this.#settle(w, closed);
-      this.#introductions.clear();
-      this.#pings.clear();
-      this.#discoveries = [];
+      for (const w of this.#requests.values()) w.reject(closed);
+      for (const w of this.#sends.values()) w.reject(closed);
+      this.#requests.clear();
       this.#sends.clear();
       const wasConnected = this.#serverInfo !== null;
       this.#serverInfo = null;
@@ -485,32 +441,19 @@ export class P2PClient {
     return this.#driver;
   }
 
-  #retryLater(
-    waiter: Waiter<never> & { tries: number; firstAt: number },
-    attempt: () => void,
-    forget: () => void,
-  ): void {
-    const now = monotonicNow();
-    if (waiter.tries === 0) waiter.firstAt = now;
-    waiter.tries++;
-    const wait = this.#endpoint.retryWait(this.#server, waiter.tries, now - waiter.firstAt);
-    const giveUp = () => {
-      forget();
-      waiter.reject(new ConnectionTimeoutError(this.#serverKey));
-    };
-    waiter.timer = setTimeout(() => {
-      waiter.timer = undefined;
-      const next = this.#endpoint.retryWait(this.#server, waiter.tries + 1, monotonicNow() - waiter.firstAt);
-      if (this.#closing || next === null) giveUp();
-      else attempt();
-    }, wait ?? 0);
+  /** A request's outcome, from the core: settles its promise. */
+  #onRequest(id: number, outcome: { value: unknown } | { error: Error }): void {
+    const waiter = this.#requests.get(id);
+    if (!waiter) return; // closed already
+    this.#requests.delete(id);
+    if ("error" in outcome) waiter.reject(outcome.error);
+    else waiter.resolve(outcome.value as never);
   }
 
-  #settle<T>(waiter: Waiter<T>, error: Error | null, value?: T): void {
-    if (waiter.timer !== undefined) clearTimeout(waiter.timer);
-    waiter.timer = undefined;
-    if (error) waiter.reject(error);
-    else waiter.resolve(value as T);
+  #requestError(kind: RequestKind, reason: string, error: string, code: string): Error {
+    if (reason === "refused") return new RemoteError(error, code);
+    if (kind === "introduce" && reason !== "closed") return new HandshakeError(error, "punch_failed");
+    return new ConnectionTimeoutError(this.#serverKey);
   }
 
   #onEvent(event: EndpointEvent): void {
@@ -536,42 +479,35 @@ export class P2PClient {
         );
         this.#connecting = null;
         break;
-      case "pong": {
-        const p = event.payload;
-        // A punch probe's answer: the core handles it.
-        if (p !== null && typeof p === "object" && !Array.isArray(p) && typeof p.punch === "string") break;
-        const nonce = p !== null && typeof p === "object" && !Array.isArray(p) && typeof p.nonce === "string"
-          ? p.nonce
-          : this.#pings.keys().next().value; // a server that does not echo the nonce: oldest ping
-        const waiter = nonce === undefined ? undefined : this.#pings.get(nonce);
-        if (!waiter || nonce === undefined) break;
-        this.#pings.delete(nonce);
-        this.#settle(waiter, null, Math.max(0, monotonicNow() - waiter.sentAt));
+      case "requestDone":
+        this.#onRequest(event.id, {
+          value: event.kind === "ping"
+            ? event.rttMs
+            : event.kind === "discovery"
+            ? event.page
+            : { nodeId: event.nodeId, addr: event.addr },
+        });
         break;
-      }
-      case "discovery": {
-        const waiter = this.#discoveries.shift();
-        if (waiter) {
-          this.#settle(waiter, null, {
-            peers: event.peers,
-            nextOffset: event.nextOffset,
-            nextCursor: event.nextCursor,
-          });
-        }
+      case "requestFailed":
+        this.#onRequest(event.id, {
+          error: this.#requestError(event.kind, event.reason, event.error, event.code),
+        });
         break;
-      }
+      case "pong":
+      case "discovery":
+        break; // answers nobody asked for (our requests' answers arrive as requestDone)
       case "delivered": {
         const waiter = this.#sends.get(event.id);
         if (!waiter) break;
         this.#sends.delete(event.id);
-        this.#settle(waiter, null);
+        waiter.resolve();
         break;
       }
       case "gaveUp": {
         const waiter = this.#sends.get(event.id);
         if (!waiter) break;
         this.#sends.delete(event.id);
-        this.#settle(waiter, new ConnectionTimeoutError(this.#serverKey));
+        waiter.reject(new ConnectionTimeoutError(this.#serverKey));
         break;
       }
       case "data":
@@ -592,25 +528,13 @@ export class P2PClient {
           : undefined;
         if (about && typeof p === "object" && p !== null && !Array.isArray(p)) {
           this.#sends.delete(p.id as string);
-          this.#settle(about, new RemoteError(event.error.error, code));
+          about.reject(new RemoteError(event.error.error, code));
           this.#events.emit("error", event.error);
           break;
         }
-        if (code === "cannot_introduce") {
-          const first = this.#introductions.entries().next().value;
-          if (first) {
-            this.#introductions.delete(first[0]);
-            this.#settle(first[1], new RemoteError(event.error.error, code));
-            break;
-          }
-        }
-        // Other errors carry no request id. One that refuses a request (bad_request, not_registered) answers
-        // the oldest outstanding discovery; any other goes to "error" listeners (e.g. unknown_recipient).
-        const waiter = code === "bad_request" || code === "not_registered"
-          ? this.#discoveries.shift()
-          : undefined;
-        if (waiter) this.#settle(waiter, new RemoteError(event.error.error, code));
-        else this.#events.emit("error", event.error);
+        // Errors that refuse a request (bad_request, not_registered, cannot_introduce) arrive as its
+        // requestFailed; any other goes to "error" listeners (e.g. unknown_recipient).
+        this.#events.emit("error", event.error);
         break;
       }
       case "linkClosed":
@@ -626,17 +550,8 @@ export class P2PClient {
       case "introduced":
       case "punched":
         break; // the core probes the candidates and, when we asked, shakes hands over the path that answers
-      case "punchFailed": {
-        const waiter = this.#introductions.get(event.peerId);
-        if (waiter && event.initiator) {
-          this.#introductions.delete(event.peerId);
-          this.#settle(
-            waiter,
-            new HandshakeError(`no direct path to ${event.peerId} was found`, "punch_failed"),
-          );
-        }
-        break;
-      }
+      case "punchFailed":
+        break; // an introduce() of ours fails through its requestFailed
       case "peerJoined":
         // An introduced peer completed its direct handshake with us (we did not ask; it did).
         this.#addDirect(event.peer.id, parseSocketAddr(event.peer.addr) as SocketAddr);

@@ -121,6 +121,16 @@ export class Core {
     this.#events.push(event);
   }
 
+  /** The events produced since the last {@linkcode takeEvents} (read-only; for the requests room). */
+  get pendingEvents(): readonly EndpointEvent[] {
+    return this.#events;
+  }
+
+  /** Replaces event `index` of {@linkcode pendingEvents} (an answer reported as its request's outcome). */
+  replacePending(index: number, event: EndpointEvent): void {
+    this.#events[index] = event;
+  }
+
   /** Takes the events produced so far. */
   takeEvents(): EndpointEvent[] {
     const out = this.#events;

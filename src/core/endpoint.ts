@@ -40,6 +40,7 @@ import { Discovery } from "./discovery.ts";
 import { Introductions } from "./introductions.ts";
 import { ClusterMirror } from "./cluster_mirror.ts";
 import { Control } from "./control.ts";
+import { Requests, type RequestSpec } from "./requests.ts";
 import { type Datagram, drop, type Outcome, QUIET_RATE_LIMITED } from "./outcome.ts";
 import {
   type ClusterCounts,
@@ -97,6 +98,7 @@ export class Endpoint {
   readonly #intro: Introductions;
   readonly #mirror: ClusterMirror;
   readonly #control: Control;
+  readonly #requests: Requests;
 
   /**
    * Creates the core in the given role.
@@ -141,6 +143,7 @@ export class Endpoint {
       this.#relay,
     );
     this.#control = new Control(core, this.#send, this.#life, this.#relay, this.#hs, this.#intro);
+    this.#requests = new Requests(core, this.#send, this.#connTimers);
   }
 
   /** This endpoint's NodeInfo. */
@@ -203,6 +206,7 @@ export class Endpoint {
     else core.drop(from, key, outcome.reason, outcome.detail);
     const after = core.table.byAddr.get(key);
     if (after) this.#connTimers.reschedule(after);
+    if (this.#requests.size !== 0) this.#requests.observe(now);
   }
 
   /**
@@ -221,7 +225,9 @@ export class Endpoint {
     }
     this.#mirror.runRelays(now);
     this.#intro.runPunches(now);
+    this.#requests.run(now);
     core.timers.sweep(now);
+    if (this.#requests.size !== 0) this.#requests.observe(now);
   }
 
   // ---------------------------------------------------------------- outputs
@@ -284,12 +290,19 @@ export class Endpoint {
    * try. Follows the same policy as reliable messages.
    */
   retryWait(addr: SocketAddr, tries: number, elapsedMs: number): number | null {
-    const core = this.#core;
-    if (core.config.retransmitPolicy === "schedule") return core.config.retransmitSchedule[tries - 1] ?? null;
-    if (elapsedMs >= core.deliveryMs) return null;
-    const conn = core.table.byAddr.get(formatSocketAddr(addr));
-    const rto = conn ? core.rtoOf(conn) : Math.min(core.rto.maxMs, core.rto.initialMs);
-    return Math.min(this.#send.backoff(rto, tries, core.deliveryMs), core.deliveryMs - elapsedMs);
+    return this.#requests.retryWait(addr, tries, elapsedMs);
+  }
+
+  /**
+   * Makes a request to the server at `to` (the client role): a Ping, a discovery page (`query` is the
+   * DiscoveryRequest's payload) or an introduction to a peer. The core retries it on the retransmit policy
+   * and reports the outcome as a `requestDone` or `requestFailed` event naming the returned id; an answer
+   * that settles a request is reported that way instead of as its raw `pong`, `discovery` or `error` event.
+   *
+   * @throws {RangeError} when there is no link to `to`.
+   */
+  request(now: number, to: SocketAddr, spec: RequestSpec): number {
+    return this.#requests.start(now, to, spec);
   }
 
   // ---------------------------------------------------------------- commands
@@ -355,6 +368,7 @@ export class Endpoint {
     if (!conn) return;
     this.#send.sendPlain(now, conn, "Disconnect", { reason });
     this.#close(conn);
+    this.#requests.abandon(conn.key, "closed");
   }
 
   /** Sends `Disconnect` to every peer and link and forgets them all (shutdown). */
@@ -364,6 +378,7 @@ export class Endpoint {
       this.#close(conn);
     }
     this.#core.timers.conns.clear();
+    this.#requests.abandon(null, "closed");
   }
 
   #close(conn: Conn): void {

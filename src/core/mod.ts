@@ -22,6 +22,8 @@ export * from "./types.ts";
 export { UNPROVEN_RATE } from "./admission.ts";
 export type { CoreConfig, CoreCookieMode, CoreRetransmitPolicy } from "./config.ts";
 export type { ConnectOptions } from "./handshake.ts";
+export type { RequestSpec } from "./requests.ts";
+export { INTRODUCE_TIMEOUT_MS } from "./requests.ts";
 export type { ClusterMessage, DirectoryRecord, RemotePeer } from "./directory.ts";
 export { RemoteDirectory } from "./directory.ts";
 export { DROP_REASONS, GIVE_UP_REASONS } from "./stats.ts";

@@ -15,6 +15,19 @@ import type { PeerSummary } from "./summary.ts";
 
 export type { PeerSummary } from "./summary.ts";
 
+/** The kinds of request a client makes with `Endpoint.request`. */
+export type RequestKind = "ping" | "discovery" | "introduce";
+
+/** One page of a paged discovery. */
+export interface DiscoveryPage {
+  /** The peers on this page. */
+  peers: PeerInfo[];
+  /** The offset of the next page, or null when this was the last. */
+  nextOffset: number | null;
+  /** The cursor of the next page (resumes after this page's last peer), or null when this was the last. */
+  nextCursor: string | null;
+}
+
 /** Largest UDP payload (IPv4); a single-datagram message can never be larger. */
 export const MAX_UDP_PAYLOAD = 65_507;
 
@@ -115,6 +128,31 @@ export type EndpointEvent =
     message: Message;
   }
   | { type: "error"; from: SocketAddr; error: ErrorPayload; message: Message }
+  /** A request made with `Endpoint.request` was answered (its answer's raw event is not reported). */
+  | { type: "requestDone"; id: number; kind: "ping"; rttMs: number }
+  | { type: "requestDone"; id: number; kind: "discovery"; page: DiscoveryPage }
+  | {
+    type: "requestDone";
+    id: number;
+    kind: "introduce";
+    /** The introduced peer, now reached directly. */
+    nodeId: string;
+    /** The address the punch found, `"ip:port"`. */
+    addr: string;
+  }
+  /**
+   * A request made with `Endpoint.request` failed: `timeout` (no answer within the retransmit policy, or an
+   * introduction past its time limit), `closed` (the link closed first), `punch_failed` (no direct path was
+   * found) or `refused` (the server answered with an Error; `code` is its code).
+   */
+  | {
+    type: "requestFailed";
+    id: number;
+    kind: RequestKind;
+    reason: "timeout" | "closed" | "punch_failed" | "refused";
+    error: string;
+    code: string;
+  }
   | { type: "delivered"; to: SocketAddr; id: string; seq: number; messageType: MessageType; rttMs: number }
   | {
     type: "gaveUp";
