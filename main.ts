@@ -2,7 +2,8 @@
  * The p2p_server program: flags -> config -> server, exit codes and printing.
  *
  * Exit status: 0 after a clean shutdown (SIGINT/SIGTERM) or `--help`/`--version`; 1 when the socket cannot be
- * bound; 2 for a bad flag, config file or environment value, or when Deno runs without `--unstable-net`.
+ * bound; 2 for a bad flag, config file or environment value, an unreadable TLS file, (cluster mode) an
+ * instance id another live process holds, or when Deno runs without `--unstable-net`.
  *
  * @module
  */
@@ -112,7 +113,10 @@ export async function main(args: string[]): Promise<number> {
       if (identity?.createDir && config.auth !== "off") makeStateDir(identity.createDir);
       server = new P2PServer(config);
     } catch (error) {
-      if (!(error instanceof KeyFileError) && !(error instanceof UnstableApiError)) throw error;
+      if (
+        !(error instanceof KeyFileError) && !(error instanceof UnstableApiError) &&
+        !(error instanceof ConfigError)
+      ) throw error;
       console.error(`error: ${error.message}`);
       return 2;
     }
@@ -151,6 +155,11 @@ export async function main(args: string[]): Promise<number> {
     );
     await server.finished;
     for (const [s, handler] of handlers) Deno.removeSignalListener(s, handler);
+    if (server.stoppedBy) {
+      // The server could not go on as configured (another process holds its cluster instance id).
+      console.error(`error: ${server.stoppedBy.message}`);
+      return 2;
+    }
     return 0;
   } finally {
     await teardownLogging();

@@ -37,7 +37,14 @@ export {
   resolveConfig,
   RETRANSMIT_POLICIES,
 } from "./src/config.ts";
-export type { Config, ConfigFileResult, LogFormat, RetransmitPolicy } from "./src/config.ts";
+export type {
+  ClusterConfig,
+  ClusterOptions,
+  Config,
+  ConfigFileResult,
+  LogFormat,
+  RetransmitPolicy,
+} from "./src/config.ts";
 export type { ListenerError } from "./src/emitter.ts";
 export {
   BindError,

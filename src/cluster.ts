@@ -3,11 +3,12 @@
  * mirror of the other instances' peers current, and carries the core's messages to other instances over
  * Redis pub/sub. See docs/cluster.md for the layout and the failure behaviour.
  *
- * Keys and channels (prefix `key_prefix`, default `p2p:`):
- * - `<prefix>peer:<node id>`: `"<instance> <record JSON>"`, expiring after `peer_ttl`; refreshed by its owner.
- * - `<prefix>instance:<instance>`: the instance's liveness, expiring after `peer_ttl`.
- * - channel `<prefix>events`: joins, leaves and goodbyes, batched, for every instance.
- * - channel `<prefix>instance:<instance>`: messages for one instance (relayed Data, introductions, ...).
+ * Keys and channels (all with the hash tag `{<key_prefix>}`, default `{p2p:}`; see `src/cluster_wire.ts`):
+ * - `{p}peer:<node id>`: `"<instance> <record JSON>"`, expiring after `peer_ttl`; refreshed by its owner.
+ * - `{p}peers`: the set of node ids with entries (what a full read walks; expired ones are pruned).
+ * - `{p}instance:<instance>`: the instance's liveness (with this process's token), expiring after `peer_ttl`.
+ * - channel `{p}events`: joins, leaves and goodbyes, batched, for every instance.
+ * - channel `{p}to:<instance>`: messages for one instance (relayed Data, introductions, ...).
  *
  * Writes are batched: whatever accumulated while the previous pipeline was in flight goes out as the next
  * one, so the number of round trips per second stays bounded however many peers join.
@@ -19,15 +20,28 @@ import {
   type ClusterEnvelope,
   type ClusterMessage,
   type DirectoryRecord,
-  INSTANCE_ID,
   parseRecord,
   peerRecord,
 } from "./core/directory.ts";
 import type { ClusterStatus } from "./core/stats.ts";
 import type { ClusterConfig } from "./config.ts";
 import { getLogger } from "./deps/log.ts";
-import type { RedisLink, RedisLinkEvents } from "./deps/redis.ts";
-import { isJsonObject, type Json, parsePeerInfo } from "./wire/mod.ts";
+import type { RedisLink, RedisLinkEvents, RedisLinkOptions } from "./deps/redis.ts";
+import {
+  asEval,
+  checkMessage,
+  checkTlsFiles,
+  CLAIM,
+  ClusterKeys,
+  isNoScript,
+  parseBody,
+  readDirectory,
+  type RedisCommand,
+  RELEASE,
+} from "./cluster_wire.ts";
+import { InstanceIdInUseError, Liveness } from "./cluster_liveness.ts";
+
+export { checkMessage } from "./cluster_wire.ts";
 
 const log = getLogger(["p2p_server", "cluster"]);
 
@@ -38,7 +52,11 @@ export type ClusterLink = RedisLink;
 export type ClusterLinkEvents = RedisLinkEvents;
 
 /** Opens a link to Redis. */
-export type OpenClusterLink = (url: string, events: ClusterLinkEvents) => ClusterLink;
+export type OpenClusterLink = (
+  url: string,
+  events: ClusterLinkEvents,
+  options: RedisLinkOptions,
+) => ClusterLink;
 
 /** What the cluster needs of the server it belongs to. */
 export interface ClusterHost {
@@ -50,6 +68,11 @@ export interface ClusterHost {
   toUnixMs(endpointTime: number): number;
   /** The server's address, for the instance's liveness entry. */
   address(): string;
+  /**
+   * The cluster cannot go on and the server must stop: another live process holds this instance id at
+   * start ({@linkcode InstanceIdInUseError}).
+   */
+  fatal(error: Error): void;
 }
 
 /** How long one pipeline may go unanswered before Redis counts as unreachable. */
@@ -58,57 +81,17 @@ const EXEC_TIMEOUT_MS = 5_000;
 /** Entries per pipeline command when many peers are written at once (bounds each script's run time). */
 const CHUNK = 500;
 
-/**
- * Claims peers: sets each `<prefix>peer:<id>` to `"<instance> <record>"` unless another instance holds it
- * (a keyed peer's claim, flagged `1`, takes it anyway: its key proves the id), then announces the ones set on
- * the events channel (when one is given). Returns the 1-based positions of the claims refused.
- */
-const CLAIM_SCRIPT = `
-local me = ARGV[1]
-local joined = {}
-local lost = {}
-for i, key in ipairs(KEYS) do
-  local force = ARGV[2 + 2 * i]
-  local record = ARGV[3 + 2 * i]
-  local cur = redis.call('GET', key)
-  local owner = cur and string.match(cur, '^(%S+) ')
-  if owner and owner ~= me and force ~= '1' then
-    lost[#lost + 1] = i
-  else
-    redis.call('SET', key, me .. ' ' .. record, 'PX', ARGV[2])
-    joined[#joined + 1] = record
-  end
-end
-if ARGV[3] ~= '' and #joined > 0 then
-  redis.call('PUBLISH', ARGV[3], '{"from":"' .. me .. '","joined":[' .. table.concat(joined, ',') .. ']}')
-end
-return lost
-`;
-
-/** Releases peers this instance holds and announces them gone. ARGV: instance, channel, ids. */
-const RELEASE_SCRIPT = `
-local me = ARGV[1]
-local left = {}
-for i, key in ipairs(KEYS) do
-  local cur = redis.call('GET', key)
-  if cur and string.match(cur, '^(%S+) ') == me then redis.call('DEL', key) end
-  left[#left + 1] = '"' .. ARGV[2 + i] .. '"'
-end
-if #left > 0 then
-  redis.call('PUBLISH', ARGV[2], '{"from":"' .. me .. '","left":[' .. table.concat(left, ',') .. ']}')
-end
-return #left
-`;
-
 /** One instance's membership of the cluster. */
 export class ClusterNode {
   readonly #config: ClusterConfig;
   readonly #instance: string;
   readonly #host: ClusterHost;
-  readonly #prefix: string;
-  readonly #events: string;
+  readonly #keys: ClusterKeys;
   readonly #own: string;
   readonly #ttlMs: number;
+  readonly #liveness: Liveness;
+  /** The instance joined at least once (a collision later degrades it; one at start stops the server). */
+  #joined = false;
   #link: ClusterLink | null = null;
   #state: ClusterStatus["state"] = "connecting";
   #since = Date.now();
@@ -138,10 +121,20 @@ export class ClusterNode {
     this.#config = config;
     this.#instance = config.instanceId ?? crypto.randomUUID();
     this.#host = host;
-    this.#prefix = config.keyPrefix;
-    this.#events = `${config.keyPrefix}events`;
-    this.#own = `${config.keyPrefix}instance:${this.#instance}`;
+    checkTlsFiles(config);
+    this.#keys = new ClusterKeys(config.keyPrefix, config.redisCluster);
+    this.#own = this.#keys.channel(this.#instance);
     this.#ttlMs = Math.round(config.peerTtl * 1000);
+    this.#liveness = new Liveness(this.#keys, this.#instance, {
+      ttlMs: this.#ttlMs,
+      periodMs: this.#periodMs(),
+      sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+    });
+  }
+
+  /** How often the entries are renewed: every third of `peer_ttl`. */
+  #periodMs(): number {
+    return Math.max(100, Math.floor(this.#ttlMs / 3));
   }
 
   /** This instance's id. */
@@ -152,14 +145,24 @@ export class ClusterNode {
   /** Connects with `open` (retrying in the background until Redis answers) and starts the refresh timer. */
   start(open: OpenClusterLink): void {
     if (this.#link || this.#closed) return;
-    this.#link = open(this.#config.redisUrl, {
+    const c = this.#config;
+    this.#liveness.describe(this.#host.address(), Date.now());
+    this.#link = open(c.redisUrl, {
       onReady: () => void this.#onReady(),
       onDown: (reason) => this.#onDown(reason),
       onMessage: (channel, message) => this.#onMessage(channel, message),
+    }, {
+      cluster: c.redisCluster,
+      tls: {
+        caFile: c.tlsCaFile,
+        certFile: c.tlsCertFile,
+        keyFile: c.tlsKeyFile,
+        serverName: c.tlsServerName,
+      },
     });
-    void this.#link.subscribe(this.#events).catch(() => {});
+    void this.#link.subscribe(this.#keys.events).catch(() => {});
     void this.#link.subscribe(this.#own).catch(() => {});
-    this.#tick = setInterval(() => void this.#refresh(), Math.max(100, Math.floor(this.#ttlMs / 3)));
+    this.#tick = setInterval(() => void this.#refresh(), this.#periodMs());
   }
 
   /** The state and the counters, for stats, `/health` and `/metrics`. */
@@ -225,7 +228,7 @@ export class ClusterNode {
     if (link?.ready && this.#state === "ok") {
       await this.#flushNow(link);
       const bye = JSON.stringify({ from: this.#instance, bye: true });
-      await this.#exec(link, [["DEL", this.#own], ["PUBLISH", this.#events, bye]]).catch(() => {});
+      await this.#exec(link, [this.#liveness.leaveCommand(bye)]).catch(() => {});
     }
     this.#setState("closed", null);
     await link?.close();
@@ -248,14 +251,31 @@ export class ClusterNode {
     // Whatever was registered here is claimed again (its entries may have expired, or Redis restarted
     // empty), then the mirror is rebuilt from a full read.
     try {
-      await this.#exec(link, [["SET", this.#own, this.#liveness(), "PX", this.#ttlMs]]);
+      if (await this.#liveness.claim((commands) => this.#exec(link, commands))) {
+        log.info("cluster: took over instance id {instance} (its previous process stopped renewing it)", {
+          instance: this.#instance,
+        });
+      }
+      if (this.#closed) return;
       const peers = this.#host.endpoint.peers().filter((p) => p.state === "authenticated");
       await this.#claim(link, peers, true);
       await this.#resync(link);
     } catch (error) {
-      this.#onDown(`resynchronising failed: ${(error as Error).message}`);
+      if (error instanceof InstanceIdInUseError && !this.#joined) {
+        // A second process with the same id: it must not write this instance's entries. The server stops.
+        log.error("cluster: {error}", { error: error.message });
+        this.#setState("degraded", error.message);
+        this.#host.fatal(error);
+        return;
+      }
+      this.#onDown(
+        error instanceof InstanceIdInUseError
+          ? error.message
+          : `resynchronising failed: ${(error as Error).message}`,
+      );
       return;
     }
+    this.#joined = true;
     if (this.#state !== "ok") {
       if (this.#state === "degraded") log.info("cluster: Redis reachable again; directory resynchronised");
       else log.info("cluster: joined as instance {instance}", { instance: this.#instance });
@@ -317,23 +337,23 @@ export class ClusterNode {
     this.#claims = new Map();
     this.#releases = new Set();
     this.#outbox = new Map();
-    const commands: (string | number)[][] = [];
+    const commands: RedisCommand[] = [];
     const targets = [...outbox.keys()];
+    const keys = this.#keys;
     for (const [instance, messages] of outbox) {
       const envelope: ClusterEnvelope = { from: this.#instance, m: messages };
-      commands.push(["PUBLISH", `${this.#prefix}instance:${instance}`, JSON.stringify(envelope)]);
+      commands.push([keys.publish, keys.channel(instance), JSON.stringify(envelope)]);
     }
     for (let i = 0; i < releases.length; i += CHUNK) {
       const ids = releases.slice(i, i + CHUNK);
-      commands.push([
-        "EVAL",
-        RELEASE_SCRIPT,
-        ids.length,
-        ...ids.map((id) => this.#key(id)),
-        this.#instance,
-        this.#events,
-        ...ids,
-      ]);
+      commands.push(
+        RELEASE.call([keys.index, ...ids.map((id) => keys.peer(id))], [
+          this.#instance,
+          keys.events,
+          keys.publish,
+          ...ids,
+        ]),
+      );
       this.#counts.directoryWrites += ids.length;
     }
     const firstClaim = commands.length;
@@ -362,21 +382,19 @@ export class ClusterNode {
   }
 
   /** The claim scripts for `peers`, one per {@linkcode CHUNK}. */
-  #claimCommands(peers: PeerSummary[], announce: boolean): (string | number)[][] {
-    const commands: (string | number)[][] = [];
+  #claimCommands(peers: PeerSummary[], announce: boolean): RedisCommand[] {
+    const keys = this.#keys;
+    const commands: RedisCommand[] = [];
     for (let i = 0; i < peers.length; i += CHUNK) {
       const chunk = peers.slice(i, i + CHUNK);
       const args: (string | number)[] = [
-        "EVAL",
-        CLAIM_SCRIPT,
-        chunk.length,
-        ...chunk.map((p) => this.#key(p.id)),
         this.#instance,
         this.#ttlMs,
-        announce ? this.#events : "",
+        announce ? keys.events : "",
+        keys.publish,
       ];
-      for (const p of chunk) args.push(p.keyed ? "1" : "0", JSON.stringify(this.#record(p)));
-      commands.push(args);
+      for (const p of chunk) args.push(p.keyed ? "1" : "0", p.id, JSON.stringify(this.#record(p)));
+      commands.push(CLAIM.call([keys.index, ...chunk.map((p) => keys.peer(p.id))], args));
       this.#counts.directoryWrites += chunk.length;
     }
     return commands;
@@ -403,15 +421,20 @@ export class ClusterNode {
     return peerRecord(this.#instance, p, Math.round(this.#host.toUnixMs(p.lastSeen)));
   }
 
-  #key(id: string): string {
-    return `${this.#prefix}peer:${id}`;
+  /**
+   * Runs one pipeline. Scripts go out by `EVALSHA`; the ones Redis does not hold yet (a new or restarted
+   * server, a failover) are sent again in full by `EVAL`, in order, in one more round trip.
+   */
+  async #exec(link: ClusterLink, commands: readonly RedisCommand[]): Promise<unknown[]> {
+    const replies = await this.#execOnce(link, commands);
+    const missing = replies.flatMap((reply, i) => isNoScript(reply) ? [i] : []);
+    if (missing.length === 0) return replies;
+    const again = await this.#execOnce(link, missing.map((i) => asEval(commands[i]!) ?? commands[i]!));
+    missing.forEach((i, n) => replies[i] = again[n]);
+    return replies;
   }
 
-  #liveness(): string {
-    return JSON.stringify({ address: this.#host.address(), started: this.#since });
-  }
-
-  async #exec(link: ClusterLink, commands: readonly (readonly (string | number)[])[]): Promise<unknown[]> {
+  async #execOnce(link: ClusterLink, commands: readonly RedisCommand[]): Promise<unknown[]> {
     this.#counts.roundTrips++;
     this.#counts.commands += commands.length;
     // A connection that died without a reset (a half-open TCP path) would leave a pipeline waiting forever:
@@ -450,9 +473,15 @@ export class ClusterNode {
     try {
       const known = [...this.#host.endpoint.remotePeers.instances().keys()];
       const replies = await this.#exec(link, [
-        ["SET", this.#own, this.#liveness(), "PX", this.#ttlMs],
-        ...known.map((i) => ["EXISTS", `${this.#prefix}instance:${i}`]),
+        this.#liveness.renewCommand(),
+        ...known.map((i) => ["EXISTS", this.#keys.instance(i)]),
       ]);
+      if (!this.#liveness.renewed(replies[0])) {
+        // Another process took this instance id (it found the entry expired, say after a long pause here):
+        // this one stops writing to the directory and says so; the next ticks retry the claim.
+        this.#onDown(this.#liveness.lost().message);
+        return;
+      }
       const gone = known.filter((_, i) => replies[i + 1] === 0);
       if (gone.length > 0) {
         const n = this.#host.run((now) =>
@@ -479,32 +508,12 @@ export class ClusterNode {
     this.#resyncing = true;
     this.#sinceResync = new Map();
     try {
-      const records: DirectoryRecord[] = [];
-      const mine = new Set<string>();
-      let cursor = "0";
-      do {
-        const [scan] = await this.#exec(link, [[
-          "SCAN",
-          cursor,
-          "MATCH",
-          `${this.#prefix}peer:*`,
-          "COUNT",
-          1000,
-        ]]);
-        if (scan instanceof Error) throw scan;
-        const [next, keys] = scan as [string, string[]];
-        cursor = String(next);
-        if (keys.length === 0) continue;
-        const [values] = await this.#exec(link, [["MGET", ...keys]]);
-        if (values instanceof Error) throw values;
-        for (const value of values as (string | null)[]) {
-          if (value === null) continue;
-          const record = this.#parseEntry(value);
-          if (!record) continue;
-          if (record.instance === this.#instance) mine.add(record.id);
-          else records.push(record);
-        }
-      } while (cursor !== "0");
+      const { records, mine, invalid } = await readDirectory(
+        (commands) => this.#exec(link, commands),
+        this.#keys,
+        this.#instance,
+      );
+      this.#counts.invalid += invalid;
       // Announcements that arrived during the read are newer than what it saw.
       const late = this.#sinceResync;
       const merged = new Map(records.map((r) => [r.id, r]));
@@ -525,46 +534,18 @@ export class ClusterNode {
     }
   }
 
-  #parseEntry(value: string): DirectoryRecord | null {
-    const space = value.indexOf(" ");
-    let record: DirectoryRecord | string = "no owner";
-    if (space > 0) {
-      try {
-        record = parseRecord(JSON.parse(value.slice(space + 1)));
-      } catch {
-        record = "not JSON";
-      }
-    }
-    if (typeof record === "string" || record.instance !== value.slice(0, space)) {
-      this.#counts.invalid++;
-      return null;
-    }
-    return record;
-  }
-
   // ---------------------------------------------------------------- messages
 
   #onMessage(channel: string, text: string): void {
     if (this.#closed || this.#state !== "ok") return;
-    let value: unknown;
-    try {
-      value = JSON.parse(text);
-    } catch {
+    const parsed = parseBody(text);
+    if (!parsed) {
       this.#counts.invalid++;
       return;
     }
-    if (!isJsonObject(value as Json)) {
-      this.#counts.invalid++;
-      return;
-    }
-    const body = value as Record<string, unknown>;
-    const from = body.from;
-    if (typeof from !== "string" || !INSTANCE_ID.test(from)) {
-      this.#counts.invalid++;
-      return;
-    }
+    const { from, body } = parsed;
     if (from === this.#instance) return;
-    if (channel === this.#events) this.#onAnnouncement(from, body);
+    if (channel === this.#keys.events) this.#onAnnouncement(from, body);
     else if (channel === this.#own) this.#onEnvelope(from, body.m);
   }
 
@@ -607,42 +588,5 @@ export class ClusterNode {
         this.#host.endpoint.handleClusterMessage(now, from, message);
       }
     });
-  }
-}
-
-const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-
-/** Checks the shape of a message from another instance (the core trusts the types it is given). */
-export function checkMessage(value: unknown): ClusterMessage | null {
-  if (typeof value !== "object" || value === null || Array.isArray(value)) return null;
-  const m = value as Record<string, unknown>;
-  const id = (v: unknown) => typeof v === "string" && UUID_TEXT.test(v);
-  switch (m.t) {
-    case "relay":
-      return (m.rid === null || typeof m.rid === "string") && id(m.from) && id(m.to) &&
-          typeof m.network === "string" && typeof m.ordered === "boolean" && m.data !== undefined
-        ? m as ClusterMessage
-        : null;
-    case "relayed":
-      return typeof m.rid === "string" && typeof m.ok === "boolean" ? m as ClusterMessage : null;
-    case "introduce": {
-      const peer = parsePeerInfo(m.peer as Json);
-      const candidates = m.candidates;
-      return id(m.target) && typeof peer !== "string" && typeof m.nonce === "string" &&
-          Array.isArray(candidates) && candidates.length <= 8 &&
-          candidates.every((c) => typeof c === "string")
-        ? {
-          t: "introduce",
-          target: m.target as string,
-          peer,
-          candidates: candidates as string[],
-          nonce: m.nonce,
-        }
-        : null;
-    }
-    case "evict":
-      return id(m.id) ? m as ClusterMessage : null;
-    default:
-      return null;
   }
 }

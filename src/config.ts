@@ -6,6 +6,7 @@
  */
 import { parseSocketAddr } from "./wire/address.ts";
 import { show } from "./wire/mod.ts";
+import { parseRedisUrl, redactRedisUrl, REDIS_URL_FORMS } from "./redis_url.ts";
 import { AUTH_POLICIES, type AuthPolicy } from "./core/auth.ts";
 
 /** Server configuration. Every field has a documented default ({@linkcode DEFAULT_CONFIG}). */
@@ -222,7 +223,8 @@ export interface Config {
   /**
    * Cluster mode: instances sharing one peer directory on Redis (see docs/cluster.md); `null` keeps the
    * directory in this process alone. In the config file: `{"redis_url": ..., "instance_id": ...,
-   * "peer_ttl": ..., "key_prefix": ...}`, only `redis_url` required.
+   * "peer_ttl": ..., "key_prefix": ..., "redis_cluster": ..., "tls_ca_file": ..., "tls_cert_file": ...,
+   * "tls_key_file": ..., "tls_server_name": ...}`, only `redis_url` required.
    * @default {null}
    */
   cluster: ClusterConfig | null;
@@ -230,7 +232,11 @@ export interface Config {
 
 /** Cluster mode settings ({@linkcode Config.cluster}). */
 export interface ClusterConfig {
-  /** `redis://[user:password@]host:port[/db]`. */
+  /**
+   * `redis://[user:password@]host:port[/db]`, `rediss://` for TLS, several `host:port` separated by commas
+   * for the seed nodes of a Redis Cluster, or `redis[s]-sentinel://[user:password@]host:port[,host:port...]/
+   * <master name>[/db]` for Sentinel (see docs/cluster.md).
+   */
   redisUrl: string;
   /** This instance's id, 1 to 64 of `[A-Za-z0-9._-]`; null draws a random one each run. @default {null} */
   instanceId: string | null;
@@ -241,13 +247,31 @@ export interface ClusterConfig {
   peerTtl: number;
   /** Prefix of every Redis key and pub/sub channel. @default {"p2p:"} */
   keyPrefix: string;
+  /** The URL names node(s) of a Redis Cluster (sharded pub/sub, redirections followed). @default {false} */
+  redisCluster: boolean;
+  /** `rediss`: the PEM file of the CA(s) to trust instead of the system's. @default {null} */
+  tlsCaFile: string | null;
+  /** `rediss`: the client certificate (PEM) for mutual TLS, with {@linkcode tlsKeyFile}. @default {null} */
+  tlsCertFile: string | null;
+  /** `rediss`: the client certificate's private key (PEM). @default {null} */
+  tlsKeyFile: string | null;
+  /** `rediss`: the name the server's certificate must carry, when not the URL's host. @default {null} */
+  tlsServerName: string | null;
 }
+
+/** Cluster settings as the library takes them: `redisUrl`, and any of the others (defaults below). */
+export type ClusterOptions = Pick<ClusterConfig, "redisUrl"> & Partial<Omit<ClusterConfig, "redisUrl">>;
 
 /** Defaults of the optional cluster settings. */
 export const DEFAULT_CLUSTER: Readonly<Omit<ClusterConfig, "redisUrl">> = Object.freeze({
   instanceId: null,
   peerTtl: 30,
   keyPrefix: "p2p:",
+  redisCluster: false,
+  tlsCaFile: null,
+  tlsCertFile: null,
+  tlsKeyFile: null,
+  tlsServerName: null,
 });
 
 /** The cluster settings' keys in the config file and their fields. */
@@ -256,6 +280,11 @@ const CLUSTER_FILE_KEYS = {
   instance_id: "instanceId",
   peer_ttl: "peerTtl",
   key_prefix: "keyPrefix",
+  redis_cluster: "redisCluster",
+  tls_ca_file: "tlsCaFile",
+  tls_cert_file: "tlsCertFile",
+  tls_key_file: "tlsKeyFile",
+  tls_server_name: "tlsServerName",
 } as const satisfies Record<string, keyof ClusterConfig>;
 
 /** A Redis URL with its credentials replaced by `***` (for messages and logs). */
@@ -268,7 +297,7 @@ export function redactUrl(text: string): string {
     }
     return url.href;
   } catch {
-    return text.replace(/\/\/[^@/]*@/, "//***@");
+    return redactRedisUrl(text);
   }
 }
 
@@ -277,21 +306,27 @@ function checkClusterField(field: keyof ClusterConfig, v: unknown): string | und
   switch (field) {
     case "redisUrl": {
       if (typeof v !== "string") return `must be a string such as "redis://127.0.0.1:6379/0", got ${show(v)}`;
-      let url: URL | null = null;
       try {
-        url = new URL(v);
-      } catch {
-        // reported below
-      }
-      const db = url?.pathname.replace(/^\//, "") ?? "";
-      if (
-        !url || url.protocol !== "redis:" || url.hostname === "" ||
-        !/^\d{0,5}$/.test(db)
-      ) {
-        return `must be redis://[user:password@]host:port[/db], got "${redactUrl(v)}"`;
+        parseRedisUrl(v);
+      } catch (error) {
+        return `must be ${REDIS_URL_FORMS}, got "${redactUrl(v)}" (${
+          (error as Error).message.replace(/^.*": /, "")
+        })`;
       }
       return undefined;
     }
+    case "redisCluster":
+      return typeof v === "boolean" ? undefined : `must be true or false, got ${show(v)}`;
+    case "tlsCaFile":
+    case "tlsCertFile":
+    case "tlsKeyFile":
+      return v === null || (typeof v === "string" && v !== "")
+        ? undefined
+        : `must be null or the path of a PEM file, got ${show(v)}`;
+    case "tlsServerName":
+      return v === null || (typeof v === "string" && /^[A-Za-z0-9.-]{1,253}$/.test(v))
+        ? undefined
+        : `must be null or a host name, got ${show(v)}`;
     case "instanceId":
       return v === null || (typeof v === "string" && /^[A-Za-z0-9._-]{1,64}$/.test(v))
         ? undefined
@@ -333,7 +368,43 @@ function completeCluster(value: unknown, fileKeys: boolean, complete = true): Cl
     const problem = checkClusterField(field, merged[field]);
     if (problem) return `"cluster.${key}" ${problem}`;
   }
+  if (complete) {
+    const problem = checkClusterCombination(merged as unknown as ClusterConfig);
+    if (problem) return problem;
+  }
   return merged as unknown as ClusterConfig;
+}
+
+/** Checks the settings that depend on each other (the URL's kind and the TLS and cluster settings). */
+function checkClusterCombination(c: ClusterConfig): string | undefined {
+  const url = parseRedisUrl(c.redisUrl);
+  const shown = redactUrl(c.redisUrl);
+  if (url.sentinelMaster !== null && c.redisCluster) {
+    return `"cluster.redis_cluster" must be false with a Sentinel URL, got true for "${shown}"`;
+  }
+  if (url.hosts.length > 1 && url.sentinelMaster === null && !c.redisCluster) {
+    return `"cluster.redis_url" names several servers, which needs "redis_cluster": true or a redis-sentinel:// URL, got "${shown}"`;
+  }
+  if (c.redisCluster && url.db !== 0) {
+    return `"cluster.redis_url" must not name a database with "redis_cluster" (Redis Cluster has only 0), got "${shown}"`;
+  }
+  for (
+    const [key, value] of [
+      ["tls_ca_file", c.tlsCaFile],
+      ["tls_cert_file", c.tlsCertFile],
+      ["tls_key_file", c.tlsKeyFile],
+      ["tls_server_name", c.tlsServerName],
+    ] as const
+  ) {
+    if (value !== null && !url.tls) {
+      return `"cluster.${key}" needs a rediss:// or rediss-sentinel:// URL, got "${shown}"`;
+    }
+  }
+  if ((c.tlsCertFile === null) !== (c.tlsKeyFile === null)) {
+    const missing = c.tlsCertFile === null ? "tls_cert_file" : "tls_key_file";
+    return `"cluster.${missing}" must be set too: a client certificate needs its key, got null`;
+  }
+  return undefined;
 }
 
 /** The retransmission policies {@linkcode Config.retransmitPolicy} accepts. */

@@ -4,7 +4,7 @@
  * @module
  */
 import { formatSocketAddr, parseSocketAddr, type SocketAddr } from "./wire/address.ts";
-import { type Config, ConfigError, resolveConfig } from "./config.ts";
+import { type ClusterOptions, type Config, ConfigError, resolveConfig } from "./config.ts";
 import { generateIdentity, type Identity } from "./core/auth.ts";
 import { openIdentityFile } from "./key_file.ts";
 import { bindUdp, monotonicNow, UdpDriver } from "./driver.ts";
@@ -45,7 +45,9 @@ function clip(text: string): string {
 export const SERVER_CAPABILITIES: readonly string[] = ["server", "discovery", "routing"];
 
 /** Options of {@linkcode P2PServer}: any {@linkcode Config} field, plus identity and lifetime. */
-export interface ServerOptions extends Partial<Config>, Omit<IdentityOptions, "networkId"> {
+export interface ServerOptions extends Partial<Omit<Config, "cluster">>, Omit<IdentityOptions, "networkId"> {
+  /** Cluster mode (see {@linkcode Config.cluster}); the settings left out take their defaults. @default {null} */
+  cluster?: ClusterOptions | null;
   /** Closes the server when aborted. */
   signal?: AbortSignal;
   /**
@@ -110,6 +112,7 @@ export class P2PServer {
   readonly #startedAt = Date.now();
   #statsTimer: ReturnType<typeof setInterval> | undefined;
   #cluster: ClusterNode | null = null;
+  #stoppedBy: Error | null = null;
   readonly #clusterLink: OpenClusterLink | null;
 
   /**
@@ -128,7 +131,8 @@ export class P2PServer {
       clusterLink,
       ...config
     } = options;
-    this.#config = resolveConfig(config);
+    // The cluster settings left out are completed (and all of them checked) by resolveConfig.
+    this.#config = resolveConfig(config as Partial<Config>);
     this.#signal = signal;
     let identity: Identity | undefined;
     if (this.#config.auth !== "off") {
@@ -185,6 +189,10 @@ export class P2PServer {
           this.#driver && !this.#driver.closed ? this.#driver.run(command) : command(monotonicNow()),
         toUnixMs: (t) => t + Date.now() - monotonicNow(),
         address: () => this.#driver ? formatSocketAddr(this.#driver.localAddr) : this.#config.listenAddress,
+        fatal: (error) => {
+          this.#stoppedBy ??= error;
+          void this.close(error.message);
+        },
       });
     }
     this.#opsHandler = createOpsHandler({
@@ -226,6 +234,14 @@ export class P2PServer {
   /** The bound address of the operations HTTP server, or null when `metricsAddress` is not set. */
   get metricsAddr(): SocketAddr | null {
     return this.#ops?.addr ?? null;
+  }
+
+  /**
+   * Why the server closed itself, or null (not closed, or closed by {@linkcode close}): in cluster mode, an
+   * `InstanceIdInUseError` when another live process holds the same instance id at start.
+   */
+  get stoppedBy(): Error | null {
+    return this.#stoppedBy;
   }
 
   /** Settles when the server has closed. */

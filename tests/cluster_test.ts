@@ -9,6 +9,7 @@ import type { Json } from "../src/wire/mod.ts";
 import { waitUntil } from "./helpers/server_process.ts";
 import { generateIdentity } from "../src/core/auth.ts";
 import { REDIS_SKIP_REASON, type RedisServer, startRedis } from "./helpers/redis_server.ts";
+import { openRedisLink, type RedisLink } from "../src/deps/redis.ts";
 
 if (REDIS_SKIP_REASON !== null) console.warn(`cluster tests skipped: ${REDIS_SKIP_REASON}`);
 
@@ -411,3 +412,120 @@ console.log("served");
   const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
   assert(out.success && text.includes("served"), text);
 });
+
+/** A plain link to the test's Redis, for poking at it directly. */
+async function rawLink(url: string): Promise<RedisLink> {
+  const { promise, resolve } = Promise.withResolvers<void>();
+  const link = openRedisLink(url, { onReady: resolve, onDown: () => {}, onMessage: () => {} });
+  await promise;
+  return link;
+}
+
+/** Waits for a child's exit and returns its status and everything it wrote on stderr. */
+async function outcome(child: Deno.ChildProcess): Promise<{ code: number; text: string }> {
+  const [status, text] = await Promise.all([child.status, new Response(child.stderr).text()]);
+  return { code: status.code, text };
+}
+
+Deno.test(
+  {
+    name: "cluster: a second process with the same instance id exits 2; a crashed one's id is taken over",
+    ignore,
+  },
+  async () => {
+    await using t = await bed(["twin"]);
+    const config = await configFile({
+      cluster: { peer_ttl: PEER_TTL, key_prefix: "test:" },
+      enable_discovery: false,
+    });
+    // The id is held by a live instance that renews it: the second process is refused at start.
+    const second = program(["--cluster", t.redis.url, "--instance-id", "twin", "--config", config]);
+    const started = performance.now();
+    const refused = await outcome(second);
+    assertStrictEquals(refused.code, 2, refused.text);
+    assert(
+      /error: Instance id "twin" is in use by another process \(listening on "127\.0\.0\.1:\d+"/.test(
+        refused.text,
+      ),
+      refused.text,
+    );
+    // It waited one renewal period plus the margin at most (and the first instance is untouched).
+    assert(performance.now() - started < 15_000);
+    assertStrictEquals(t.servers[0]!.getStats().cluster?.state, "ok");
+    // A process killed without a goodbye leaves its entry behind; a restart with its id takes it over.
+    const first = program(["--cluster", t.redis.url, "--instance-id", "phoenix", "--config", config]);
+    await listeningPort(first);
+    first.kill("SIGKILL");
+    await first.status;
+    await first.stderr.cancel().catch(() => {});
+    const again = program(["--cluster", t.redis.url, "--instance-id", "phoenix", "--config", config]);
+    // It joins (listeningPort waits for "cluster: joined") after one renewal period without a renewal.
+    assert(await listeningPort(again) > 0);
+    again.kill("SIGTERM");
+    assertStrictEquals((await again.status).code, 0);
+    await again.stderr.cancel().catch(() => {});
+  },
+);
+
+Deno.test(
+  { name: "cluster: an instance whose id another process takes later goes degraded and says so", ignore },
+  async () => {
+    await using t = await bed(["held"]);
+    const [held] = t.servers as [P2PServer];
+    const link = await rawLink(t.redis.url);
+    try {
+      // Another process claims the id (as if it found the entry expired during a long pause here).
+      await link.exec([[
+        "SET",
+        "{test:}instance:held",
+        JSON.stringify({ address: "10.0.0.9:1", started: 1, token: "x" }),
+      ]]);
+      await waitUntil(() => held.getStats().cluster?.state === "degraded", "held degraded", PEER_TTL * 2000);
+      const health = await (await held.fetch(new Request("http://x/health"))).json();
+      assertStrictEquals(health.status, "degraded");
+      assert(
+        /^Instance id "held" is in use by another process/.test(health.cluster.last_error),
+        health.cluster.last_error,
+      );
+      // The other process goes away: this one claims its id again and rejoins.
+      await link.exec([["DEL", "{test:}instance:held"]]);
+      await waitUntil(
+        () => held.getStats().cluster?.state === "ok",
+        "held back in the cluster",
+        PEER_TTL * 3000,
+      );
+    } finally {
+      await link.close();
+    }
+  },
+);
+
+Deno.test(
+  { name: "cluster: scripts go out by EVALSHA; after SCRIPT FLUSH they are sent again", ignore },
+  async () => {
+    await using t = await bed(["a", "b"]);
+    const [a, b] = t.servers as [P2PServer, P2PServer];
+    const link = await rawLink(t.redis.url);
+    try {
+      const stats = async () => {
+        const [text] = await link.exec([["INFO", "commandstats"]]);
+        const calls = (name: string) =>
+          Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(String(text))?.[1] ?? 0);
+        return { evalsha: calls("evalsha"), eval: calls("eval") };
+      };
+      const x = await t.client(a);
+      const y = await t.client(b);
+      await discovers(x, [x.node.id, y.node.id], "both peers");
+      const before = await stats();
+      assert(before.evalsha > 0, JSON.stringify(before));
+      await link.exec([["SCRIPT", "FLUSH"]]);
+      const z = await t.client(b);
+      await discovers(x, [x.node.id, y.node.id, z.node.id], "a peer joined after the flush");
+      const after = await stats();
+      assert(after.eval > before.eval, `the script was sent again: ${JSON.stringify([before, after])}`);
+      assertEquals(a.getStats().cluster?.state, "ok");
+    } finally {
+      await link.close();
+    }
+  },
+);

@@ -76,18 +76,45 @@ Deno.test("cluster settings: completed with defaults, each sub-key checked by na
     instanceId: "eu-1",
     peerTtl: 30,
     keyPrefix: "p2p:",
+    redisCluster: false,
+    tlsCaFile: null,
+    tlsCertFile: null,
+    tlsKeyFile: null,
+    tlsServerName: null,
   });
   // The file may leave redis_url to the command line; resolveConfig then requires it.
   const partial = parseConfigFile(JSON.stringify({ cluster: { peer_ttl: 5 } }), "c.json").config;
   assertThrows(() => resolveConfig(partial), /"cluster\.redis_url" must be a string/);
   const bad: [unknown, RegExp][] = [
-    [{ redis_url: "http://h:1" }, /c\.json: "cluster\.redis_url" must be redis:\/\//],
+    [
+      { redis_url: "http://h:1" },
+      /c\.json: "cluster\.redis_url" must be redis\[s\]:\/\/.*the scheme must be/,
+    ],
     [{ redis_url: "redis://user:hunter2@h:1/x" }, /"cluster\.redis_url" .*redis:\/\/\*\*\*:\*\*\*@h:1\/x/],
     [{ redis_url: "redis://h:1", instance_id: "a b" }, /"cluster\.instance_id" must be null or 1 to 64/],
     [{ redis_url: "redis://h:1", peer_ttl: 0 }, /"cluster\.peer_ttl" must be a number of seconds from 1/],
     [{ redis_url: "redis://h:1", key_prefix: "a b" }, /"cluster\.key_prefix" must be up to 64/],
     [{ redis_url: "redis://h:1", colour: 1 }, /"cluster\.colour" is not a cluster setting/],
     ["redis://h:1", /"cluster" must be null or an object/],
+    // The kinds of URL and the settings that go with them.
+    [
+      { redis_url: "redis://a:1,b:2" },
+      /"cluster\.redis_url" names several servers, which needs "redis_cluster"/,
+    ],
+    [{ redis_url: "redis://a:1/3", redis_cluster: true }, /must not name a database with "redis_cluster"/],
+    [{ redis_url: "redis-sentinel://a:1/m", redis_cluster: true }, /"cluster\.redis_cluster" must be false/],
+    [{ redis_url: "redis-sentinel://a:1" }, /"cluster\.redis_url" .*must name the master/],
+    [{ redis_url: "redis://h:1", redis_cluster: "yes" }, /"cluster\.redis_cluster" must be true or false/],
+    [{ redis_url: "redis://h:1", tls_ca_file: "/ca.pem" }, /"cluster\.tls_ca_file" needs a rediss:\/\//],
+    [{ redis_url: "rediss://h:1", tls_cert_file: "/c.pem" }, /"cluster\.tls_key_file" must be set too/],
+    [
+      { redis_url: "rediss://h:1", tls_server_name: "a b" },
+      /"cluster\.tls_server_name" must be null or a host/,
+    ],
+    [
+      { redis_url: "rediss://:hunter2@h:1", tls_ca_file: 3 },
+      /"cluster\.tls_ca_file" must be null or the path/,
+    ],
   ];
   for (const [value, message] of bad) {
     let error: unknown = null;
@@ -101,6 +128,20 @@ Deno.test("cluster settings: completed with defaults, each sub-key checked by na
     assert(!error.message.includes("hunter2"), error.message);
     assert(error.key.startsWith("cluster"), error.key);
   }
+  // Every kind of URL with its settings is accepted.
+  for (
+    const cluster of [
+      {
+        redis_url: "rediss://:hunter2@redis.example:6380/1",
+        tls_ca_file: "/ca.pem",
+        tls_server_name: "r.test",
+      },
+      { redis_url: "rediss://h:1", tls_cert_file: "/c.pem", tls_key_file: "/k.pem" },
+      { redis_url: "redis://10.0.0.1:7000,10.0.0.2:7000", redis_cluster: true },
+      { redis_url: "redis-sentinel://10.0.0.1,10.0.0.2:26380,[::1]/mymaster/2" },
+      { redis_url: "rediss-sentinel://s1:26379/main", tls_ca_file: "/ca.pem" },
+    ]
+  ) resolveConfig(parseConfigFile(JSON.stringify({ cluster }), "c.json").config);
   // Round trip through the file format.
   const written = toConfigFile(resolveConfig(config));
   assertEquals(

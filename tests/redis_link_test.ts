@@ -322,14 +322,21 @@ Deno.test("openRedisLink refuses malformed URLs and options at once", () => {
     const url of [
       "not a url",
       "http://127.0.0.1:6379",
-      "rediss://127.0.0.1:6379",
       "redis://127.0.0.1:0",
+      "redis-sentinel://127.0.0.1:26379",
+      "redis-sentinel://127.0.0.1:26379/master/db",
+      "redis://a:1,:2",
       "redis://127.0.0.1:6379/db",
       "redis://127.0.0.1:6379/1?timeout=1",
     ]
   ) {
     assertThrows(() => openRedisLink(url, events), TypeError, url);
   }
+  assertThrows(
+    () => openRedisLink("rediss://127.0.0.1:6379", events, { tls: { caFile: "/nonexistent/ca.pem" } }),
+    TypeError,
+    'Cannot read the TLS CA file "/nonexistent/ca.pem"',
+  );
   assertThrows(() => openRedisLink("redis://127.0.0.1:6379", events, { reconnectMaxMs: 0 }), RangeError);
   assertThrows(() => openRedisLink("redis://127.0.0.1:6379", events, { connectTimeoutMs: NaN }), RangeError);
 });

@@ -132,6 +132,11 @@ export function x25519(privateKey: KeyObject, theirPublic: Uint8Array): Uint8Arr
   }
 }
 
+/** SHA-1 of a text as 40 lowercase hex digits (the name Redis gives a Lua script; not for security). */
+export function sha1Hex(text: string): string {
+  return createHash("sha1").update(text).digest("hex");
+}
+
 /** SHA-256 of `data`. */
 export function sha256(data: Uint8Array): Uint8Array {
   return createHash("sha256").update(data).digest();

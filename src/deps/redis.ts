@@ -2,7 +2,10 @@
  * The Redis link of cluster mode: one command connection and one subscriber connection to the same Redis,
  * reconnected with capped exponential backoff, behind a small interface (`exec` a pipeline, `subscribe`,
  * `close`, and three events). The one module that imports the Redis client (npm `ioredis`), so another client
- * is a one-file change.
+ * is a one-file change. Three topologies: one server (`redis://`, `rediss://`), a Redis Cluster (the client
+ * follows `MOVED`/`ASK` and failovers; subscriptions are sharded, `SSUBSCRIBE`), and Sentinel
+ * (`redis-sentinel://`: the client asks the sentinels for the master, again after every lost connection, so
+ * it follows a failover). TLS for `rediss` schemes, with a CA file, a client certificate and a server name.
  *
  * Credentials never leave this module: errors, `onDown` reasons and thrown messages name the server by
  * {@linkcode redactRedisUrl}, and any text coming from the client is scrubbed of the URL's user name and
@@ -10,7 +13,10 @@
  *
  * @module
  */
-import { Redis, ReplyError } from "ioredis";
+import { Cluster, Redis, ReplyError } from "ioredis";
+import { parseRedisUrl, redactRedisUrl, type RedisUrl } from "../redis_url.ts";
+
+export { redactRedisUrl } from "../redis_url.ts";
 
 /** What a {@linkcode RedisLink} reports. Callbacks are called synchronously and must not throw. */
 export interface RedisLinkEvents {
@@ -22,10 +28,15 @@ export interface RedisLinkEvents {
   onMessage(channel: string, message: string): void;
 }
 
+/** The kind of Redis deployment a link talks to. */
+export type RedisTopology = "standalone" | "cluster" | "sentinel";
+
 /** A link to one Redis server, from {@linkcode openRedisLink}. */
 export interface RedisLink {
   /** True while both connections are up. */
   readonly ready: boolean;
+  /** What the link talks to (on `"cluster"`, `subscribe` is sharded and messages go out by `SPUBLISH`). */
+  readonly topology: RedisTopology;
   /** Runs the commands as ONE pipeline (one round trip, not MULTI); resolves with one entry per command: the reply, or an Error for a command Redis refused. Rejects at once (no offline queue, no unbounded buffering) when not ready, and on connection loss mid-flight. */
   exec(commands: readonly (readonly (string | number)[])[]): Promise<unknown[]>;
   /** Subscribes the subscriber connection to a channel (kept across reconnects). */
@@ -46,6 +57,25 @@ export interface RedisLinkOptions {
    * @default {1000}
    */
   reconnectMaxMs?: number;
+  /**
+   * The URL names node(s) of a Redis Cluster.
+   * @default {false}
+   */
+  cluster?: boolean;
+  /** TLS settings for `rediss` URLs (files in PEM). @default {{}} */
+  tls?: RedisTlsOptions;
+}
+
+/** TLS settings of a link (for `rediss://` and `rediss-sentinel://`). */
+export interface RedisTlsOptions {
+  /** The CA(s) to trust instead of the system's. */
+  caFile?: string | null;
+  /** A client certificate (mutual TLS), with `keyFile`. */
+  certFile?: string | null;
+  /** The client certificate's key. */
+  keyFile?: string | null;
+  /** The name the server's certificate must carry, when not the URL's host. */
+  serverName?: string | null;
 }
 
 /**
@@ -63,73 +93,6 @@ export class RedisUnavailableError extends Error {
 const FIRST_RETRY_MS = 50;
 const DEFAULT_CONNECT_TIMEOUT_MS = 2000;
 const DEFAULT_RECONNECT_MAX_MS = 1000;
-
-/**
- * The URL with any password (and username) replaced by "***", for logs. Text that does not parse as a URL
- * gets the same treatment for everything between `//` and the last `@` of its authority.
- *
- * @example
- * ```ts
- * import { redactRedisUrl } from "./redis.ts";
- * const shown = redactRedisUrl("redis://app:s3cret@10.0.0.5:6379/2");
- * if (shown !== "redis://***@10.0.0.5:6379/2") throw new Error(shown);
- * ```
- */
-export function redactRedisUrl(url: string): string {
-  // Works on the text rather than through URL so that nothing else (case, escapes, a missing port) changes,
-  // and so that unparsable input is redacted too. The authority ends at the first "/", "?" or "#"; its
-  // userinfo ends at its last "@".
-  const start = url.indexOf("//");
-  if (start < 0) return url.includes("@") ? `***@${url.slice(url.lastIndexOf("@") + 1)}` : url;
-  const from = start + 2;
-  const rest = url.slice(from);
-  const end = rest.search(/[/?#]/);
-  const authority = end < 0 ? rest : rest.slice(0, end);
-  const at = authority.lastIndexOf("@");
-  if (at < 0) return url;
-  return `${url.slice(0, from)}***${url.slice(from + at)}`;
-}
-
-interface ParsedUrl {
-  host: string;
-  port: number;
-  username: string;
-  password: string;
-  db: number;
-}
-
-function parseRedisUrl(url: string): ParsedUrl {
-  const bad = (detail: string) => new TypeError(`Invalid Redis URL "${redactRedisUrl(url)}": ${detail}`);
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw bad("not a URL, expected redis://[user:password@]host:port[/db]");
-  }
-  if (parsed.protocol !== "redis:") throw bad(`the scheme must be "redis:"`);
-  if (parsed.hostname === "") throw bad("no host");
-  if (parsed.search !== "" || parsed.hash !== "") throw bad("no query or fragment allowed");
-  const port = parsed.port === "" ? 6379 : Number(parsed.port);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw bad("the port must be 1-65535");
-  const path = parsed.pathname.replace(/^\//, "");
-  if (path !== "" && !/^\d{1,5}$/.test(path)) throw bad("the path must be a database number");
-  const decode = (text: string) => {
-    try {
-      return decodeURIComponent(text);
-    } catch {
-      throw bad("bad percent-encoding in the credentials");
-    }
-  };
-  // An IPv6 literal comes back in brackets; the socket wants it without.
-  const host = parsed.hostname.replace(/^\[(.*)\]$/, "$1");
-  return {
-    host,
-    port,
-    username: decode(parsed.username),
-    password: decode(parsed.password),
-    db: path === "" ? 0 : Number(path),
-  };
-}
 
 function positiveMs(value: number | undefined, fallback: number, name: string): number {
   if (value === undefined) return fallback;
@@ -170,22 +133,104 @@ export function openRedisLink(
   options: RedisLinkOptions = {},
 ): RedisLink {
   const parsed = parseRedisUrl(url);
+  if (options.cluster && parsed.sentinelMaster !== null) {
+    throw new TypeError(
+      `Invalid Redis URL "${redactRedisUrl(url)}": a Sentinel URL cannot name a Redis Cluster`,
+    );
+  }
+  const tls = parsed.tls ? readTls(options.tls ?? {}) : null;
   const connectTimeoutMs = positiveMs(
     options.connectTimeoutMs,
     DEFAULT_CONNECT_TIMEOUT_MS,
     "connectTimeoutMs",
   );
   const reconnectMaxMs = positiveMs(options.reconnectMaxMs, DEFAULT_RECONNECT_MAX_MS, "reconnectMaxMs");
-  return new IoRedisLink(parsed, redactRedisUrl(url), events, connectTimeoutMs, reconnectMaxMs);
+  const topology: RedisTopology = options.cluster
+    ? "cluster"
+    : parsed.sentinelMaster !== null
+    ? "sentinel"
+    : "standalone";
+  return new IoRedisLink(parsed, redactRedisUrl(url), events, {
+    connectTimeoutMs,
+    reconnectMaxMs,
+    topology,
+    tls,
+  });
 }
 
+/** What `tls.connect` gets: the files' contents, the server name, and verification on. */
+interface TlsSettings {
+  ca?: string;
+  cert?: string;
+  key?: string;
+  servername?: string;
+  rejectUnauthorized: true;
+}
+
+/** Reads the TLS files. @throws {TypeError} `Cannot read the TLS CA file "<path>": <reason>`. */
+function readTls(options: RedisTlsOptions): TlsSettings {
+  const read = (path: string | null | undefined, what: string) => {
+    if (path === null || path === undefined) return undefined;
+    try {
+      return Deno.readTextFileSync(path);
+    } catch (error) {
+      throw new TypeError(`Cannot read the TLS ${what} "${path}": ${messageOf(error)}`);
+    }
+  };
+  const ca = read(options.caFile, "CA file");
+  const cert = read(options.certFile, "client certificate file");
+  const key = read(options.keyFile, "client key file");
+  if ((cert === undefined) !== (key === undefined)) {
+    throw new TypeError(
+      "Invalid TLS settings: a client certificate needs its key file, and a key its certificate",
+    );
+  }
+  return {
+    rejectUnauthorized: true,
+    ...(ca !== undefined ? { ca } : {}),
+    ...(cert !== undefined && key !== undefined ? { cert, key } : {}),
+    ...(options.serverName ? { servername: options.serverName } : {}),
+  };
+}
+
+/**
+ * One line saying what went wrong with TLS, for the usual failures: a certificate that does not verify, or a
+ * server that does not speak TLS. Other messages come back as they are.
+ */
+export function describeTlsFailure(message: string): string {
+  if (
+    /certificate|UnknownIssuer|BadSignature|NotValidForName|CertNotValid|CERT_|self.signed|unable to (get|verify)/i
+      .test(message)
+  ) {
+    return `TLS: the server's certificate was not accepted (${message}); check cluster.tls_ca_file and cluster.tls_server_name`;
+  }
+  if (
+    /corrupt message|InvalidContentType|wrong version|packet length|record overflow|HandshakeFailure|peer is incompatible|disconnected before secure|tls handshake eof|unexpected eof/i
+      .test(message)
+  ) {
+    return `TLS: the handshake failed (${message}); is the server speaking TLS on this port?`;
+  }
+  return message;
+}
+
+interface LinkSettings {
+  connectTimeoutMs: number;
+  reconnectMaxMs: number;
+  topology: RedisTopology;
+  tls: TlsSettings | null;
+}
+
+type Client = Redis | Cluster;
+
 class IoRedisLink implements RedisLink {
+  readonly topology: RedisTopology;
   readonly #events: RedisLinkEvents;
   readonly #shown: string;
   readonly #password: string;
   readonly #userPattern: RegExp | undefined;
-  readonly #commands: Redis;
-  readonly #subscriber: Redis;
+  readonly #commands: Client;
+  readonly #subscriber: Client;
+  readonly #tls: boolean;
   readonly #channels = new Set<string>();
   /** The command connection answered its ready check. */
   #commandsUp = false;
@@ -200,44 +245,69 @@ class IoRedisLink implements RedisLink {
   #closed = false;
   #closing: Promise<void> | undefined;
 
-  constructor(
-    url: ParsedUrl,
-    shown: string,
-    events: RedisLinkEvents,
-    connectTimeoutMs: number,
-    reconnectMaxMs: number,
-  ) {
+  constructor(url: RedisUrl, shown: string, events: RedisLinkEvents, settings: LinkSettings) {
+    this.topology = settings.topology;
     this.#events = events;
     this.#shown = shown;
     this.#password = url.password;
+    this.#tls = settings.tls !== null;
     if (url.username !== "") {
       const escaped = url.username.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
       this.#userPattern = new RegExp(`(?<![\\w-])${escaped}(?![\\w-])`, "g");
     }
-    const clientOptions = {
-      host: url.host,
-      port: url.port,
-      db: url.db,
+    // 50 ms, 100 ms, 200 ms, ... capped; `times` starts at 1 and resets after a successful connect.
+    const retry = (times: number) =>
+      this.#closed ? null : Math.min(FIRST_RETRY_MS * 2 ** Math.min(times - 1, 30), settings.reconnectMaxMs);
+    const common = {
       ...(url.username !== "" ? { username: url.username } : {}),
       ...(url.password !== "" ? { password: url.password } : {}),
-      connectTimeout: connectTimeoutMs,
-      // 50 ms, 100 ms, 200 ms, ... capped; `times` starts at 1 and resets after a successful connect.
-      retryStrategy: (times: number) =>
-        this.#closed ? null : Math.min(FIRST_RETRY_MS * 2 ** Math.min(times - 1, 30), reconnectMaxMs),
+      ...(settings.tls ? { tls: settings.tls } : {}),
+      connectTimeout: settings.connectTimeoutMs,
       // Commands fail at once while disconnected, and those in flight fail when the connection drops, instead
       // of being queued or resent after a reconnect.
-      enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
       autoResendUnfulfilledCommands: false,
-      // This module resubscribes itself, so that onReady can wait for the subscriptions.
-      autoResubscribe: false,
       // RESP2: no HELLO round trip, and the same replies from every Redis version.
-      protocol: 2,
+      protocol: 2 as const,
       disableClientInfo: true,
-      lazyConnect: false,
-    } as const;
-    this.#commands = new Redis(clientOptions);
-    this.#subscriber = new Redis(clientOptions);
+      // A connection left on a demoted master (after a failover it did not see) reconnects.
+      reconnectOnError: (error: Error) => error.message.startsWith("READONLY") ? 1 as const : false,
+    };
+    const make = (): Client => {
+      if (settings.topology === "cluster") {
+        return new Cluster(url.hosts, {
+          redisOptions: common,
+          enableOfflineQueue: false,
+          clusterRetryStrategy: retry,
+          // Redirections and failovers are followed by the client, briefly; a longer outage fails commands.
+          retryDelayOnFailover: 100,
+          retryDelayOnClusterDown: 100,
+          slotsRefreshTimeout: settings.connectTimeoutMs,
+          shardedSubscribers: true,
+          lazyConnect: false,
+        });
+      }
+      return new Redis({
+        ...common,
+        ...(url.sentinelMaster !== null
+          ? {
+            sentinels: url.hosts,
+            name: url.sentinelMaster,
+            role: "master" as const,
+            sentinelRetryStrategy: retry,
+            ...(settings.tls ? { enableTLSForSentinelMode: true, sentinelTLS: settings.tls } : {}),
+          }
+          : { host: url.hosts[0]!.host, port: url.hosts[0]!.port }),
+        db: url.db,
+        retryStrategy: retry,
+        enableOfflineQueue: false,
+        // This module resubscribes itself, so that onReady can wait for the subscriptions.
+        autoResubscribe: false,
+        lazyConnect: false,
+      });
+    };
+    this.#commands = make();
+    this.#subscriber = make();
 
     this.#commands.on("ready", () => {
       this.#commandsUp = true;
@@ -249,9 +319,25 @@ class IoRedisLink implements RedisLink {
       client.on("error", (error: unknown) => this.#failed(messageOf(error)));
       client.on("close", () => this.#lost(client));
     }
-    this.#subscriber.on("message", (channel: string, message: string) => {
+    const sharded = this.topology === "cluster";
+    this.#subscriber.on(sharded ? "smessage" : "message", (channel: string, message: string) => {
       if (!this.#closed) this.#emit(() => this.#events.onMessage(channel, message));
     });
+    if (sharded) {
+      // A failover moves the directory's slot to another node: its subscriber is replaced, and messages sent
+      // in between are lost. The link reports an outage until the new subscriber is up, and then ready again
+      // (the cluster node re-claims its peers and reads the directory anew).
+      this.#subscriber.on("-subscriber", () => {
+        if (!this.#ready || this.#closed) return;
+        this.#subscriberUp = false;
+        this.#down("the sharded subscriber lost its node (failover)");
+      });
+      this.#subscriber.on("subscribersReady", () => {
+        if (this.#closed || this.#subscriberUp || this.#channels.size === 0) return;
+        this.#subscriberUp = true;
+        this.#update();
+      });
+    }
   }
 
   get ready(): boolean {
@@ -298,7 +384,7 @@ class IoRedisLink implements RedisLink {
     if (!this.#subscriberUp) return;
     const epoch = this.#subscriberEpoch;
     try {
-      await this.#subscriber.subscribe(channel);
+      await this.#subscribeOn(channel);
     } catch (error) {
       // A reconnect resubscribes every channel; only a refusal on a live connection is the caller's problem.
       if (epoch === this.#subscriberEpoch && this.#subscriberUp && error instanceof ReplyError) {
@@ -330,7 +416,7 @@ class IoRedisLink implements RedisLink {
       this.#update();
       return;
     }
-    this.#subscriber.subscribe(...channels).then(
+    this.#subscribeOn(...channels).then(
       () => {
         if (epoch !== this.#subscriberEpoch || this.#closed) return;
         // Channels added while this SUBSCRIBE was in flight were sent by subscribe() only if the subscriber was
@@ -352,7 +438,13 @@ class IoRedisLink implements RedisLink {
     );
   }
 
-  #lost(client: Redis): void {
+  #subscribeOn(...channels: string[]): Promise<unknown> {
+    return this.topology === "cluster"
+      ? this.#subscriber.ssubscribe(...channels)
+      : this.#subscriber.subscribe(...channels);
+  }
+
+  #lost(client: Client): void {
     if (client === this.#commands) this.#commandsUp = false;
     else {
       this.#subscriberUp = false;
@@ -363,7 +455,7 @@ class IoRedisLink implements RedisLink {
   }
 
   #failed(message: string): void {
-    this.#lastError = this.#scrub(message);
+    this.#lastError = this.#scrub(this.#tls ? describeTlsFailure(message) : message);
     // Errors on a working link (a reset connection) are followed by "close"; errors while down (refused
     // connects, refused AUTH) start or continue an outage.
     if (!this.#ready && !this.#closed) this.#down(this.#lastError);
@@ -417,7 +509,7 @@ class IoRedisLink implements RedisLink {
 }
 
 /** Closes the client now (pending commands fail) and resolves when it has ended. */
-function disconnect(client: Redis): Promise<void> {
+function disconnect(client: Client): Promise<void> {
   if (client.status === "end") return Promise.resolve();
   if (client.status === "reconnecting") {
     // Between attempts there is no socket and no "end" event: stopping the retry timer is all there is.

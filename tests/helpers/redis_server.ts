@@ -29,10 +29,25 @@ export interface RedisServer extends AsyncDisposable {
   restart(): Promise<void>;
 }
 
+/** Files of a TLS server: its certificate and key, and the CA its clients (and the ping here) trust. */
+export interface RedisTlsFiles {
+  ca: string;
+  cert: string;
+  key: string;
+  /** Require client certificates signed by `ca` (mutual TLS). */
+  clientAuth?: boolean;
+}
+
 /** Options of {@linkcode startRedis}. */
 export interface StartRedisOptions {
   /** Makes the server require this password (`requirepass`). */
   password?: string;
+  /** Serve TLS only (`--tls-port`, no plain port): `url` is then `rediss://127.0.0.1:<port>`. */
+  tls?: RedisTlsFiles;
+  /** More arguments for the server (`--cluster-enabled yes`, `--replicaof ...`). */
+  args?: string[];
+  /** A config file, given first (a sentinel needs one it can rewrite). */
+  configFile?: string;
 }
 
 const CANDIDATE_DIRS = ["/usr/bin", "/usr/sbin", "/usr/local/bin"];
@@ -98,29 +113,91 @@ async function answersPing(port: number): Promise<boolean> {
   }
 }
 
-class RedisProcess implements RedisServer {
+/** True when a TLS server on the port answers a RESP PING (over TLS, trusting `ca`). */
+async function answersTlsPing(port: number, tls: RedisTlsFiles): Promise<boolean> {
+  let conn: Deno.TlsConn | undefined;
+  try {
+    conn = await Deno.connectTls({
+      hostname: "127.0.0.1",
+      port,
+      caCerts: [await Deno.readTextFile(tls.ca)],
+      ...(tls.clientAuth
+        ? { cert: await Deno.readTextFile(tls.cert), key: await Deno.readTextFile(tls.key) }
+        : {}),
+    });
+    await conn.write(new TextEncoder().encode("*1\r\n$4\r\nPING\r\n"));
+    const buf = new Uint8Array(64);
+    const n = await conn.read(buf);
+    const reply = new TextDecoder().decode(buf.subarray(0, n ?? 0));
+    return reply.startsWith("+PONG") || reply.startsWith("-NOAUTH");
+  } catch {
+    return false;
+  } finally {
+    try {
+      conn?.close();
+    } catch {
+      // closed by the server
+    }
+  }
+}
+
+/** A redis-server process (also the way tests/helpers/redis_topology.ts starts cluster nodes and replicas). */
+export class RedisProcess implements RedisServer {
   readonly url: string;
   readonly port: number;
   readonly password: string | undefined;
+  /** The directory it runs in (its config and cluster state files). */
+  readonly dir: string;
   readonly #binary: string;
-  readonly #dir: string;
+  readonly #options: StartRedisOptions;
   #child: Deno.ChildProcess | undefined;
   #output: Promise<string> = Promise.resolve("");
   #removed = false;
 
-  constructor(binary: string, dir: string, port: number, password: string | undefined) {
+  constructor(binary: string, dir: string, port: number, options: StartRedisOptions = {}) {
     this.#binary = binary;
-    this.#dir = dir;
+    this.dir = dir;
     this.port = port;
-    this.password = password;
-    this.url = `redis://127.0.0.1:${port}`;
+    this.password = options.password;
+    this.#options = options;
+    this.url = `${options.tls ? "rediss" : "redis"}://127.0.0.1:${port}`;
+  }
+
+  /** True between a successful start and the next stop or kill. */
+  get running(): boolean {
+    return this.#child !== undefined;
+  }
+
+  /** The server's output so far (after it stopped: all of it). */
+  output(): Promise<string> {
+    return this.#output;
   }
 
   /** Starts the process and waits until it answers PING; throws (after cleaning up) when it does not. */
   async start(): Promise<void> {
+    const tls = this.#options.tls;
     const args = [
+      ...(this.#options.configFile !== undefined ? [this.#options.configFile] : []),
       "--port",
-      String(this.port),
+      tls ? "0" : String(this.port),
+      ...(tls
+        ? [
+          "--tls-port",
+          String(this.port),
+          "--tls-cert-file",
+          tls.cert,
+          "--tls-key-file",
+          tls.key,
+          "--tls-ca-cert-file",
+          tls.ca,
+          "--tls-auth-clients",
+          tls.clientAuth ? "yes" : "no",
+          "--tls-replication",
+          "yes",
+          "--tls-cluster",
+          "yes",
+        ]
+        : []),
       "--bind",
       "127.0.0.1",
       "--save",
@@ -130,8 +207,9 @@ class RedisProcess implements RedisServer {
       "--daemonize",
       "no",
       "--dir",
-      this.#dir,
+      this.dir,
       ...(this.password !== undefined ? ["--requirepass", this.password] : []),
+      ...(this.#options.args ?? []),
     ];
     const child = new Deno.Command(this.#binary, { args, stdin: "null", stdout: "piped", stderr: "piped" })
       .spawn();
@@ -143,7 +221,7 @@ class RedisProcess implements RedisServer {
     child.status.then(() => exited = true);
     const end = performance.now() + START_DEADLINE_MS;
     while (!exited && performance.now() < end) {
-      if (await answersPing(this.port)) return;
+      if (tls ? await answersTlsPing(this.port, tls) : await answersPing(this.port)) return;
       await new Promise((resolve) => setTimeout(resolve, 25));
     }
     await this.#signal("SIGKILL");
@@ -174,7 +252,7 @@ class RedisProcess implements RedisServer {
     await this.#signal("SIGTERM");
     if (!this.#removed) {
       this.#removed = true;
-      await Deno.remove(this.#dir, { recursive: true }).catch(() => {});
+      await Deno.remove(this.dir, { recursive: true }).catch(() => {});
     }
   }
 
@@ -198,7 +276,7 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
   let lastError: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
     const dir = await Deno.makeTempDir({ prefix: "p2p_server_redis_" });
-    const server = new RedisProcess(REDIS_SERVER_PATH, dir, freeTcpPort(), options.password);
+    const server = new RedisProcess(REDIS_SERVER_PATH, dir, freeTcpPort(), options);
     try {
       await server.start();
       return server;
