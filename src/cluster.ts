@@ -122,7 +122,7 @@ export class ClusterNode {
     this.#instance = config.instanceId ?? crypto.randomUUID();
     this.#host = host;
     checkTlsFiles(config);
-    this.#keys = new ClusterKeys(config.keyPrefix, config.redisCluster);
+    this.#keys = new ClusterKeys(config.keyPrefix, config.redisCluster ?? false);
     this.#own = this.#keys.channel(this.#instance);
     this.#ttlMs = Math.round(config.peerTtl * 1000);
     this.#liveness = new Liveness(this.#keys, this.#instance, {
@@ -136,6 +136,9 @@ export class ClusterNode {
   #periodMs(): number {
     return Math.max(100, Math.floor(this.#ttlMs / 3));
   }
+
+  /** What stopped the server (another live process holds this instance id at start), or null. */
+  fatalError: Error | null = null;
 
   /** This instance's id. */
   get instance(): string {
@@ -152,7 +155,7 @@ export class ClusterNode {
       onDown: (reason) => this.#onDown(reason),
       onMessage: (channel, message) => this.#onMessage(channel, message),
     }, {
-      cluster: c.redisCluster,
+      cluster: c.redisCluster ?? false,
       tls: {
         caFile: c.tlsCaFile,
         certFile: c.tlsCertFile,
@@ -265,6 +268,7 @@ export class ClusterNode {
         // A second process with the same id: it must not write this instance's entries. The server stops.
         log.error("cluster: {error}", { error: error.message });
         this.#setState("degraded", error.message);
+        this.fatalError = error;
         this.#host.fatal(error);
         return;
       }

@@ -248,15 +248,15 @@ export interface ClusterConfig {
   /** Prefix of every Redis key and pub/sub channel. @default {"p2p:"} */
   keyPrefix: string;
   /** The URL names node(s) of a Redis Cluster (sharded pub/sub, redirections followed). @default {false} */
-  redisCluster: boolean;
+  redisCluster?: boolean;
   /** `rediss`: the PEM file of the CA(s) to trust instead of the system's. @default {null} */
-  tlsCaFile: string | null;
+  tlsCaFile?: string | null;
   /** `rediss`: the client certificate (PEM) for mutual TLS, with {@linkcode tlsKeyFile}. @default {null} */
-  tlsCertFile: string | null;
+  tlsCertFile?: string | null;
   /** `rediss`: the client certificate's private key (PEM). @default {null} */
-  tlsKeyFile: string | null;
+  tlsKeyFile?: string | null;
   /** `rediss`: the name the server's certificate must carry, when not the URL's host. @default {null} */
-  tlsServerName: string | null;
+  tlsServerName?: string | null;
 }
 
 /** Cluster settings as the library takes them: `redisUrl`, and any of the others (defaults below). */

@@ -4,7 +4,7 @@
  * @module
  */
 import { formatSocketAddr, parseSocketAddr, type SocketAddr } from "./wire/address.ts";
-import { type ClusterOptions, type Config, ConfigError, resolveConfig } from "./config.ts";
+import { type Config, ConfigError, resolveConfig } from "./config.ts";
 import { generateIdentity, type Identity } from "./core/auth.ts";
 import { openIdentityFile } from "./key_file.ts";
 import { bindUdp, monotonicNow, UdpDriver } from "./driver.ts";
@@ -45,9 +45,7 @@ function clip(text: string): string {
 export const SERVER_CAPABILITIES: readonly string[] = ["server", "discovery", "routing"];
 
 /** Options of {@linkcode P2PServer}: any {@linkcode Config} field, plus identity and lifetime. */
-export interface ServerOptions extends Partial<Omit<Config, "cluster">>, Omit<IdentityOptions, "networkId"> {
-  /** Cluster mode (see {@linkcode Config.cluster}); the settings left out take their defaults. @default {null} */
-  cluster?: ClusterOptions | null;
+export interface ServerOptions extends Partial<Config>, Omit<IdentityOptions, "networkId"> {
   /** Closes the server when aborted. */
   signal?: AbortSignal;
   /**
@@ -112,7 +110,6 @@ export class P2PServer {
   readonly #startedAt = Date.now();
   #statsTimer: ReturnType<typeof setInterval> | undefined;
   #cluster: ClusterNode | null = null;
-  #stoppedBy: Error | null = null;
   readonly #clusterLink: OpenClusterLink | null;
 
   /**
@@ -131,8 +128,7 @@ export class P2PServer {
       clusterLink,
       ...config
     } = options;
-    // The cluster settings left out are completed (and all of them checked) by resolveConfig.
-    this.#config = resolveConfig(config as Partial<Config>);
+    this.#config = resolveConfig(config);
     this.#signal = signal;
     let identity: Identity | undefined;
     if (this.#config.auth !== "off") {
@@ -189,10 +185,7 @@ export class P2PServer {
           this.#driver && !this.#driver.closed ? this.#driver.run(command) : command(monotonicNow()),
         toUnixMs: (t) => t + Date.now() - monotonicNow(),
         address: () => this.#driver ? formatSocketAddr(this.#driver.localAddr) : this.#config.listenAddress,
-        fatal: (error) => {
-          this.#stoppedBy ??= error;
-          void this.close(error.message);
-        },
+        fatal: (error) => void this.close(error.message),
       });
     }
     this.#opsHandler = createOpsHandler({
@@ -209,22 +202,18 @@ export class P2PServer {
   get config(): Readonly<Config> {
     return this.#config;
   }
-
   /** The server's Ed25519 public key (unpadded base64url) for clients to pin, or null when `auth` is off. */
   get publicKey(): string | null {
     return this.#identity?.publicKeyText ?? null;
   }
-
   /** This server's NodeInfo. */
   get node(): NodeInfo {
     return this.#endpoint.node;
   }
-
   /** Cluster mode: this instance's id; null for a single instance. */
   get instanceId(): string | null {
     return this.#cluster?.instance ?? null;
   }
-
   /** The bound address. @throws {Error} before {@linkcode listen}. */
   get addr(): SocketAddr {
     if (!this.#driver) throw new Error("Server is not listening: call listen() first");
@@ -236,14 +225,10 @@ export class P2PServer {
     return this.#ops?.addr ?? null;
   }
 
-  /**
-   * Why the server closed itself, or null (not closed, or closed by {@linkcode close}): in cluster mode, an
-   * `InstanceIdInUseError` when another live process holds the same instance id at start.
-   */
+  /** Why the server closed itself (cluster: an `InstanceIdInUseError` at start), or null. */
   get stoppedBy(): Error | null {
-    return this.#stoppedBy;
+    return this.#cluster?.fatalError ?? null;
   }
-
   /** Settles when the server has closed. */
   get finished(): Promise<void> {
     return this.#finished.promise;

@@ -28,7 +28,6 @@ const KNOWN_CYCLES: string[][] = [];
  * is empty the strict test runs.
  */
 const KNOWN_LONG_FILES: string[] = [
-  "src/cluster.ts",
   "src/config.ts",
 ];
 

@@ -69,13 +69,13 @@ export interface RedisLinkOptions {
 /** TLS settings of a link (for `rediss://` and `rediss-sentinel://`). */
 export interface RedisTlsOptions {
   /** The CA(s) to trust instead of the system's. */
-  caFile?: string | null;
+  caFile?: string | null | undefined;
   /** A client certificate (mutual TLS), with `keyFile`. */
-  certFile?: string | null;
+  certFile?: string | null | undefined;
   /** The client certificate's key. */
-  keyFile?: string | null;
+  keyFile?: string | null | undefined;
   /** The name the server's certificate must carry, when not the URL's host. */
-  serverName?: string | null;
+  serverName?: string | null | undefined;
 }
 
 /**
