@@ -219,7 +219,6 @@ export class P2PServer {
     if (!this.#driver) throw new Error("Server is not listening: call listen() first");
     return this.#driver.localAddr;
   }
-
   /** The bound address of the operations HTTP server, or null when `metricsAddress` is not set. */
   get metricsAddr(): SocketAddr | null {
     return this.#ops?.addr ?? null;
