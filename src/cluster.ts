@@ -75,6 +75,9 @@ export interface ClusterHost {
   fatal(error: Error): void;
 }
 
+/** The core tick (served by the driver's one timer) that refreshes this instance's liveness. */
+const CLUSTER_TICK = "cluster";
+
 /** How long one pipeline may go unanswered before Redis counts as unreachable. */
 const EXEC_TIMEOUT_MS = 5_000;
 
@@ -104,7 +107,6 @@ export class ClusterNode {
   #outbox = new Map<string, ClusterMessage[]>();
   #flushing: Promise<void> | null = null;
   #flushQueued = false;
-  #tick: ReturnType<typeof setInterval> | undefined;
   #ticks = 0;
   #resyncing = false;
   /** While a full read is under way: ids announced joined (record) or left (null) since it began. */
@@ -165,7 +167,7 @@ export class ClusterNode {
     });
     void this.#link.subscribe(this.#keys.events).catch(() => {});
     void this.#link.subscribe(this.#own).catch(() => {});
-    this.#tick = setInterval(() => void this.#refresh(), this.#periodMs());
+    this.#host.run((now) => this.#host.endpoint.every(now, CLUSTER_TICK, this.#periodMs())); // core tick
   }
 
   /** The state and the counters, for stats, `/health` and `/metrics`. */
@@ -193,6 +195,9 @@ export class ClusterNode {
   onEvent(event: EndpointEvent): void {
     if (this.#closed) return;
     switch (event.type) {
+      case "tick":
+        if (event.name === CLUSTER_TICK) void this.#refresh();
+        break;
       case "peerJoined":
         this.#releases.delete(event.peer.id);
         this.#claims.set(event.peer.id, event.peer);
@@ -223,8 +228,7 @@ export class ClusterNode {
    */
   async close(): Promise<void> {
     if (this.#closed) return;
-    clearInterval(this.#tick);
-    this.#tick = undefined;
+    this.#host.run((now) => this.#host.endpoint.every(now, CLUSTER_TICK, 0));
     await this.#flushing;
     this.#closed = true;
     const link = this.#link;

@@ -106,9 +106,7 @@ export class P2PServer {
   #opsHandler: OpsHandler;
   #recent = new EventRing(100);
   #history = new TrafficHistory(300);
-  #historyTimer: ReturnType<typeof setInterval> | undefined;
   readonly #startedAt = Date.now();
-  #statsTimer: ReturnType<typeof setInterval> | undefined;
   #cluster: ClusterNode | null = null;
   readonly #clusterLink: OpenClusterLink | null;
 
@@ -266,12 +264,13 @@ export class P2PServer {
     driver.start();
     log.info("listening on {addr}", { addr: formatSocketAddr(local) });
     if (this.#ops) log.info("metrics on http://{addr}/metrics", { addr: formatSocketAddr(this.#ops.addr) });
-    if (this.#config.statsInterval > 0) {
-      this.#statsTimer = setInterval(() => this.#logStats(), this.#config.statsInterval * 1000);
-    }
-    // The status page's chart: one sample a second, five minutes of them, kept here so it is full on opening.
+    // Periodic work is ticks of the core (the driver's one timer): the stats line, and the status page's
+    // chart (one sample a second, five minutes of them, kept here so it is full on opening).
     this.#sampleTraffic();
-    this.#historyTimer = setInterval(() => this.#sampleTraffic(), 1000);
+    driver.run((now) => {
+      this.#endpoint.every(now, "stats", this.#config.statsInterval * 1000);
+      this.#endpoint.every(now, "history", 1000);
+    });
     if (this.#config.enableDiscovery) driver.run((now) => this.#endpoint.probeSiblings(now, local));
     const cluster = this.#cluster;
     if (cluster) {
@@ -359,10 +358,6 @@ export class P2PServer {
   /** Sends `Disconnect` to every peer, closes the socket and settles {@linkcode finished}. */
   close(reason = "server shutting down"): Promise<void> {
     this.#closing ??= (async () => {
-      clearInterval(this.#statsTimer);
-      this.#statsTimer = undefined;
-      clearInterval(this.#historyTimer);
-      this.#historyTimer = undefined;
       const driver = this.#driver;
       if (driver) {
         driver.run((now) => this.#endpoint.shutdown(now, reason));
@@ -447,6 +442,10 @@ export class P2PServer {
   #onEvent(event: EndpointEvent): void {
     this.#cluster?.onEvent(event);
     switch (event.type) {
+      case "tick":
+        if (event.name === "stats") this.#logStats();
+        else if (event.name === "history") this.#sampleTraffic();
+        break;
       case "peerJoined":
         this.#recent.push({
           time: Date.now(),

@@ -13,6 +13,8 @@ import {
   reachedDependencies,
   scanSource,
   testOnly,
+  TIMER_SHELLS,
+  timerUsers,
 } from "../tools/module_gate.ts";
 
 /**
@@ -93,6 +95,13 @@ Deno.test(
     assertEquals(long, []);
   },
 );
+
+Deno.test("only the allowed shells arm timers: the client's requests and the server's periodic work are core deadlines", async () => {
+  const users = await timerUsers();
+  assert(users.includes("src/driver.ts"), `the scan found nothing: ${users.join(", ")}`);
+  assertEquals(users.filter((f) => !(f in TIMER_SHELLS)), []);
+  for (const shell of ["src/client.ts", "src/server.ts"]) assert(!users.includes(shell), shell);
+});
 
 // ---- the checks themselves, on planted violations ----
 
@@ -199,4 +208,8 @@ Deno.test("the dependency check sees a test-only dependency reached from an entr
   assertEquals(testOnly(["playwright-core@1.65.1", "uuid@14.0.3", "node:crypto"]), [
     "playwright-core@1.65.1",
   ]);
+});
+
+Deno.test("the timer check finds a planted interval in a shell, and not a mention of one", async () => {
+  assertEquals(await timerUsers(new URL("shell/", FIXTURES)), ["src/ticker.ts"]);
 });

@@ -612,6 +612,31 @@ export async function longFiles(
 }
 
 /**
+ * The only files under `src/` that may arm a timer, each with why. The protocol's deadlines, a client's
+ * request retries and the shells' periodic work (stats line, traffic history, cluster refresh) are all in
+ * the core's timer table, served by the driver's one timer; what remains here is I/O of side services.
+ */
+export const TIMER_SHELLS: Readonly<Record<string, string>> = {
+  "src/driver.ts": "the one timer, re-armed at the core's next deadline",
+  "src/ops_http.ts": "the ops port's connection timeouts (idle, header, write) and its accept backoff",
+  "src/cluster.ts": "Redis I/O: one pipeline per burst, a pipeline's time limit, the liveness retry wait",
+  "src/status_page.ts": "the status page's refresh, a script that runs in the browser",
+};
+
+/** The files under `dir` (outside `src/core/`, whose purity check covers it) that arm a timer. */
+export async function timerUsers(root: string | URL = REPO_ROOT, dir = "src/"): Promise<string[]> {
+  const base = rootPath(root);
+  const out: string[] = [];
+  for (const path of await sourceFiles(base + dir)) {
+    const file = path.slice(base.length);
+    if (file.startsWith("src/core/")) continue;
+    const source = await Deno.readTextFile(path);
+    if (scanSource(source).some((v) => v.kind === "timer")) out.push(file);
+  }
+  return out.sort();
+}
+
+/**
  * The external dependencies (npm packages as `name@version`, `node:` built-ins, remote URLs) and the local
  * files outside `src/` reached from `entries` (paths relative to the repository root).
  */
@@ -663,6 +688,9 @@ if (import.meta.main) {
   for (const f of long) console.log(`  ${f.file}: ${f.lines} lines`);
   console.log(`test-only dependencies reached from main.ts and mod.ts: ${leaked.length}`);
   for (const dep of leaked) console.log(`  ${dep}`);
-  const bad = purity.violations.length + cycles.length + long.length + leaked.length;
+  const timers = (await timerUsers()).filter((f) => !(f in TIMER_SHELLS));
+  console.log(`files in src/ arming a timer outside the allowed shells: ${timers.length}`);
+  for (const f of timers) console.log(`  ${f}`);
+  const bad = purity.violations.length + cycles.length + long.length + leaked.length + timers.length;
   Deno.exit(bad > 0 ? 1 : 0);
 }

@@ -41,6 +41,7 @@ import { Introductions } from "./introductions.ts";
 import { ClusterMirror } from "./cluster_mirror.ts";
 import { Control } from "./control.ts";
 import { Requests, type RequestSpec } from "./requests.ts";
+import { Ticks } from "./ticks.ts";
 import { type Datagram, drop, type Outcome, QUIET_RATE_LIMITED } from "./outcome.ts";
 import {
   type ClusterCounts,
@@ -99,6 +100,7 @@ export class Endpoint {
   readonly #mirror: ClusterMirror;
   readonly #control: Control;
   readonly #requests: Requests;
+  readonly #ticks: Ticks;
 
   /**
    * Creates the core in the given role.
@@ -144,6 +146,7 @@ export class Endpoint {
     );
     this.#control = new Control(core, this.#send, this.#life, this.#relay, this.#hs, this.#intro);
     this.#requests = new Requests(core, this.#send, this.#connTimers);
+    this.#ticks = new Ticks(core);
   }
 
   /** This endpoint's NodeInfo. */
@@ -226,6 +229,7 @@ export class Endpoint {
     this.#mirror.runRelays(now);
     this.#intro.runPunches(now);
     this.#requests.run(now);
+    this.#ticks.run(now);
     core.timers.sweep(now);
     if (this.#requests.size !== 0) this.#requests.observe(now);
   }
@@ -284,14 +288,6 @@ export class Endpoint {
     };
   }
 
-  /**
-   * For requests retried above the core (a client's Ping or DiscoveryRequest): the wait after try number
-   * `tries` (from 1) to `addr`, or null when the request should be given up, `elapsedMs` after its first
-   * try. Follows the same policy as reliable messages.
-   */
-  retryWait(addr: SocketAddr, tries: number, elapsedMs: number): number | null {
-    return this.#requests.retryWait(addr, tries, elapsedMs);
-  }
 
   /**
    * Makes a request to the server at `to` (the client role): a Ping, a discovery page (`query` is the
@@ -303,6 +299,15 @@ export class Endpoint {
    */
   request(now: number, to: SocketAddr, spec: RequestSpec): number {
     return this.#requests.start(now, to, spec);
+  }
+
+  /**
+   * Reports a `tick` event named `name` every `periodMs` from `now` on (periodic work of the shell: a stats
+   * line, a traffic sample, a cluster refresh), replacing an earlier tick of that name; a period that is not
+   * a positive finite number cancels it. The ticks are deadlines of the core, served by the shell's one timer.
+   */
+  every(now: number, name: string, periodMs: number): void {
+    this.#ticks.every(now, name, periodMs);
   }
 
   // ---------------------------------------------------------------- commands
@@ -379,6 +384,7 @@ export class Endpoint {
     }
     this.#core.timers.conns.clear();
     this.#requests.abandon(null, "closed");
+    this.#ticks.clear();
   }
 
   #close(conn: Conn): void {

@@ -7,10 +7,12 @@
  * - `punches`: the next probe (or the end of the budget) of each hole punch in progress;
  * - `clusterRelays`: routed Data waiting for another instance's answer;
  * - `requests`: a client's requests (Ping, discovery, introduction) awaiting their answer;
+ * - `ticks`: periodic work the shell asked for (the stats line, traffic history, the cluster's refresh);
  * - `housekeeping`: expiry of bounded bookkeeping (path checks, introduced peers a client accepts). These
  *   never wake the endpoint by themselves: they are swept whenever the table runs, and their maps are bounded.
  *
- * Lanes run in this order when several are due at once: connections, cluster relays, punches, requests.
+ * Lanes run in this order when several are due at once: connections, cluster relays, punches, requests,
+ * ticks.
  *
  * @module
  */
@@ -33,6 +35,8 @@ export class TimerTable {
   readonly clusterRelays: TimerHeap<Timed> = new TimerHeap({ fifo: true });
   /** A client's requests awaiting an answer (first in, first out on ties). */
   readonly requests: TimerHeap<Timed> = new TimerHeap({ fifo: true });
+  /** Periodic ticks the shell asked for (first in, first out on ties). */
+  readonly ticks: TimerHeap<Timed> = new TimerHeap({ fifo: true });
   /** Expiry of bounded bookkeeping; never a wake-up of its own. */
   readonly housekeeping: TimerHeap<Expiring> = new TimerHeap<Expiring>({ fifo: true });
 
@@ -45,6 +49,8 @@ export class TimerTable {
     if (relay < at) at = relay;
     const request = this.requests.peek();
     if (request < at) at = request;
+    const tick = this.ticks.peek();
+    if (tick < at) at = tick;
     return at;
   }
 
@@ -63,6 +69,7 @@ export class TimerTable {
     this.punches.clear();
     this.clusterRelays.clear();
     this.requests.clear();
+    this.ticks.clear();
     this.housekeeping.clear();
   }
 }

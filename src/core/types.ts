@@ -128,6 +128,8 @@ export type EndpointEvent =
     message: Message;
   }
   | { type: "error"; from: SocketAddr; error: ErrorPayload; message: Message }
+  /** A periodic tick asked for with `Endpoint.every` is due. */
+  | { type: "tick"; name: string }
   /** A request made with `Endpoint.request` was answered (its answer's raw event is not reported). */
   | { type: "requestDone"; id: number; kind: "ping"; rttMs: number }
   | { type: "requestDone"; id: number; kind: "discovery"; page: DiscoveryPage }
