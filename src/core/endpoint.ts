@@ -288,7 +288,6 @@ export class Endpoint {
     };
   }
 
-
   /**
    * Makes a request to the server at `to` (the client role): a Ping, a discovery page (`query` is the
    * DiscoveryRequest's payload) or an introduction to a peer. The core retries it on the retransmit policy
