@@ -26,6 +26,7 @@ import { Endpoint, type EndpointEvent } from "../src/core/endpoint.ts";
 import type { Json, Message, MessageType, NodeInfo } from "../src/wire/mod.ts";
 import { mulberry32 } from "../src/core/random.ts";
 import type { Identity } from "../src/core/auth.ts";
+import type { KeyPair } from "../src/deps/crypto.ts";
 
 /** A virtual start time (ms) well inside the Unix era, so seconds and milliseconds cannot be confused. */
 export const EPOCH_MS = 1_700_000_000_000;
@@ -290,9 +291,9 @@ export interface SimEndpointOptions {
   /** NodeInfo overrides; the id is seeded and `listen_addr` is the host address unless given. */
   node?: Partial<NodeInfo>;
   /**
-   * A key-based identity (`generateIdentity()` from src/auth.ts); the node id becomes its key's. Keys and
-   * X25519 exchanges use the OS's randomness, so traces with keys differ from run to run in their bytes,
-   * not in their outcomes. @default {none: an unkeyed endpoint}
+   * A key-based identity (`generateIdentity()` from src/core/auth.ts); the node id becomes its key's. The
+   * X25519 exchanges use the OS's randomness unless `generateX25519` is given, so traces with keys differ from
+   * run to run in their bytes, not in their outcomes. @default {none: an unkeyed endpoint}
    */
   identity?: Identity;
   /** Cluster mode: the instance id (see `Endpoint`'s `instance` option). @default {none} */
@@ -301,6 +302,8 @@ export interface SimEndpointOptions {
   random?: () => number;
   /** The endpoint's cookie secret (`Endpoint`'s `cookieSecret` option). @default {the Endpoint's own} */
   cookieSecret?: Uint8Array;
+  /** X25519 key generation (`Endpoint`'s `generateX25519` option). @default {the OS's randomness} */
+  generateX25519?: () => KeyPair;
 }
 
 /** An {@linkcode Endpoint} attached to the simulated network. */
@@ -586,6 +589,7 @@ export class Sim {
       ...(options.instance !== undefined ? { instance: options.instance } : {}),
       ...(options.random ? { random: options.random } : {}),
       ...(options.cookieSecret ? { cookieSecret: options.cookieSecret } : {}),
+      ...(options.generateX25519 ? { generateX25519: options.generateX25519 } : {}),
     });
     const host = new SimEndpoint(this, addr, endpoint);
     this.#hosts.set(addr, host);
