@@ -166,6 +166,8 @@ export class P2PClient {
   #closing: Promise<void> | null = null;
 
   /**
+   * A client that is not connected yet ({@linkcode P2PClient.connect} binds its socket and registers).
+   *
    * @param options Server address, identity and timing.
    * @throws {ConfigError} (a `TypeError`) for a bad address or timing value.
    */

@@ -9,11 +9,29 @@
 import { generateIdentity, type Identity, identityFrom } from "./core/auth.ts";
 import { exportPrivateKeyPem, importEd25519Pem } from "./deps/crypto.ts";
 
-/** A key file that is missing and cannot be created, readable by others, or not a key. */
+/**
+ * A key file that is missing and cannot be created, readable by others, or not a key.
+ *
+ * @example A file that does not hold a key
+ * ```ts
+ * import { KeyFileError, loadOrCreateIdentity } from "../mod.ts";
+ * const path = Deno.makeTempFileSync({ suffix: ".pem" });
+ * Deno.writeTextFileSync(path, "not a key\n", { mode: 0o600 });
+ * Deno.chmodSync(path, 0o600);
+ * try {
+ *   loadOrCreateIdentity(path);
+ *   throw new Error("accepted");
+ * } catch (error) {
+ *   if (!(error instanceof KeyFileError) || error.path !== path) throw error;
+ * }
+ * ```
+ */
 export class KeyFileError extends Error {
   /** The file. */
   readonly path: string;
   /**
+   * A problem with the key file at `path`.
+   *
    * @param path The file.
    * @param message One line saying what is wrong.
    */
