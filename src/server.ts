@@ -11,7 +11,8 @@ import { bindUdp, monotonicNow, UdpDriver } from "./driver.ts";
 import { Emitter, type ListenerError } from "./emitter.ts";
 import { Endpoint, type EndpointEvent, type LeaveReason, type PeerSummary } from "./core/endpoint.ts";
 import { BindError, ConnectionTimeoutError, HandshakeError } from "./errors.ts";
-import { type IdentityOptions, makeNodeInfo } from "./identity.ts";
+import { type IdentityOptions, makeNodeInfo, VERSION } from "./identity.ts";
+import type { OpsRequestInfo } from "./ops_guard.ts";
 import type { Json, Message, NodeInfo } from "./wire/mod.ts";
 import type { GiveUpReason, StatsSnapshot } from "./core/stats.ts";
 import {
@@ -25,7 +26,6 @@ import {
   toOpsPeer,
   TrafficHistory,
 } from "./ops_server.ts";
-import { VERSION } from "./identity.ts";
 import { getLogger } from "./deps/log.ts";
 import { ClusterNode, type OpenClusterLink } from "./cluster.ts";
 
@@ -110,7 +110,7 @@ export class P2PServer {
   #cluster: ClusterNode | null = null;
   readonly #clusterLink: OpenClusterLink | null;
 
-  /**
+  /** A server that is not listening yet ({@linkcode P2PServer.listen} binds it).
    * @param options Configuration, identity and lifetime.
    * @throws {ConfigError} (a `TypeError`) for a bad configuration value.
    */
@@ -341,9 +341,9 @@ export class P2PServer {
   /**
    * Answers a request to the operations routes (`/metrics`, `/health`, `/peers`, `/api/stats`,
    * `/api/events`, `/`), so an application can mount them in its own HTTP server. The server started by
-   * `metricsAddress` uses the same handler; pass `Deno.serve`'s `info` (see `src/ops_guard.ts`).
+   * `metricsAddress` uses the same handler; pass `Deno.serve`'s `info` ({@linkcode OpsRequestInfo}).
    */
-  fetch(request: Request, info?: Parameters<OpsHandler>[1]): Response {
+  fetch(request: Request, info?: OpsRequestInfo): Response {
     return this.#opsHandler(request, info);
   }
 
