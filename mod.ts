@@ -1,12 +1,24 @@
 /**
- * p2p_server: a UDP peer-to-peer handshake and rendezvous server, and a client for it.
+ * p2p_server as a library: the UDP peer-to-peer handshake and rendezvous server, and a client for it.
  *
- * - {@linkcode P2PServer}: the server as a library (`listen`, `connectToPeer`, `getStats`, events, `close`).
- * - {@linkcode P2PClient}: a peer (`connect`, `ping`, `discover`, `send`, `disconnect`).
- * - {@linkcode Endpoint}: the protocol core both are built on, which does no I/O (feed it datagrams and
- *   time, drain datagrams and events) — for custom transports and simulations.
+ * - {@linkcode P2PServer}: the server (`listen`, `run`, `connectToPeer`, `sendData`, `peers`, `getStats`,
+ *   `fetch`, events, `close`), configured by {@linkcode ServerOptions}: any {@linkcode Config} field plus
+ *   the server's identity.
+ * - {@linkcode P2PClient}: a peer (`connect`, `ping`, `discover`, `send`, `introduce`, `sendDirect`,
+ *   `disconnect`), configured by {@linkcode ClientOptions}.
+ * - What they report: their events ({@linkcode ServerEvents}, {@linkcode ClientEvents}) and the stats
+ *   snapshot ({@linkcode StatsSnapshot}).
+ * - What they throw, for callers to branch on: {@linkcode HandshakeError} (its `code` one of
+ *   {@linkcode ERROR_CODES} or {@linkcode CLIENT_AUTH_CODES}), {@linkcode RemoteError},
+ *   {@linkcode ConnectionTimeoutError}, {@linkcode BindError}, {@linkcode UnstableApiError},
+ *   {@linkcode ConfigError} and {@linkcode KeyFileError}.
+ * - Key-based identities for either side: {@linkcode generateIdentity}, {@linkcode loadOrCreateIdentity},
+ *   {@linkcode nodeIdForKey}.
  *
- * @example
+ * Nothing else is part of this entry point. The sans-IO protocol core both classes are built on (for custom
+ * transports and simulations) is the `./core` export (`@p2p/p2p-server/core`).
+ *
+ * @example Register a client with a server, both in this process
  * ```ts
  * import { P2PClient, P2PServer } from "./mod.ts";
  * await using server = new P2PServer({ listenAddress: "127.0.0.1:0", enableDiscovery: false });
@@ -18,34 +30,43 @@
  *
  * @module
  */
+
+// The server, what it takes and what it reports.
 export { P2PServer, SERVER_CAPABILITIES } from "./src/server.ts";
 export type { ServerEvents, ServerOptions } from "./src/server.ts";
+export type { LeaveReason, PeerSummary } from "./src/core/types.ts";
+export type { OpsRequestInfo } from "./src/ops_guard.ts";
+export type { ClusterLink, ClusterLinkEvents, OpenClusterLink } from "./src/cluster.ts";
+export type {
+  RedisLink,
+  RedisLinkEvents,
+  RedisLinkOptions,
+  RedisTlsOptions,
+  RedisTopology,
+} from "./src/deps/redis.ts";
+export type { ListenerError } from "./src/emitter.ts";
+
+// The client.
 export { P2PClient } from "./src/client.ts";
 export type {
   ClientEvents,
   ClientOptions,
   ClientSendOptions,
+  DirectPeer,
   DiscoveryPage,
   DiscoveryQuery,
 } from "./src/client.ts";
-export {
-  CONFIG_FILE_KEYS,
-  ConfigError,
-  DEFAULT_CONFIG,
-  LOG_FORMATS,
-  parseConfigFile,
-  resolveConfig,
-  RETRANSMIT_POLICIES,
-} from "./src/config.ts";
-export type {
-  ClusterConfig,
-  ClusterOptions,
-  Config,
-  ConfigFileResult,
-  LogFormat,
-  RetransmitPolicy,
-} from "./src/config.ts";
-export type { ListenerError } from "./src/emitter.ts";
+
+// Configuration: the option types, the values each enumerated option accepts, identities.
+export { ConfigError, COOKIE_MODES, LOG_FORMATS, RETRANSMIT_POLICIES } from "./src/config.ts";
+export type { ClusterConfig, Config, CookieMode, LogFormat, RetransmitPolicy } from "./src/config.ts";
+export { AUTH_POLICIES, generateIdentity, nodeIdForKey } from "./src/core/auth.ts";
+export type { AuthPolicy, Identity } from "./src/core/auth.ts";
+export { KeyFileError, loadOrCreateIdentity } from "./src/key_file.ts";
+export { VERSION } from "./src/identity.ts";
+export type { IdentityOptions } from "./src/identity.ts";
+
+// Errors and their codes.
 export {
   BindError,
   ConnectionTimeoutError,
@@ -53,61 +74,28 @@ export {
   RemoteError,
   UnstableApiError,
 } from "./src/errors.ts";
-export { Endpoint, ERROR_CODES, MAX_UDP_PAYLOAD, NODE_ID_EXISTS } from "./src/core/endpoint.ts";
+export { CLIENT_AUTH_CODES, ERROR_CODES } from "./src/core/types.ts";
+
+// What events and results carry.
+export { MESSAGE_TYPES } from "./src/wire/message.ts";
 export type {
-  EndpointEvent,
-  EndpointOptions,
-  LeaveReason,
-  PathInfo,
-  PeerSummary,
-  SendOptions,
-  Transmit,
-} from "./src/core/endpoint.ts";
-export {
-  DecodeError,
-  decodeMessage,
-  DEFAULT_NETWORK_ID,
-  encodeMessage,
-  MESSAGE_TYPES,
-  parseNodeInfo,
-} from "./src/wire/mod.ts";
-export type {
-  DecodeFailure,
+  AuthFields,
   ErrorPayload,
-  HandshakeResponsePayload,
+  FragmentRef,
   Json,
   Message,
   MessageType,
   NodeInfo,
   PeerInfo,
 } from "./src/wire/mod.ts";
-export { DROP_REASONS, HANDSHAKE_BUCKETS, Histogram, RTT_BUCKETS } from "./src/core/stats.ts";
-export type { DropReason, GiveUpReason, HistogramSnapshot, StatsSnapshot } from "./src/core/stats.ts";
-export { formatMetrics, METRICS_CONTENT_TYPE } from "./src/metrics.ts";
-export type { MetricsOptions, ProcessMemory, ProcessSample } from "./src/metrics.ts";
-export {
-  constantTimeEqual,
-  createOpsHandler,
-  EventRing,
-  PEERS_DEFAULT_LIMIT,
-  PEERS_MAX_LIMIT,
-  serveOps,
-} from "./src/ops_server.ts";
-export type {
-  OpsEvent,
-  OpsHandler,
-  OpsHandlerOptions,
-  OpsPeer,
-  OpsServer,
-  OpsSource,
-} from "./src/ops_server.ts";
-export type { OpsRequestInfo } from "./src/ops_guard.ts";
-export { STATUS_PAGE_HTML } from "./src/status_page.ts";
-export { formatSocketAddr, parseSocketAddr } from "./src/wire/address.ts";
 export type { SocketAddr } from "./src/wire/address.ts";
-export { makeNodeInfo, VERSION } from "./src/identity.ts";
-export type { IdentityOptions } from "./src/identity.ts";
-export { AUTH_POLICIES, generateIdentity, identityFrom, nodeIdForKey } from "./src/core/auth.ts";
-export type { AuthPolicy, Identity } from "./src/core/auth.ts";
-export { KeyFileError, loadOrCreateIdentity } from "./src/key_file.ts";
-export { CLIENT_AUTH_CODES } from "./src/core/endpoint.ts";
+
+// Stats.
+export { DROP_REASONS, GIVE_UP_REASONS } from "./src/core/stats.ts";
+export type {
+  ClusterStatus,
+  DropReason,
+  GiveUpReason,
+  HistogramSnapshot,
+  StatsSnapshot,
+} from "./src/core/stats.ts";

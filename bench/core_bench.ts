@@ -6,15 +6,9 @@
  *
  * @module
  */
-import {
-  decodeMessage,
-  encodeMessage,
-  Endpoint,
-  type Message,
-  type MessageType,
-  resolveConfig,
-  type SocketAddr,
-} from "../mod.ts";
+import { Endpoint, type Message, type MessageType, type SocketAddr } from "../src/core/mod.ts";
+import { decodeMessage, encodeMessage } from "../src/wire/codec.ts";
+import { resolveConfig } from "../src/config.ts";
 import { generateIdentity, type Identity } from "../src/core/auth.ts";
 
 const SAMPLE_NODE = {

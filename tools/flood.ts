@@ -36,7 +36,8 @@
  * @module
  */
 import { cpuUsage } from "node:process";
-import { DEFAULT_CONFIG, type Json, P2PClient } from "../mod.ts";
+import { type Json, P2PClient } from "../mod.ts";
+import { DEFAULT_CONFIG } from "../src/config.ts";
 import type { StatsSnapshot } from "../src/core/stats.ts";
 import { type Addr, addrText } from "../tests/helpers/raw_peer.ts";
 import { waitUntil } from "../tests/helpers/server_process.ts";
