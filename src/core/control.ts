@@ -6,7 +6,7 @@
  * @module
  */
 import { isJsonObject, type Json, type Message, parseErrorPayload, type SocketAddr } from "../wire/mod.ts";
-import type { Conn } from "./peers.ts";
+import { type Conn, hasLink } from "./peers.ts";
 import type { Core } from "./context.ts";
 import type { SendPath } from "./send.ts";
 import type { Lifecycle } from "./lifecycle.ts";
@@ -141,7 +141,7 @@ export class Control {
   onError(now: number, from: SocketAddr, conn: Conn | undefined, msg: Message): Drop | undefined {
     const error = parseErrorPayload(msg.payload);
     const link = conn?.link;
-    if (conn && link?.state === "handshaking") {
+    if (hasLink(conn) && link?.state === "handshaking") {
       const p = msg.payload;
       const cookie = isJsonObject(p) && typeof p.cookie === "string" ? p.cookie : null;
       if (error.code === ERROR_CODES.cookieRequired && cookie && (link.cookieTries ?? 0) < MAX_COOKIE_TRIES) {

@@ -13,7 +13,7 @@ import {
   type PeerInfo,
   type SocketAddr,
 } from "../wire/mod.ts";
-import type { Conn } from "./peers.ts";
+import { type Conn, hasPeer, type PeerConn } from "./peers.ts";
 import type { RemotePeer } from "./directory.ts";
 import type { Core } from "./context.ts";
 import type { SendPath } from "./send.ts";
@@ -26,7 +26,7 @@ import { MAX_UDP_PAYLOAD } from "./types.ts";
 const ENVELOPE_ROOM = 512;
 
 /** Hands an introduction request on (the introductions room). */
-export type IntroduceRequest = (dg: Datagram, conn: Conn, target: Json) => Drop | undefined;
+export type IntroduceRequest = (dg: Datagram, conn: PeerConn, target: Json) => Drop | undefined;
 
 /** Hands a received introduction card on (the introductions room). */
 export type IntroductionCard = (
@@ -69,8 +69,8 @@ export class Discovery {
    * instances), always one datagram. A request naming a peer to `introduce` goes to the introductions room.
    */
   onDiscoveryRequest(dg: Datagram, conn: Conn | undefined, msg: Message): Drop | undefined {
-    const peer = conn?.peer;
-    if (!conn || !peer) return this.#send.notRegistered(dg, "DiscoveryRequest");
+    if (!hasPeer(conn)) return this.#send.notRegistered(dg, "DiscoveryRequest");
+    const peer = conn.peer;
     if (isJsonObject(msg.payload) && msg.payload.introduce !== undefined) {
       return this.#introduce(dg, conn, msg.payload.introduce);
     }
@@ -122,11 +122,11 @@ export class Discovery {
     // In cluster mode the other instances' peers are listed too, merged in the same order.
     for (const other of mergeByOrder(net, this.#cluster.remote.byNetwork.get(peer.network))) {
       const local = "key" in other;
-      const info = local ? other.peer!.info : other.info;
-      if (local && other.peer!.state !== "authenticated") continue;
+      const info = local ? other.peer.info : other.info;
+      if (local && other.peer.state !== "authenticated") continue;
       if (capability !== null && !info.capabilities.includes(capability)) continue;
       total++;
-      const order = local ? other.peer!.order ?? 0 : other.order;
+      const order = local ? other.peer.order ?? 0 : other.order;
       if (cursor !== null && order <= cursor) continue;
       if (cursor === null && index++ < offset) continue;
       if (next !== null || nextCursor !== null) continue;
@@ -180,8 +180,8 @@ export class Discovery {
   }
 
   /** A registered peer as a discovery entry (with its observed address for peers with the extensions). */
-  peerInfo(conn: Conn, observed: boolean): PeerInfo {
-    const info = conn.peer!.info;
+  peerInfo(conn: PeerConn, observed: boolean): PeerInfo {
+    const info = conn.peer.info;
     const out: PeerInfo = {
       id: info.id,
       addr: info.listen_addr,
@@ -212,9 +212,9 @@ export function remotePeerInfo(r: RemotePeer, observed: boolean): PeerInfo {
  * the registration order (each map iterates in that order).
  */
 function* mergeByOrder(
-  local: Map<string, Conn> | undefined,
+  local: Map<string, PeerConn> | undefined,
   remote: Map<string, RemotePeer> | undefined,
-): Generator<Conn | RemotePeer> {
+): Generator<PeerConn | RemotePeer> {
   if (!remote || remote.size === 0) {
     if (local) yield* local.values();
     return;
@@ -232,7 +232,7 @@ function* mergeByOrder(
       if (y.done) return;
       yield y.value;
       y = b.next();
-    } else if (y.done || (x.value.peer!.order ?? 0) < y.value.order) {
+    } else if (y.done || (x.value.peer.order ?? 0) < y.value.order) {
       yield x.value;
       x = a.next();
     } else {

@@ -261,7 +261,7 @@ export class Endpoint {
   peers(): PeerSummary[] {
     const out: PeerSummary[] = [];
     for (const net of this.#core.table.byNetwork.values()) {
-      for (const conn of net.values()) out.push(this.#core.summary(conn, conn.peer!));
+      for (const conn of net.values()) out.push(this.#core.summary(conn, conn.peer));
     }
     return out;
   }

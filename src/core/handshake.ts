@@ -18,7 +18,7 @@ import {
   parseNodeInfo,
   type SocketAddr,
 } from "../wire/mod.ts";
-import { type Conn, type KeyedPeer, newConn, type PeerEntry } from "./peers.ts";
+import { type Conn, hasLink, type KeyedPeer, type LinkConn, newConn, type PeerEntry } from "./peers.ts";
 import type { Core } from "./context.ts";
 import type { Sessions } from "./sessions.ts";
 import type { SendPath } from "./send.ts";
@@ -198,8 +198,8 @@ export class Handshakes {
         }
         // A new handshake, new keys: the old session ends here (unless our own link shares it).
         if (!conn.link) this.#sessions.endSession(conn);
-        if (keyed) conn.peer!.keyed = keyed;
-        else delete conn.peer!.keyed;
+        if (keyed) conn.peer.keyed = keyed;
+        else delete conn.peer.keyed;
         const response = this.#send.sendReliable(
           now,
           conn,
@@ -260,14 +260,14 @@ export class Handshakes {
     else if (!conn.validated && conn.bytesIn === 0) conn.bytesIn = dg.size;
     this.#life.newSession(conn, msg);
     const network = networkOf(info);
-    this.#core.table.register(conn, {
+    const registered = this.#core.table.register(conn, {
       info,
       network,
       state: "handshaking",
       requestId: msg.id,
       joinedAt: now,
     });
-    if (keyed) conn.peer!.keyed = keyed;
+    if (keyed) registered.peer.keyed = keyed;
     conn.heartbeatAt = now + this.#core.heartbeatMs;
     this.#core.recentlyClosed.delete(key);
     const response = this.#send.sendReliable(
@@ -276,7 +276,7 @@ export class Handshakes {
       "HandshakeResponse",
       this.responsePayload(network, conn),
     );
-    if (response) conn.peer!.responseId = response.id;
+    if (response) registered.peer.responseId = response.id;
     if (info.capabilities.includes("server") && !conn.link) {
       // A sibling server registered with us (its discovery probe, or its connectToPeer): register with it
       // too, so both list each other.
@@ -287,8 +287,8 @@ export class Handshakes {
 
   /** Our handshake's answer (client role, sibling servers): the link connects, or fails with a reason. */
   onHandshakeResponse(now: number, conn: Conn | undefined, msg: Message): Drop | undefined {
-    const link = conn?.link;
-    if (!conn || !link) return drop("unexpected", "HandshakeResponse without a handshake in progress");
+    if (!hasLink(conn)) return drop("unexpected", "HandshakeResponse without a handshake in progress");
+    const link = conn.link;
     const payload = parseHandshakeResponse(msg.payload);
     if (typeof payload === "string") return drop("bad_payload", `HandshakeResponse: ${payload}`);
     if (link.state === "connected") return undefined; // a repeat; the Ack (if asked) already went out
@@ -412,8 +412,8 @@ export class Handshakes {
     }
   }
   /** Repeats our HandshakeRequest on `conn` (with the cookie its link now carries). */
-  repeatRequest(now: number, conn: Conn): void {
-    const link = conn.link!;
+  repeatRequest(now: number, conn: LinkConn): void {
+    const link = conn.link;
     this.#send.sendReliable(now, conn, "HandshakeRequest", link.local as unknown as Json, {
       schedule: link.probe ? PROBE_SCHEDULE : null,
     });

@@ -17,7 +17,7 @@ import {
   type SocketAddr,
 } from "../wire/mod.ts";
 import { isUuid } from "../deps/uuid.ts";
-import { type Conn, extras } from "./peers.ts";
+import { extras, type PeerConn } from "./peers.ts";
 import { fullBucket, type Rate, take } from "./limits.ts";
 import type { Core } from "./context.ts";
 import type { SendPath } from "./send.ts";
@@ -223,7 +223,7 @@ export class Introductions {
    * nonce, at the same moment, so both start punching together. Only between authenticated peers of one
    * network that speak the extensions; at most one a second per requester (bursts of 10).
    */
-  introduce(dg: Datagram, conn: Conn, target: Json): Drop | undefined {
+  introduce(dg: Datagram, conn: PeerConn, target: Json): Drop | undefined {
     const now = dg.now;
     const refuse = (why: string): Drop => {
       this.#send.reply(dg, conn, "Error", {
@@ -237,7 +237,7 @@ export class Introductions {
     }
     const id = target.toLowerCase();
     const other = this.#core.table.byId.get(id);
-    const me = conn.peer!;
+    const me = conn.peer;
     const remote = other ? undefined : this.#cluster.remote.byId.get(id);
     const found = other?.peer
       ? other !== conn && other.peer.network === me.network && other.peer.state === "authenticated"
@@ -259,7 +259,7 @@ export class Introductions {
         "DiscoveryResponse",
         introduction(
           this.#disc.peerInfo(other, true),
-          candidatesOf(other.key, other.peer!.info.listen_addr),
+          candidatesOf(other.key, other.peer.info.listen_addr),
           nonce,
           true,
         ),

@@ -262,13 +262,29 @@ export function newConn(key: string, addr: SocketAddr, now: number): Conn {
 }
 
 /** The connections of one endpoint and the indexes over its registered peers. */
+/** A connection in the server role: it holds a registered peer. */
+export type PeerConn = Conn & { peer: PeerEntry };
+
+/** A connection in the client role: it holds a link to a server (or to an introduced peer). */
+export type LinkConn = Conn & { link: LinkEntry };
+
+/** Whether `conn` holds a registered peer. */
+export function hasPeer(conn: Conn | undefined): conn is PeerConn {
+  return conn?.peer != null;
+}
+
+/** Whether `conn` holds a link. */
+export function hasLink(conn: Conn | undefined): conn is LinkConn {
+  return conn?.link != null;
+}
+
 export class PeerTable {
   /** Every connection by address key. */
   readonly byAddr = new Map<string, Conn>();
   /** Registered peers by node id. */
-  readonly byId = new Map<string, Conn>();
+  readonly byId = new Map<string, PeerConn>();
   /** Registered peers by network, then node id (insertion order = registration order). */
-  readonly byNetwork = new Map<string, Map<string, Conn>>();
+  readonly byNetwork = new Map<string, Map<string, PeerConn>>();
   #handshaking = 0;
   #authenticated = 0;
   #order = 0;
@@ -294,15 +310,19 @@ export class PeerTable {
   }
 
   /** Registers `peer` on `conn` (which must have none). */
-  register(conn: Conn, peer: PeerEntry): void {
+  register(conn: Conn, peer: PeerEntry): PeerConn {
     peer.order = this.nextOrder();
     conn.peer = peer;
-    this.byId.set(peer.info.id, conn);
+    // The indexes hold only connections with a peer: `unregister` takes a connection out of them before it
+    // clears `peer`, so the type holds for as long as it is indexed.
+    const registered = conn as PeerConn;
+    this.byId.set(peer.info.id, registered);
     let net = this.byNetwork.get(peer.network);
     if (!net) this.byNetwork.set(peer.network, net = new Map());
-    net.set(peer.info.id, conn);
+    net.set(peer.info.id, registered);
     if (peer.state === "handshaking") this.#handshaking++;
     else this.#authenticated++;
+    return registered;
   }
 
   /** Marks a handshaking peer authenticated. */
@@ -317,13 +337,13 @@ export class PeerTable {
   unregister(conn: Conn): PeerEntry | null {
     const peer = conn.peer;
     if (!peer) return null;
-    conn.peer = null;
     if (this.byId.get(peer.info.id) === conn) this.byId.delete(peer.info.id);
     const net = this.byNetwork.get(peer.network);
     if (net?.get(peer.info.id) === conn) {
       net.delete(peer.info.id);
       if (net.size === 0) this.byNetwork.delete(peer.network);
     }
+    conn.peer = null;
     if (peer.state === "handshaking") this.#handshaking--;
     else this.#authenticated--;
     return peer;

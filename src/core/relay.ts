@@ -168,7 +168,7 @@ export class Relay {
         return undefined;
       }
       if (!relays) return undefined;
-      this.trackRelay(relays, msg, target!.peer!.info.id);
+      this.trackRelay(relays, msg, target!.peer.info.id);
       this.forwarding(target!, copy.id, { kind: "peer", key: conn.key }, msg.id);
       return "deferred";
     }

@@ -18,7 +18,7 @@ import {
   type Message,
   type MessageType,
 } from "../wire/mod.ts";
-import { type Conn, extras } from "./peers.ts";
+import { type Conn, extras, hasLink, hasPeer } from "./peers.ts";
 import { type Pending, type Queued, RttEstimator, SendQueue } from "./reliability.ts";
 import type { GiveUpReason } from "./stats.ts";
 import type { Core } from "./context.ts";
@@ -221,12 +221,14 @@ export class SendPath {
     // link on the same connection), both requests are signed but only the first response is, so the pair
     // shares the first handshake's session.
     if (
-      type === "HandshakeRequest" && this.#sessions.keyed && this.#core.config.auth !== "off" && conn.link
+      type === "HandshakeRequest" && this.#sessions.keyed && this.#core.config.auth !== "off" && hasLink(conn)
     ) {
       msg.auth = this.#sessions.signRequest(conn, msg);
     }
     let activate: (() => void) | null = null;
-    if (type === "HandshakeResponse" && conn.peer?.keyed && this.#sessions.keyed && !conn.link) {
+    if (
+      type === "HandshakeResponse" && hasPeer(conn) && conn.peer.keyed && this.#sessions.keyed && !conn.link
+    ) {
       const signed = this.#sessions.signResponse(now, conn, conn.peer.keyed, msg);
       if (signed) {
         msg.auth = signed.auth;

@@ -6,7 +6,7 @@
  * @module
  */
 import { type AuthFields, encodeMessage, type Message, networkOf, type NodeInfo } from "../wire/mod.ts";
-import type { Conn, KeyedPeer } from "./peers.ts";
+import type { Conn, KeyedPeer, LinkConn, PeerConn } from "./peers.ts";
 import type { Core } from "./context.ts";
 import { CLIENT_AUTH_CODES, ERROR_CODES } from "./types.ts";
 import {
@@ -109,8 +109,8 @@ export class Sessions {
   }
 
   /** Signs our HandshakeRequest (its id and timestamp are final here) with a fresh X25519 key. */
-  signRequest(conn: Conn, msg: Message): AuthFields {
-    const link = conn.link!;
+  signRequest(conn: LinkConn, msg: Message): AuthFields {
+    const link = conn.link;
     const identity = this.#identity!;
     const eph = link.eph = this.#core.generateX25519();
     link.requestId = msg.id;
@@ -139,7 +139,7 @@ export class Sessions {
    */
   signResponse(
     now: number,
-    conn: Conn,
+    conn: PeerConn,
     keyed: KeyedPeer,
     msg: Message,
   ): { auth: AuthFields; activate: () => void } | null {
@@ -151,8 +151,8 @@ export class Sessions {
     const dh = eph.text;
     const claims = responseSignedBytes({
       serverId: this.#core.node.id,
-      networkId: conn.peer!.network,
-      requesterId: conn.peer!.info.id,
+      networkId: conn.peer.network,
+      requesterId: conn.peer.info.id,
       requestId: keyed.requestId,
       timestamp: msg.timestamp,
       messageId: msg.id,
@@ -209,8 +209,8 @@ export class Sessions {
    * A client checks the server's signed HandshakeResponse. Returns null when it may go on (the session is
    * set up when the response was keyed), or the failure code.
    */
-  verifyResponse(conn: Conn, msg: Message, serverInfo: NodeInfo): string | null {
-    const link = conn.link!;
+  verifyResponse(conn: LinkConn, msg: Message, serverInfo: NodeInfo): string | null {
+    const link = conn.link;
     const auth = msg.auth;
     if (!auth || !link.eph || !link.requestId) {
       return link.pinnedKey ? CLIENT_AUTH_CODES.serverUnauthenticated : null;
