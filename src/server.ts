@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { clip, duplicatesLogged, logDropped, logDuplicate } from "./datagram_log.ts";
 import { formatSocketAddr, parseSocketAddr, type SocketAddr } from "./wire/address.ts";
 import { type Config, ConfigError, resolveConfig } from "./config.ts";
 import { generateIdentity, type Identity } from "./core/auth.ts";
@@ -30,16 +31,8 @@ import { getLogger } from "./deps/log.ts";
 import { ClusterNode, type OpenClusterLink } from "./cluster.ts";
 
 const log = getLogger(["p2p_server", "server"]);
-const dropLog = getLogger(["p2p_server", "drops"]);
 /** What remotes say (their Error texts): anyone can send them, so throttled and cut short. */
 const remoteLog = getLogger(["p2p_server", "remote"]);
-
-/** Longest remote-supplied text put in one log line. */
-const MAX_REMOTE_TEXT = 200;
-
-function clip(text: string): string {
-  return text.length > MAX_REMOTE_TEXT ? `${text.slice(0, MAX_REMOTE_TEXT)}... (${text.length} chars)` : text;
-}
 
 /** Capabilities every p2p_server announces. */
 export const SERVER_CAPABILITIES: readonly string[] = ["server", "discovery", "routing"];
@@ -261,6 +254,7 @@ export class P2PServer {
     this.#driver = driver;
     const local = driver.localAddr;
     this.#endpoint.setListenAddr(formatSocketAddr(local));
+    this.#endpoint.reportDuplicates(duplicatesLogged());
     driver.start();
     log.info("listening on {addr}", { addr: formatSocketAddr(local) });
     if (this.#ops) log.info("metrics on http://{addr}/metrics", { addr: formatSocketAddr(this.#ops.addr) });
@@ -572,22 +566,10 @@ export class P2PServer {
           addr: formatSocketAddr(event.from),
           detail: event.reason,
         });
-        if (event.reason === "internal_error") {
-          log.error("internal error on a datagram from {addr} (dropped, serving on): {detail}", {
-            addr: formatSocketAddr(event.from),
-            detail: event.detail,
-          });
-          break;
-        }
-        // Stray datagrams from a peer that just left are expected (spec troubleshooting): debug only.
-        dropLog[event.afterDisconnect ? "debug" : "warn"](
-          "dropped datagram from {addr} ({reason}): {detail}",
-          {
-            addr: formatSocketAddr(event.from),
-            reason: event.reason,
-            detail: clip(event.detail),
-          },
-        );
+        logDropped(event);
+        break;
+      case "duplicate":
+        logDuplicate(event);
         break;
       case "pong":
       case "discovery":

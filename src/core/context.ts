@@ -67,6 +67,8 @@ export class Core {
   readonly timeoutMs: number;
   /** Largest datagram accepted (bytes). */
   readonly maxIncoming: number;
+  /** Report each duplicate reliable message as a `duplicate` event (for a debug log; off by default). */
+  reportDuplicates = false;
   /** Retransmission timeout bounds. */
   readonly rto: RtoBounds;
   /** The byte budget all reassemblies share. */
@@ -129,6 +131,13 @@ export class Core {
   /** Replaces event `index` of {@linkcode pendingEvents} (an answer reported as its request's outcome). */
   replacePending(index: number, event: EndpointEvent): void {
     this.#events[index] = event;
+  }
+
+  /** A reliable message processed already came again: a `duplicate` event when asked for. */
+  duplicate(from: SocketAddr, msg: Message, number: number): void {
+    if (!this.reportDuplicates) return;
+    const space = msg.rel !== undefined ? "rel" : "sequence_number";
+    this.emit({ type: "duplicate", from, messageType: msg.message_type, space, number });
   }
 
   /** Takes the events produced so far. */

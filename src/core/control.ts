@@ -182,12 +182,21 @@ export class Control {
 }
 
 /** A Pong echoes a Ping's `nonce` (our client matches replies by it); otherwise its payload is null. */
+/** The longest `nonce` a Pong echoes (as a string's length): a Pong never grows with its Ping. */
+export const MAX_ECHOED_NONCE = 64;
+
+/** Whether a Ping's `nonce` is echoed: a string of at most {@linkcode MAX_ECHOED_NONCE} characters, or a number. */
+function smallNonce(nonce: Json | undefined): nonce is string | number {
+  return (typeof nonce === "string" && nonce.length <= MAX_ECHOED_NONCE) ||
+    (typeof nonce === "number" && Number.isFinite(nonce));
+}
+
 function pongPayload(ping: Json, observed: string | null): Json {
   const out: { [key: string]: Json } = {};
   if (isJsonObject(ping)) {
     // A path check (a server asking whether we receive at a new address) is answered by naming its nonce.
     if (typeof ping.path_challenge === "string") out.path_response = ping.path_challenge;
-    else if (ping.nonce !== undefined) out.nonce = ping.nonce;
+    else if (smallNonce(ping.nonce)) out.nonce = ping.nonce;
     // A punch probe from an introduced peer: echo its nonce, so it knows this path works.
     if (typeof ping.punch === "string" && ping.punch.length <= 64) out.punch = ping.punch;
   }

@@ -22,7 +22,7 @@ import {
   type NodeInfo,
   type SocketAddr,
 } from "../wire/mod.ts";
-import type { Conn } from "./peers.ts";
+import { type Conn, windowFor } from "./peers.ts";
 import type { DirectoryRecord, RemoteDirectory } from "./directory.ts";
 import type { ClusterMessage } from "./directory.ts";
 import type { StatsSnapshot } from "./stats.ts";
@@ -152,6 +152,11 @@ export class Endpoint {
   /** This endpoint's NodeInfo. */
   get node(): NodeInfo {
     return this.#core.node;
+  }
+
+  /** Whether each duplicate reliable message is reported as a `duplicate` event (counted either way). */
+  reportDuplicates(on: boolean): void {
+    this.#core.reportDuplicates = on;
   }
 
   /** Updates the address this endpoint reports for itself (after binding to port 0, say). */
@@ -523,8 +528,9 @@ export class Endpoint {
           return drop("buffer_full", `ordered message ${msg.ord} does not fit the reorder buffer`);
         }
         tracked = msg.rel ?? msg.sequence_number;
-        if (tracked !== null && !conn.window.isNew(tracked)) {
+        if (tracked !== null && !windowFor(conn, msg.rel).isNew(tracked)) {
           this.#send.ackReceived(dg, conn, msg);
+          core.duplicate(dg.from, msg, tracked);
           return "duplicate";
         }
       }
@@ -547,8 +553,9 @@ export class Endpoint {
       (outcome === undefined || outcome === "duplicate" || outcome.refused)
     ) {
       if (conn && tracked !== null) {
-        const before = conn.window.highest;
-        conn.window.accept(tracked);
+        const window = windowFor(conn, msg.rel);
+        const before = window.highest;
+        window.accept(tracked);
         if (msg.rel !== undefined) this.#streams.noteRel(now, conn, before, msg.rel);
       }
       // A HandshakeRequest may have created the connection meanwhile: the Ack goes out on it (with its sum).

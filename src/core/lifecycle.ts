@@ -6,7 +6,7 @@
  * @module
  */
 import type { MessageType } from "../wire/mod.ts";
-import type { Conn } from "./peers.ts";
+import { type Conn, windowFor } from "./peers.ts";
 import type { Message } from "../wire/mod.ts";
 import { fullBucket } from "./limits.ts";
 import { UNPROVEN_RATE } from "./admission.ts";
@@ -117,6 +117,7 @@ export class Lifecycle {
   /** The remote starts a new session: forget its stream state; our ordered numbering restarts too. */
   newSession(conn: Conn, request: Message | null): void {
     conn.window.reset();
+    conn.relWindow?.reset();
     const x = conn.x;
     if (x) {
       x.reassembly?.clear(this.#core.reassemblyBudget);
@@ -126,7 +127,7 @@ export class Lifecycle {
       x.ordNext = 1;
     }
     const num = request?.rel ?? request?.sequence_number ?? null;
-    if (request?.requires_ack && num !== null) conn.window.accept(num);
+    if (request?.requires_ack && num !== null) windowFor(conn, request.rel).accept(num);
   }
 
   /** An Ack or a confirming Ping named `id`: when that is our HandshakeResponse, the address is proven. */

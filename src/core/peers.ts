@@ -108,10 +108,15 @@ export interface Conn extends Timed {
   /** Next sequence number to send. */
   nextSeq: number;
   /**
-   * Reliable messages already processed: by their `rel` number when they carry one (p2p_server peers), else
-   * by `sequence_number`.
+   * Reliable messages without a `rel` number already processed, by `sequence_number` (deployed peers number
+   * everything this way; p2p_server peers their HandshakeRequest).
    */
   window: ReceiveWindow;
+  /**
+   * Reliable messages with a `rel` number (p2p_server peers' reliable stream) already processed, allocated
+   * on the first. A space of its own: a `rel` never collides with a `sequence_number` of the same value.
+   */
+  relWindow: ReceiveWindow | null;
   /** Next `rel` number (the reliable stream) to send. */
   relNext: number;
   /** Round-trip estimate of this path, once sampled. */
@@ -240,6 +245,7 @@ export function newConn(key: string, addr: SocketAddr, now: number): Conn {
     addr: { hostname: addr.hostname, port: addr.port },
     nextSeq: 1,
     window: new ReceiveWindow(),
+    relWindow: null,
     relNext: 1,
     rtt: null,
     ext: false,
@@ -259,6 +265,16 @@ export function newConn(key: string, addr: SocketAddr, now: number): Conn {
     filedAt: Infinity,
     timerToken: 0,
   };
+}
+
+/**
+ * The receive window a reliable message is numbered in: the `rel` window when it carries `rel`, else the
+ * `sequence_number` window. The two spaces are kept apart so that neither number can mark the other's
+ * message a duplicate.
+ */
+export function windowFor(conn: Conn, rel: number | undefined): ReceiveWindow {
+  if (rel === undefined) return conn.window;
+  return conn.relWindow ??= new ReceiveWindow();
 }
 
 /** The connections of one endpoint and the indexes over its registered peers. */

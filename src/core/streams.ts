@@ -232,7 +232,7 @@ export class Streams {
       if (missing) {
         const ask: number[] = [];
         for (const [rel, since] of missing) {
-          if (now - since >= lifetime || conn.window.has(rel)) missing.delete(rel);
+          if (now - since >= lifetime || conn.relWindow?.has(rel)) missing.delete(rel);
           else if (ask.length < MAX_RETRANSMIT_REQUEST) ask.push(rel);
         }
         if (ask.length > 0) {

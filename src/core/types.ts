@@ -128,6 +128,17 @@ export type EndpointEvent =
     message: Message;
   }
   | { type: "error"; from: SocketAddr; error: ErrorPayload; message: Message }
+  /**
+   * A reliable message already processed came again: acknowledged again, not processed (only reported when
+   * `Endpoint.reportDuplicates(true)` asked for it). `space` names the numbering it was found in.
+   */
+  | {
+    type: "duplicate";
+    from: SocketAddr;
+    messageType: MessageType;
+    space: "rel" | "sequence_number";
+    number: number;
+  }
   /** A periodic tick asked for with `Endpoint.every` is due. */
   | { type: "tick"; name: string }
   /** A request made with `Endpoint.request` was answered (its answer's raw event is not reported). */
