@@ -1,12 +1,13 @@
 /**
  * Admission: what the core lets in and what it lets out to addresses that have not proven they receive.
  * Rate limits (per IP, per IP for handshakes, per node, global, bans), stateless handshake cookies, and the
- * anti-amplification budget (never more than 3x the bytes received to an unproven address; a bounded byte
- * rate to a deployed peer validated only by the compatibility rule).
+ * anti-amplification budget: never more than 3x the bytes received to an address that has not proven it
+ * receives, per connection and per IP across all its ports, with at most {@linkcode UNPROVEN_CREDIT_CAP}
+ * bytes of credit banked, so the bound holds over any window, not only on average.
  *
  * @module
  */
-import { fullBucket, type Rate, RateLimiter, take, takeMany } from "./limits.ts";
+import { fullBucket, type Rate, RateLimiter, take } from "./limits.ts";
 import { CookieJar } from "./cookies.ts";
 import type { Conn } from "./peers.ts";
 import type { CoreConfig } from "./config.ts";
@@ -15,10 +16,14 @@ import type { Message } from "../wire/mod.ts";
 import type { Stats } from "./stats.ts";
 
 /**
- * Bytes per second (and burst) sent to a peer validated only by the compatibility rule: enough for a deployed
- * client's discovery pages and echoes, too little to make the server a useful reflector.
+ * The most credit (bytes that may still be sent) an IP's unproven addresses bank together: 3 bytes per byte
+ * received from that IP, spent by every reply to its unproven addresses. A deployed client that never acks
+ * (so never proves its address) gets its handshake, echoes and Pongs, and discovery answers trimmed to fit.
  */
-export const UNPROVEN_RATE: Rate = { perSecond: 16 * 1024, burst: 64 * 1024 };
+export const UNPROVEN_CREDIT_CAP = 16 * 1024;
+
+/** Source IPs whose credit is tracked at once (the oldest entry goes first; each connection keeps its own 3x). */
+export const MAX_CREDIT_IPS = 16_384;
 
 /** What the cookie check decided about a HandshakeRequest. */
 export type CookieVerdict =
@@ -34,6 +39,8 @@ export class Admission {
   readonly #limiter: RateLimiter;
   readonly #cookies: CookieJar;
   readonly #nodeRate: Rate;
+  /** Per source IP with unproven connections: the bytes that may still go to them. */
+  readonly #credit = new Map<string, number>();
 
   /**
    * @param config The core's settings.
@@ -58,6 +65,19 @@ export class Admission {
   /** The per-IP and global limits for one datagram, before it is decoded. */
   admit(ip: string, now: number): "ok" | "ip" | "global" | "banned" {
     return this.#limiter.admit(ip, now);
+  }
+
+  /** Bytes received from `ip`: 3x as many may go back to its unproven addresses (up to the cap). */
+  received(ip: string, size: number): void {
+    const credit = this.#credit.get(ip);
+    if (credit !== undefined) this.#credit.set(ip, Math.min(UNPROVEN_CREDIT_CAP, credit + 3 * size));
+  }
+
+  /** How many bytes may go to `conn` now (`Infinity` once it proved it receives). */
+  available(conn: Conn): number {
+    if (conn.validated) return Infinity;
+    const own = 3 * conn.bytesIn - conn.bytesOut;
+    return Math.min(own, this.#credit.get(conn.addr.hostname) ?? Math.min(own, UNPROVEN_CREDIT_CAP));
   }
 
   /** The per-node limit of a registered peer. */
@@ -91,16 +111,13 @@ export class Admission {
 
   /**
    * Whether `size` more bytes may go to a connection now: to one that has not proven it receives, at most 3x
-   * what it sent; to one validated only by the compatibility rule, within {@linkcode UNPROVEN_RATE}. Spends
-   * the budget when it allows.
+   * what it sent and within its IP's credit. Spends both when it allows.
    */
-  mayOn(now: number, conn: Conn, size: number): boolean {
-    if (!conn.validated) {
-      if (conn.bytesOut + size > 3 * conn.bytesIn) return this.#limited();
-      conn.bytesOut += size;
-    } else if (conn.unproven && !takeMany(conn.unproven, UNPROVEN_RATE, now, size)) {
-      return this.#limited();
-    }
+  mayOn(conn: Conn, size: number): boolean {
+    if (conn.validated) return true;
+    const own = 3 * conn.bytesIn - conn.bytesOut;
+    if (size > own || !this.#spend(conn.addr.hostname, size, own)) return this.#limited();
+    conn.bytesOut += size;
     return true;
   }
 
@@ -114,8 +131,27 @@ export class Admission {
     if (size > dg.budget || (unvalidated && unvalidated.bytesOut + size > 3 * unvalidated.bytesIn)) {
       return this.#limited();
     }
+    // An IP with unproven connections spends its credit on stateless replies too (each is within 3x of its
+    // own trigger, so an IP with none needs no entry).
+    const ip = dg.from.hostname;
+    if (this.#credit.has(ip) && !this.#spend(ip, size, 0)) return this.#limited();
     dg.budget -= size;
     if (unvalidated) unvalidated.bytesOut += size;
+    return true;
+  }
+
+  /** Spends `size` of `ip`'s credit (starting from `seed`, capped, when it has none yet). */
+  #spend(ip: string, size: number, seed: number): boolean {
+    let credit = this.#credit.get(ip);
+    if (credit === undefined) {
+      credit = Math.min(seed, UNPROVEN_CREDIT_CAP);
+      if (this.#credit.size >= MAX_CREDIT_IPS) this.#credit.delete(this.#credit.keys().next().value!);
+    }
+    if (size > credit) {
+      this.#credit.set(ip, credit);
+      return false;
+    }
+    this.#credit.set(ip, credit - size);
     return true;
   }
 

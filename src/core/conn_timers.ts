@@ -51,7 +51,7 @@ export class ConnTimers {
         p.lastSentAt = now;
         p.nextAt = Math.min(now + this.#send.wait(conn, p), p.giveUpAt);
         this.#core.stats.retransmissions++;
-        this.#send.resend(now, conn, p.bytes, p.type);
+        this.#send.resend(conn, p.bytes, p.type);
         continue;
       }
       conn.outbox.remove(p.id);

@@ -171,12 +171,12 @@ export class Core {
    * fit in a UDP datagram is counted and not queued (false). One held back by the budget is treated as lost
    * (true: retransmissions retry it later).
    */
-  transmitOn(now: number, conn: Conn, bytes: Uint8Array, type: MessageType): boolean {
+  transmitOn(conn: Conn, bytes: Uint8Array, type: MessageType): boolean {
     if (bytes.length > MAX_UDP_PAYLOAD) {
       this.stats.sendsTooLarge++;
       return false;
     }
-    if (!this.admission.mayOn(now, conn, bytes.length)) return true;
+    if (!this.admission.mayOn(conn, bytes.length)) return true;
     this.#queue(conn.addr, bytes, type);
     return true;
   }

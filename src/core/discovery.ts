@@ -111,6 +111,12 @@ export class Discovery {
     const entries: Json[] = [];
     // Always one datagram: the extensions' datagram size for peers that speak them, else one UDP datagram.
     let budget = (conn.ext ? this.#core.config.maxDatagramSize : MAX_UDP_PAYLOAD) - ENVELOPE_ROOM;
+    // To an address that has not proven it receives (a deployed client never does), also within what may go
+    // to it (3x what its IP sent, admission.ts), its Ack included: a smaller answer rather than none.
+    const allowed = this.#core.admission.available(conn);
+    if (allowed !== Infinity) {
+      budget = Math.min(budget, allowed - ENVELOPE_ROOM - (msg.requires_ack ? ACK_ROOM : 0));
+    }
     let index = 0;
     let next: number | null = null;
     let nextCursor: string | null = null;
@@ -206,6 +212,9 @@ export function remotePeerInfo(r: RemotePeer, observed: boolean): PeerInfo {
   if (observed) out.observed_addr = r.observed;
   return out;
 }
+
+/** Room kept for the Ack of a DiscoveryRequest that asked for one (it goes out with the answer). */
+const ACK_ROOM = 320;
 
 /**
  * This instance's peers of one network and the mirrored ones of other instances, merged by their place in

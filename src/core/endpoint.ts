@@ -55,7 +55,7 @@ import {
 } from "./types.ts";
 
 export * from "./types.ts";
-export { UNPROVEN_RATE } from "./admission.ts";
+export { UNPROVEN_CREDIT_CAP } from "./admission.ts";
 export type { CoreConfig } from "./config.ts";
 export type { ConnectOptions } from "./handshake.ts";
 
@@ -179,6 +179,7 @@ export class Endpoint {
       stats.drop(admission === "banned" ? "banned" : "rate_limited");
       return;
     }
+    core.admission.received(from.hostname, bytes.length);
     const key = formatSocketAddr(from);
     if (bytes.length > core.maxIncoming) {
       core.drop(from, key, "oversize", `${bytes.length} bytes exceed the ${core.maxIncoming}-byte limit`);

@@ -174,7 +174,7 @@ export class Handshakes {
       if (peer.requestId === msg.id) {
         // A retransmission of the request we already answered: resend the answer if it is still waiting.
         const pending = conn.outbox.findType("HandshakeResponse");
-        if (pending) this.#send.resend(now, conn, pending.bytes, pending.type);
+        if (pending) this.#send.resend(conn, pending.bytes, pending.type);
         return "duplicate";
       }
       if (peer.info.id === info.id) {

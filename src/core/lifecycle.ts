@@ -8,8 +8,6 @@
 import type { MessageType } from "../wire/mod.ts";
 import { type Conn, windowFor } from "./peers.ts";
 import type { Message } from "../wire/mod.ts";
-import { fullBucket } from "./limits.ts";
-import { UNPROVEN_RATE } from "./admission.ts";
 import type { Core } from "./context.ts";
 import type { Sessions } from "./sessions.ts";
 import type { SendPath } from "./send.ts";
@@ -37,12 +35,9 @@ export class Lifecycle {
     if (peer?.state !== "handshaking") return;
     this.#core.table.authenticate(conn);
     // A peer without the extensions never acks (deployed clients): its later message is taken as proof that
-    // it receives here, for compatibility. A spoofer can fake that message, so such a peer gets a bounded
-    // byte rate until it proves itself. A peer with the extensions proves it by naming our response (#proof).
-    if (!conn.ext && !conn.validated) {
-      conn.validated = true;
-      conn.unproven = fullBucket(UNPROVEN_RATE, now);
-    }
+    // it received the response, for compatibility, so it joins; but a spoofer can fake that message, so it
+    // has not proven its address: until it does (naming our response, see #proof), everything sent to it
+    // stays within 3x what its IP sent (admission.ts).
     // Whatever confirmed it (the Ack, or a later message that overtook the Ack) times the round trip.
     this.#send.settled(now, conn, conn.outbox.settleType("HandshakeResponse"));
     this.#core.stats.handshakesOk++;
@@ -135,7 +130,6 @@ export class Lifecycle {
     const responseId = conn.peer?.responseId;
     if (responseId !== undefined && id.toLowerCase() === responseId) {
       conn.validated = true;
-      conn.unproven = null;
     }
   }
 }

@@ -19,7 +19,7 @@
  */
 export { Endpoint } from "./endpoint.ts";
 export * from "./types.ts";
-export { UNPROVEN_RATE } from "./admission.ts";
+export { UNPROVEN_CREDIT_CAP } from "./admission.ts";
 export type { CoreConfig, CoreCookieMode, CoreRetransmitPolicy } from "./config.ts";
 export type { ConnectOptions } from "./handshake.ts";
 export type { RequestSpec } from "./requests.ts";

@@ -138,11 +138,6 @@ export interface Conn extends Timed {
   bytesOut: number;
   /** Rate-limit bucket of a registered peer, once it has sent anything after registering. */
   bucket: Bucket | null;
-  /**
-   * Bytes that may still be sent to a peer validated only by the compatibility rule (a deployed client's
-   * later message, which a spoofer can fake): null once the peer proved its address, or never needed it.
-   */
-  unproven: Bucket | null;
   /** Reliable messages waiting for an Ack. */
   outbox: Outbox;
   /** When anything was last heard from this address (ms). */
@@ -255,7 +250,6 @@ export function newConn(key: string, addr: SocketAddr, now: number): Conn {
     bytesIn: 0,
     bytesOut: 0,
     bucket: null,
-    unproven: null,
     outbox: new Outbox(),
     lastHeard: now,
     heartbeatAt: Infinity,

@@ -85,7 +85,7 @@ export class SendPath {
     if (bytes.length > this.#core.config.maxDatagramSize && conn.ext) {
       return this.fragment(now, conn, { id: msg.id, type, payload, ord: null, schedule: null });
     }
-    return this.#core.transmitOn(now, conn, bytes, type) ? msg : null;
+    return this.#core.transmitOn(conn, bytes, type) ? msg : null;
   }
 
   /**
@@ -244,7 +244,7 @@ export class SendPath {
     if (bytes.length > (conn.ext ? this.#core.config.maxDatagramSize : MAX_UDP_PAYLOAD) && !item.frag) {
       return null;
     }
-    if (!this.#core.transmitOn(now, conn, bytes, type)) return null;
+    if (!this.#core.transmitOn(conn, bytes, type)) return null;
     conn.nextSeq = seq === MAX_SEQUENCE ? 0 : seq + 1;
     conn.relNext = rel === MAX_SEQUENCE ? 0 : rel + 1;
     const schedule = item.schedule;
@@ -349,7 +349,7 @@ export class SendPath {
   /** Acknowledges `acked` on a connection (MAC'd in a running session). */
   ackOn(now: number, conn: Conn, acked: Message): void {
     const msg = this.#ack(now, acked);
-    this.#core.transmitOn(now, conn, this.#sessions.encodeOn(conn, msg, conn.ext), "Ack");
+    this.#core.transmitOn(conn, this.#sessions.encodeOn(conn, msg, conn.ext), "Ack");
   }
 
   /**
@@ -363,8 +363,8 @@ export class SendPath {
     const queued = core.queuedTransmits;
     if (!conn) core.transmitStateless(dg, dg.from, encodeMessage(msg, dg.summed), "Ack");
     else if (options.mac ?? true) {
-      core.transmitOn(dg.now, conn, this.#sessions.encodeOn(conn, msg, conn.ext), "Ack");
-    } else core.transmitOn(dg.now, conn, encodeMessage(msg, conn.ext), "Ack");
+      core.transmitOn(conn, this.#sessions.encodeOn(conn, msg, conn.ext), "Ack");
+    } else core.transmitOn(conn, encodeMessage(msg, conn.ext), "Ack");
     const at = options.at ?? -1;
     if (at >= 0 && at < queued && core.queuedTransmits > queued) core.moveLastTo(at);
   }
@@ -406,8 +406,8 @@ export class SendPath {
   }
 
   /** Sends a kept datagram again (a retransmission). */
-  resend(now: number, conn: Conn, bytes: Uint8Array, type: MessageType): void {
-    this.#core.transmitOn(now, conn, bytes, type);
+  resend(conn: Conn, bytes: Uint8Array, type: MessageType): void {
+    this.#core.transmitOn(conn, bytes, type);
   }
 
   /**

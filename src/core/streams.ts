@@ -220,7 +220,7 @@ export class Streams {
     pending.lastSentAt = now;
     pending.nextAt = Math.min(Math.max(pending.nextAt, now + this.#core.rtoOf(conn)), pending.giveUpAt);
     this.#core.stats.nackResends++;
-    this.#send.resend(now, conn, pending.bytes, pending.type);
+    this.#send.resend(conn, pending.bytes, pending.type);
   }
 
   /** Gap reports, reassembly expiry and ordered-delivery gaps that outlived the delivery deadline. */
