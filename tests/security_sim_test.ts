@@ -1112,45 +1112,60 @@ Deno.test("global bucket: every datagram counts against it, whatever its IP", ()
   assertBalanced(server, sim.now);
 });
 
-Deno.test("bans: 1,000 over-limit datagrams in a row ban the IP for ban_seconds, an admitted one resets the count, and the ban expires", () => {
+Deno.test("bans: 1,000 over-limit datagrams within 1 s ban a proven IP for ban_seconds (admitted ones between do not reset the count), and the ban expires", () => {
   const sim = new Sim({ seed: 25 });
   const server = newServer(sim, { rateLimitDatagramsPerIp: [10, 10], banSeconds: 5 });
   const forge = new Forge(25);
   const stats = () => server.endpoint.getStats(sim.now);
-  // Strikes in a row: 999, then one admitted datagram, then 999 more: no ban.
-  const patient = sim.addRaw("198.51.100.80:4000");
-  pings(patient, forge, 10 + BAN_STRIKES - 1);
-  sim.runFor(200); // 2 tokens
-  pings(patient, forge, 1 + BAN_STRIKES - 1);
-  sim.runFor(10);
-  assertStrictEquals(stats().drops.banned, 0);
-  pings(patient, forge, 1);
-  sim.runFor(10);
-  assertStrictEquals(patient.messages("Pong").length, 12, "one token was left: not banned");
-  // 1,000 in a row: banned.
+  // The attacker proves its own address (it acks our HandshakeResponse), then floods from it.
   const attacker = sim.addRaw("203.0.113.80:4000");
+  join(sim, attacker);
   const bystander = sim.addRaw("198.51.100.81:4000");
-  pings(attacker, forge, 10 + BAN_STRIKES + 5);
+  sim.runFor(2_000); // a full bucket again
+  pings(attacker, forge, 10 + BAN_STRIKES - 1);
+  sim.runFor(200); // 2 tokens: admitted datagrams do not reset the count
+  pings(attacker, forge, 2 + 1 + 5);
   sim.runFor(100);
-  assertStrictEquals(attacker.messages("Pong").length, 10);
+  assertStrictEquals(attacker.messages("Pong").length, 12);
   assertStrictEquals(stats().drops.banned, 5, "the datagrams after the 1,000th strike");
   const limited = stats().drops.rate_limited;
-  sim.runFor(4_800); // 4.9 s into the ban: still banned, although the bucket has refilled
+  sim.runFor(4_600); // 4.9 s into the ban: still banned, although the bucket has refilled
   pings(attacker, forge, 3);
   pings(bystander, forge, 3);
   sim.runFor(50);
-  assertStrictEquals(attacker.messages("Pong").length, 10);
+  assertStrictEquals(attacker.messages("Pong").length, 12);
   assertStrictEquals(stats().drops.banned, 8);
   assertStrictEquals(bystander.messages("Pong").length, 3, "another IP is unaffected");
-  sim.runFor(200); // the ban is over
+  sim.runFor(300); // the ban is over
   pings(attacker, forge, 3);
   sim.runFor(50);
-  assertStrictEquals(attacker.messages("Pong").length, 13);
+  assertStrictEquals(attacker.messages("Pong").length, 15);
   const s = stats();
   assertStrictEquals(s.drops.banned, 8);
   assertStrictEquals(s.drops.rate_limited, limited);
   assertStrictEquals(droppedEvents(server, "banned") + droppedEvents(server, "rate_limited"), 0);
   assertBalanced(server, sim.now);
+});
+
+Deno.test("9: spoofed floods cannot aim a ban at a victim: an IP that never proved it receives is rate limited, never banned", () => {
+  const sim = new Sim({ seed: 26 });
+  const server = newServer(sim, { rateLimitDatagramsPerIp: [10, 20], banSeconds: 60 });
+  const forge = new Forge(26);
+  const stats = () => server.endpoint.getStats(sim.now);
+  // ~1,100 spoofed Pings in the victim IP's name, from several ports, within a second (the tester's attack).
+  const spoofed = Array.from({ length: 4 }, (_, i) => sim.addRaw(`203.0.113.90:${5000 + i}`));
+  for (const p of spoofed) pings(p, forge, 280);
+  sim.runFor(100);
+  assert(stats().drops.rate_limited >= BAN_STRIKES, `${stats().drops.rate_limited} over the limit`);
+  assertStrictEquals(stats().drops.banned, 0);
+  // The real victim, a moment later, registers and is served.
+  sim.runFor(2_000);
+  const victim = sim.addRaw("203.0.113.90:7000");
+  join(sim, victim);
+  pings(victim, forge, 3);
+  sim.runFor(50);
+  assertStrictEquals(victim.messages("Pong").length, 3);
+  assertStrictEquals(stats().drops.banned, 0);
 });
 
 Deno.test("rate_limit_exempt_loopback: 127.x sources skip the per-IP buckets when true and not when false", () => {

@@ -46,8 +46,9 @@ export class Admission {
    * @param config The core's settings.
    * @param stats Where refusals are counted.
    * @param cookieSecret The secret cookies are made with.
+   * @param mayBan Whether an IP may be banned (it has a connection that proved it receives).
    */
-  constructor(config: CoreConfig, stats: Stats, cookieSecret: Uint8Array) {
+  constructor(config: CoreConfig, stats: Stats, cookieSecret: Uint8Array, mayBan: (ip: string) => boolean) {
     this.#config = config;
     this.#stats = stats;
     const rate = ([perSecond, burst]: [number, number]): Rate => ({ perSecond, burst });
@@ -57,6 +58,7 @@ export class Admission {
       datagramsGlobal: rate(config.rateLimitDatagramsGlobal),
       banSeconds: config.banSeconds,
       exemptLoopback: config.rateLimitExemptLoopback,
+      mayBan,
     });
     this.#nodeRate = rate(config.rateLimitDatagramsPerNode);
     this.#cookies = new CookieJar(cookieSecret);

@@ -113,7 +113,30 @@ export class Core {
     ];
     const secret = options.cookieSecret ??
       Uint8Array.from({ length: 32 }, () => Math.floor(this.random() * 256));
-    this.admission = new Admission(c, this.stats, secret);
+    this.admission = new Admission(c, this.stats, secret, (ip) => this.#provenIps.has(ip));
+  }
+
+  // ---------------------------------------------------------------- proven addresses
+
+  /** Connections that proved they receive, per IP: only these IPs can be banned (a spoofer's cannot). */
+  readonly #provenIps = new Map<string, number>();
+
+  /** Marks `conn`'s address proven: it showed it receives there. */
+  validate(conn: Conn): void {
+    if (conn.validated) return;
+    conn.validated = true;
+    const ip = conn.addr.hostname;
+    this.#provenIps.set(ip, (this.#provenIps.get(ip) ?? 0) + 1);
+  }
+
+  /** Takes `conn` out of the proven index (it is forgotten, or moves to another address). */
+  unprove(conn: Conn): void {
+    if (!conn.validated) return;
+    conn.validated = false;
+    const ip = conn.addr.hostname;
+    const n = (this.#provenIps.get(ip) ?? 1) - 1;
+    if (n > 0) this.#provenIps.set(ip, n);
+    else this.#provenIps.delete(ip);
   }
 
   // ---------------------------------------------------------------- outputs

@@ -256,7 +256,7 @@ export class Handshakes {
       this.#core.table.byAddr.set(key, conn);
     }
     conn.ext = msg.ext !== undefined;
-    if (dg.cookieOk) conn.validated = true;
+    if (dg.cookieOk) this.#core.validate(conn);
     else if (!conn.validated && conn.bytesIn === 0) conn.bytesIn = dg.size;
     this.#life.newSession(conn, msg);
     const network = networkOf(info);
@@ -366,7 +366,7 @@ export class Handshakes {
     if (conn.link) this.#life.closeLink(conn, null);
     this.#life.newSession(conn, null);
     // We chose to send to it, unless a remote asked us to (a connect-back): that proves nothing about it.
-    if (options.validated ?? true) conn.validated = true;
+    if (options.validated ?? true) this.#core.validate(conn);
     conn.lastHeard = now;
     const probe = options.probe ?? false;
     conn.link = { state: "handshaking", local: this.#core.node, remote: null, probe };

@@ -105,6 +105,7 @@ export class Lifecycle {
     if (conn.peer || conn.link) return;
     this.#sessions.endSession(conn);
     if (this.#core.table.byAddr.get(conn.key) === conn) this.#core.table.byAddr.delete(conn.key);
+    this.#core.unprove(conn);
     this.#core.timers.conns.schedule(conn, Infinity);
     this.#core.closed(conn.key);
   }
@@ -129,7 +130,7 @@ export class Lifecycle {
   proof(conn: Conn, id: string): void {
     const responseId = conn.peer?.responseId;
     if (responseId !== undefined && id.toLowerCase() === responseId) {
-      conn.validated = true;
+      this.#core.validate(conn);
     }
   }
 }

@@ -76,19 +76,32 @@ export interface RateLimits {
   handshakesPerIp: Rate;
   /** Every datagram the endpoint receives. */
   datagramsGlobal: Rate;
-  /** Seconds an IP is banned for after {@linkcode BAN_STRIKES} drops in a row over its limit; 0: no bans. */
+  /**
+   * Seconds an IP is banned for after {@linkcode BAN_STRIKES} drops over its limit within
+   * {@linkcode BAN_WINDOW_MS}; 0: no bans. Only an IP that `mayBan` accepts is banned.
+   */
   banSeconds: number;
+  /**
+   * Whether `ip` may be banned: the core bans only IPs that proved they receive (a spoofer cannot make a
+   * victim's IP do that, so it cannot aim a ban at it). @default {every IP}
+   */
+  mayBan?: (ip: string) => boolean;
   /** Whether loopback sources (127.0.0.0/8, ::1) are exempt from the per-IP limits. */
   exemptLoopback: boolean;
 }
 
-/** Consecutive over-limit datagrams from one IP that earn a ban (when bans are on). */
+/** Over-limit datagrams from one IP within {@linkcode BAN_WINDOW_MS} that earn a ban (when bans are on). */
 export const BAN_STRIKES = 1_000;
+
+/** The window over which an IP's over-limit datagrams are counted towards a ban. */
+export const BAN_WINDOW_MS = 1_000;
 
 interface IpState {
   all: Bucket;
   handshakes: Bucket;
   strikes: number;
+  /** When the current count of strikes began. */
+  strikesSince: number;
   bannedUntil: number;
 }
 
@@ -112,6 +125,7 @@ export type Admission = "ok" | "ip" | "global" | "banned";
  * ```
  */
 export class RateLimiter {
+  #unbannable = 0;
   readonly #limits: RateLimits;
   readonly #ips = new Map<string, IpState>();
   readonly #global: Bucket;
@@ -141,15 +155,35 @@ export class RateLimiter {
       const state = this.#state(ip, now);
       if (state.bannedUntil > now) return "banned";
       if (!take(state.all, limits.datagramsPerIp, now)) {
-        if (limits.banSeconds > 0 && ++state.strikes >= BAN_STRIKES) {
-          state.bannedUntil = now + limits.banSeconds * 1000;
-          state.strikes = 0;
-        }
+        if (limits.banSeconds > 0) this.#strike(ip, state, now);
         return "ip";
       }
-      state.strikes = 0;
     }
     return take(this.#global, limits.datagramsGlobal, now) ? "ok" : "global";
+  }
+
+  /**
+   * Counts an over-limit datagram. The count runs over a window, not in a row: a flooder's datagrams admitted
+   * as its bucket refills do not reset it, so a steady flood over the limit is banned.
+   */
+  #strike(ip: string, state: IpState, now: number): void {
+    if (now - state.strikesSince >= BAN_WINDOW_MS) {
+      state.strikesSince = now;
+      state.strikes = 0;
+    }
+    if (++state.strikes < BAN_STRIKES) return;
+    state.strikes = 0;
+    state.strikesSince = now;
+    if (this.#limits.mayBan && !this.#limits.mayBan(ip)) {
+      this.#unbannable++;
+      return;
+    }
+    state.bannedUntil = now + this.#limits.banSeconds * 1000;
+  }
+
+  /** Times an IP earned a ban but was not banned: it has not proven it receives (it may be spoofed). */
+  get unbannable(): number {
+    return this.#unbannable;
   }
 
   /** Takes a handshake token for `ip`. */
@@ -176,6 +210,7 @@ export class RateLimiter {
       all: fullBucket(this.#limits.datagramsPerIp, now),
       handshakes: fullBucket(this.#limits.handshakesPerIp, now),
       strikes: 0,
+      strikesSince: -Infinity,
       bannedUntil: -Infinity,
     };
     this.#ips.set(ip, state);

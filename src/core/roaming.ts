@@ -72,9 +72,13 @@ export class Roaming {
       this.#checks.delete(key);
       core.table.byAddr.delete(home.key);
       core.closed(home.key);
+      // The path check proved the new address: the proven index follows the move.
+      const proven = home.validated;
+      core.unprove(home);
       home.key = key;
       home.addr = { hostname: from.hostname, port: from.port };
       core.table.byAddr.set(key, home);
+      if (proven) core.validate(home);
       core.stats.roamed++;
       core.emit({ type: "roamed", peer: home.peer ? core.summary(home, home.peer) : null, to: from });
       return true;
