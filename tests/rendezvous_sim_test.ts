@@ -5,6 +5,7 @@
 import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
 import type { Json, PeerInfo } from "../src/wire/mod.ts";
 import { Sim, type SimEndpoint, sock } from "./sim.ts";
+import { isPrivateIp, PROBES_BEFORE_ANSWER } from "../src/core/introductions.ts";
 
 const SERVER = "192.0.2.1:8080";
 
@@ -332,8 +333,36 @@ Deno.test("a punch into silence gives up after its budget with punchFailed on bo
   assertEquals(a.eventsOf("punchFailed").map((e) => e.initiator), [true]);
   assertEquals(b.eventsOf("punchFailed").map((e) => e.initiator), [false]);
   const probes = sim.sentBy(a.addr).filter((s) => s.msg.message_type === "Ping" && s.at >= start);
-  // In the simulation a peer's declared and observed addresses are one: one candidate, probed every 100 ms.
-  assert(probes.length >= 29, `${probes.length} probes: every 100 ms to each candidate`);
+  // In the simulation a peer's declared and observed addresses are one: one candidate, which never answers,
+  // so it gets the probes allowed before an answer and no more (finding 7 of the outside review).
+  assertStrictEquals(probes.length, PROBES_BEFORE_ANSWER);
+  assertEquals(probes.map((p) => p.at - probes[0]!.at), [0, 100, 200, 300, 400]);
+});
+
+Deno.test("7: introduction candidates are observed addresses; a declared public listen_addr is never handed out", () => {
+  const sim = new Sim({ seed: 31, link: { latencyMs: 5 } });
+  sim.addEndpoint(SERVER, { config: { enableDiscovery: false } });
+  const victim = "203.0.113.66:9999";
+  const attacker = sim.addEndpoint("198.51.100.61:5000", { role: "client", node: { listen_addr: victim } });
+  const client = sim.addEndpoint("198.51.100.62:5000", { role: "client" });
+  for (const c of [attacker, client]) sim.act(c, (ep, now) => ep.connect(now, sock(SERVER)));
+  sim.runFor(500);
+  sim.act(
+    attacker,
+    (ep, now) => ep.send(now, sock(SERVER), "DiscoveryRequest", { introduce: client.id }, { reliable: true }),
+  );
+  sim.runFor(5_000);
+  const card = client.eventsOf("introduced")[0]!;
+  assertEquals(card.candidates.map((c) => `${c.hostname}:${c.port}`), [attacker.addr]);
+  assertEquals(
+    sim.trace.filter((t) => t.to === victim).length,
+    0,
+    "nothing ever goes to the declared address",
+  );
+  // Behind one NAT (the same public IP) a private declared address is a LAN path and is handed out.
+  assertEquals(isPrivateIp("192.168.1.20"), true);
+  assertEquals(isPrivateIp("203.0.113.66"), false);
+  assertEquals(isPrivateIp("fd00::1"), true);
 });
 
 Deno.test("introductions are rate-limited per peer (bursts of 10, then one a second)", () => {

@@ -1,6 +1,6 @@
 /**
  * Introductions and hole punching. A server introduces two authenticated peers of one network that speak
- * the extensions: both get each other's candidates (observed address, then declared) and one shared nonce at
+ * the extensions: both get each other's candidates (the observed address; the declared one only behind the same NAT) and one shared nonce at
  * once, so both start punching together. A client that gets such a card probes the candidates (an
  * unnumbered Ping carrying the nonce, every {@linkcode PUNCH_INTERVAL_MS} for {@linkcode PUNCH_BUDGET_MS});
  * the first path that answers wins, and the initiator shakes hands over it.
@@ -41,9 +41,41 @@ const MAX_PUNCHES = 64;
 /** How long after an introduction a client accepts the introduced peer's direct handshake (ms). */
 const INTRODUCTION_TTL_MS = 30_000;
 
-/** Where to try a peer: its observed address, then its declared one. */
-function candidatesOf(observed: string, declared: string): string[] {
-  return observed === declared ? [observed] : [observed, declared];
+/**
+ * Probes a punching client sends to a candidate that has sent it nothing: enough for two NATs whose cards
+ * arrived up to {@linkcode PUNCH_INTERVAL_MS} x 4 apart, few enough that a candidate naming someone else's
+ * address gets next to nothing. Each probe received from a candidate allows 3 more to it (3x, as everywhere).
+ */
+export const PROBES_BEFORE_ANSWER = 5;
+
+/**
+ * Where to try a peer: the address this server observed it at; its declared `listen_addr` too only when it is
+ * a private, loopback or link-local address and both peers come from the same public IP (the same NAT, so a
+ * LAN path may exist). A declared public address is never handed out: anyone can declare anything, so it
+ * would let a peer aim the other's probes at a victim.
+ */
+function candidatesOf(observed: string, declared: string, otherObserved: string): string[] {
+  if (observed === declared) return [observed];
+  const ip = (addr: string) => {
+    const a = parseSocketAddr(addr);
+    return typeof a === "string" ? null : a.hostname;
+  };
+  const declaredIp = ip(declared);
+  const sameNat = ip(observed) !== null && ip(observed) === ip(otherObserved);
+  return sameNat && declaredIp !== null && isPrivateIp(declaredIp) ? [observed, declared] : [observed];
+}
+
+/** Whether `ip` is private (RFC 1918, unique local IPv6), loopback or link-local. */
+export function isPrivateIp(ip: string): boolean {
+  const v4 = /^(\d+)\.(\d+)\.\d+\.\d+$/.exec(ip);
+  if (v4) {
+    const a = Number(v4[1]);
+    const b = Number(v4[2]);
+    return a === 10 || a === 127 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) ||
+      (a === 169 && b === 254);
+  }
+  const v6 = ip.toLowerCase();
+  return v6 === "::1" || /^f[cd]/.test(v6) || /^fe[89ab]/.test(v6);
 }
 
 export function introduction(peer: PeerInfo, candidates: string[], nonce: string, initiator: boolean): Json {
@@ -56,6 +88,8 @@ interface PunchState extends Timed {
   peerId: string;
   candidates: SocketAddr[];
   keys: Set<string>;
+  /** Probes each candidate may still get before it sends anything more (by address key). */
+  allowance: Map<string, number>;
   initiator: boolean;
   until: number;
   nextAt: number;
@@ -146,9 +180,14 @@ export class Introductions {
   onProbe(from: SocketAddr, nonce: string): void {
     const punch = this.#punches.get(nonce);
     const at = formatSocketAddr(from);
-    if (punch && !punch.keys.has(at) && punch.candidates.length < MAX_PUNCH_CANDIDATES) {
+    if (!punch) return;
+    if (punch.keys.has(at)) {
+      // It probes us: 3 more probes to it for each of its own (3x what it sent).
+      punch.allowance.set(at, (punch.allowance.get(at) ?? 0) + 3);
+    } else if (punch.candidates.length < MAX_PUNCH_CANDIDATES) {
       punch.keys.add(at);
       punch.candidates.push({ hostname: from.hostname, port: from.port });
+      punch.allowance.set(at, 3);
     }
   }
 
@@ -201,6 +240,7 @@ export class Introductions {
       peerId,
       candidates: [...candidates],
       keys: new Set(candidates.map(formatSocketAddr)),
+      allowance: new Map(candidates.map((c) => [formatSocketAddr(c), PROBES_BEFORE_ANSWER])),
       initiator,
       until: now + PUNCH_BUDGET_MS,
       nextAt: now,
@@ -213,13 +253,19 @@ export class Introductions {
   }
 
   #probe(now: number, punch: PunchState): void {
-    for (const c of punch.candidates) this.punch(now, c, punch.nonce);
+    for (const c of punch.candidates) {
+      const key = formatSocketAddr(c);
+      const left = punch.allowance.get(key) ?? 0;
+      if (left <= 0) continue; // silent so far: it gets no more until it sends something
+      punch.allowance.set(key, left - 1);
+      this.punch(now, c, punch.nonce);
+    }
     punch.nextAt = now + PUNCH_INTERVAL_MS;
     this.#core.timers.punches.schedule(punch, punch.nextAt);
   }
 
   /**
-   * An introduction: both peers get each other's candidates (observed address, then declared) and one shared
+   * An introduction: both peers get each other's candidates (the observed address; the declared one only behind the same NAT) and one shared
    * nonce, at the same moment, so both start punching together. Only between authenticated peers of one
    * network that speak the extensions; at most one a second per requester (bursts of 10).
    */
@@ -251,7 +297,8 @@ export class Introductions {
     if (!take(bucket, INTRODUCTION_RATE, now)) return refuse("too many introductions; wait a second");
     const nonce = this.#core.newId();
     const mine = this.#disc.peerInfo(conn, true);
-    const myCandidates = candidatesOf(conn.key, me.info.listen_addr);
+    const otherKey = other ? other.key : remote!.observed;
+    const myCandidates = candidatesOf(conn.key, me.info.listen_addr, otherKey);
     if (other) {
       this.#send.sendReliable(
         now,
@@ -259,7 +306,7 @@ export class Introductions {
         "DiscoveryResponse",
         introduction(
           this.#disc.peerInfo(other, true),
-          candidatesOf(other.key, other.peer.info.listen_addr),
+          candidatesOf(other.key, other.peer.info.listen_addr, conn.key),
           nonce,
           true,
         ),
@@ -278,7 +325,12 @@ export class Introductions {
         now,
         conn,
         "DiscoveryResponse",
-        introduction(remotePeerInfo(r, true), candidatesOf(r.observed, r.info.listen_addr), nonce, true),
+        introduction(
+          remotePeerInfo(r, true),
+          candidatesOf(r.observed, r.info.listen_addr, conn.key),
+          nonce,
+          true,
+        ),
       );
       this.#cluster.send(r.instance, {
         t: "introduce",
