@@ -3,7 +3,9 @@
  */
 import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
 import { MAX_ECHOED_NONCE } from "../src/core/control.ts";
-import { Sim } from "./sim.ts";
+import { Sim, sock } from "./sim.ts";
+import { generateIdentity } from "../src/core/auth.ts";
+import { TAKEOVER_RATE } from "../src/core/handshake.ts";
 import { encodeMessage } from "../src/wire/codec.ts";
 import type { Json, Message, MessageType } from "../src/wire/mod.ts";
 
@@ -78,4 +80,65 @@ Deno.test("10: a rel number never collides with a sequence_number: Data rel 1 af
     1,
   ]]);
   assertStrictEquals(echoes(), 1);
+});
+
+Deno.test("2: a flood of valid signed requests for one id from 100 addresses: takeovers are rate limited before any signature, and a legitimate client is served", () => {
+  const sim = new Sim({ seed: 3, link: { latencyMs: 5 } });
+  const server = sim.addEndpoint(SERVER, { config: { enableDiscovery: false } });
+  const stolen = generateIdentity();
+  // 100 addresses, each sending a fresh signed HandshakeRequest for the same key and id every 100 ms.
+  const flood = Array.from(
+    { length: 100 },
+    (_, i) => sim.addEndpoint(`198.51.100.${1 + i}:7000`, { role: "client", identity: stolen }),
+  );
+  const start = sim.now;
+  let round = 0;
+  const tick = () => {
+    for (const f of flood) sim.act(f, (ep, now) => ep.connect(now, sock(SERVER)));
+    round++;
+  };
+  tick();
+  sim.runFor(50);
+  // The legitimate client arrives in the middle of the flood.
+  const legit = sim.addEndpoint("203.0.113.7:5000", { role: "client", identity: generateIdentity() });
+  sim.act(legit, (ep, now) => ep.connect(now, sock(SERVER)));
+  let connectedAt = NaN;
+  sim.observe({
+    event: (host, e) => {
+      if (host === legit && e.type === "connected" && Number.isNaN(connectedAt)) connectedAt = sim.now;
+    },
+  });
+  const pings: number[] = [];
+  for (let t = 0; t < 50; t++) {
+    sim.runFor(100);
+    if (round < 50) tick();
+    if (!Number.isNaN(connectedAt) && pings.length < 20) {
+      pings.push(sim.act(legit, (ep, now) => ep.request(now, sock(SERVER), { kind: "ping" })));
+    }
+  }
+  sim.runFor(2_000);
+  const seconds = (sim.now - start) / 1000;
+  assert(connectedAt - start < 1_000, `the legitimate handshake took ${connectedAt - start} ms`);
+  const answered = legit.events.filter((e) => e.type === "requestDone" && pings.includes(e.id)).length;
+  assert(answered >= 0.8 * pings.length, `${answered} of ${pings.length} pings answered`);
+  // Each takeover the server let through cost a signature check, X25519 and a signed response: at most the
+  // burst plus one a second, however many were sent (the holder's own address may re-handshake, within its
+  // IP's handshake limit, as any node may).
+  const answeredAddrs = new Set(
+    sim.trace.filter((t) =>
+      t.from === SERVER && new TextDecoder().decode(t.bytes).includes('"HandshakeResponse"')
+    )
+      .map((t) => t.to).filter((to) => flood.some((f) => f.addr === to)),
+  );
+  const replaced = server.eventsOf("peerLeft").filter((e) => e.reason === "replaced").length;
+  const sent = flood.reduce((n, f) => n + sim.sentBy(f.addr).length, 0);
+  const bound = TAKEOVER_RATE.burst + TAKEOVER_RATE.perSecond * seconds;
+  assert(sent >= 5_000, `${sent} flood datagrams`);
+  assert(replaced <= bound, `${replaced} takeovers`);
+  assert(answeredAddrs.size <= bound + 1, `${answeredAddrs.size} flood addresses answered`);
+  console.log(
+    `finding 2: ${sent} flood datagrams over ${seconds} s, ${replaced} takeovers, ${answeredAddrs.size} ` +
+      `addresses answered; legitimate ` +
+      `handshake ${connectedAt - start} ms, ${answered}/${pings.length} pings`,
+  );
 });

@@ -28,6 +28,17 @@ import type { ClusterState } from "./cluster_state.ts";
 import type { Expiring } from "./timer_table.ts";
 import { type Datagram, type Drop, drop, type Outcome, QUIET_RATE_LIMITED } from "./outcome.ts";
 import { ERROR_CODES, NODE_ID_EXISTS } from "./types.ts";
+import { type Bucket, fullBucket, type Rate, take } from "./limits.ts";
+
+/**
+ * How often one node id may move to another address (a takeover: the node roams, restarts elsewhere, or
+ * someone with its key claims it): once a second, bursts of 4. Checked before any signature is: a flood of
+ * valid signed requests for one id from many addresses costs one map lookup each past the burst.
+ */
+export const TAKEOVER_RATE: Rate = { perSecond: 1, burst: 4 };
+
+/** Node ids whose takeover rate is tracked at once (the oldest is forgotten first). */
+const MAX_TAKEOVER_IDS = 4_096;
 
 /** Wait before a sibling-server probe is given up (one try). */
 const PROBE_WAIT_MS = 1000;
@@ -65,6 +76,11 @@ export class Handshakes {
   readonly #cluster: ClusterState;
   /** Peers a client was introduced to, by node id (bounded; expired by the timer table). */
   readonly #expected = new Map<string, Expected>();
+  /** Takeover buckets by node id (bounded). */
+  readonly #takeovers = new Map<string, Bucket>();
+  /** Takeovers admitted in the current second: they count as half-open handshakes for the cookie rule. */
+  #recentTakeovers = 0;
+  #recentSince = -Infinity;
 
   /**
    * @param core The shared state.
@@ -125,10 +141,16 @@ export class Handshakes {
     if (peer?.requestId === msg.id) return null;
     if (!this.#core.admission.handshakeAllowed(dg.from.hostname, dg.now)) return QUIET_RATE_LIMITED;
     const p = msg.payload;
-    const sameNode = peer !== undefined && peer !== null && isJsonObject(p) && typeof p.id === "string" &&
-      p.id.toLowerCase() === peer.info.id;
+    const claimed = isJsonObject(p) && typeof p.id === "string" ? p.id.toLowerCase() : null;
+    const sameNode = peer !== undefined && peer !== null && claimed === peer.info.id;
     if (sameNode) return null;
-    const verdict = this.#core.admission.checkCookie(dg, msg, this.#core.table.halfOpen);
+    // A claim of an id registered at another address (here or on another instance) is a takeover: admitted
+    // like a new handshake under load (the cookie rule counts it), and at most TAKEOVER_RATE per id.
+    if (claimed !== null && (this.#core.table.byId.has(claimed) || this.#cluster.remote.byId.has(claimed))) {
+      if (!this.#takeoverAllowed(claimed, dg.now)) return QUIET_RATE_LIMITED;
+    }
+    const load = this.#core.table.halfOpen + (dg.now - this.#recentSince < 1_000 ? this.#recentTakeovers : 0);
+    const verdict = this.#core.admission.checkCookie(dg, msg, load);
     if (verdict === "ok") return null;
     this.#send.reply(dg, undefined, "Error", {
       error: "busy: repeat with cookie",
@@ -136,6 +158,24 @@ export class Handshakes {
       cookie: verdict.challenge,
     });
     return undefined;
+  }
+
+  /** Takes a takeover token for node `id`, and counts the takeover towards the cookie rule's load. */
+  #takeoverAllowed(id: string, now: number): boolean {
+    let bucket = this.#takeovers.get(id);
+    if (!bucket) {
+      if (this.#takeovers.size >= MAX_TAKEOVER_IDS) {
+        this.#takeovers.delete(this.#takeovers.keys().next().value!);
+      }
+      this.#takeovers.set(id, bucket = fullBucket(TAKEOVER_RATE, now));
+    }
+    if (!take(bucket, TAKEOVER_RATE, now)) return false;
+    if (now - this.#recentSince >= 1_000) {
+      this.#recentSince = now;
+      this.#recentTakeovers = 0;
+    }
+    this.#recentTakeovers++;
+    return true;
   }
 
   /**
