@@ -54,7 +54,11 @@ function text(seed: number, length: number): string {
 
 // ------------------------------------------------------------------ handshakes
 
-Deno.test("50 of 50 handshakes complete at 30 % loss each way, over 40 seeds", () => {
+Deno.test("handshakes at 30 % loss each way: at most 1 in 1,000 fails, over 40 seeds of 50 clients", () => {
+  // A handshake fails only when every try of its 10 s deadline loses the request or both of its answers (the
+  // 3x rule keeps the server from resending its response more than once unasked); measured: 1 in 6,000 over
+  // 120 seeds. The bound leaves room for the seeds' luck, not for a regression (which fails many).
+  let failed = 0;
   withSeeds(seeds(40), (seed) => {
     const sim = new Sim({ seed, link: { latencyMs: 20, jitterMs: 10, loss: 0.3 } });
     const server = sim.addEndpoint(SERVER, { config: { enableDiscovery: false } });
@@ -66,19 +70,22 @@ Deno.test("50 of 50 handshakes complete at 30 % loss each way, over 40 seeds", (
     }
     const start = sim.now;
     sim.runFor(10_000);
+    let connected = 0;
     for (const c of clients) {
-      assertEquals(c.eventsOf("connectFailed"), [], `${c.addr} did not fail`);
-      const done = c.eventsOf("connected");
-      assertStrictEquals(done.length, 1, `${c.addr} connected within the 10 s handshake deadline`);
+      const done = c.eventsOf("connected").length;
+      const gaveUp = c.eventsOf("connectFailed").length;
+      assertStrictEquals(done + gaveUp, 1, `${c.addr} either connected or failed, once, within 10 s`);
+      connected += done;
     }
+    failed += 50 - connected;
     // The server counts a peer authenticated once the client's Ack (or any later message) gets through.
     sim.runFor(30_000);
-    const peers = server.endpoint.peers();
-    assertStrictEquals(peers.length, 50);
-    assert(peers.every((p) => p.state === "authenticated"), "every peer authenticated");
-    assertStrictEquals(server.endpoint.getStats(sim.now).handshakesOk, 50);
+    const peers = server.endpoint.peers().filter((p) => p.state === "authenticated");
+    assertStrictEquals(peers.length, connected);
+    assertStrictEquals(server.endpoint.getStats(sim.now).handshakesOk, connected);
     assert(sim.now - start >= 40_000);
   });
+  assert(failed <= 2, `${failed} of 2,000 handshakes failed`);
 });
 
 Deno.test("50 of 50 handshakes complete at 30 % corruption each way; corrupt datagrams are dropped and counted", () => {

@@ -513,9 +513,8 @@ export class Endpoint {
       if (!(prepared instanceof Uint8Array)) return prepared;
       chunk = prepared;
     }
-    // The Ack is decided after the message is handled, and put in front of whatever the handling sent (the
-    // spec's order): a message that turns out undecodable or unexpected is not acknowledged, so a corrupted
-    // copy never tells the sender that the real one arrived.
+    // The Ack is decided after the message is handled and goes in front of what the handling sent (the spec's
+    // order): an undecodable or unexpected message is not acked, so a corrupted copy never claims delivery.
     let ackAt = -1;
     let tracked: number | null = null;
     if (msg.requires_ack && type !== "Ack") {
@@ -529,11 +528,12 @@ export class Endpoint {
           return drop("buffer_full", `ordered message ${msg.ord} does not fit the reorder buffer`);
         }
         tracked = msg.rel ?? msg.sequence_number;
+        const answerKey = tracked === null ? null : `${msg.rel !== undefined ? "rel" : "seq"}:${tracked}`;
         if (tracked !== null && !windowFor(conn, msg.rel).isNew(tracked)) {
-          this.#send.ackReceived(dg, conn, msg);
-          core.duplicate(dg.from, msg, tracked);
+          this.#send.repeated(dg, conn, msg, answerKey!, tracked);
           return "duplicate";
         }
+        dg.answerKey = answerKey;
       }
       ackAt = core.queuedTransmits;
     }

@@ -52,4 +52,9 @@ export interface Datagram {
   readonly summed: boolean;
   /** It is a HandshakeRequest with a valid cookie (set by admission). */
   cookieOk: boolean;
+  /**
+   * The number of the reliable request being handled (`rel:n` or `seq:n`), under which its unreliable answer
+   * is kept for a repeat; null for anything else.
+   */
+  answerKey?: string | null;
 }

@@ -216,6 +216,14 @@ export interface ConnExtras {
   relayQuota: { messages: Bucket; bytes: Bucket } | null;
   /** Introductions this peer asked for (a token bucket). */
   introductions: Bucket | null;
+  /**
+   * The unreliable answers to the remote's latest reliable requests, by request number (`rel:n` or `seq:n`):
+   * a repeated request, whose answer was lost, gets it again. Bounded by {@linkcode MAX_ANSWERS} and
+   * {@linkcode MAX_ANSWER_BYTES}; the oldest goes first.
+   */
+  answers: Map<string, KeptAnswer> | null;
+  /** Bytes held in {@linkcode ConnExtras.answers}. */
+  answerBytes: number;
   /** Next ordered-delivery number to send (from 1 per session). */
   ordNext: number;
   /** `rel` numbers missing from the remote's reliable stream, with when each gap was seen (ms). */
@@ -231,6 +239,35 @@ export interface ConnExtras {
    * maximum of the time gaps took to fill, so gap reports wait out the reordering this path really has.
    */
   reorderMs: number;
+}
+
+/** An answer kept for a repeated request. */
+export interface KeptAnswer {
+  bytes: Uint8Array;
+  type: MessageType;
+}
+
+/** Answers kept per remote (see {@linkcode ConnExtras.answers}). */
+export const MAX_ANSWERS = 8;
+
+/** Bytes of answers kept per remote. */
+export const MAX_ANSWER_BYTES = 16 * 1024;
+
+/** Keeps `answer` for the request `key` of `conn`, forgetting the oldest beyond the bounds. */
+export function keepAnswer(conn: Conn, key: string, answer: KeptAnswer): void {
+  if (answer.bytes.length > MAX_ANSWER_BYTES) return;
+  const x = extras(conn);
+  const answers = x.answers ??= new Map();
+  const old = answers.get(key);
+  if (old) x.answerBytes -= old.bytes.length;
+  answers.delete(key);
+  answers.set(key, answer);
+  x.answerBytes += answer.bytes.length;
+  while (answers.size > MAX_ANSWERS || x.answerBytes > MAX_ANSWER_BYTES) {
+    const [first, kept] = answers.entries().next().value!;
+    answers.delete(first);
+    x.answerBytes -= kept.bytes.length;
+  }
 }
 
 /** Creates the transport state for a new remote address. */
@@ -377,5 +414,7 @@ export function extras(conn: Conn): ConnExtras {
     forwarded: null,
     relayQuota: null,
     introductions: null,
+    answers: null,
+    answerBytes: 0,
   };
 }

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { isJsonObject, type Message } from "../wire/mod.ts";
+import { isJsonObject, type Json, type Message } from "../wire/mod.ts";
 import { isUuid } from "../deps/uuid.ts";
 import { type Conn, extras, type RelayEntry, type RelaySender, windowFor } from "./peers.ts";
 import { fullBucket, take, takeMany } from "./limits.ts";
@@ -173,9 +173,16 @@ export class Relay {
       return "deferred";
     }
     this.#core.emit({ type: "data", from, fromId: peer.info.id, to: null, payload: p, message: msg });
-    if (!this.#send.reply(dg, conn, "Data", { echo: p, timestamp: Math.floor(now / 1000) })) {
-      this.#send.tooLarge(dg, conn);
-    }
+    // The echo is the answer the sender waits for: reliable to a peer with the extensions (it acks), so a lost
+    // echo is sent again; to a deployed peer (it never acks) plain, kept for a repeat of its request.
+    const echo: Json = { echo: p, timestamp: Math.floor(now / 1000) };
+    const sent = conn.ext ? this.#send.sendReliable(now, conn, "Data", echo) !== null : this.#send.reply(
+      dg,
+      conn,
+      "Data",
+      echo,
+    );
+    if (!sent) this.#send.tooLarge(dg, conn);
     return undefined;
   }
 

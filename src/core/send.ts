@@ -18,7 +18,7 @@ import {
   type Message,
   type MessageType,
 } from "../wire/mod.ts";
-import { type Conn, extras, hasLink, hasPeer } from "./peers.ts";
+import { type Conn, extras, hasLink, hasPeer, keepAnswer } from "./peers.ts";
 import { type Pending, type Queued, RttEstimator, SendQueue } from "./reliability.ts";
 import type { GiveUpReason } from "./stats.ts";
 import type { Core } from "./context.ts";
@@ -62,6 +62,8 @@ export interface FragmentSpec {
 export class SendPath {
   readonly #core: Core;
   readonly #sessions: Sessions;
+  /** The bytes of the last datagram `sendPlain` queued (for the answer cache). */
+  #lastPlain: Uint8Array | null = null;
 
   /**
    * @param core The shared state.
@@ -85,6 +87,7 @@ export class SendPath {
     if (bytes.length > this.#core.config.maxDatagramSize && conn.ext) {
       return this.fragment(now, conn, { id: msg.id, type, payload, ord: null, schedule: null });
     }
+    this.#lastPlain = bytes;
     return this.#core.transmitOn(conn, bytes, type) ? msg : null;
   }
 
@@ -328,7 +331,15 @@ export class SendPath {
    * not sent).
    */
   reply(dg: Datagram, conn: Conn | undefined, type: MessageType, payload: Json): boolean {
-    if (conn && (conn.peer || conn.link)) return this.sendPlain(dg.now, conn, type, payload) !== null;
+    if (conn && (conn.peer || conn.link)) {
+      this.#lastPlain = null;
+      const sent = this.sendPlain(dg.now, conn, type, payload) !== null;
+      // The answer to a reliable request is kept: a repeat of the request (its answer lost) gets it again.
+      if (sent && dg.answerKey && this.#lastPlain) {
+        keepAnswer(conn, dg.answerKey, { bytes: this.#lastPlain, type });
+      }
+      return sent;
+    }
     const envelope = this.#core.envelope(dg.now, type, payload, null);
     let bytes = encodeMessage(envelope, dg.summed);
     if (type === "Error" && bytes.length > dg.size && isJsonObject(payload)) {
@@ -403,6 +414,20 @@ export class SendPath {
       error: `message too large: the reply would exceed ${MAX_UDP_PAYLOAD} bytes`,
       code: ERROR_CODES.tooLarge,
     });
+  }
+
+  /**
+   * A reliable message processed already came again: acknowledged again, and, when its answer was kept (the
+   * answer may be what was lost), answered again within the budget; reported as a duplicate when asked.
+   */
+  repeated(dg: Datagram, conn: Conn, msg: Message, key: string, number: number): void {
+    this.ackReceived(dg, conn, msg);
+    const kept = conn.x?.answers?.get(key);
+    if (kept) {
+      this.#core.transmitOn(conn, kept.bytes, kept.type);
+      this.#core.stats.answersReplayed++;
+    }
+    this.#core.duplicate(dg.from, msg, number);
   }
 
   /** Sends a kept datagram again (a retransmission). */

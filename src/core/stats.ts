@@ -90,6 +90,8 @@ export interface StatsSnapshot {
   orderedHeld: number;
   /** Datagrams not sent because they would exceed 3x the bytes received from an unvalidated address. */
   amplificationLimited: number;
+  /** Kept answers sent again because their reliable request came again (the first answer was lost). */
+  answersReplayed: number;
   /** HandshakeRequests answered with a cookie challenge (no state kept). */
   cookieChallenges: number;
   /** HandshakeRequests accepted with a valid cookie. */
@@ -251,6 +253,7 @@ export class Stats {
   reassemblyExpired = 0;
   orderedHeld = 0;
   amplificationLimited = 0;
+  answersReplayed = 0;
   cookieChallenges = 0;
   cookiesAccepted = 0;
   halfOpenExpired = 0;
@@ -329,6 +332,7 @@ export class Stats {
       reassemblyExpired: this.reassemblyExpired,
       orderedHeld: this.orderedHeld,
       amplificationLimited: this.amplificationLimited,
+      answersReplayed: this.answersReplayed,
       cookieChallenges: this.cookieChallenges,
       cookiesAccepted: this.cookiesAccepted,
       halfOpenExpired: this.halfOpenExpired,
