@@ -121,6 +121,8 @@ export async function runClient(args: string[]): Promise<number> {
     }
   };
 
+  // Each retry as it happens: over a lossy path the library sends again what got no answer.
+  client.on("retry", ({ messageType, tries }) => step(`  retrying ${messageType} (try ${tries})`));
   try {
     step(`connecting to ${values.server} as ${client.node.id} (giving up after ${values.timeout} s)`);
     const server = await within(HANDSHAKE, client.connect());

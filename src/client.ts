@@ -18,7 +18,7 @@ import { Endpoint, type EndpointEvent } from "./core/endpoint.ts";
 import type { DiscoveryPage, RequestKind } from "./core/types.ts";
 import { ConnectionTimeoutError, HandshakeError, RemoteError } from "./errors.ts";
 import { type IdentityOptions, makeNodeInfo } from "./identity.ts";
-import type { ErrorPayload, Json, Message, NodeInfo, PeerInfo } from "./wire/mod.ts";
+import type { ErrorPayload, Json, Message, MessageType, NodeInfo, PeerInfo } from "./wire/mod.ts";
 import type { StatsSnapshot } from "./core/stats.ts";
 import { fromBase64Url, generateIdentity, type Identity } from "./core/auth.ts";
 
@@ -111,6 +111,11 @@ export interface ClientEvents extends Record<string, unknown> {
   error: ErrorPayload | ListenerError;
   /** A direct connection to an introduced peer is up (we asked with `introduce()`, or the other side did). */
   direct: DirectPeer;
+  /**
+   * A message went out again because nothing answered it yet: a reliable message retransmitted (the
+   * handshake, Data, ...), or a Ping or discovery request tried again. `tries` counts the first send.
+   */
+  retry: { to: string; messageType: MessageType; tries: number };
 }
 
 /** A peer reached directly, without the server, after an introduction. */
@@ -557,6 +562,13 @@ export class P2PClient {
       case "peerJoined":
         // An introduced peer completed its direct handshake with us (we did not ask; it did).
         this.#addDirect(event.peer.id, parseSocketAddr(event.peer.addr) as SocketAddr);
+        break;
+      case "retry":
+        this.#events.emit("retry", {
+          to: formatSocketAddr(event.to),
+          messageType: event.messageType,
+          tries: event.tries,
+        });
         break;
       case "roamed":
         break;

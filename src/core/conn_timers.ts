@@ -52,6 +52,10 @@ export class ConnTimers {
         p.nextAt = Math.min(now + this.#send.wait(conn, p), p.giveUpAt);
         this.#core.stats.retransmissions++;
         this.#send.resend(conn, p.bytes, p.type);
+        // A client reports each retry (its user may want to see them); a server, with many peers, does not.
+        if (this.#core.role === "client") {
+          this.#core.emit({ type: "retry", to: conn.addr, messageType: p.type, tries: p.tries });
+        }
         continue;
       }
       conn.outbox.remove(p.id);

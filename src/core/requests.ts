@@ -192,6 +192,10 @@ export class Requests {
     }
     p.tries++;
     p.sentAt = now;
+    if (p.tries > 1) {
+      const messageType = p.spec.kind === "ping" ? "Ping" : "DiscoveryRequest";
+      this.#core.emit({ type: "retry", to: p.to, messageType, tries: p.tries });
+    }
     let payload: Json;
     if (p.spec.kind === "ping") {
       const nonce = this.#core.newId();

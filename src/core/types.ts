@@ -139,6 +139,11 @@ export type EndpointEvent =
     space: "rel" | "sequence_number";
     number: number;
   }
+  /**
+   * A client sent a message again (the client role only): a reliable message retransmitted, or a request
+   * (Ping, DiscoveryRequest) tried again; `tries` counts the first send.
+   */
+  | { type: "retry"; to: SocketAddr; messageType: MessageType; tries: number }
   /** A periodic tick asked for with `Endpoint.every` is due. */
   | { type: "tick"; name: string }
   /** A request made with `Endpoint.request` was answered (its answer's raw event is not reported). */
