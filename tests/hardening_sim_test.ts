@@ -142,3 +142,21 @@ Deno.test("2: a flood of valid signed requests for one id from 100 addresses: ta
       `handshake ${connectedAt - start} ms, ${answered}/${pings.length} pings`,
   );
 });
+
+Deno.test("acking a 1 MB echo's fragments does not trip the per-node rate limit", () => {
+  const sim = new Sim({ seed: 4, link: { latencyMs: 5 } });
+  const server = sim.addEndpoint(SERVER, {
+    config: { enableDiscovery: false, rateLimitExemptLoopback: false },
+  });
+  const c = sim.addEndpoint("198.51.100.40:5000", { role: "client" });
+  sim.act(c, (ep, now) => ep.connect(now, sock(SERVER)));
+  sim.runFor(500);
+  sim.act(
+    c,
+    (ep, now) => ep.send(now, sock(SERVER), "Data", { blob: "x".repeat(1_000_000) }, { reliable: true }),
+  );
+  sim.runFor(10_000);
+  const echo = c.eventsOf("data").find((e) => JSON.stringify(e.payload).length > 1_000_000);
+  assert(echo, "the 1 MB echo arrived");
+  assertStrictEquals(server.endpoint.getStats(sim.now).drops.rate_limited, 0);
+});

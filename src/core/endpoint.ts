@@ -496,7 +496,7 @@ export class Endpoint {
     }
     const type = msg.message_type;
     const peer = conn?.peer;
-    if (peer && !core.admission.nodeAllows(conn!, now)) return QUIET_RATE_LIMITED;
+    if (peer && type !== "Ack" && !core.admission.nodeAllows(conn!, now)) return QUIET_RATE_LIMITED;
     if (type === "HandshakeRequest" && core.role === "server") {
       const refusal = this.#hs.admit(dg, peer, msg);
       if (refusal !== null) return refusal;
