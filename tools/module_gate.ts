@@ -47,6 +47,7 @@ export const CORE_RULES: PurityRules = {
     { path: "src/wire/", scan: true, why: "the wire format (envelope, payload shapes, sums) is pure data" },
     { path: "src/deps/crypto.ts", scan: false, why: "HMAC, Ed25519 and X25519 as pure functions of bytes" },
     { path: "src/deps/uuid.ts", scan: false, why: "validating ids on input" },
+    { path: "src/deps/crc32.ts", scan: false, why: "the datagram sum: CRC-32 from the runtime's zlib" },
   ],
 };
 

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { crc32 as zlibCrc32 } from "../deps/crc32.ts";
 import { isUuid } from "../deps/uuid.ts";
 import {
   type AuthFields,
@@ -175,15 +176,8 @@ function findMac(bytes: Uint8Array): { tag: string; end: number } | null {
 const SUM_SUFFIX_BYTES = SUM_PREFIX.length + 9;
 const HEX = encoder.encode("0123456789abcdef");
 
-const CRC_TABLE = (() => {
-  const table = new Int32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    table[n] = c;
-  }
-  return table;
-})();
+/** The closing brace a sum covers after the body (see `checkSum`). */
+const CLOSING_BRACE = Uint8Array.of(0x7d);
 
 /**
  * CRC-32 (IEEE 802.3) of `bytes[0, end)` followed by the byte `last` (the datagram without its sum member).
@@ -194,9 +188,7 @@ const CRC_TABLE = (() => {
  * ```
  */
 export function crc32(bytes: Uint8Array, end = bytes.length): number {
-  let c = -1;
-  for (let i = 0; i < end; i++) c = CRC_TABLE[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8);
-  return ~c >>> 0;
+  return zlibCrc32(end === bytes.length ? bytes : bytes.subarray(0, end));
 }
 
 /**
@@ -215,10 +207,7 @@ function checkSum(bytes: Uint8Array): boolean | null {
     sum = sum * 16 + digit;
   }
   // CRC of the body up to the sum member, then the closing brace.
-  let c = -1;
-  for (let i = 0; i < start; i++) c = CRC_TABLE[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8);
-  c = CRC_TABLE[(c ^ 0x7d) & 0xff]! ^ (c >>> 8);
-  return (~c >>> 0) === sum;
+  return zlibCrc32(CLOSING_BRACE, zlibCrc32(bytes.subarray(0, start))) === sum;
 }
 
 /** Whether the JSON text nests arrays and objects deeper than {@linkcode MAX_JSON_DEPTH}. */
