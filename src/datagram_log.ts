@@ -7,6 +7,7 @@
 import { formatSocketAddr } from "./wire/address.ts";
 import type { EndpointEvent } from "./core/endpoint.ts";
 import { getLogger } from "./deps/log.ts";
+import { RefusalLimiter } from "./refusal_log.ts";
 
 const log = getLogger(["p2p_server", "server"]);
 const dropLog = getLogger(["p2p_server", "drops"]);
@@ -50,4 +51,33 @@ export function logDuplicate(event: Extract<EndpointEvent, { type: "duplicate" }
     number: event.number,
     addr: formatSocketAddr(event.from),
   });
+}
+
+/**
+ * Log lines for refused handshakes, rate limited (anyone can send a HandshakeRequest that is refused): the
+ * first 10 of each 10 s one line each, the rest in one summary line per window (`flush`, called every second).
+ */
+export class RefusalLog {
+  readonly #limiter = new RefusalLimiter();
+
+  /** A refusal: its own line while the window allows. */
+  refused(event: Extract<EndpointEvent, { type: "refused" }>, now = performance.now()): void {
+    if (!this.#limiter.admit(now, event.code)) return;
+    log.info("refused handshake from {addr}: {error} ({code})", {
+      addr: formatSocketAddr(event.from),
+      error: clip(event.error),
+      code: event.code,
+    });
+  }
+
+  /** The summary of the refusals kept quiet, once their window has passed. */
+  flush(now = performance.now()): void {
+    const summary = this.#limiter.flush(now);
+    if (!summary) return;
+    log.info("{count} more refused handshakes in the last {seconds} s ({codes})", {
+      count: summary.suppressed,
+      seconds: summary.seconds,
+      codes: summary.byCode.map(([code, n]) => `${code} ${n}`).join(", "),
+    });
+  }
 }

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { clip, duplicatesLogged, logDropped, logDuplicate } from "./datagram_log.ts";
+import { clip, duplicatesLogged, logDropped, logDuplicate, RefusalLog } from "./datagram_log.ts";
 import { formatSocketAddr, parseSocketAddr, type SocketAddr } from "./wire/address.ts";
 import { type Config, ConfigError, resolveConfig } from "./config.ts";
 import { generateIdentity, type Identity } from "./core/auth.ts";
@@ -99,6 +99,7 @@ export class P2PServer {
   #opsHandler: OpsHandler;
   #recent = new EventRing(100);
   #history = new TrafficHistory(300);
+  readonly #refusals = new RefusalLog();
   readonly #startedAt = Date.now();
   #cluster: ClusterNode | null = null;
   readonly #clusterLink: OpenClusterLink | null;
@@ -438,7 +439,10 @@ export class P2PServer {
     switch (event.type) {
       case "tick":
         if (event.name === "stats") this.#logStats();
-        else if (event.name === "history") this.#sampleTraffic();
+        else if (event.name === "history") {
+          this.#sampleTraffic();
+          this.#refusals.flush();
+        }
         break;
       case "peerJoined":
         this.#recent.push({
@@ -570,6 +574,9 @@ export class P2PServer {
         break;
       case "duplicate":
         logDuplicate(event);
+        break;
+      case "refused":
+        this.#refusals.refused(event);
         break;
       case "pong":
       case "discovery":
