@@ -577,6 +577,12 @@ export class P2PServer {
         break;
       case "refused":
         this.#refusals.refused(event);
+        this.#recent.push({
+          time: Date.now(),
+          type: "refused",
+          addr: formatSocketAddr(event.from),
+          detail: event.code,
+        });
         break;
       case "pong":
       case "discovery":
