@@ -419,7 +419,7 @@ export class P2PServer {
     log.info(
       "stats: peers {authenticated} authenticated, {handshaking} handshaking; datagrams in {received} out {sent}; " +
         "bytes in {bytesReceived} out {bytesSent}; retransmissions {retransmissions}, give-ups {giveUps}, " +
-        "dropped {dropped}",
+        "dropped {dropped}; siblings {siblings} found of {probed} probed",
       {
         authenticated: s.peers.authenticated,
         handshaking: s.peers.handshaking,
@@ -430,6 +430,8 @@ export class P2PServer {
         retransmissions: s.retransmissions,
         giveUps: s.giveUps,
         dropped: s.droppedTotal,
+        siblings: s.siblingProbes.found,
+        probed: s.siblingProbes.sent,
       },
     );
   }

@@ -61,7 +61,10 @@ export class ConnTimers {
       conn.outbox.remove(p.id);
       const reason: GiveUpReason = p.schedule ? "tries" : "deadline";
       if (p.type === "HandshakeRequest" && conn.link?.state === "handshaking") {
-        this.#send.gaveUp(conn, p.id, p.seq, p.type, p.tries, reason);
+        // A sibling probe nothing answered is routine (most ports of the range are empty): counted as such,
+        // not as a give-up.
+        if (conn.link.probe) this.#core.stats.siblingProbes.unanswered++;
+        else this.#send.gaveUp(conn, p.id, p.seq, p.type, p.tries, reason);
         this.#life.failLink(conn, `connection timeout to ${conn.key}`, "timeout");
         if (!conn.link) return;
         continue;

@@ -257,7 +257,13 @@ export class Handshakes {
       // without the key) gives way.
       this.#life.removePeer(holder, "replaced");
       if (!holder.link) this.#life.forget(holder);
-    } else if ((holder && holder !== conn) || info.id === this.#core.node.id) {
+    } else if (info.id === this.#core.node.id) {
+      // Two servers started from one identity file share one id: say so, on both sides' logs.
+      const why =
+        "handshake failed: node ID already exists: it is this server's own (a shared identity file?)";
+      this.#send.refuse(dg, ERROR_CODES.nodeIdConflict, why);
+      return undefined;
+    } else if (holder && holder !== conn) {
       this.#send.refuse(dg, ERROR_CODES.nodeIdConflict, NODE_ID_EXISTS);
       return undefined;
     }
@@ -374,6 +380,7 @@ export class Handshakes {
     }
     this.#core.linkCounts.handshaking--;
     this.#core.linkCounts.connected++;
+    if (link.probe) this.#core.stats.siblingProbes.found++;
     if (conn.heartbeatAt === Infinity) conn.heartbeatAt = now + this.#core.heartbeatMs;
     this.#core.emit({
       type: "connected",
@@ -448,6 +455,7 @@ export class Handshakes {
       if (port === local.port) continue;
       const addr = { hostname: host, port };
       if (this.#core.table.byAddr.get(formatSocketAddr(addr))?.link) continue;
+      this.#core.stats.siblingProbes.sent++;
       this.connect(now, addr, { probe: true });
     }
   }

@@ -92,6 +92,11 @@ export interface StatsSnapshot {
   amplificationLimited: number;
   /** Kept answers sent again because their reliable request came again (the first answer was lost). */
   answersReplayed: number;
+  /**
+   * Sibling discovery: ports of `discovery_port_range` probed, sibling servers found there, and probes that
+   * nothing answered (routine: not give-ups).
+   */
+  siblingProbes: { sent: number; found: number; unanswered: number };
   /** HandshakeRequests answered with a cookie challenge (no state kept). */
   cookieChallenges: number;
   /** HandshakeRequests accepted with a valid cookie. */
@@ -254,6 +259,7 @@ export class Stats {
   orderedHeld = 0;
   amplificationLimited = 0;
   answersReplayed = 0;
+  readonly siblingProbes = { sent: 0, found: 0, unanswered: 0 };
   cookieChallenges = 0;
   cookiesAccepted = 0;
   halfOpenExpired = 0;
@@ -333,6 +339,7 @@ export class Stats {
       orderedHeld: this.orderedHeld,
       amplificationLimited: this.amplificationLimited,
       answersReplayed: this.answersReplayed,
+      siblingProbes: { ...this.siblingProbes },
       cookieChallenges: this.cookieChallenges,
       cookiesAccepted: this.cookiesAccepted,
       halfOpenExpired: this.halfOpenExpired,
