@@ -95,10 +95,10 @@ export function toOpsPeer(p: PeerSummary, rttMs: number | null, now: number, off
     last_seen: Math.floor((p.lastSeen + offset) / 1000),
     last_seen_age_seconds: age(p.lastSeen),
     rtt_ms: rttMs === null ? null : Math.round(rttMs * 100) / 100,
-    datagrams_in: null,
-    datagrams_out: null,
-    bytes_in: null,
-    bytes_out: null,
+    datagrams_in: p.datagramsIn,
+    datagrams_out: p.datagramsOut,
+    bytes_in: p.bytesIn,
+    bytes_out: p.bytesOut,
     capabilities: p.capabilities,
   };
 }

@@ -200,6 +200,8 @@ export class Core {
       return false;
     }
     if (!this.admission.mayOn(conn, bytes.length)) return true;
+    conn.txDatagrams++;
+    conn.txBytes += bytes.length;
     this.#queue(conn.addr, bytes, type);
     return true;
   }
@@ -274,6 +276,10 @@ export class Core {
       metadata: { ...peer.info.metadata },
       joinedAt: peer.joinedAt,
       lastSeen: conn.lastHeard,
+      datagramsIn: conn.rxDatagrams,
+      datagramsOut: conn.txDatagrams,
+      bytesIn: conn.rxBytes,
+      bytesOut: conn.txBytes,
       extensions: conn.ext,
       keyed: peer.keyed !== undefined,
     };

@@ -22,7 +22,7 @@ import {
   type NodeInfo,
   type SocketAddr,
 } from "../wire/mod.ts";
-import { type Conn, windowFor } from "./peers.ts";
+import { type Conn, heard, windowFor } from "./peers.ts";
 import type { DirectoryRecord, RemoteDirectory } from "./directory.ts";
 import type { ClusterMessage } from "./directory.ts";
 import type { StatsSnapshot } from "./stats.ts";
@@ -501,11 +501,7 @@ export class Endpoint {
       const refusal = this.#hs.admit(dg, peer, msg);
       if (refusal !== null) return refusal;
     }
-    if (conn) {
-      conn.lastHeard = now;
-      if (msg.ext !== undefined) conn.ext = true;
-      if (!conn.validated) conn.bytesIn += dg.size;
-    }
+    if (conn) heard(conn, dg, msg.ext !== undefined);
     let chunk: Uint8Array | null = null;
     if (msg.frag) {
       // Checked before the Ack: a fragment that cannot be stored is not acknowledged, so it comes again.

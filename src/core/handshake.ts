@@ -300,6 +300,8 @@ export class Handshakes {
     if (!conn) {
       conn = newConn(key, from, now);
       this.#core.table.byAddr.set(key, conn);
+      conn.rxDatagrams = 1; // the request that made it
+      conn.rxBytes = dg.size;
     }
     conn.ext = msg.ext !== undefined;
     if (dg.cookieOk) this.#core.validate(conn);

@@ -142,6 +142,11 @@ export interface Conn extends Timed {
   outbox: Outbox;
   /** When anything was last heard from this address (ms). */
   lastHeard: number;
+  /** Datagrams and bytes received from this address, and sent to it (for `/peers` and `peers()`). */
+  rxDatagrams: number;
+  rxBytes: number;
+  txDatagrams: number;
+  txBytes: number;
   /** When the next heartbeat Ping is due (ms). */
   heartbeatAt: number;
   /** Set when the remote registered with us. */
@@ -270,6 +275,15 @@ export function keepAnswer(conn: Conn, key: string, answer: KeptAnswer): void {
   }
 }
 
+/** A valid datagram from `conn`'s address: when it was heard, what it counts, what it announced. */
+export function heard(conn: Conn, dg: { now: number; size: number }, ext: boolean): void {
+  conn.lastHeard = dg.now;
+  conn.rxDatagrams++;
+  conn.rxBytes += dg.size;
+  if (ext) conn.ext = true;
+  if (!conn.validated) conn.bytesIn += dg.size;
+}
+
 /** Creates the transport state for a new remote address. */
 export function newConn(key: string, addr: SocketAddr, now: number): Conn {
   return {
@@ -289,6 +303,10 @@ export function newConn(key: string, addr: SocketAddr, now: number): Conn {
     bucket: null,
     outbox: new Outbox(),
     lastHeard: now,
+    rxDatagrams: 0,
+    rxBytes: 0,
+    txDatagrams: 0,
+    txBytes: 0,
     heartbeatAt: Infinity,
     peer: null,
     link: null,

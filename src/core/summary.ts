@@ -28,6 +28,14 @@ export interface PeerSummary {
   joinedAt: number;
   /** When it was last heard from (ms, the endpoint's clock). */
   lastSeen: number;
+  /** Datagrams received from the peer's address (valid ones, its first handshake included). */
+  datagramsIn: number;
+  /** Datagrams sent to it (Acks, replies, retransmissions included). */
+  datagramsOut: number;
+  /** Bytes of {@linkcode PeerSummary.datagramsIn}. */
+  bytesIn: number;
+  /** Bytes of {@linkcode PeerSummary.datagramsOut}. */
+  bytesOut: number;
   /** It speaks p2p_server's extensions. */
   extensions: boolean;
   /** It proved an Ed25519 key in its handshake (its id is its key's). */
