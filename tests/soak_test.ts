@@ -12,6 +12,9 @@ Deno.test("deno task soak, 8 seconds: legitimate clients see no failure under ev
   const out = new TextDecoder().decode(stdout);
   const err = new TextDecoder().decode(stderr);
   assertStrictEquals(code, 0, `exit ${code}\n${out}\n${err}`);
-  assert(/^summary: \d+ legitimate operations, 0 failed \(\d+ routed .*\(\d\.\d\dx per IP\)$/m.test(out), out);
+  assert(
+    /^summary: \d+ legitimate operations, 0 failed \(\d+ routed .*\(\d\.\d\dx per IP\)$/m.test(out),
+    out,
+  );
   assert((out.match(/^t=\d+s rss /gm) ?? []).length >= 3, out);
 });
