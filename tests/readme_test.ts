@@ -3,6 +3,7 @@
  * newcomer needs, and every relative link in it and in docs/*.md leads to a file (and heading) that exists.
  */
 import { assert, assertEquals } from "./deps/assert.ts";
+import { usage } from "../src/cli.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const README = new URL("README.md", ROOT);
@@ -93,6 +94,13 @@ Deno.test("every relative link in README.md and docs/*.md points to an existing 
   }
   assertEquals(broken, []);
   assert(checked > 50, `only ${checked} relative links found: the link pattern is broken`);
+});
+
+Deno.test("docs/operations.md quotes --help exactly as the program prints it", async () => {
+  const doc = await Deno.readTextFile(new URL("docs/operations.md", ROOT));
+  const quoted = doc.match(/^The flags, exactly as `--help` prints them:\n\n```\n([\s\S]*?)\n```$/m);
+  assert(quoted, "docs/operations.md has no quoted --help block");
+  assertEquals(quoted[1], usage().trimEnd());
 });
 
 Deno.test("the link checker sees links, skips code, and spells anchors as GitHub does", () => {
