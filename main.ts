@@ -1,14 +1,17 @@
 /**
  * The p2p_server program: flags -> config -> server, exit codes and printing.
  *
- * Exit status: 0 after a clean shutdown (SIGINT/SIGTERM) or `--help`/`--version`; 1 when the socket cannot be
- * bound; 2 for a bad flag, config file or environment value, an unreadable TLS file, (cluster mode) an
- * instance id another live process holds, or when Deno runs without `--unstable-net`.
+ * Exit status: 0 after a clean shutdown (SIGINT/SIGTERM), `--help`/`--version`, or `--check-config` of a valid
+ * configuration; 1 when the socket cannot be bound; 2 for a bad flag, config file or environment value, an
+ * unreadable TLS file, (cluster mode) an instance id another live process holds, or when Deno runs without
+ * `--unstable-net`. A bad flag prints one error line and one line pointing at `--help`.
  *
  * @module
  */
-import { parseCli, usage, UsageError } from "./src/cli.ts";
-import { type Config, ConfigError, parseConfigFile, resolveConfig } from "./src/config.ts";
+import { parseCli, usage, USAGE_HINT, UsageError } from "./src/cli.ts";
+import { type Config, CONFIG_FILE_KEYS, ConfigError, parseConfigFile, resolveConfig } from "./src/config.ts";
+import { describeConfig } from "./src/config_report.ts";
+import { closest } from "./src/suggest.ts";
 import { BindError, UnstableApiError } from "./src/errors.ts";
 import { requireUdpSockets } from "./src/driver.ts";
 import { KeyFileError } from "./src/key_file.ts";
@@ -36,8 +39,7 @@ export async function main(args: string[]): Promise<number> {
     request = parseCli(args[0] === "--" ? args.slice(1) : args);
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
-    console.error(`error: ${error.message}\n\n${usage()}`);
-    return 2;
+    return usageFailure(error.message);
   }
   if (request.kind === "help") {
     console.log(usage());
@@ -82,6 +84,10 @@ export async function main(args: string[]): Promise<number> {
     const cluster = request.flags.cluster !== undefined
       ? { ...fileConfig.cluster, ...request.flags.cluster } as Config["cluster"]
       : fileConfig.cluster;
+    const instanceId = request.flags.cluster?.instanceId;
+    if (instanceId !== undefined && cluster?.redisUrl === undefined) {
+      return usageFailure(`--instance-id "${instanceId}" needs --cluster <REDIS_URL> (cluster mode is off)`);
+    }
     // The key lives where an operator expects state (src/identity_path.ts); `identity_file: null` keeps none.
     identity = fileConfig.identityFile === null ? null : identityLocation({
       identityFile: fileConfig.identityFile,
@@ -104,7 +110,17 @@ export async function main(args: string[]): Promise<number> {
   await setupLogging(level.level, config.logFormat);
   try {
     for (const key of unknownKeys) {
-      log.warn('unknown key "{key}" in {file} is ignored', { key, file: request.configFile });
+      const near = closest(key, Object.keys(CONFIG_FILE_KEYS));
+      log.warn('unknown key "{key}" in {file} is ignored{hint}', {
+        key,
+        file: request.configFile,
+        hint: near === undefined ? "" : `: did you mean "${near}"?`,
+      });
+    }
+    if (request.kind === "check") {
+      // Nothing is bound, created or read beyond the config file: the settings as the server would use them.
+      for (const line of describeConfig(config, { extra: { log_level: level.level } })) console.log(line);
+      return 0;
     }
     let server: P2PServer;
     try {
@@ -164,6 +180,12 @@ export async function main(args: string[]): Promise<number> {
   } finally {
     await teardownLogging();
   }
+}
+
+/** Prints a usage error and the pointer to `--help` (not the whole usage, which would scroll it away). */
+function usageFailure(message: string): number {
+  console.error(`error: ${message}\n${USAGE_HINT}`);
+  return 2;
 }
 
 /** Creates the XDG state directory for the key (0700). @throws {KeyFileError} naming it when it cannot. */

@@ -14,8 +14,11 @@ import {
 } from "./config.ts";
 import type { Level } from "./logging.ts";
 import { parseArgs } from "./deps/flags.ts";
+import { closest } from "./suggest.ts";
 
-/** A bad command line. `main.ts` prints the message and exits with status 2. */
+/**
+ * A bad command line. `main.ts` prints the message, then {@linkcode USAGE_HINT}, and exits with status 2.
+ */
 export class UsageError extends TypeError {
   /**
    * @param message One line naming the flag and the value.
@@ -26,15 +29,51 @@ export class UsageError extends TypeError {
   }
 }
 
-/** What the command line asks for. */
+/** The one line printed after a usage error's message, in place of the whole usage text. */
+export const USAGE_HINT = "run 'p2p_server --help' for usage";
+
+/**
+ * What the command line asks for. `check` (`--check-config`) resolves the configuration as `run` does, then
+ * prints it instead of starting the server.
+ */
 export type CliRequest =
   | { kind: "help" }
   | { kind: "version" }
-  | { kind: "run"; flags: Partial<Config>; configFile: string | undefined; level: Level | undefined };
+  | ({ kind: "run" } & RunSettings)
+  | ({ kind: "check" } & RunSettings);
+
+/** What a `run` or `check` request carries: the flags' settings, the config file and the log level flag. */
+export interface RunSettings {
+  /** Settings given by flags (they override the config file's). */
+  flags: Partial<Config>;
+  /** The `-c` file, if any. */
+  configFile: string | undefined;
+  /** The log level flag, if any. */
+  level: Level | undefined;
+}
 
 const LEVEL_FLAGS = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"] as const;
 
-/** The usage text printed by `--help` (and after a usage error). */
+/** The flags `parseCli` knows, as `node:util` `parseArgs` takes them. */
+const OPTIONS = {
+  address: { type: "string", short: "a" },
+  "max-connections": { type: "string", short: "m" },
+  config: { type: "string", short: "c" },
+  "metrics-address": { type: "string" },
+  "log-format": { type: "string" },
+  cluster: { type: "string" },
+  "instance-id": { type: "string" },
+  "check-config": { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "V" },
+  TRACE: { type: "boolean" },
+  DEBUG: { type: "boolean" },
+  INFO: { type: "boolean" },
+  WARN: { type: "boolean" },
+  ERROR: { type: "boolean" },
+} as const;
+
+/** The usage text printed by `--help`. */
 export function usage(): string {
   const d = DEFAULT_CONFIG;
   return `p2p_server: UDP peer-to-peer handshake and rendezvous server
@@ -52,7 +91,11 @@ Options:
       --log-format <FORMAT>      Log line format: text or json (JSON lines) [default: ${d.logFormat}]
       --cluster <REDIS_URL>      Cluster mode: share the peer directory with other instances through
                                  Redis, redis://[user:password@]host:port[/db] [default: off]
-      --instance-id <ID>         This instance's id in the cluster [default: random each run]
+      --instance-id <ID>         This instance's id in the cluster (needs --cluster or the config
+                                 file's cluster.redis_url) [default: random each run]
+      --check-config             Check the flags and the config file, print the effective configuration
+                                 (secrets shown as <redacted>) and exit: 0 when valid, 2 when not;
+                                 binds nothing
       --TRACE | --DEBUG | --INFO | --WARN | --ERROR
                                  Log level (one at most) [default: info; else LOG_LEVEL, else RUST_LOG]
   -h, --help                     Print this help
@@ -89,7 +132,8 @@ Logs go to stderr; SIGINT/SIGTERM disconnect every peer and exit 0.`;
 /**
  * Parses the command line.
  *
- * @throws {UsageError} for an unknown flag, a missing or bad value, or two log levels.
+ * @throws {UsageError} for an unknown flag (suggesting the nearest known one when it is close), a missing or
+ * bad value, or two log levels.
  * @example
  * ```ts
  * import { parseCli } from "./cli.ts";
@@ -100,29 +144,13 @@ Logs go to stderr; SIGINT/SIGTERM disconnect every peer and exit 0.`;
 export function parseCli(args: string[]): CliRequest {
   let values: Record<string, string | boolean | undefined>;
   try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        address: { type: "string", short: "a" },
-        "max-connections": { type: "string", short: "m" },
-        config: { type: "string", short: "c" },
-        "metrics-address": { type: "string" },
-        "log-format": { type: "string" },
-        cluster: { type: "string" },
-        "instance-id": { type: "string" },
-        help: { type: "boolean", short: "h" },
-        version: { type: "boolean", short: "V" },
-        TRACE: { type: "boolean" },
-        DEBUG: { type: "boolean" },
-        INFO: { type: "boolean" },
-        WARN: { type: "boolean" },
-        ERROR: { type: "boolean" },
-      },
-    }));
+    ({ values } = parseArgs({ args, strict: true, allowPositionals: false, options: OPTIONS }));
   } catch (error) {
-    throw new UsageError((error as Error).message.split("\n")[0]!);
+    const message = (error as Error).message;
+    const unknown = /^Unknown option '(.*)'$/.exec(message)?.[1];
+    if (unknown === undefined) throw new UsageError(message.split("\n")[0]!);
+    const near = closest(unknown, Object.keys(OPTIONS).map((name) => `--${name}`));
+    throw new UsageError(`Unknown option "${unknown}"${near === undefined ? "" : `: did you mean ${near}?`}`);
   }
   if (values.help) return { kind: "help" };
   if (values.version) return { kind: "version" };
@@ -189,5 +217,6 @@ export function parseCli(args: string[]): CliRequest {
     }
   }
   const level = levels[0]?.toLowerCase() as Level | undefined;
-  return { kind: "run", flags, configFile: values.config as string | undefined, level };
+  const settings: RunSettings = { flags, configFile: values.config as string | undefined, level };
+  return values["check-config"] ? { kind: "check", ...settings } : { kind: "run", ...settings };
 }

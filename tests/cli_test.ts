@@ -66,6 +66,29 @@ Deno.test("unknown flags, lowercase level flags and positional arguments are rej
   }
 });
 
+Deno.test("an unknown flag names the nearest known flag when it is close", () => {
+  assertStrictEquals(
+    usageError(["--max-conections", "5"]).message,
+    'Unknown option "--max-conections": did you mean --max-connections?',
+  );
+  assertStrictEquals(
+    usageError(["--check-confg"]).message,
+    'Unknown option "--check-confg": did you mean --check-config?',
+  );
+  assertStrictEquals(usageError(["--bogus"]).message, 'Unknown option "--bogus"');
+  assertStrictEquals(usageError(["-x"]).message, 'Unknown option "-x"');
+});
+
+Deno.test("--check-config asks for a check with the same flags as a run", () => {
+  assertEquals(parseCli(["--check-config", "-m", "5", "-c", "c.json", "--WARN"]), {
+    kind: "check",
+    flags: { maxConnections: 5 },
+    configFile: "c.json",
+    level: "warn",
+  });
+  assertEquals(parseCli(["--check-config", "--help"]), { kind: "help" });
+});
+
 Deno.test("a flag missing its value is rejected", () => {
   usageError(["-a"]);
   usageError(["--max-connections"]);
@@ -136,6 +159,7 @@ Deno.test("usage text lists every flag and the defaults", () => {
       "-m, --max-connections",
       "-c, --config",
       "-h, --help",
+      "--check-config",
       "--TRACE",
       "127.0.0.1:8080",
       "100",
