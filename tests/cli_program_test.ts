@@ -17,7 +17,8 @@ function usageStderr(message: string): string {
 
 /** stderr lines without the logger's timestamp and level prefix. */
 function warnings(stderr: string): string[] {
-  return stderr.split("\n").filter((l) => l.includes("[WRN]")).map((l) => l.replace(/^.*?\[WRN\] p2p_server\.main: /, ""));
+  const prefix = /^.*?\[WRN\] p2p_server\.main: /;
+  return stderr.split("\n").filter((l) => prefix.test(l)).map((l) => l.replace(prefix, ""));
 }
 
 // ------------------------------------------------------------------ usage errors and suggestions
