@@ -160,3 +160,31 @@ Deno.test("acking a 1 MB echo's fragments does not trip the per-node rate limit"
   assert(echo, "the 1 MB echo arrived");
   assertStrictEquals(server.endpoint.getStats(sim.now).drops.rate_limited, 0);
 });
+
+Deno.test("6: a captured signed HandshakeRequest replayed after the replay cache was flushed does not take the node over", () => {
+  const sim = new Sim({ seed: 6, link: { latencyMs: 2 } });
+  // A replay cache of 16 ids stands for the 65,536 a flood of ~68,000 newer signed requests flushed.
+  const server = sim.addEndpoint(SERVER, { config: { enableDiscovery: false }, replayCacheSize: 16 });
+  const victim = sim.addEndpoint("198.51.100.60:5000", { role: "client", identity: generateIdentity() });
+  sim.act(victim, (ep, now) => ep.connect(now, sock(SERVER)));
+  sim.runFor(500);
+  const captured = sim.trace.find((t) =>
+    t.from === victim.addr && new TextDecoder().decode(t.bytes).includes('"HandshakeRequest"')
+  )!;
+  // 20 other signed registrations push the captured request's id out of the cache.
+  for (let i = 0; i < 20; i++) {
+    const other = sim.addEndpoint(`198.51.100.${70 + i}:5000`, {
+      role: "client",
+      identity: generateIdentity(),
+    });
+    sim.act(other, (ep, now) => ep.connect(now, sock(SERVER)));
+  }
+  sim.runFor(20_000);
+  const attacker = sim.addRaw("203.0.113.66:6000");
+  attacker.sendBytes(SERVER, captured.bytes);
+  sim.runFor(500);
+  assertStrictEquals(server.endpoint.peer(victim.id)?.addr, victim.addr, "the node stays where it is");
+  assertEquals(server.eventsOf("peerLeft").filter((e) => e.reason === "replaced"), []);
+  const refused = server.eventsOf("refused").find((e) => e.from.hostname === "203.0.113.66");
+  assertEquals(refused?.code, "replay");
+});

@@ -304,6 +304,8 @@ export interface SimEndpointOptions {
   cookieSecret?: Uint8Array;
   /** X25519 key generation (`Endpoint`'s `generateX25519` option). @default {the OS's randomness} */
   generateX25519?: () => KeyPair;
+  /** Signed request ids remembered against replays (`Endpoint`'s `replayCacheSize`). @default {65,536} */
+  replayCacheSize?: number;
 }
 
 /** An {@linkcode Endpoint} attached to the simulated network. */
@@ -590,6 +592,7 @@ export class Sim {
       ...(options.random ? { random: options.random } : {}),
       ...(options.cookieSecret ? { cookieSecret: options.cookieSecret } : {}),
       ...(options.generateX25519 ? { generateX25519: options.generateX25519 } : {}),
+      ...(options.replayCacheSize ? { replayCacheSize: options.replayCacheSize } : {}),
     });
     const host = new SimEndpoint(this, addr, endpoint);
     this.#hosts.set(addr, host);

@@ -113,7 +113,7 @@ export class Endpoint {
       throw new RangeError(`Node id "${options.node.id}" is not the id of its key ("${identity.nodeId}")`);
     }
     const core = this.#core = new Core(options);
-    this.#sessions = new Sessions(core, identity);
+    this.#sessions = new Sessions(core, identity, options.replayCacheSize);
     this.#send = new SendPath(core, this.#sessions);
     this.#life = new Lifecycle(core, this.#sessions, this.#send);
     this.#streams = new Streams(core, this.#send, (dg, conn, msg) => this.#dispatch(dg, conn, msg));

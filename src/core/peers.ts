@@ -57,6 +57,10 @@ export interface KeyedPeer {
   dh: Uint8Array;
   /** The id of the request that proved it. */
   requestId: string;
+  /** That request's timestamp (Unix seconds): a later handshake of this key must not be older. */
+  timestamp: number;
+  /** The ids of this key's accepted requests with that same timestamp (a few at most). */
+  sameSecond: string[];
 }
 
 /** The keys of an authenticated session on a connection. */

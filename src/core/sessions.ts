@@ -35,15 +35,16 @@ export class Sessions {
   #responseKey: ResponseKey | null = null;
   /** Authenticated sessions by session id (servers: to recognise a peer that roamed to a new address). */
   readonly #bySid = new Map<string, Conn>();
-  readonly #replays = new ReplayCache();
+  readonly #replays: ReplayCache;
 
   /**
    * @param core The shared state.
    * @param identity This endpoint's key-based identity, or null.
    */
-  constructor(core: Core, identity: Identity | null) {
+  constructor(core: Core, identity: Identity | null, replayCacheSize?: number) {
     this.#core = core;
     this.#identity = identity;
+    this.#replays = new ReplayCache(replayCacheSize);
   }
 
   /** Whether this endpoint has a key. */
@@ -99,13 +100,21 @@ export class Sessions {
       dh: auth.dh,
     });
     if (!verifyEd25519(key, claims, sig)) return refuse(ERROR_CODES.badSignature, "bad signature");
+    // The rule the replay cache cannot be flushed out of: while a key's node is registered, a request of that
+    // key must not be older than the one it registered with, nor one of that second already accepted.
+    const held = this.#core.table.byId.get(info.id)?.peer.keyed;
+    const same = held?.keyText === auth.key ? held : undefined;
+    if (same && (msg.timestamp < same.timestamp || same.sameSecond.includes(msg.id))) {
+      return refuse(ERROR_CODES.replay, "replayed request (not newer than this node's last handshake)");
+    }
     // Recorded only once verified, so forged requests cannot fill the cache.
     // Remembered at least as long as its timestamp keeps it fresh.
     const remember = Math.max(now + 2 * skew * 1000, (msg.timestamp + skew + 1) * 1000);
     if (!this.#replays.add(msg.id, remember, now)) {
       return refuse(ERROR_CODES.replay, "replayed request");
     }
-    return { publicKey: key, keyText: auth.key, dh, requestId: msg.id };
+    const sameSecond = same?.timestamp === msg.timestamp ? [...same.sameSecond, msg.id].slice(-8) : [msg.id];
+    return { publicKey: key, keyText: auth.key, dh, requestId: msg.id, timestamp: msg.timestamp, sameSecond };
   }
 
   /** Signs our HandshakeRequest (its id and timestamp are final here) with a fresh X25519 key. */

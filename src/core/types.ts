@@ -217,6 +217,8 @@ export interface EndpointOptions {
    * Secret for stateless handshake cookies (at least 16 bytes). @default {bytes drawn from `random`}
    */
   cookieSecret?: Uint8Array;
+  /** Signed request ids remembered against replays (tests shrink it). @default {REPLAY_CACHE_SIZE, 65,536} */
+  replayCacheSize?: number;
   /**
    * This endpoint's key-based identity. With it, handshakes are signed and sessions authenticated; the
    * node's id must be `identity.nodeId`. @default {none: unkeyed, as the spec}
