@@ -188,3 +188,26 @@ Deno.test("6: a captured signed HandshakeRequest replayed after the replay cache
   const refused = server.eventsOf("refused").find((e) => e.from.hostname === "203.0.113.66");
   assertEquals(refused?.code, "replay");
 });
+
+Deno.test("8: replays of a captured unreliable MAC'd datagram are dropped as replayed; the routed Data is delivered once", () => {
+  const sim = new Sim({ seed: 8, link: { latencyMs: 2 } });
+  const server = sim.addEndpoint(SERVER, {
+    config: { enableDiscovery: false },
+    identity: generateIdentity(),
+  });
+  const a = sim.addEndpoint("198.51.100.81:5000", { role: "client", identity: generateIdentity() });
+  const b = sim.addEndpoint("198.51.100.82:5000", { role: "client", identity: generateIdentity() });
+  for (const c of [a, b]) sim.act(c, (ep, now) => ep.connect(now, sock(SERVER)));
+  sim.runFor(500);
+  const before = sim.trace.length;
+  sim.act(a, (ep, now) => ep.send(now, sock(SERVER), "Data", { to: b.id, data: "once" }));
+  sim.runFor(100);
+  const captured = sim.trace.slice(before).find((t) => t.from === a.addr && t.to === SERVER)!;
+  assert(new TextDecoder().decode(captured.bytes).includes('"mac"'), "a MAC'd datagram");
+  // An on-path attacker sends it again three times, from A's address.
+  for (let i = 0; i < 3; i++) sim.transmit(a.addr, SERVER, captured.bytes);
+  sim.runFor(100);
+  const got = b.eventsOf("data").filter((e) => JSON.stringify(e.payload).includes("once"));
+  assertStrictEquals(got.length, 1);
+  assertStrictEquals(server.endpoint.getStats(sim.now).drops.replayed, 3);
+});

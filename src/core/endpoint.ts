@@ -487,6 +487,9 @@ export class Endpoint {
     ) {
       return drop("bad_mac", "datagram of an authenticated session without a valid mac");
     }
+    if (session && msg.mac && !this.#sessions.fresh(session, msg)) {
+      return drop("replayed", "a replayed datagram");
+    }
     if (
       !msg.summed && !msg.mac &&
       (conn?.ext || msg.ext !== undefined || msg.rel !== undefined || msg.ord !== undefined || msg.frag)

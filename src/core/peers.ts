@@ -73,6 +73,11 @@ export interface Session {
   recvKey: HmacKey;
   /** The remote's Ed25519 public key (raw). */
   remoteKey: Uint8Array;
+  /**
+   * The sequence numbers of the unreliable datagrams received in this session (a sliding window, allocated
+   * on the first): the sender never sends one twice, so a number seen again is a replay.
+   */
+  replay?: ReceiveWindow;
 }
 
 /** A handshake this endpoint started towards a remote (client role, sibling servers). */

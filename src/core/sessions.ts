@@ -6,7 +6,8 @@
  * @module
  */
 import { type AuthFields, encodeMessage, type Message, networkOf, type NodeInfo } from "../wire/mod.ts";
-import type { Conn, KeyedPeer, LinkConn, PeerConn } from "./peers.ts";
+import type { Conn, KeyedPeer, LinkConn, PeerConn, Session } from "./peers.ts";
+import { ReceiveWindow } from "./window.ts";
 import type { Core } from "./context.ts";
 import { CLIENT_AUTH_CODES, ERROR_CODES } from "./types.ts";
 import {
@@ -115,6 +116,17 @@ export class Sessions {
     }
     const sameSecond = same?.timestamp === msg.timestamp ? [...same.sameSecond, msg.id].slice(-8) : [msg.id];
     return { publicKey: key, keyText: auth.key, dh, requestId: msg.id, timestamp: msg.timestamp, sameSecond };
+  }
+
+  /**
+   * Whether a MAC'd datagram of `session` is not a replay. Unreliable datagrams (not Acks, which repeat the
+   * acked number) are checked against the session's sliding window of sequence numbers: a valid MAC proves
+   * the session's peer sent it, not that it sent it once. Reliable ones are left to their receive window,
+   * which acks a retransmission again without processing it.
+   */
+  fresh(session: Session, msg: Message): boolean {
+    if (msg.requires_ack || msg.message_type === "Ack" || msg.sequence_number === null) return true;
+    return (session.replay ??= new ReceiveWindow()).accept(msg.sequence_number);
   }
 
   /** Signs our HandshakeRequest (its id and timestamp are final here) with a fresh X25519 key. */

@@ -29,6 +29,7 @@ export const DROP_REASONS = [
   "banned",
   "internal_error",
   "bad_mac",
+  "replayed",
 ] as const;
 
 /** One of {@linkcode DROP_REASONS}. */
