@@ -10,6 +10,8 @@
  */
 import { UNPROVEN_CREDIT_CAP } from "../src/core/endpoint.ts";
 import { MAX_ANSWERS } from "../src/core/peers.ts";
+import { FRAGMENT_COST, PARTIAL_COST } from "../src/core/reassembly.ts";
+import { HELD_COST } from "../src/core/ordered.ts";
 import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
 import type { Config } from "../src/config.ts";
 import { COOKIE_HEX_LENGTH, COOKIE_PERIOD_MS } from "../src/core/cookies.ts";
@@ -1321,15 +1323,24 @@ Deno.test("reassembly: a peer holds at most 4 partial messages and 2x max_messag
   const stats = () => server.endpoint.getStats(sim.now);
   // Eight messages of five fragments, three sent of each: only four can be in reassembly.
   const small = sendFragments(many, forge, 8, 5, 3, 100);
-  // Three messages of ten 1,000-byte fragments, nine sent of each: 8,000 bytes per message, 16,000 per peer.
-  const large = sendFragments(big, forge, 3, 10, 9, 1_000);
+  // Three messages of eight 1,000-byte fragments (8,000 bytes, the largest allowed), seven sent of each.
+  const large = sendFragments(big, forge, 3, 8, 7, 1_000);
   sim.runFor(100);
   const keptSmall = stored(many, small);
   assertStrictEquals(new Set(keptSmall.map((f) => f.of)).size, MAX_PARTIAL_PER_PEER);
   assertStrictEquals(keptSmall.length, 12);
   const keptLarge = stored(big, large);
   const held = keptLarge.reduce((n, f) => n + f.size, 0);
-  assertStrictEquals(held, 2 * 8_000, "the peer's reassembly buffer is full");
+  // What is counted is what is held: chunks, each fragment's bookkeeping and each partial message's record,
+  // against room for two whole messages of max_message_size in 1,200-byte datagrams (14 fragments each).
+  const peerBytes = 2 * (8_000 + 14 * FRAGMENT_COST + PARTIAL_COST);
+  const partials = new Set(keptLarge.map((f) => f.of)).size;
+  const counted = held + keptLarge.length * FRAGMENT_COST + partials * PARTIAL_COST;
+  assert(counted <= peerBytes, `${counted} counted against ${peerBytes}`);
+  assert(
+    counted + 1_000 + FRAGMENT_COST > peerBytes,
+    `the peer is not full: ${counted} of ${peerBytes}, ${keptLarge.length} kept`,
+  );
   for (const of of new Set(large.map((f) => f.of))) {
     const perMessage = keptLarge.filter((f) => f.of === of).reduce((n, f) => n + f.size, 0);
     assert(perMessage <= 8_000, `one message holds ${perMessage} bytes`);
@@ -1338,7 +1349,7 @@ Deno.test("reassembly: a peer holds at most 4 partial messages and 2x max_messag
   assertStrictEquals(stats().messagesReassembled, 0);
   // delivery_timeout (30 s) later the partial messages expire and room is free again.
   sim.runFor(31_000);
-  assertStrictEquals(stats().reassemblyExpired, MAX_PARTIAL_PER_PEER + 2);
+  assertStrictEquals(stats().reassemblyExpired, MAX_PARTIAL_PER_PEER + partials);
   const whole = forge.msg("Data", "w".repeat(3_000));
   const bytes = encodeMessage(whole);
   const half = Math.ceil(bytes.length / 2);
@@ -1359,12 +1370,52 @@ Deno.test("reassembly_buffer_bytes bounds the partial messages of all peers toge
   const forge = new Forge(32);
   const peers = Array.from({ length: 4 }, (_, i) => sim.addRaw(`198.51.100.${90 + i}:4000`));
   for (const p of peers) joinExt(sim, p, forge);
-  const sent = peers.map((p) => sendFragments(p, forge, 2, 10, 8, 1_000));
+  const sent = peers.map((p) => sendFragments(p, forge, 2, 8, 7, 1_000));
   sim.runFor(100);
-  const held = peers.map((p, i) => stored(p, sent[i]!).reduce((n, f) => n + f.size, 0));
-  assertStrictEquals(held.reduce((a, b) => a + b, 0), 20_000);
-  assert(held.every((b) => b <= 16_000), `${held}`);
-  assertStrictEquals(server.endpoint.getStats(sim.now).drops.buffer_full, 4 * 16 - 20);
+  // Counted as held: each chunk with its bookkeeping, and each partial message's record.
+  const kept = peers.map((p, i) => stored(p, sent[i]!));
+  const counted = kept.reduce(
+    (n, k) =>
+      n + k.reduce((m, f) => m + f.size + FRAGMENT_COST, 0) + new Set(k.map((f) => f.of)).size * PARTIAL_COST,
+    0,
+  );
+  assert(counted <= 20_000, `${counted} counted against the 20,000-byte budget`);
+  assert(
+    counted + 1_000 + FRAGMENT_COST + PARTIAL_COST > 20_000,
+    `the budget is not full: ${counted}, ${kept.map((k) => k.length)}`,
+  );
+  const keptCount = kept.reduce((n, k) => n + k.length, 0);
+  assertStrictEquals(server.endpoint.getStats(sim.now).drops.buffer_full, 4 * 14 - keptCount);
+  assertBalanced(server, sim.now);
+});
+
+Deno.test("5: ordered Data held behind a gap is bounded in bytes per sender: large messages past the bound are dropped unacknowledged, then delivered once resent", () => {
+  const sim = new Sim({ seed: 34 });
+  const server = newServer(sim, { maxMessageSize: 60_000 });
+  const forge = new Forge(34);
+  const peer = sim.addRaw("203.0.113.96:4000");
+  joinExt(sim, peer, forge);
+  const stats = () => server.endpoint.getStats(sim.now);
+  // 30 messages of ~50 KB behind a missing first one: before, all 30 (1.5 MB) would wait; the bound is room
+  // for two messages of max_message_size (each counted with HELD_COST).
+  const later: Message[] = [];
+  for (let ord = 2; ord <= 31; ord++) {
+    later.push(reliable(peer, forge, "Data", { ord, blob: "b".repeat(50_000) }, { ord }));
+  }
+  sim.runFor(100);
+  const acked = new Set(peer.messages("Ack").map((m) => m.ack_for));
+  const held = later.filter((m) => acked.has(m.id));
+  const bound = 2 * (60_000 + HELD_COST);
+  assert(held.length * (50_000 + HELD_COST) <= bound && held.length >= 1, `${held.length} held`);
+  assertStrictEquals(stats().drops.buffer_full, 30 - held.length);
+  assertStrictEquals(server.eventsOf("data").length, 0, "nothing delivered past the gap");
+  reliable(peer, forge, "Data", { ord: 1 }, { ord: 1 });
+  sim.runFor(100);
+  assertStrictEquals(
+    server.eventsOf("data").length,
+    1 + held.length,
+    "the gap filled: the held ones go through",
+  );
   assertBalanced(server, sim.now);
 });
 

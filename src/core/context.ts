@@ -12,8 +12,13 @@ import type { CoreConfig } from "./config.ts";
 import { type Conn, type PeerEntry, PeerTable } from "./peers.ts";
 import {
   type Budget,
+  FRAGMENT_COST,
+  HELD_COST,
   MAX_QUEUED_BYTES_PER_PEER,
   MAX_QUEUED_PER_PEER,
+  type OrderedBounds,
+  PARTIAL_COST,
+  type ReassemblyBounds,
   type RtoBounds,
 } from "./reliability.ts";
 import { type DropReason, Stats } from "./stats.ts";
@@ -71,8 +76,15 @@ export class Core {
   reportDuplicates = false;
   /** Retransmission timeout bounds. */
   readonly rto: RtoBounds;
-  /** The byte budget all reassemblies share. */
+  /**
+   * The byte budget (`reassembly_buffer_bytes`) that all peers' partial messages and ordered messages held
+   * behind a gap share.
+   */
   readonly reassemblyBudget: Budget;
+  /** A peer's reassembly bounds: room for two whole messages of `max_message_size` in our fragments. */
+  readonly reassemblyBounds: ReassemblyBounds;
+  /** A sender's ordered-delivery bounds: room for two held messages of `max_message_size`. */
+  readonly orderedBounds: OrderedBounds;
   /** Deadline of a reliable message (ms). */
   readonly deliveryMs: number;
   /** Deadline of a handshake message (ms). */
@@ -99,7 +111,6 @@ export class Core {
     this.rto = { initialMs: c.rtoInitialMs, minMs: c.rtoMinMs, maxMs: c.rtoMaxMs };
     this.random = options.random ?? mulberry32(fnv1a(options.node.id));
     this.generateX25519 = options.generateX25519 ?? generateX25519;
-    this.reassemblyBudget = { used: 0, limit: c.reassemblyBufferBytes };
     this.deliveryMs = c.deliveryTimeout * 1000;
     this.handshakeMs = c.handshakeTimeout * 1000;
     this.halfOpenMs = c.halfOpenTimeout * 1000;
@@ -107,6 +118,13 @@ export class Core {
     const perMessage = Math.ceil(
       c.maxMessageSize / Math.max(3, Math.floor((c.maxDatagramSize - 400) / 4) * 3),
     );
+    const budget = this.reassemblyBudget = { used: 0, limit: c.reassemblyBufferBytes };
+    this.reassemblyBounds = {
+      messageBytes: c.maxMessageSize,
+      peerBytes: 2 * (c.maxMessageSize + perMessage * FRAGMENT_COST + PARTIAL_COST),
+      budget,
+    };
+    this.orderedBounds = { peerBytes: 2 * (c.maxMessageSize + HELD_COST), budget };
     this.queueLimits = [
       Math.max(MAX_QUEUED_PER_PEER, 4 * perMessage + 64),
       Math.max(MAX_QUEUED_BYTES_PER_PEER, 4 * perMessage * c.maxDatagramSize),

@@ -505,11 +505,11 @@ export class Endpoint {
       if (refusal !== null) return refusal;
     }
     if (conn) heard(conn, dg, msg.ext !== undefined);
-    let chunk: Uint8Array | null = null;
+    let chunk: number | null = null;
     if (msg.frag) {
       // Checked before the Ack: a fragment that cannot be stored is not acknowledged, so it comes again.
       const prepared = this.#streams.prepareFragment(conn, msg);
-      if (!(prepared instanceof Uint8Array)) return prepared;
+      if (typeof prepared !== "number") return prepared;
       chunk = prepared;
     }
     // The Ack is decided after the message is handled and goes in front of what the handling sent (the spec's
@@ -523,7 +523,9 @@ export class Endpoint {
         return this.#dispatch(dg, conn, msg);
       }
       if (conn && type !== "HandshakeRequest") {
-        if (msg.ord !== undefined && type === "Data" && conn.x?.ordered?.wouldOverflow(msg.ord)) {
+        if (
+          msg.ord !== undefined && type === "Data" && conn.x?.ordered?.wouldOverflow(msg.ord, bytes.length)
+        ) {
           return drop("buffer_full", `ordered message ${msg.ord} does not fit the reorder buffer`);
         }
         tracked = msg.rel ?? msg.sequence_number;
@@ -544,9 +546,9 @@ export class Endpoint {
       this.#life.authenticate(now, conn);
     }
     let outcome: Outcome;
-    if (chunk) outcome = this.#streams.onFragment(dg, conn!, msg, chunk);
+    if (chunk !== null) outcome = this.#streams.onFragment(dg, conn!, msg, chunk);
     else if (msg.ord !== undefined && type === "Data" && conn) {
-      outcome = this.#streams.onOrdered(dg, conn, msg);
+      outcome = this.#streams.onOrdered(dg, conn, msg, bytes, true);
     } else outcome = this.#dispatch(dg, conn, msg);
     if (
       ackAt >= 0 && outcome !== "deferred" &&

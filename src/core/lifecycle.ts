@@ -96,7 +96,8 @@ export class Lifecycle {
       const whole = item.frag ? x.fragmented?.get(item.frag.of) : undefined;
       closed(item.frag?.of ?? item.id, 0, whole?.type ?? item.type, 0);
     }
-    x.reassembly?.clear(this.#core.reassemblyBudget);
+    x.reassembly?.clear();
+    x.ordered?.reset();
     conn.x = null;
   }
 
@@ -116,7 +117,7 @@ export class Lifecycle {
     conn.relWindow?.reset();
     const x = conn.x;
     if (x) {
-      x.reassembly?.clear(this.#core.reassemblyBudget);
+      x.reassembly?.clear();
       x.ordered?.reset();
       x.missing = null;
       x.nackAt = Infinity;

@@ -1,12 +1,24 @@
 /**
- * Ordered delivery of one sender's ordered messages, held (bounded) behind a gap. Pure: no I/O, no clock,
- * no randomness.
+ * Ordered delivery of one sender's ordered messages, held (bounded in count and in bytes) behind a gap. Pure:
+ * no I/O, no clock, no randomness.
  *
  * @module
  */
+import type { Budget } from "./reassembly.ts";
 
 /** Most messages held back per sender while an earlier ordered message is missing. */
 export const MAX_ORDERED_HELD = 256;
+
+/** Bytes counted for each held message on top of its encoding: its record, its bytes' object, its map entry. */
+export const HELD_COST = 256;
+
+/** The byte bounds an {@linkcode OrderedInbox} keeps. */
+export interface OrderedBounds {
+  /** Most bytes one sender may have held, each message counted as its size plus {@linkcode HELD_COST}. */
+  peerBytes: number;
+  /** The budget shared by every peer (the reassembly budget). */
+  budget: Budget;
+}
 
 /** What {@linkcode OrderedInbox.offer} decided. */
 export type OrderedOutcome<T> = { status: "deliver"; items: T[] } | { status: "held" } | { status: "full" };
@@ -17,25 +29,45 @@ export type OrderedOutcome<T> = { status: "deliver"; items: T[] } | { status: "h
  * gap outlives the delivery deadline.
  */
 export class OrderedInbox<T> {
+  readonly #bounds: OrderedBounds;
   /** The next number to deliver. */
   expected = 1;
   /** When the current gap was first seen (ms), or `Infinity` without a gap. */
   stalledSince = Infinity;
-  // A held message, or null for a number the sender gave up on.
-  readonly #held = new Map<number, T | null>();
+  // A held message and what it counts, or null for a number the sender gave up on.
+  readonly #held = new Map<number, { item: T; cost: number } | null>();
+  #cost = 0;
+
+  /** @param bounds What this sender and all senders together may hold; without, only the count is bounded. */
+  constructor(bounds: OrderedBounds = { peerBytes: Infinity, budget: { used: 0, limit: Infinity } }) {
+    this.#bounds = bounds;
+  }
 
   /** Messages held. */
   get held(): number {
     return this.#held.size;
   }
 
-  /** Whether a message numbered `ord` could not be held now (checked before it is acknowledged). */
-  wouldOverflow(ord: number): boolean {
-    return ((ord - this.expected) | 0) > 0 && this.#held.size >= MAX_ORDERED_HELD;
+  /** Bytes counted for the messages held. */
+  get bytes(): number {
+    return this.#cost;
   }
 
-  /** Offers a message; returns what is now deliverable, in order. */
-  offer(now: number, ord: number, item: T): OrderedOutcome<T> {
+  /**
+   * Whether a message numbered `ord` of `size` bytes could not be held now (checked before it is
+   * acknowledged).
+   */
+  wouldOverflow(ord: number, size = 0): boolean {
+    return this.ahead(ord) && !this.#fits(size + HELD_COST);
+  }
+
+  /** Whether a message numbered `ord` would wait (an earlier one is missing). */
+  ahead(ord: number): boolean {
+    return ((ord - this.expected) | 0) > 0;
+  }
+
+  /** Offers a message of `size` bytes; returns what is now deliverable, in order. */
+  offer(now: number, ord: number, item: T, size = 0): OrderedOutcome<T> {
     const distance = (ord - this.expected) | 0;
     if (distance < 0) {
       // Below the expected number and yet new (the duplicate window said so): a message this inbox already
@@ -43,8 +75,11 @@ export class OrderedInbox<T> {
       return { status: "deliver", items: [item] };
     }
     if (distance > 0) {
-      if (this.#held.size >= MAX_ORDERED_HELD) return { status: "full" };
-      this.#held.set(ord, item);
+      const cost = size + HELD_COST;
+      if (!this.#fits(cost)) return { status: "full" };
+      this.#held.set(ord, { item, cost });
+      this.#cost += cost;
+      this.#bounds.budget.used += cost;
       if (this.stalledSince === Infinity) this.stalledSince = now;
       return { status: "held" };
     }
@@ -82,9 +117,11 @@ export class OrderedInbox<T> {
     return items;
   }
 
-  /** Forgets everything (a new session). */
+  /** Forgets everything (a new session, or the connection's state is dropped). */
   reset(): void {
     this.#held.clear();
+    this.#bounds.budget.used -= this.#cost;
+    this.#cost = 0;
     this.expected = 1;
     this.stalledSince = Infinity;
   }
@@ -92,11 +129,21 @@ export class OrderedInbox<T> {
   #flush(now: number, items: T[]): void {
     for (;;) {
       if (!this.#held.has(this.expected)) break;
-      const item = this.#held.get(this.expected)!;
+      const held = this.#held.get(this.expected)!;
       this.#held.delete(this.expected);
-      if (item !== null) items.push(item);
+      if (held !== null) {
+        items.push(held.item);
+        this.#cost -= held.cost;
+        this.#bounds.budget.used -= held.cost;
+      }
       this.expected = (this.expected + 1) >>> 0;
     }
     this.stalledSince = this.#held.size === 0 ? Infinity : now;
+  }
+
+  #fits(cost: number): boolean {
+    const { peerBytes, budget } = this.#bounds;
+    return this.#held.size < MAX_ORDERED_HELD && this.#cost + cost <= peerBytes &&
+      budget.used + cost <= budget.limit;
   }
 }

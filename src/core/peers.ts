@@ -8,7 +8,7 @@
  */
 import type { SocketAddr } from "../wire/address.ts";
 import type { NodeInfo } from "../wire/mod.ts";
-import type { Message, MessageType } from "../wire/mod.ts";
+import type { MessageType } from "../wire/mod.ts";
 import {
   type OrderedInbox,
   Outbox,
@@ -170,8 +170,11 @@ export interface HeldMessage {
   from: SocketAddr;
   /** Source key. */
   key: string;
-  /** The message. */
-  msg: Message;
+  /**
+   * The message's encoding (its own copy: a datagram's bytes are the shell's buffer), decoded again when its
+   * turn comes, so that what is held is what is counted: a decoded payload can take many times its size.
+   */
+  bytes: Uint8Array;
 }
 
 /** A whole message sent as fragments, until every fragment is acknowledged or one is given up. */

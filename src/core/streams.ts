@@ -75,33 +75,34 @@ export class Streams {
     }
   }
 
-  /** Decodes and admits a fragment's chunk, or says why it is dropped. */
-  prepareFragment(conn: Conn | undefined, msg: Message): Uint8Array | Drop {
+  /** Checks and admits a fragment's chunk: returns its size in bytes, or says why it is dropped. */
+  prepareFragment(conn: Conn | undefined, msg: Message): number | Drop {
     if (!conn || (!conn.peer && !conn.link)) {
       return drop("not_registered", "fragment from an unknown address");
     }
     if (typeof msg.payload !== "string") {
       return drop("bad_payload", "fragment payload is not a base64 string");
     }
-    let chunk: Uint8Array;
+    let size: number;
     try {
-      chunk = Uint8Array.fromBase64(msg.payload);
+      // Decoded to check it only: the chunk is kept as its text (a string costs its length; a small
+      // Uint8Array costs close to a kilobyte of the process's memory), decoded into the whole message once.
+      size = Uint8Array.fromBase64(msg.payload).length;
     } catch {
       return drop("bad_payload", "fragment payload is not valid base64");
     }
+    if (size === 0) return drop("bad_payload", "fragment payload is empty");
     const x = extras(conn);
-    const why = (x.reassembly ??= new Reassembler()).admit(
-      msg.frag!,
-      chunk.length,
-      this.#core.config.maxMessageSize,
-      this.#core.reassemblyBudget,
-    );
-    return why === undefined ? chunk : drop("buffer_full", `fragment refused: ${why}`);
+    const why = (x.reassembly ??= new Reassembler(this.#core.reassemblyBounds)).admit(msg.frag!, size);
+    return why === undefined ? size : drop("buffer_full", `fragment refused: ${why}`);
   }
 
-  /** A fragment's chunk (admitted by {@linkcode prepareFragment}): stored, and the whole message handled once complete. */
-  onFragment(dg: Datagram, conn: Conn, msg: Message, chunk: Uint8Array): Outcome {
-    const result = extras(conn).reassembly!.add(dg.now, msg.frag!, chunk, this.#core.reassemblyBudget);
+  /**
+   * A fragment whose chunk of `size` bytes was admitted by {@linkcode prepareFragment}: stored, and the whole
+   * message handled once complete.
+   */
+  onFragment(dg: Datagram, conn: Conn, msg: Message, size: number): Outcome {
+    const result = extras(conn).reassembly!.add(dg.now, msg.frag!, msg.payload as string, size);
     if (result.status === "duplicate") return "duplicate";
     if (result.status !== "complete") return undefined;
     this.#core.stats.messagesReassembled++;
@@ -116,24 +117,29 @@ export class Streams {
       return drop("bad_payload", "reassembled message does not match its fragments");
     }
     if (inner.ord !== undefined && inner.message_type === "Data") {
-      return this.onOrdered(dg, conn, inner);
+      return this.onOrdered(dg, conn, inner, result.bytes);
     }
     return this.#dispatch(dg, conn, inner);
   }
 
-  /** Ordered Data: delivered now with whatever it unblocks, or held until the earlier ones arrive. */
-  onOrdered(dg: Datagram, conn: Conn, msg: Message): Outcome {
+  /**
+   * Ordered Data: delivered now with whatever it unblocks, or held until the earlier ones arrive. `bytes` is
+   * its encoding: the datagram (copied before it is held) or the reassembled message (already its own).
+   */
+  onOrdered(dg: Datagram, conn: Conn, msg: Message, bytes: Uint8Array, copy = false): Outcome {
     const now = dg.now;
-    const inbox = extras(conn).ordered ??= new OrderedInbox<HeldMessage>();
-    const result = inbox.offer(now, msg.ord!, { from: dg.from, key: dg.key, msg });
-    if (result.status === "full") return drop("buffer_full", `ordered message ${msg.ord} does not fit`);
+    const inbox = extras(conn).ordered ??= new OrderedInbox<HeldMessage>(this.#core.orderedBounds);
+    const ord = msg.ord!;
+    const kept = copy && inbox.ahead(ord) ? bytes.slice() : bytes;
+    const result = inbox.offer(now, ord, { from: dg.from, key: dg.key, bytes: kept }, bytes.length);
+    if (result.status === "full") return drop("buffer_full", `ordered message ${ord} does not fit`);
     if (result.status === "held") {
       this.#core.stats.orderedHeld++;
       return undefined;
     }
-    const [first, ...rest] = result.items;
-    const outcome = this.#dispatch(heldDatagram(dg, now, first!), conn, first!.msg);
-    this.dispatchHeld(now, rest, dg);
+    // The first is this message, decoded already; the rest were held.
+    const outcome = this.#dispatch(dg, conn, msg);
+    this.dispatchHeld(now, result.items.slice(1), dg);
     return outcome;
   }
 
@@ -144,7 +150,14 @@ export class Streams {
   dispatchHeld(now: number, items: HeldMessage[], dg: Datagram | null): void {
     for (const item of items) {
       const conn = this.#core.table.byAddr.get(item.key);
-      const outcome = this.#dispatch(heldDatagram(dg, now, item), conn, item.msg);
+      let outcome: Outcome;
+      try {
+        // Decoded once already when it arrived; decoding it again cannot fail but is checked all the same.
+        outcome = this.#dispatch(heldDatagram(dg, now, item), conn, decodeMessage(item.bytes));
+      } catch (error) {
+        if (!(error instanceof DecodeError)) throw error;
+        outcome = drop("bad_payload", `held ordered message: ${error.message}`);
+      }
       if (outcome !== undefined && outcome !== "duplicate" && outcome !== "deferred") {
         this.#core.emit({
           type: "dropped",
@@ -244,7 +257,7 @@ export class Streams {
       }
     }
     if (x.reassembly && x.reassembly.nextExpiry(lifetime) <= now) {
-      this.#core.stats.reassemblyExpired += x.reassembly.expire(now, lifetime, this.#core.reassemblyBudget);
+      this.#core.stats.reassemblyExpired += x.reassembly.expire(now, lifetime);
     }
     if (x.ordered && x.ordered.stalledSince + lifetime <= now) {
       this.dispatchHeld(now, x.ordered.expire(now, lifetime), null);
