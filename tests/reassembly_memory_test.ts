@@ -14,6 +14,7 @@
 import { assert } from "./deps/assert.ts";
 import { encodeMessage, type Json, type Message, type MessageType } from "../src/wire/mod.ts";
 import { childEnv, PROJECT_ROOT, RUN_FLAGS, TEST_CONFIG, waitUntil } from "./helpers/server_process.ts";
+import { readProc } from "../tools/server_probe.ts";
 
 const PEERS = 100;
 const BUDGET = 8 * 1_048_576;
@@ -27,7 +28,8 @@ const DEADLINE_MS = 15_000;
 const onLinux = Deno.build.os === "linux";
 
 function rss(pid: number): number {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  // Another process's /proc file needs --allow-all to be read directly; readProc falls back to `cat`.
+  const status = readProc(`/proc/${pid}/status`) ?? "";
   const kib = /^VmRSS:\s+(\d+) kB$/m.exec(status);
   if (!kib) throw new Error(`No VmRSS in /proc/${pid}/status`);
   return Number(kib[1]) * 1024;

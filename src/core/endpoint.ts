@@ -505,13 +505,9 @@ export class Endpoint {
       if (refusal !== null) return refusal;
     }
     if (conn) heard(conn, dg, msg.ext !== undefined);
-    let chunk: number | null = null;
-    if (msg.frag) {
-      // Checked before the Ack: a fragment that cannot be stored is not acknowledged, so it comes again.
-      const prepared = this.#streams.prepareFragment(conn, msg);
-      if (typeof prepared !== "number") return prepared;
-      chunk = prepared;
-    }
+    // Checked before the Ack: a fragment that cannot be stored is not acknowledged, so it comes again.
+    const chunk = msg.frag ? this.#streams.prepareFragment(conn, msg) : null;
+    if (chunk !== null && typeof chunk !== "number") return chunk;
     // The Ack is decided after the message is handled and goes in front of what the handling sent (the spec's
     // order): an undecodable or unexpected message is not acked, so a corrupted copy never claims delivery.
     let ackAt = -1;
