@@ -509,6 +509,7 @@ export function parseConfigFile(text: string, source: string): ConfigFileResult 
   const config: Record<string, unknown> = {};
   const unknownKeys: string[] = [];
   for (const [key, v] of Object.entries(value)) {
+    if (key === "$schema") continue; // the editors' schema (config.schema.json), not a setting
     if (!Object.hasOwn(CONFIG_FILE_KEYS, key)) {
       unknownKeys.push(key);
       continue;
