@@ -475,6 +475,17 @@ const CHECKS: Record<keyof Config, Check> = {
   cluster: () => undefined,
 };
 
+/** A value no check accepts: what a check says about it is the rule it enforces. */
+const NOTHING_VALID = Symbol("not a setting value");
+
+/**
+ * The values `field` accepts, as its check states them ("an integer from 1 to 1000000", ...): the rule is
+ * declared once, in the check, and the configuration reference quotes it from there.
+ */
+export function acceptedValues(field: keyof Config): string {
+  return (CHECKS[field](NOTHING_VALID) ?? "").replace(/^must be /, "");
+}
+
 /** The result of reading a config file: the values it sets and the unknown keys it had. */
 export interface ConfigFileResult {
   /** Values the file sets. */

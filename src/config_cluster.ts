@@ -79,6 +79,14 @@ export function redactUrl(text: string): string {
 }
 
 /** Checks one cluster setting; a string says what is wrong (never showing credentials). */
+/** The values cluster setting `field` accepts, as its check states them (for the configuration reference). */
+export function clusterAcceptedValues(field: keyof ClusterConfig): string {
+  return (checkClusterField(field, Symbol("not a setting value")) ?? "").replace(/^must be /, "").replace(
+    /, got [\s\S]*$/,
+    "",
+  );
+}
+
 function checkClusterField(field: keyof ClusterConfig, v: unknown): string | undefined {
   switch (field) {
     case "redisUrl": {

@@ -2,8 +2,9 @@
  * Generates the configuration reference (`docs/configuration.md`) and the JSON Schema for editors
  * (`config.schema.json`) from where each setting is declared once: its description and default on the
  * `Config` / `ClusterConfig` interfaces (src/config.ts, src/config_cluster.ts), its value in `DEFAULT_CONFIG` /
- * `DEFAULT_CLUSTER`, its file key in `CONFIG_FILE_KEYS` / `CLUSTER_FILE_KEYS`, and the values an enumerated
- * setting accepts (`RETRANSMIT_POLICIES`, `COOKIE_MODES`, `LOG_FORMATS`, `AUTH_POLICIES`).
+ * `DEFAULT_CLUSTER`, its file key in `CONFIG_FILE_KEYS` / `CLUSTER_FILE_KEYS`, the values it accepts as its
+ * check states them (`acceptedValues`, `clusterAcceptedValues`), and the choices of an enumerated setting
+ * (`RETRANSMIT_POLICIES`, `COOKIE_MODES`, `LOG_FORMATS`, `AUTH_POLICIES`) for the schema's `enum`.
  *
  * ```sh
  * deno run --allow-read --allow-write tools/gen_config_docs.ts          # rewrites both files
@@ -13,6 +14,7 @@
  * @module
  */
 import {
+  acceptedValues,
   CONFIG_FILE_KEYS,
   COOKIE_MODES,
   DEFAULT_CLUSTER,
@@ -20,7 +22,7 @@ import {
   LOG_FORMATS,
   RETRANSMIT_POLICIES,
 } from "../src/config.ts";
-import { CLUSTER_FILE_KEYS } from "../src/config_cluster.ts";
+import { CLUSTER_FILE_KEYS, clusterAcceptedValues } from "../src/config_cluster.ts";
 import { AUTH_POLICIES } from "../src/core/auth.ts";
 
 const ROOT = new URL("../", import.meta.url);
@@ -45,6 +47,7 @@ export function fieldDocs(source: string, name: string): Map<string, string> {
       .filter((l) => !l.startsWith("@default"))
       .join(" ")
       .replace(/\{@linkcode (\w+(?:\.\w+)?)\}/g, "`$1`")
+      .replace(/@default \{[^}]*\}/g, "")
       .replace(/\s+/g, " ")
       .trim();
     out.set(m[2]!, text);
@@ -64,6 +67,8 @@ interface Row {
   field: string;
   value: unknown;
   doc: string;
+  /** The values it accepts, as its check states them. */
+  accepts: string;
 }
 
 function rows(): { top: Row[]; cluster: Row[] } {
@@ -84,12 +89,14 @@ function rows(): { top: Row[]; cluster: Row[] } {
       field,
       value: defaults[field],
       doc: need(docs, field),
+      accepts: field === "cluster" ? "null, or an object (below)" : acceptedValues(field),
     })),
     cluster: Object.entries(CLUSTER_FILE_KEYS).map(([key, field]) => ({
       key,
       field,
       value: field === "redisUrl" ? undefined : clusterDefaults[field],
       doc: need(clusterDocs, field),
+      accepts: clusterAcceptedValues(field),
     })),
   };
 }
@@ -101,12 +108,11 @@ export function configurationMarkdown(): string {
   const value = (v: unknown) => v === undefined ? "(required)" : `\`${JSON.stringify(v)}\``;
   const table = (list: Row[], prefix: string) =>
     [
-      "| key | default | what it sets |",
-      "| --- | --- | --- |",
-      ...list.map((r) => {
-        const choices = ENUMS[r.field] ? ` One of ${ENUMS[r.field]!.map((c) => `\`${c}\``).join(", ")}.` : "";
-        return `| \`${prefix}${r.key}\` | ${cell(value(r.value))} | ${cell(r.doc + choices)} |`;
-      }),
+      "| key | default | accepts | what it sets |",
+      "| --- | --- | --- | --- |",
+      ...list.map((r) =>
+        `| \`${prefix}${r.key}\` | ${cell(value(r.value))} | ${cell(r.accepts)} | ${cell(r.doc)} |`
+      ),
     ].join("\n");
   return [
     "# Configuration reference",
@@ -134,7 +140,7 @@ export function configurationMarkdown(): string {
 export function configurationSchema(): string {
   const { top, cluster } = rows();
   const property = (r: Row) => ({
-    description: r.doc,
+    description: `${r.doc} Accepts ${r.accepts}.`,
     ...(r.value === undefined ? {} : { default: r.value }),
     ...(ENUMS[r.field] ? { enum: [...ENUMS[r.field]!] } : jsonType(r.value)),
   });
