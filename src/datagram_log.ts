@@ -63,8 +63,9 @@ export class RefusalLog {
   /** A refusal: its own line while the window allows. */
   refused(event: Extract<EndpointEvent, { type: "refused" }>, now = performance.now()): void {
     if (!this.#limiter.admit(now, event.code)) return;
-    log.info("refused handshake from {addr}: {error} ({code})", {
+    log.info("refused handshake from {addr} (node {id}): {error} ({code})", {
       addr: formatSocketAddr(event.from),
+      id: event.nodeId ?? "-",
       error: clip(event.error),
       code: event.code,
     });

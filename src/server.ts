@@ -583,6 +583,7 @@ export class P2PServer {
           time: Date.now(),
           type: "refused",
           addr: formatSocketAddr(event.from),
+          ...(event.nodeId ? { id: event.nodeId } : {}),
           detail: event.code,
         });
         break;

@@ -14,6 +14,7 @@ Deno.test("refused handshakes: the first 10 of a window one line each, the rest 
     log.refused({
       type: "refused",
       from: FROM,
+      nodeId: "6f9619ff-8b86-4011-b42d-00c04fc964ff",
       code: i < 12 ? "invalid_node_info" : "server_full",
       error: "no",
     }, i);
@@ -26,7 +27,12 @@ Deno.test("refused handshakes: the first 10 of a window one line each, the rest 
   );
   log.flush(10_000);
   const lines = logs.texts();
-  assertEquals(lines.filter((l) => l.includes("refused handshake from 192.0.2.7:4000: no (")).length, 10);
+  assertEquals(
+    lines.filter((l) =>
+      l.includes("refused handshake from 192.0.2.7:4000 (node 6f9619ff-8b86-4011-b42d-00c04fc964ff): no (")
+    ).length,
+    10,
+  );
   const summary = lines.filter((l) => l.includes("more refused handshakes"));
   assertEquals(summary.length, 1, lines.join("\n"));
   assertMatch(
@@ -57,6 +63,6 @@ Deno.test("a server logs a refused handshake with the remote's address, the reas
   assert(line, logs.texts().join("\n"));
   assertMatch(
     line,
-    /refused handshake from 127\.0\.0\.1:\d+: handshake failed: invalid node info: .* \(invalid_node_info\)/,
+    /refused handshake from 127\.0\.0\.1:\d+ \(node not-a-uuid\): handshake failed: invalid node info: .* \(invalid_node_info\)/,
   );
 });

@@ -184,6 +184,9 @@ export class Handshakes {
    */
   onHandshakeRequest(dg: Datagram, existing: Conn | undefined, msg: Message): Drop | "duplicate" | undefined {
     const { now, from, key } = dg;
+    // The node id it claims, for the report of a refusal (clipped: anyone can send anything).
+    const claimed = isJsonObject(msg.payload) ? msg.payload.id : undefined;
+    dg.claimedId = typeof claimed === "string" ? claimed.toLowerCase().slice(0, 64) : null;
     if (this.#core.role !== "server") {
       // A client accepts a handshake only from a peer its server just introduced (a direct connection).
       const id = isJsonObject(msg.payload) && typeof msg.payload.id === "string"

@@ -57,4 +57,6 @@ export interface Datagram {
    * is kept for a repeat; null for anything else.
    */
   answerKey?: string | null;
+  /** The node id a HandshakeRequest being handled claims, for the report of its refusal. */
+  claimedId?: string | null;
 }

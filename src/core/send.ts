@@ -391,7 +391,7 @@ export class SendPath {
   refuse(dg: Datagram, code: string, error: string): void {
     this.#core.stats.handshakeFailed(code);
     this.reply(dg, undefined, "Error", { error, code });
-    this.#core.emit({ type: "refused", from: dg.from, code, error });
+    this.#core.emit({ type: "refused", from: dg.from, nodeId: dg.claimedId ?? null, code, error });
   }
 
   /** Answers a request from an address that has not registered. */

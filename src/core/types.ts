@@ -146,9 +146,9 @@ export type EndpointEvent =
   | { type: "retry"; to: SocketAddr; messageType: MessageType; tries: number }
   /**
    * A HandshakeRequest was refused (server role): the remote got an `Error` with this code and text (invalid
-   * node info, a bad signature, node_id_conflict, server_full, ...).
+   * node info, a bad signature, node_id_conflict, server_full, ...); `nodeId` is the id it claimed, if any.
    */
-  | { type: "refused"; from: SocketAddr; code: string; error: string }
+  | { type: "refused"; from: SocketAddr; nodeId: string | null; code: string; error: string }
   /** A periodic tick asked for with `Endpoint.every` is due. */
   | { type: "tick"; name: string }
   /** A request made with `Endpoint.request` was answered (its answer's raw event is not reported). */
