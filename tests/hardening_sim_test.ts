@@ -4,6 +4,7 @@
 import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
 import { MAX_ECHOED_NONCE } from "../src/core/control.ts";
 import { Sim, sock } from "./sim.ts";
+import { keepAnswer, newConn, releaseAnswers } from "../src/core/peers.ts";
 import { generateIdentity } from "../src/core/auth.ts";
 import { TAKEOVER_RATE } from "../src/core/handshake.ts";
 import { encodeMessage } from "../src/wire/codec.ts";
@@ -210,4 +211,56 @@ Deno.test("8: replays of a captured unreliable MAC'd datagram are dropped as rep
   const got = b.eventsOf("data").filter((e) => JSON.stringify(e.payload).includes("once"));
   assertStrictEquals(got.length, 1);
   assertStrictEquals(server.endpoint.getStats(sim.now).drops.replayed, 3);
+});
+
+Deno.test("kept answers: a shared budget bounds them across all remotes, and a forgotten remote gives its share back", () => {
+  const budget = { used: 0, limit: 1_000 };
+  const conns = Array.from(
+    { length: 5 },
+    (_, i) => newConn(`198.51.100.${i}:1`, sock(`198.51.100.${i}:1`), 0),
+  );
+  for (const [i, c] of conns.entries()) {
+    for (let n = 0; n < 4; n++) {
+      keepAnswer(c, `seq:${n}`, { bytes: new Uint8Array(100), type: "Data" }, budget);
+    }
+    assert(budget.used <= budget.limit, `remote ${i}: ${budget.used}`);
+  }
+  assertStrictEquals(budget.used, 1_000, "full: the later remotes' answers are not kept");
+  assertStrictEquals(conns[4]!.x?.answers?.size ?? 0, 0);
+  releaseAnswers(conns[0]!, budget);
+  assertStrictEquals(budget.used, 600);
+  keepAnswer(conns[4]!, "seq:0", { bytes: new Uint8Array(100), type: "Data" }, budget);
+  assertStrictEquals(conns[4]!.x?.answers?.size, 1);
+});
+
+Deno.test("a new session forgets the old one's kept answers: a repeated request never gets an answer to another", () => {
+  const sim = new Sim({ seed: 12 });
+  sim.addEndpoint(SERVER, { config: { enableDiscovery: false } });
+  const p = sim.addRaw("198.51.100.30:5000");
+  const q = sim.addRaw("198.51.100.31:5000");
+  const info = (peer: typeof p) => ({
+    id: peer.newId(),
+    name: "deployed",
+    version: "0.2.0",
+    listen_addr: peer.addr,
+    capabilities: [],
+    metadata: {},
+  });
+  const pInfo = info(p);
+  const qInfo = info(q);
+  p.handshake(SERVER, pInfo);
+  q.handshake(SERVER, qInfo);
+  sim.runFor(50);
+  p.send(SERVER, "Data", "echo me", { seq: 5, requiresAck: true });
+  sim.runFor(50);
+  assertStrictEquals(p.messages("Data").length, 1, "echoed, and the echo kept for a repeat");
+  // The same node handshakes again: a new session, its numbers start afresh.
+  p.handshake(SERVER, pInfo, { seq: 1 });
+  sim.runFor(50);
+  const routed = p.send(SERVER, "Data", { to: qInfo.id, data: "hi" }, { seq: 5, requiresAck: true });
+  sim.runFor(50);
+  p.sendBytes(SERVER, JSON.stringify(routed)); // its repeat: an Ack again, and no echo of the old request
+  sim.runFor(50);
+  assertStrictEquals(p.messages("Data").length, 1, "no answer of the old session's seq 5");
+  assertStrictEquals(q.messages("Data").length, 1, "routed once");
 });

@@ -9,7 +9,7 @@
 import { formatSocketAddr, type Json, type Message, type MessageType, type NodeInfo } from "../wire/mod.ts";
 import type { SocketAddr } from "../wire/mod.ts";
 import type { CoreConfig } from "./config.ts";
-import { type Conn, type PeerEntry, PeerTable } from "./peers.ts";
+import { type Conn, MAX_KEPT_ANSWER_BYTES, type PeerEntry, PeerTable } from "./peers.ts";
 import {
   type Budget,
   FRAGMENT_COST,
@@ -81,6 +81,8 @@ export class Core {
    * behind a gap share.
    */
   readonly reassemblyBudget: Budget;
+  /** The bytes of answers kept for repeated requests, by every remote together (`MAX_KEPT_ANSWER_BYTES`). */
+  readonly answerBudget: Budget = { used: 0, limit: MAX_KEPT_ANSWER_BYTES };
   /** A peer's reassembly bounds: room for two whole messages of `max_message_size` in our fragments. */
   readonly reassemblyBounds: ReassemblyBounds;
   /** A sender's ordered-delivery bounds: room for two held messages of `max_message_size`. */

@@ -6,7 +6,7 @@
  * @module
  */
 import type { MessageType } from "../wire/mod.ts";
-import { type Conn, windowFor } from "./peers.ts";
+import { type Conn, releaseAnswers, windowFor } from "./peers.ts";
 import type { Message } from "../wire/mod.ts";
 import type { Core } from "./context.ts";
 import type { Sessions } from "./sessions.ts";
@@ -107,6 +107,7 @@ export class Lifecycle {
     this.#sessions.endSession(conn);
     if (this.#core.table.byAddr.get(conn.key) === conn) this.#core.table.byAddr.delete(conn.key);
     this.#core.unprove(conn);
+    releaseAnswers(conn, this.#core.answerBudget);
     this.#core.timers.conns.schedule(conn, Infinity);
     this.#core.closed(conn.key);
   }
@@ -115,6 +116,8 @@ export class Lifecycle {
   newSession(conn: Conn, request: Message | null): void {
     conn.window.reset();
     conn.relWindow?.reset();
+    // Answers of the old session's requests: a repeat of a new request with the same number must not get them.
+    releaseAnswers(conn, this.#core.answerBudget);
     const x = conn.x;
     if (x) {
       x.reassembly?.clear();

@@ -270,21 +270,46 @@ export const MAX_ANSWERS = 8;
 /** Bytes of answers kept per remote. */
 export const MAX_ANSWER_BYTES = 16 * 1024;
 
-/** Keeps `answer` for the request `key` of `conn`, forgetting the oldest beyond the bounds. */
-export function keepAnswer(conn: Conn, key: string, answer: KeptAnswer): void {
+/** Bytes of answers kept by all remotes together: a bound on what many peers can pin, whatever their number. */
+export const MAX_KEPT_ANSWER_BYTES = 16 * 1_048_576;
+
+/**
+ * Keeps `answer` for the request `key` of `conn`, forgetting its oldest beyond the per-remote bounds; within
+ * `budget` (shared by every remote), or not at all when that is spent.
+ */
+export function keepAnswer(
+  conn: Conn,
+  key: string,
+  answer: KeptAnswer,
+  budget: { used: number; limit: number },
+): void {
   if (answer.bytes.length > MAX_ANSWER_BYTES) return;
   const x = extras(conn);
   const answers = x.answers ??= new Map();
+  const drop = (k: string, kept: KeptAnswer) => {
+    answers.delete(k);
+    x.answerBytes -= kept.bytes.length;
+    budget.used -= kept.bytes.length;
+  };
   const old = answers.get(key);
-  if (old) x.answerBytes -= old.bytes.length;
-  answers.delete(key);
+  if (old) drop(key, old);
+  while (answers.size >= MAX_ANSWERS || x.answerBytes + answer.bytes.length > MAX_ANSWER_BYTES) {
+    const [first, kept] = answers.entries().next().value!;
+    drop(first, kept);
+  }
+  if (budget.used + answer.bytes.length > budget.limit) return;
   answers.set(key, answer);
   x.answerBytes += answer.bytes.length;
-  while (answers.size > MAX_ANSWERS || x.answerBytes > MAX_ANSWER_BYTES) {
-    const [first, kept] = answers.entries().next().value!;
-    answers.delete(first);
-    x.answerBytes -= kept.bytes.length;
-  }
+  budget.used += answer.bytes.length;
+}
+
+/** Forgets every answer kept for `conn` (it is forgotten, or a new session starts), giving back the budget. */
+export function releaseAnswers(conn: Conn, budget: { used: number }): void {
+  const x = conn.x;
+  if (!x?.answers) return;
+  budget.used -= x.answerBytes;
+  x.answers = null;
+  x.answerBytes = 0;
 }
 
 /** A valid datagram from `conn`'s address: when it was heard, what it counts, what it announced. */

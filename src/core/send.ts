@@ -336,7 +336,7 @@ export class SendPath {
       const sent = this.sendPlain(dg.now, conn, type, payload) !== null;
       // The answer to a reliable request is kept: a repeat of the request (its answer lost) gets it again.
       if (sent && dg.answerKey && this.#lastPlain) {
-        keepAnswer(conn, dg.answerKey, { bytes: this.#lastPlain, type });
+        keepAnswer(conn, dg.answerKey, { bytes: this.#lastPlain, type }, this.#core.answerBudget);
       }
       return sent;
     }
