@@ -621,6 +621,8 @@ export const TIMER_SHELLS: Readonly<Record<string, string>> = {
   "src/driver.ts": "the one timer, re-armed at the core's next deadline",
   "src/ops_http.ts": "the ops port's connection timeouts (idle, header, write) and its accept backoff",
   "src/cluster.ts": "Redis I/O: one pipeline per burst, a pipeline's time limit, the liveness retry wait",
+  "src/deps/redis.ts":
+    "Redis I/O: the retry of the probe that confirms a Redis Cluster's sharded subscription",
   "src/status_page.ts": "the status page's refresh, a script that runs in the browser",
 };
 

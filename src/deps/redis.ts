@@ -15,8 +15,10 @@
  */
 import { Cluster, Redis, ReplyError } from "ioredis";
 import { parseRedisUrl, redactRedisUrl, type RedisUrl } from "../redis_url.ts";
+import { describeTlsFailure, readTls, type RedisTlsOptions, type TlsSettings } from "./redis_tls.ts";
 
 export { redactRedisUrl } from "../redis_url.ts";
+export { describeTlsFailure, type RedisTlsOptions } from "./redis_tls.ts";
 
 /** What a {@linkcode RedisLink} reports. Callbacks are called synchronously and must not throw. */
 export interface RedisLinkEvents {
@@ -66,18 +68,6 @@ export interface RedisLinkOptions {
   tls?: RedisTlsOptions;
 }
 
-/** TLS settings of a link (for `rediss://` and `rediss-sentinel://`). */
-export interface RedisTlsOptions {
-  /** The CA(s) to trust instead of the system's. */
-  caFile?: string | null | undefined;
-  /** A client certificate (mutual TLS), with `keyFile`. */
-  certFile?: string | null | undefined;
-  /** The client certificate's key. */
-  keyFile?: string | null | undefined;
-  /** The name the server's certificate must carry, when not the URL's host. */
-  serverName?: string | null | undefined;
-}
-
 /**
  * Why {@linkcode RedisLink.exec} rejected: the link is down, was lost while the pipeline was in flight, or is
  * closed. Redis's refusal of one command is not this error but an `Error` entry in the resolved array.
@@ -93,6 +83,8 @@ export class RedisUnavailableError extends Error {
 const FIRST_RETRY_MS = 50;
 const DEFAULT_CONNECT_TIMEOUT_MS = 2000;
 const DEFAULT_RECONNECT_MAX_MS = 1000;
+/** Cluster: how often an unconfirmed subscription is probed again. */
+const PROBE_RETRY_MS = 200;
 
 function positiveMs(value: number | undefined, fallback: number, name: string): number {
   if (value === undefined) return fallback;
@@ -158,61 +150,6 @@ export function openRedisLink(
   });
 }
 
-/** What `tls.connect` gets: the files' contents, the server name, and verification on. */
-interface TlsSettings {
-  ca?: string;
-  cert?: string;
-  key?: string;
-  servername?: string;
-  rejectUnauthorized: true;
-}
-
-/** Reads the TLS files. @throws {TypeError} `Cannot read the TLS CA file "<path>": <reason>`. */
-function readTls(options: RedisTlsOptions): TlsSettings {
-  const read = (path: string | null | undefined, what: string) => {
-    if (path === null || path === undefined) return undefined;
-    try {
-      return Deno.readTextFileSync(path);
-    } catch (error) {
-      throw new TypeError(`Cannot read the TLS ${what} "${path}": ${messageOf(error)}`);
-    }
-  };
-  const ca = read(options.caFile, "CA file");
-  const cert = read(options.certFile, "client certificate file");
-  const key = read(options.keyFile, "client key file");
-  if ((cert === undefined) !== (key === undefined)) {
-    throw new TypeError(
-      "Invalid TLS settings: a client certificate needs its key file, and a key its certificate",
-    );
-  }
-  return {
-    rejectUnauthorized: true,
-    ...(ca !== undefined ? { ca } : {}),
-    ...(cert !== undefined && key !== undefined ? { cert, key } : {}),
-    ...(options.serverName ? { servername: options.serverName } : {}),
-  };
-}
-
-/**
- * One line saying what went wrong with TLS, for the usual failures: a certificate that does not verify, or a
- * server that does not speak TLS. Other messages come back as they are.
- */
-export function describeTlsFailure(message: string): string {
-  if (
-    /certificate|UnknownIssuer|BadSignature|NotValidForName|CertNotValid|CERT_|self.signed|unable to (get|verify)/i
-      .test(message)
-  ) {
-    return `TLS: the server's certificate was not accepted (${message}); check cluster.tls_ca_file and cluster.tls_server_name`;
-  }
-  if (
-    /corrupt message|InvalidContentType|wrong version|packet length|record overflow|HandshakeFailure|peer is incompatible|disconnected before secure|tls handshake eof|unexpected eof/i
-      .test(message)
-  ) {
-    return `TLS: the handshake failed (${message}); is the server speaking TLS on this port?`;
-  }
-  return message;
-}
-
 interface LinkSettings {
   connectTimeoutMs: number;
   reconnectMaxMs: number;
@@ -242,6 +179,12 @@ class IoRedisLink implements RedisLink {
   /** Counts the subscriber's connections, so a stale resubscription can tell it was overtaken. */
   #subscriberEpoch = 0;
   #lastError: string | undefined;
+  /** Cluster: a channel of this link alone, on its channels' slot, published to confirm the subscriptions. */
+  #probe: string | undefined;
+  /** Cluster: the master whose subscriber the last successful probe reached. */
+  #confirmedOwner: string | undefined;
+  #probeTimer: ReturnType<typeof setTimeout> | undefined;
+  #probing = false;
   #closed = false;
   #closing: Promise<void> | undefined;
 
@@ -321,22 +264,28 @@ class IoRedisLink implements RedisLink {
     }
     const sharded = this.topology === "cluster";
     this.#subscriber.on(sharded ? "smessage" : "message", (channel: string, message: string) => {
-      if (!this.#closed) this.#emit(() => this.#events.onMessage(channel, message));
+      if (!this.#closed && channel !== this.#probe) {
+        this.#emit(() => this.#events.onMessage(channel, message));
+      }
     });
     if (sharded) {
-      // A failover moves the directory's slot to another node: its subscriber is replaced, and messages sent
-      // in between are lost. The link reports an outage until the new subscriber is up, and then ready again
-      // (the cluster node re-claims its peers and reads the directory anew).
-      this.#subscriber.on("-subscriber", () => {
-        if (!this.#ready || this.#closed) return;
-        this.#subscriberUp = false;
-        this.#down("the sharded subscriber lost its node (failover)");
+      // The client keeps one sharded subscriber per master and replaces them as the cluster changes; it says
+      // which (`-node`, with the node's key) only when one's connection ends. The link's subscriptions are
+      // lost when the subscriber of their slot's master ends, or when the slot moves to another master (a
+      // failover): then it reports an outage, and it is ready again only once a probe published on its slot
+      // reaches its own subscriber (so not while the slot still points at a dead master, however often the
+      // client rebuilds its subscribers meanwhile).
+      this.#subscriber.on("-node", (_redis: unknown, nodeKey: unknown) => {
+        if (typeof nodeKey === "string" && nodeKey === this.#confirmedOwner) this.#subscriptionLost();
       });
-      this.#subscriber.on("subscribersReady", () => {
-        if (this.#closed || this.#subscriberUp || this.#channels.size === 0) return;
-        this.#subscriberUp = true;
-        this.#update();
-      });
+      const check = () => {
+        if (this.#closed) return;
+        if (this.#subscriberUp && this.#slotOwner() !== this.#confirmedOwner) this.#subscriptionLost();
+        else if (!this.#subscriberUp) this.#confirmSoon(0);
+      };
+      this.#subscriber.on("-subscriber", check);
+      this.#subscriber.on("subscribersReady", check);
+      this.#subscriber.on("refresh", check);
     }
   }
 
@@ -379,12 +328,20 @@ class IoRedisLink implements RedisLink {
   async subscribe(channel: string): Promise<void> {
     if (this.#closed) throw new RedisUnavailableError(`Redis link to "${this.#shown}" is closed`);
     if (this.#channels.has(channel)) return;
+    const added = [channel];
+    if (this.topology === "cluster" && this.#probe === undefined) {
+      // The probe shares the first channel's hash tag, so it lives on the same slot and goes out in the same
+      // SSUBSCRIBE as the channels of that slot.
+      this.#probe = `${hashTag(channel) ?? channel}:link-probe:${crypto.randomUUID()}`;
+      this.#channels.add(this.#probe);
+      added.unshift(this.#probe);
+    }
     this.#channels.add(channel);
     // While the subscriber is down the channel is subscribed on its next connect, before onReady.
     if (!this.#subscriberUp) return;
     const epoch = this.#subscriberEpoch;
     try {
-      await this.#subscribeOn(channel);
+      await this.#subscribeOn(...added);
     } catch (error) {
       // A reconnect resubscribes every channel; only a refusal on a live connection is the caller's problem.
       if (epoch === this.#subscriberEpoch && this.#subscriberUp && error instanceof ReplyError) {
@@ -401,6 +358,7 @@ class IoRedisLink implements RedisLink {
 
   async #close(): Promise<void> {
     this.#closed = true;
+    clearTimeout(this.#probeTimer);
     this.#ready = false;
     this.#commandsUp = false;
     this.#subscriberUp = false;
@@ -426,6 +384,10 @@ class IoRedisLink implements RedisLink {
           this.#subscriberConnected();
           return;
         }
+        if (this.topology === "cluster") {
+          this.#confirmSoon(0);
+          return;
+        }
         this.#subscriberUp = true;
         this.#update();
       },
@@ -442,6 +404,57 @@ class IoRedisLink implements RedisLink {
     return this.topology === "cluster"
       ? this.#subscriber.ssubscribe(...channels)
       : this.#subscriber.subscribe(...channels);
+  }
+
+  /** Cluster: the master that serves the probe's slot now, as the client knows it. */
+  #slotOwner(): string | undefined {
+    if (this.#probe === undefined) return undefined;
+    return (this.#subscriber as Cluster).slots[keySlot(this.#probe)]?.[0];
+  }
+
+  /** Cluster: the subscriptions are gone until a probe confirms them again. */
+  #subscriptionLost(): void {
+    if (this.#closed) return;
+    this.#subscriberUp = false;
+    this.#confirmedOwner = undefined;
+    this.#down("the sharded subscriber lost its node (failover)");
+    this.#confirmSoon(PROBE_RETRY_MS);
+  }
+
+  /** Cluster: publishes the probe (after `delayMs`), again and again while it reaches no subscriber. */
+  #confirmSoon(delayMs: number): void {
+    if (this.#closed || this.#subscriberUp || this.#probing) return;
+    clearTimeout(this.#probeTimer);
+    this.#probeTimer = setTimeout(() => void this.#confirm(), delayMs);
+  }
+
+  async #confirm(): Promise<void> {
+    const probe = this.#probe;
+    if (this.#closed || this.#subscriberUp || this.#probing) return;
+    if (probe === undefined) {
+      // Nothing subscribed: nothing to lose.
+      this.#subscriberUp = true;
+      this.#update();
+      return;
+    }
+    this.#probing = true;
+    const owner = this.#slotOwner();
+    let reached = false;
+    try {
+      reached = Number(await this.#commands.call("SPUBLISH", probe, "")) > 0;
+    } catch {
+      // The slot's master is down or moving: try again.
+    } finally {
+      this.#probing = false;
+    }
+    if (this.#closed || this.#subscriberUp) return;
+    if (reached && owner !== undefined && owner === this.#slotOwner()) {
+      this.#confirmedOwner = owner;
+      this.#subscriberUp = true;
+      this.#update();
+      return;
+    }
+    this.#confirmSoon(PROBE_RETRY_MS);
   }
 
   #lost(client: Client): void {
@@ -506,6 +519,28 @@ class IoRedisLink implements RedisLink {
       reportError(error);
     }
   }
+}
+
+/** The hash tag of a key or channel (`{...}`, braces included), as Redis Cluster finds it, or null. */
+function hashTag(name: string): string | null {
+  const open = name.indexOf("{");
+  if (open < 0) return null;
+  const close = name.indexOf("}", open + 1);
+  return close > open + 1 ? name.slice(open, close + 1) : null;
+}
+
+/** The Redis Cluster slot of a key or channel: CRC16 (XMODEM) of its hash tag's content, or of all of it. */
+export function keySlot(name: string): number {
+  const tag = hashTag(name);
+  const bytes = new TextEncoder().encode(tag === null ? name : tag.slice(1, -1));
+  let crc = 0;
+  for (const byte of bytes) {
+    crc ^= byte << 8;
+    for (let bit = 0; bit < 8; bit++) {
+      crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+    }
+  }
+  return crc % 16384;
 }
 
 /** Closes the client now (pending commands fail) and resolves when it has ended. */
