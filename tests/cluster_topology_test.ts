@@ -12,7 +12,7 @@ import type { ClusterConfig } from "../src/config.ts";
 import type { Json } from "../src/wire/mod.ts";
 import { waitUntil } from "./helpers/server_process.ts";
 import { startRedis } from "./helpers/redis_server.ts";
-import { openRedisLink } from "../src/deps/redis.ts";
+import { keySlot, openRedisLink } from "../src/deps/redis.ts";
 import {
   CLUSTER_SKIP_REASON,
   makeTls,
@@ -232,6 +232,9 @@ Deno.test({
     // Ready means subscribed: the first message published reaches it.
     assertEquals(await link.exec([["SPUBLISH", `${TAG}link-test`, "first"]]), [1]);
     const owner = await bed.masterOf(`${TAG}peers`);
+    // The link computes the slot of its probe as Redis does.
+    const slot = Number((await redisCli(owner, "CLUSTER", "KEYSLOT", `${TAG}link-probe:x`)).trim());
+    assertStrictEquals(keySlot(`${TAG}link-probe:x`), slot);
     // Another master fails (its replica takes over): the directory's slot is not concerned, and the
     // instances stay in the cluster all along (they do not flap through degraded and rejoin).
     const masters = await Promise.all(

@@ -6,6 +6,7 @@
  */
 import { assert, assertEquals, assertMatch, assertRejects, assertThrows } from "./deps/assert.ts";
 import {
+  keySlot,
   openRedisLink,
   redactRedisUrl,
   type RedisLink,
@@ -339,4 +340,16 @@ Deno.test("openRedisLink refuses malformed URLs and options at once", () => {
   );
   assertThrows(() => openRedisLink("redis://127.0.0.1:6379", events, { reconnectMaxMs: 0 }), RangeError);
   assertThrows(() => openRedisLink("redis://127.0.0.1:6379", events, { connectTimeoutMs: NaN }), RangeError);
+});
+
+Deno.test("keySlot computes Redis Cluster slots, hash tags included", () => {
+  // CRC16/XMODEM's check value, and the slot Redis gives "foo".
+  assertEquals(keySlot("123456789"), 0x31c3);
+  assertEquals(keySlot("foo"), 12182);
+  // Only the first {...} with something inside counts; "{}" does not.
+  assertEquals(keySlot("{user1000}.following"), keySlot("user1000"));
+  assertEquals(keySlot("foo{bar}{zap}"), keySlot("bar"));
+  assertEquals(keySlot("foo{{bar}}zap"), keySlot("{bar"));
+  assert(keySlot("foo{}{bar}") !== keySlot("bar"));
+  assertEquals(keySlot("{test:}peers"), keySlot("{test:}to:a"));
 });

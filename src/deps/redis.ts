@@ -185,6 +185,8 @@ class IoRedisLink implements RedisLink {
   #confirmedOwner: string | undefined;
   #probeTimer: ReturnType<typeof setTimeout> | undefined;
   #probing = false;
+  /** Cluster: every channel went out in an SSUBSCRIBE since the subscriber (re)connected. */
+  #sent = false;
   #closed = false;
   #closing: Promise<void> | undefined;
 
@@ -385,6 +387,7 @@ class IoRedisLink implements RedisLink {
           return;
         }
         if (this.topology === "cluster") {
+          this.#sent = true;
           this.#confirmSoon(0);
           return;
         }
@@ -423,7 +426,7 @@ class IoRedisLink implements RedisLink {
 
   /** Cluster: publishes the probe (after `delayMs`), again and again while it reaches no subscriber. */
   #confirmSoon(delayMs: number): void {
-    if (this.#closed || this.#subscriberUp || this.#probing) return;
+    if (this.#closed || this.#subscriberUp || this.#probing || !this.#sent) return;
     clearTimeout(this.#probeTimer);
     this.#probeTimer = setTimeout(() => void this.#confirm(), delayMs);
   }
@@ -461,6 +464,7 @@ class IoRedisLink implements RedisLink {
     if (client === this.#commands) this.#commandsUp = false;
     else {
       this.#subscriberUp = false;
+      this.#sent = false;
       this.#subscriberEpoch++;
     }
     if (this.#closed) return;
