@@ -82,3 +82,70 @@ export function isUnspecified(hostname: string): boolean {
 export function loopbackFor(hostname: string): string {
   return hostname.includes(":") ? "::1" : "127.0.0.1";
 }
+
+/**
+ * The bytes of an IP address literal: 4 for IPv4, 16 for IPv6 (`::` compression, an embedded dotted quad and a
+ * `%zone` suffix accepted), or `null` when `host` is not one.
+ *
+ * @example
+ * ```ts
+ * import { ipBytes } from "./address.ts";
+ * if (ipBytes("::1")?.[15] !== 1 || ipBytes("10.0.0.1")?.length !== 4) throw new Error("parse failed");
+ * ```
+ */
+export function ipBytes(host: string): Uint8Array | null {
+  if (isIPv4(host)) return Uint8Array.from(host.split("."), Number);
+  if (!isIPv6(host)) return null;
+  let text = host.split("%", 1)[0]!;
+  const out = new Uint8Array(16);
+  const tail: number[] = [];
+  const dotted = text.lastIndexOf(":");
+  if (text.includes(".", dotted)) {
+    // An embedded IPv4 address stands for the last two groups.
+    const quad = text.slice(dotted + 1).split(".").map(Number);
+    text = `${text.slice(0, dotted + 1)}${(quad[0]! << 8 | quad[1]!).toString(16)}:${
+      (quad[2]! << 8 | quad[3]!).toString(16)
+    }`;
+  }
+  const [head = "", rest] = text.split("::", 2);
+  const groups = (part: string): number[] => part === "" ? [] : part.split(":").map((g) => parseInt(g, 16));
+  const front = groups(head);
+  if (rest !== undefined) tail.push(...groups(rest));
+  const all = [...front, ...new Array(8 - front.length - tail.length).fill(0), ...tail];
+  for (let i = 0; i < 8; i++) {
+    out[2 * i] = all[i]! >> 8;
+    out[2 * i + 1] = all[i]! & 0xff;
+  }
+  return out;
+}
+
+/**
+ * Formats 4 or 16 address bytes as an IP literal (IPv6 in the RFC 5952 form: lowercase, the longest run of
+ * two or more zero groups as `::`).
+ *
+ * @example
+ * ```ts
+ * import { formatIp, ipBytes } from "./address.ts";
+ * if (formatIp(ipBytes("2001:db8:0:0:0:0:0:1")!) !== "2001:db8::1") throw new Error("format failed");
+ * ```
+ */
+export function formatIp(bytes: Uint8Array): string {
+  if (bytes.length === 4) return bytes.join(".");
+  if (bytes.length !== 16) throw new RangeError(`Cannot format ${bytes.length} bytes as an IP address`);
+  const groups = Array.from({ length: 8 }, (_, i) => (bytes[2 * i]! << 8) | bytes[2 * i + 1]!);
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) [best, bestLen] = [i, j - i];
+    i = j;
+  }
+  const hex = (gs: number[]) => gs.map((g) => g.toString(16)).join(":");
+  if (best < 0) return hex(groups);
+  return `${hex(groups.slice(0, best))}::${hex(groups.slice(best + bestLen))}`;
+}
