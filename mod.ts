@@ -91,11 +91,13 @@ export type {
 export type { SocketAddr } from "./src/wire/address.ts";
 
 // Stats.
-export { DROP_REASONS, GIVE_UP_REASONS } from "./src/core/stats.ts";
+export { DROP_REASONS, GIVE_UP_REASONS, STUN_ERROR_REASONS } from "./src/core/stats.ts";
 export type {
   ClusterStatus,
   DropReason,
   GiveUpReason,
   HistogramSnapshot,
   StatsSnapshot,
+  StunErrorReason,
+  StunStats,
 } from "./src/core/stats.ts";

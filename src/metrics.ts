@@ -244,6 +244,15 @@ export function formatMetrics(s: StatsSnapshot, options: MetricsOptions = {}): s
     s.sendsTooLarge,
   );
   out.labelled("p2p_dropped_total", "counter", "Datagrams dropped, by reason.", "reason", s.drops);
+  out.simple("p2p_stun_requests_total", "counter", "STUN requests received.", s.stun.requests);
+  out.simple("p2p_stun_responses_total", "counter", "STUN Binding success responses sent.", s.stun.responses);
+  out.labelled(
+    "p2p_stun_errors_total",
+    "counter",
+    "STUN error responses sent, by reason (bad_request 400, unknown_attribute 420).",
+    "reason",
+    s.stun.errors,
+  );
   out.family(
     "p2p_handshakes_total",
     "counter",

@@ -123,6 +123,10 @@ export function formatStatus(data: StatusData): string {
   const failed = Object.values(s.handshakesFailed).reduce((a, b) => a + b, 0);
   lines.push(`  handshakes: ${s.handshakesOk} ok, ${failed} refused${counts(s.handshakesFailed)}`);
   lines.push(`  dropped: ${s.droppedTotal}${counts(s.drops)}`);
+  const stun = s.stun;
+  if (stun && stun.requests > 0) {
+    lines.push(`  stun: ${stun.requests} requests, ${stun.responses} answered${counts(stun.errors)}`);
+  }
   if (s.rttMs) lines.push(`  rtt: ${s.rttMs.smoothed.toFixed(2)} ms smoothed`);
   for (const p of byLatestHandshake(data.peers)) {
     lines.push("");

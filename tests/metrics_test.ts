@@ -23,6 +23,10 @@ function busyStats(): Stats {
   stats.duplicates = 2;
   stats.drop("invalid_json");
   stats.drop("invalid_json");
+  stats.drop("stun_indication");
+  stats.stun.requests = 5;
+  stats.stun.responses = 4;
+  stats.stun.errors.unknown_attribute = 1;
   stats.handshakesOk = 3;
   stats.handshakeFailed("NODE_ID_EXISTS");
   stats.handshakeFailed('we"ird\\code');
@@ -57,6 +61,11 @@ Deno.test("the exposition of a busy snapshot parses strictly and carries every c
   assertStrictEquals(v("p2p_duplicates_total"), 2);
   assertStrictEquals(v("p2p_dropped_total", { reason: "invalid_json" }), 2);
   assertStrictEquals(v("p2p_dropped_total", { reason: "oversize" }), 0);
+  assertStrictEquals(v("p2p_dropped_total", { reason: "stun_indication" }), 1);
+  assertStrictEquals(v("p2p_stun_requests_total"), 5);
+  assertStrictEquals(v("p2p_stun_responses_total"), 4);
+  assertStrictEquals(v("p2p_stun_errors_total", { reason: "unknown_attribute" }), 1);
+  assertStrictEquals(v("p2p_stun_errors_total", { reason: "bad_request" }), 0);
   assertStrictEquals(v("p2p_handshakes_total", { result: "ok" }), 3);
   assertStrictEquals(v("p2p_handshakes_total", { result: "failed", code: "NODE_ID_EXISTS" }), 1);
   assertStrictEquals(v("p2p_handshakes_total", { result: "failed", code: 'we"ird\\code' }), 1);

@@ -142,7 +142,7 @@ Deno.test("parseStun refuses what does not frame: length field, alignment, attri
     hex("00010002 2112a442 000000000000000000000000 8022"), // not a multiple of 4
     hex("00010004 2112a442 000000000000000000000000 80220004"), // value runs past the end
     hex("00010008 2112a442 000000000000000000000000 80220005 61626364"), // padding runs past the end
-    hex("01010000 00000000 000000000000000000000000"), // a response without the cookie
+    hex("01030000 00000000 000000000000000000000000"), // a message without the cookie not of Binding
   ];
   for (const bytes of bad) assertThrows(() => parseStun(bytes), StunDecodeError);
   const ok = parseStun(hex("00010008 2112a442 000000000000000000000000 80220001 61000000"));

@@ -228,9 +228,9 @@ export class Core {
 
   /**
    * Queues a stateless reply to the datagram being handled (no connection), within 3x its size. Same return
-   * value as {@linkcode transmitOn}.
+   * value as {@linkcode transmitOn}. `type` is null for a datagram that is not a message of ours (STUN).
    */
-  transmitStateless(dg: Datagram, to: SocketAddr, bytes: Uint8Array, type: MessageType): boolean {
+  transmitStateless(dg: Datagram, to: SocketAddr, bytes: Uint8Array, type: MessageType | null): boolean {
     if (bytes.length > MAX_UDP_PAYLOAD) {
       this.stats.sendsTooLarge++;
       return false;
@@ -246,11 +246,11 @@ export class Core {
     this.#queue({ hostname: to.hostname, port: to.port }, bytes, type);
   }
 
-  #queue(to: SocketAddr, bytes: Uint8Array, type: MessageType): void {
+  #queue(to: SocketAddr, bytes: Uint8Array, type: MessageType | null): void {
     const stats = this.stats;
     stats.datagramsSent++;
     stats.bytesSent += bytes.length;
-    stats.messagesSent[type]++;
+    if (type !== null) stats.messagesSent[type]++;
     this.#transmits.push({ to, bytes });
   }
 

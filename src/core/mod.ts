@@ -26,8 +26,16 @@ export type { RequestSpec } from "./requests.ts";
 export { INTRODUCE_TIMEOUT_MS } from "./requests.ts";
 export type { ClusterMessage, DirectoryRecord, RemotePeer } from "./directory.ts";
 export { RemoteDirectory } from "./directory.ts";
-export { DROP_REASONS, GIVE_UP_REASONS } from "./stats.ts";
-export type { ClusterStatus, DropReason, GiveUpReason, HistogramSnapshot, StatsSnapshot } from "./stats.ts";
+export { DROP_REASONS, GIVE_UP_REASONS, STUN_ERROR_REASONS } from "./stats.ts";
+export type {
+  ClusterStatus,
+  DropReason,
+  GiveUpReason,
+  HistogramSnapshot,
+  StatsSnapshot,
+  StunErrorReason,
+  StunStats,
+} from "./stats.ts";
 export type { Rate } from "./limits.ts";
 export type { AuthPolicy } from "./auth.ts";
 export type { KeyPair } from "../deps/crypto.ts";

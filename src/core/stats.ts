@@ -17,6 +17,8 @@ export const MALFORMED_DROP_REASONS = [
   "bad_checksum",
   "too_deep",
   "bad_payload",
+  "stun_malformed",
+  "stun_bad_fingerprint",
 ] as const;
 
 /** Why a datagram was not processed. */
@@ -30,10 +32,29 @@ export const DROP_REASONS = [
   "internal_error",
   "bad_mac",
   "replayed",
+  "stun_unknown_method",
+  "stun_indication",
+  "stun_response",
 ] as const;
 
 /** One of {@linkcode DROP_REASONS}. */
 export type DropReason = typeof DROP_REASONS[number];
+
+/** Why a STUN request was answered with an error response: 400 Bad Request, 420 Unknown Attribute. */
+export const STUN_ERROR_REASONS = ["bad_request", "unknown_attribute"] as const;
+
+/** One of {@linkcode STUN_ERROR_REASONS}. */
+export type StunErrorReason = typeof STUN_ERROR_REASONS[number];
+
+/** STUN on the main port (see docs/protocol.md#stun); its drops are among the `stun_*` drop reasons. */
+export interface StunStats {
+  /** STUN requests received (RFC 3489 ones included), whatever became of them. */
+  requests: number;
+  /** Binding success responses sent. */
+  responses: number;
+  /** Error responses sent, by reason. */
+  errors: Record<StunErrorReason, number>;
+}
 
 /** Why a reliable message was given up. */
 export const GIVE_UP_REASONS = ["deadline", "tries", "queue_full", "closed"] as const;
@@ -116,6 +137,8 @@ export interface StatsSnapshot {
   drops: Record<DropReason, number>;
   /** Sum of `drops`. */
   droppedTotal: number;
+  /** STUN requests and what was answered. */
+  stun: StunStats;
   /** Handshakes accepted (peers that became authenticated). */
   handshakesOk: number;
   /** Handshakes refused, by error code. */
@@ -269,6 +292,7 @@ export class Stats {
   duplicates = 0;
   sendsTooLarge = 0;
   readonly drops: Record<DropReason, number> = zeroes(DROP_REASONS);
+  readonly stun: StunStats = { requests: 0, responses: 0, errors: zeroes(STUN_ERROR_REASONS) };
   handshakesOk = 0;
   readonly handshakesFailed: Record<string, number> = {};
   timeouts = 0;
@@ -350,6 +374,7 @@ export class Stats {
       sendsTooLarge: this.sendsTooLarge,
       drops,
       droppedTotal: Object.values(drops).reduce((a, b) => a + b, 0),
+      stun: { ...this.stun, errors: { ...this.stun.errors } },
       handshakesOk: this.handshakesOk,
       handshakesFailed: { ...this.handshakesFailed },
       timeouts: this.timeouts,

@@ -115,8 +115,8 @@ export function isStunDatagram(bytes: Uint8Array): boolean {
 
 /**
  * Parses a STUN message: the header (first two bits 0, the length field equal to what follows and a multiple
- * of 4) and every attribute (each header and padded value inside the message). Only Binding requests may lack
- * the magic cookie (RFC 3489 clients).
+ * of 4) and every attribute (each header and padded value inside the message). Only Binding messages may lack
+ * the magic cookie (RFC 3489's).
  *
  * @throws {StunDecodeError} when the bytes are not a well-formed message.
  * @example
@@ -143,8 +143,8 @@ export function parseStun(bytes: Uint8Array): StunMessage {
   const cls = CLASSES[((type >> 7) & 2) | ((type >> 4) & 1)]!;
   const method = (type & 0x000f) | ((type >> 1) & 0x0070) | ((type >> 2) & 0x0f80);
   const classic = !hasCookie(bytes);
-  if (classic && (cls !== "request" || method !== BINDING)) {
-    throw new StunDecodeError("STUN message without the magic cookie is not an RFC 3489 Binding request");
+  if (classic && method !== BINDING) {
+    throw new StunDecodeError("STUN message without the magic cookie is not an RFC 3489 Binding message");
   }
   const attributes: StunAttribute[] = [];
   for (let at = STUN_HEADER_BYTES; at < n;) {
