@@ -147,11 +147,12 @@ export class Stun {
         cls = "error";
         const phrase = !withPhrase ? "" : verdict.code === 420 ? "Unknown Attribute" : "Bad Request";
         attributes.push({ type: STUN_ATTR.ERROR_CODE, value: errorCodeValue(verdict.code, phrase) });
-        if (verdict.unknown.length > 0) {
-          attributes.push({
-            type: STUN_ATTR.UNKNOWN_ATTRIBUTES,
-            value: unknownAttributesValue(verdict.unknown),
-          });
+        const unknown = verdict.unknown;
+        if (unknown.length > 0) {
+          // RFC 3489 lists an odd number of types with the last one repeated (a multiple of 4 bytes); RFC
+          // 8489 pads as any attribute.
+          const list = msg.classic && unknown.length % 2 === 1 ? [...unknown, unknown.at(-1)!] : unknown;
+          attributes.push({ type: STUN_ATTR.UNKNOWN_ATTRIBUTES, value: unknownAttributesValue(list) });
         }
       }
       if (withSoftware) attributes.push(software);
