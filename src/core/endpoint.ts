@@ -42,8 +42,7 @@ import { ClusterMirror } from "./cluster_mirror.ts";
 import { Control } from "./control.ts";
 import { Requests, type RequestSpec } from "./requests.ts";
 import { Ticks } from "./ticks.ts";
-import { Stun } from "./stun.ts";
-import { isStunDatagram } from "../wire/stun.ts";
+import { isStunDatagram, onStunDatagram } from "./stun.ts";
 import { type Datagram, drop, type Outcome, QUIET_RATE_LIMITED } from "./outcome.ts";
 import {
   type ClusterCounts,
@@ -103,7 +102,6 @@ export class Endpoint {
   readonly #control: Control;
   readonly #requests: Requests;
   readonly #ticks: Ticks;
-  readonly #stun: Stun;
 
   /**
    * Creates the core in the given role.
@@ -150,7 +148,6 @@ export class Endpoint {
     this.#control = new Control(core, this.#send, this.#life, this.#relay, this.#hs, this.#intro);
     this.#requests = new Requests(core, this.#send, this.#connTimers);
     this.#ticks = new Ticks(core);
-    this.#stun = new Stun(core);
   }
 
   /** This endpoint's NodeInfo. */
@@ -189,7 +186,7 @@ export class Endpoint {
       core.drop(from, key, "oversize", `${bytes.length} bytes exceed the ${core.maxIncoming}-byte limit`);
       return;
     }
-    if (isStunDatagram(bytes)) return this.#stun.onDatagram(now, from, key, bytes);
+    if (isStunDatagram(bytes)) return onStunDatagram(core, { now, from, key, bytes });
     let msg: Message;
     try {
       msg = decodeMessage(bytes);

@@ -61,118 +61,125 @@ type Verdict =
 
 const encoder = new TextEncoder();
 
-/** Answers STUN Binding requests; counts everything else STUN and drops it. */
-export class Stun {
-  readonly #core: Core;
-  #software: [string, Uint8Array] = ["", new Uint8Array()];
+export { isStunDatagram } from "../wire/stun.ts";
 
-  /** @param core The shared state. */
-  constructor(core: Core) {
-    this.#core = core;
+/** One received STUN datagram, already admitted. */
+export interface StunInput {
+  /** The time of the call (ms). */
+  now: number;
+  /** The source address. */
+  from: SocketAddr;
+  /** The source address as a map key. */
+  key: string;
+  /** The datagram. */
+  bytes: Uint8Array;
+}
+
+/**
+ * Handles one datagram `isStunDatagram` picked out: answers a Binding request, counts everything else STUN
+ * and drops it. The room keeps no state of its own.
+ */
+export function onStunDatagram(core: Core, input: StunInput): void {
+  const { now, from, key, bytes } = input;
+  const stats = core.stats;
+  let msg: StunMessage;
+  try {
+    msg = parseStun(bytes);
+  } catch (error) {
+    if (!(error instanceof StunDecodeError)) throw error;
+    return core.drop(from, key, "stun_malformed", error.message);
   }
-
-  /** One STUN datagram from `from` (`key` is its address as a map key), already admitted. */
-  onDatagram(now: number, from: SocketAddr, key: string, bytes: Uint8Array): void {
-    const core = this.#core;
-    const stats = core.stats;
-    let msg: StunMessage;
-    try {
-      msg = parseStun(bytes);
-    } catch (error) {
-      if (!(error instanceof StunDecodeError)) throw error;
-      return core.drop(from, key, "stun_malformed", error.message);
-    }
-    if (msg.class === "indication") {
-      return core.drop(from, key, "stun_indication", `STUN indication (method 0x${hex4(msg.method)})`);
-    }
-    if (msg.class !== "request") {
-      return core.drop(from, key, "stun_response", `STUN ${msg.class} response with no request of ours`);
-    }
-    stats.stun.requests++;
-    if (msg.method !== BINDING) {
-      // RFC 8489 section 6.3: a message of a method the agent does not support is silently discarded.
-      return core.drop(from, key, "stun_unknown_method", `STUN method 0x${hex4(msg.method)} is not served`);
-    }
-    if (core.role !== "server") return core.drop(from, key, "unexpected", "STUN request to a client");
-    const verdict = check(bytes, msg);
-    if (verdict.kind === "bad_fingerprint") {
-      return core.drop(from, key, "stun_bad_fingerprint", "STUN request with a wrong FINGERPRINT");
-    }
-    const mapped = addressValue(from, !msg.classic, msg.id);
-    if (!mapped) return core.drop(from, key, "unexpected", `STUN request from a non-IP source "${key}"`);
-    stats.processed++;
-    const known = core.table.byAddr.get(key);
-    // Bytes in count for an unproven connection at this address, as its answer's bytes count against it.
-    if (known && !known.validated) known.bytesIn += bytes.length;
-    const dg: Datagram = {
-      now,
-      from,
-      key,
-      size: bytes.length,
-      budget: 3 * bytes.length,
-      summed: false,
-      cookieOk: false,
-    };
-    const answer = this.#answer(msg, mapped, verdict, bytes.length + attributeSize(mapped.length));
-    if (!answer) {
-      stats.amplificationLimited++;
-      return;
-    }
-    const before = core.queuedTransmits;
-    core.transmitStateless(dg, from, answer, null);
-    if (core.queuedTransmits === before) return;
-    if (verdict.kind === "ok") stats.stun.responses++;
-    else stats.stun.errors[verdict.reason]++;
+  if (msg.class === "indication") {
+    return core.drop(from, key, "stun_indication", `STUN indication (method 0x${hex4(msg.method)})`);
   }
+  if (msg.class !== "request") {
+    return core.drop(from, key, "stun_response", `STUN ${msg.class} response with no request of ours`);
+  }
+  stats.stun.requests++;
+  if (msg.method !== BINDING) {
+    // RFC 8489 section 6.3: a message of a method the agent does not support is silently discarded.
+    return core.drop(from, key, "stun_unknown_method", `STUN method 0x${hex4(msg.method)} is not served`);
+  }
+  if (core.role !== "server") return core.drop(from, key, "unexpected", "STUN request to a client");
+  const verdict = check(bytes, msg);
+  if (verdict.kind === "bad_fingerprint") {
+    return core.drop(from, key, "stun_bad_fingerprint", "STUN request with a wrong FINGERPRINT");
+  }
+  const mapped = addressValue(from, !msg.classic, msg.id);
+  if (!mapped) return core.drop(from, key, "unexpected", `STUN request from a non-IP source "${key}"`);
+  stats.processed++;
+  const known = core.table.byAddr.get(key);
+  // Bytes in count for an unproven connection at this address, as its answer's bytes count against it.
+  if (known && !known.validated) known.bytesIn += bytes.length;
+  const dg: Datagram = {
+    now,
+    from,
+    key,
+    size: bytes.length,
+    budget: 3 * bytes.length,
+    summed: false,
+    cookieOk: false,
+  };
+  const software = encoder.encode(`p2p_server ${core.node.version}`.slice(0, MAX_SOFTWARE));
+  const answer = build(msg, mapped, verdict, software, bytes.length + attributeSize(mapped.length));
+  if (!answer) {
+    stats.amplificationLimited++;
+    return;
+  }
+  const before = core.queuedTransmits;
+  core.transmitStateless(dg, from, answer, null);
+  if (core.queuedTransmits === before) return;
+  if (verdict.kind === "ok") stats.stun.responses++;
+  else stats.stun.errors[verdict.reason]++;
+}
 
-  /** The largest answer within `limit` bytes, or null when not even the bare one fits. */
-  #answer(msg: StunMessage, mapped: Uint8Array, verdict: Verdict, limit: number): Uint8Array | null {
-    const software = { type: STUN_ATTR.SOFTWARE, value: this.#softwareValue() };
-    // RFC 3489 clients know neither FINGERPRINT nor XOR-MAPPED-ADDRESS.
-    const wantsFingerprint = !msg.classic;
-    const tries: [boolean, boolean, boolean][] = [
-      // [SOFTWARE, reason phrase, FINGERPRINT], in the order they are given up.
-      [true, true, wantsFingerprint],
-      [false, true, wantsFingerprint],
-      [false, false, wantsFingerprint],
-      [false, false, false],
-    ];
-    for (const [withSoftware, withPhrase, withFingerprint] of tries) {
-      const attributes: StunOutgoing["attributes"][number][] = [];
-      let cls: StunOutgoing["class"] = "success";
-      if (verdict.kind === "ok") {
-        const type = msg.classic ? STUN_ATTR.MAPPED_ADDRESS : STUN_ATTR.XOR_MAPPED_ADDRESS;
-        attributes.push({ type, value: mapped });
-      } else if (verdict.kind === "error") {
-        cls = "error";
-        const phrase = !withPhrase ? "" : verdict.code === 420 ? "Unknown Attribute" : "Bad Request";
-        attributes.push({ type: STUN_ATTR.ERROR_CODE, value: errorCodeValue(verdict.code, phrase) });
-        const unknown = verdict.unknown;
-        if (unknown.length > 0) {
-          // RFC 3489 lists an odd number of types with the last one repeated (a multiple of 4 bytes); RFC
-          // 8489 pads as any attribute.
-          const list = msg.classic && unknown.length % 2 === 1 ? [...unknown, unknown.at(-1)!] : unknown;
-          attributes.push({ type: STUN_ATTR.UNKNOWN_ATTRIBUTES, value: unknownAttributesValue(list) });
-        }
+/** The largest answer within `limit` bytes, or null when not even the bare one fits. */
+function build(
+  msg: StunMessage,
+  mapped: Uint8Array,
+  verdict: Verdict,
+  softwareValue: Uint8Array,
+  limit: number,
+): Uint8Array | null {
+  const software = { type: STUN_ATTR.SOFTWARE, value: softwareValue };
+  // RFC 3489 clients know neither FINGERPRINT nor XOR-MAPPED-ADDRESS.
+  const wantsFingerprint = !msg.classic;
+  const tries: [boolean, boolean, boolean][] = [
+    // [SOFTWARE, reason phrase, FINGERPRINT], in the order they are given up.
+    [true, true, wantsFingerprint],
+    [false, true, wantsFingerprint],
+    [false, false, wantsFingerprint],
+    [false, false, false],
+  ];
+  for (const [withSoftware, withPhrase, withFingerprint] of tries) {
+    const attributes: StunOutgoing["attributes"][number][] = [];
+    let cls: StunOutgoing["class"] = "success";
+    if (verdict.kind === "ok") {
+      const type = msg.classic ? STUN_ATTR.MAPPED_ADDRESS : STUN_ATTR.XOR_MAPPED_ADDRESS;
+      attributes.push({ type, value: mapped });
+    } else if (verdict.kind === "error") {
+      cls = "error";
+      const phrase = !withPhrase ? "" : verdict.code === 420 ? "Unknown Attribute" : "Bad Request";
+      attributes.push({ type: STUN_ATTR.ERROR_CODE, value: errorCodeValue(verdict.code, phrase) });
+      const unknown = verdict.unknown;
+      if (unknown.length > 0) {
+        // RFC 3489 lists an odd number of types with the last one repeated (a multiple of 4 bytes); RFC
+        // 8489 pads as any attribute.
+        const list = msg.classic && unknown.length % 2 === 1 ? [...unknown, unknown.at(-1)!] : unknown;
+        attributes.push({ type: STUN_ATTR.UNKNOWN_ATTRIBUTES, value: unknownAttributesValue(list) });
       }
-      if (withSoftware) attributes.push(software);
-      const out: StunOutgoing = {
-        method: BINDING,
-        class: cls,
-        id: msg.id,
-        attributes,
-        fingerprint: withFingerprint,
-      };
-      if (stunSize(out) <= limit) return encodeStun(out);
     }
-    return null;
+    if (withSoftware) attributes.push(software);
+    const out: StunOutgoing = {
+      method: BINDING,
+      class: cls,
+      id: msg.id,
+      attributes,
+      fingerprint: withFingerprint,
+    };
+    if (stunSize(out) <= limit) return encodeStun(out);
   }
-
-  #softwareValue(): Uint8Array {
-    const text = `p2p_server ${this.#core.node.version}`.slice(0, MAX_SOFTWARE);
-    if (this.#software[0] !== text) this.#software = [text, encoder.encode(text)];
-    return this.#software[1];
-  }
+  return null;
 }
 
 /**
