@@ -75,6 +75,9 @@ const SURFACE: Record<string, readonly string[]> = {
     "DROP_REASONS",
     "GiveUpReason",
     "GIVE_UP_REASONS",
+    "StunStats",
+    "StunErrorReason",
+    "STUN_ERROR_REASONS",
   ],
 };
 
