@@ -117,6 +117,24 @@ async function routesBothWays(x: P2PClient, y: P2PClient, tag: string): Promise<
   }
 }
 
+/** `x` asks its instance to introduce it to `y` (on another instance): both punch and talk directly. */
+async function introducesAcross(x: P2PClient, y: P2PClient, tag: string): Promise<void> {
+  const atY: Json[] = [];
+  const offY = y.on("data", ({ fromId, payload }) => fromId === x.node.id && atY.push(routed(payload)));
+  const { promise: direct, resolve } = Promise.withResolvers<string>();
+  const offDirect = y.on("direct", ({ nodeId }) => resolve(nodeId));
+  try {
+    const peer = await x.introduce(y.node.id);
+    assertStrictEquals(peer.nodeId, y.node.id, `${tag}: x connected to y`);
+    assertStrictEquals(await direct, x.node.id, `${tag}: y connected to x`);
+    await x.sendDirect(y.node.id, `${tag} direct`);
+    await waitUntil(() => atY.includes(`${tag} direct`), `${tag}: direct Data after the introduction`);
+  } finally {
+    offDirect();
+    offY();
+  }
+}
+
 /**
  * Samples the instances' cluster state every 10 ms until all are "ok" after having been seen "degraded":
  * returns when each went degraded (ms after `from`) and when the last was ok again.
@@ -145,7 +163,8 @@ async function outage(servers: P2PServer[], from: number, deadlineMs: number) {
 }
 
 Deno.test({
-  name: "cluster over TLS: rediss with a test CA and client certificates; a wrong CA is refused clearly",
+  name:
+    "cluster over TLS: discovery, relays and introductions with a test CA and client certificates; a wrong CA is refused clearly",
   ignore: TLS_SKIP_REASON !== null,
 }, async () => {
   await using tls = await makeTls();
@@ -164,6 +183,7 @@ Deno.test({
   const x = await t.client(a, "x");
   const y = await t.client(b, "y");
   await routesBothWays(x, y, "tls");
+  await introducesAcross(x, y, "tls");
   // Another CA: the instance says why, in stats and /health, and serves its own peers all the same.
   const c = await t.instance("c", { redisUrl: redis.url, ...files, tlsCaFile: tls.otherCa }, false);
   await waitUntil(() => c.getStats().cluster?.state === "degraded", "c degraded");
