@@ -138,7 +138,11 @@ Deno.test({
       `const r = await fetch("http://${ops}/api/stats"); console.log(JSON.stringify((await r.json()).stats));`;
     const out = await topo.exec("pub", [Deno.execPath(), "eval", code], { deadlineMs: left(10_000) });
     const stats = JSON.parse(out.stdout.trim()) as StatsSnapshot;
-    console.log(`server stun counters: ${JSON.stringify(stats.stun)}`);
+    console.log(
+      `server stun counters: ${JSON.stringify(stats.stun)}; ${stats.bytesReceived} B received, ` +
+        `${stats.bytesSent} B sent`,
+    );
+    assert(stats.bytesSent <= 3 * stats.bytesReceived, "at most 3x back to the unvalidated browsers");
     assert(stats.stun.requests >= 1, JSON.stringify(stats.stun));
     assert(stats.stun.responses >= srflxTotal, JSON.stringify(stats.stun));
     assertStrictEquals(stats.stun.responses, stats.stun.requests, JSON.stringify(stats.stun));
