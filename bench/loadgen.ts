@@ -9,6 +9,7 @@
  *     loadgen.ts data --port P [--inflight K] [--count N] [--seconds S]
  *     loadgen.ts route --port P [--inflight K] [--count N] [--seconds S]
  *     loadgen.ts discovery --port P [--peers N] [--inflight K] [--count N] [--seconds S]
+ *     loadgen.ts stun --port P [--inflight K] [--count N] [--seconds S] [--stun-request bare|full]
  *     loadgen.ts handshake --port P --peers N [--concurrency C] [--seconds S] [--disconnect | --hold]
  *       [--keyed [--verify]]
  *     every mode: [--server-pid PID]
@@ -20,6 +21,9 @@
  *   every copy the server delivers; an operation is a copy's arrival at B.
  * - `discovery`: registers N peers (64 by default), then the first sends DiscoveryRequests (payload null); an
  *   operation is a DiscoveryResponse. The entries of the first answer are reported.
+ * - `stun`: STUN Binding requests (20 bytes bare, or 52 with `--stun-request full`: SOFTWARE and
+ *   FINGERPRINT), K in flight; an operation is a Binding success response (the bare echo server's echo of
+ *   the request counts too). The sizes of a request and of an answer are reported on a second line.
  * - `handshake`: N distinct peers, each from its own socket (its own source port), with the full handshake
  *   (request, Ack, response, Ack). `--disconnect` sends a Disconnect after each. `--hold` prints the result
  *   line, then waits for a line on stdin and has every registered peer leave (each address bound again, a
@@ -59,6 +63,7 @@ import {
   x25519,
 } from "../src/deps/crypto.ts";
 import { encodeMessage, type Message } from "../src/wire/mod.ts";
+import { encodeStun, STUN_ATTR } from "../src/wire/stun.ts";
 import { processCpuMs } from "./proc_stat.ts";
 
 const { positionals, values } = parseArgs({
@@ -78,6 +83,7 @@ const { positionals, values } = parseArgs({
     keyed: { type: "boolean", default: false },
     verify: { type: "boolean", default: false },
     "server-pid": { type: "string", default: "0" },
+    "stun-request": { type: "string", default: "bare" },
   },
 });
 
@@ -717,10 +723,37 @@ if (mode === "ping") {
   // Reported after the result line so the orchestrator can check the answer's size.
   console.log(JSON.stringify({ entries }));
   for (const p of peers.slice(1)) p.sock.close();
+} else if (mode === "stun") {
+  // STUN Binding requests (RFC 8489), K in flight: a ring of requests with distinct transaction ids, encoded
+  // before the clock starts (the server keeps no state per transaction). A reply is a Binding success
+  // response, or the request itself from the bare echo server.
+  const full = values["stun-request"] === "full";
+  const ring = Array.from({ length: 4096 }, () =>
+    encodeStun({
+      method: 1,
+      class: "request",
+      id: Uint8Array.from([0x21, 0x12, 0xa4, 0x42, ...crypto.getRandomValues(new Uint8Array(12))]),
+      attributes: full ? [{ type: STUN_ATTR.SOFTWARE, value: encoder.encode("p2p_server loadgen 1") }] : [],
+      fingerprint: full,
+    }));
+  let next = 0;
+  let answerBytes = 0;
+  const isAnswer = (b: Uint8Array) => {
+    if (b.length < 20 || b[4] !== 0x21 || b[5] !== 0x12 || b[6] !== 0xa4 || b[7] !== 0x42) return false;
+    if (!((b[0] === 0x01 && b[1] === 0x01) || (b[0] === 0x00 && b[1] === 0x01))) return false;
+    answerBytes = b.length;
+    return true;
+  };
+  const sock = Deno.listenDatagram({ transport: "udp", hostname: values.host, port: 0 });
+  await inFlight(sock, () => ring[next++ & 4095]!, Number(values.inflight), { sock, isReply: isAnswer });
+  // Reported after the result line: the sizes of one request and of one answer.
+  console.log(JSON.stringify({ requestBytes: ring[0]!.length, answerBytes }));
 } else if (mode === "handshake") {
   await handshakes();
 } else {
-  console.error(`error: Unknown mode "${mode}": expected ping, data, route, discovery or handshake`);
+  console.error(
+    `error: Unknown mode "${mode}": expected ping, data, route, discovery, stun or handshake`,
+  );
   Deno.exit(2);
 }
 Deno.exit(0);

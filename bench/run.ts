@@ -6,11 +6,14 @@
  * measured window opens and closes. Servers: the floor (`bench/echo_server.ts`, a bare Deno UDP echo),
  * p2p_server (`bench/server_proc.ts`) and, when `../shared/upstream/p2p_server` exists (or `--upstream PATH`
  * names it), the upstream Rust server on the rows it supports. Every row runs `--rounds` times, servers
- * alternating within a round; the table shows medians. Prints a markdown table and writes
- * `bench/results.json` (or `--out`).
+ * alternating within a round; the table shows medians. The STUN rows (Binding requests, 64 in flight) run
+ * the floor, p2p_server and, when Debian's coturn is installed (`turnserver` on the PATH), coturn's STUN
+ * service (`turnserver --stun-only` on a loopback port) in the same pinned rounds; they have a table of
+ * their own. Prints the markdown tables and writes `bench/results.json` (or `--out`).
  *
  * Options: `--quick` (tiny counts, one round: a smoke test, its figures mean nothing), `--rounds N`,
- * `--upstream PATH|none`, `--out FILE`, `--no-pin`. `BENCH_QUICK=1` in the environment is `--quick`.
+ * `--upstream PATH|none`, `--out FILE`, `--no-pin`, `--only stun` (the STUN rows alone). `BENCH_QUICK=1` in
+ * the environment is `--quick`.
  *
  * Every step is bounded: operations by count and by time, every process stopped at the end.
  *
@@ -27,8 +30,14 @@ const { values } = parseArgs({
     upstream: { type: "string" },
     out: { type: "string" },
     "no-pin": { type: "boolean", default: false },
+    only: { type: "string" },
   },
 });
+if (values.only !== undefined && values.only !== "stun") {
+  console.error(`error: Invalid "--only": ${JSON.stringify(values.only)}: expected "stun"`);
+  Deno.exit(2);
+}
+const onlyStun = values.only === "stun";
 const quick = values.quick || Deno.env.get("BENCH_QUICK") === "1";
 const ROUNDS = Number(values.rounds ?? (quick ? 1 : 3));
 if (!Number.isInteger(ROUNDS) || ROUNDS < 1 || ROUNDS > 20) {
@@ -45,6 +54,7 @@ const DISCOVERY_COUNT = quick ? 100 : 10_000;
 const HANDSHAKE_PEERS = quick ? 200 : 20_000;
 const KEYED_PEERS = quick ? 100 : 4_000;
 const MEMORY_PEERS = quick ? 500 : 100_000;
+const STUN_COUNT = quick ? 500 : 60_000;
 const PACED_SECONDS = quick ? 0.5 : 3;
 const WINDOW_SECONDS = quick ? 5 : 10;
 
@@ -64,6 +74,16 @@ const cores = navigator.hardwareConcurrency;
 const hasTaskset = !values["no-pin"] && cores >= 2 &&
   (await new Deno.Command("taskset", { args: ["-c", "0", "true"], stdout: "null", stderr: "null" }).output()
     .then((o) => o.success).catch(() => false));
+const turnserver = ["/usr/bin/turnserver", "/usr/local/bin/turnserver"].find((p) => {
+  try {
+    return Deno.statSync(p).isFile;
+  } catch {
+    return false;
+  }
+}) ?? null;
+if (turnserver === null) {
+  console.log("STUN rows: coturn skipped: turnserver is not installed (apt-get install coturn)");
+}
 const SERVER_PIN = hasTaskset ? ["taskset", "-c", "0"] : [];
 const GENERATOR_PIN = hasTaskset ? ["taskset", "-c", "1"] : [];
 
@@ -136,7 +156,7 @@ function lineSplitter(): TransformStream<string, string> {
   });
 }
 
-type Kind = "floor" | "p2p_server" | "upstream";
+type Kind = "floor" | "p2p_server" | "upstream" | "coturn";
 
 interface Server {
   kind: Kind;
@@ -192,7 +212,50 @@ async function answersPing(port: number, seconds: number): Promise<boolean> {
   return ok;
 }
 
+/** Waits until a STUN server at `port` answers a Binding request (coturn prints nothing useful when ready). */
+async function answersStun(port: number, seconds: number): Promise<boolean> {
+  const s = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const request = Uint8Array.from([0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, ...new Array(12).fill(7)]);
+  const deadline = Date.now() + seconds * 1000;
+  let ok = false;
+  const rx = s.receive().then(() => ok = true, () => {});
+  while (!ok && Date.now() < deadline) {
+    await s.send(request, { transport: "udp", hostname: "127.0.0.1", port }).catch(() => {});
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  s.close();
+  await rx;
+  return ok;
+}
+
+const coturnDir = turnserver ? await Deno.makeTempDir({ prefix: "p2p_bench_coturn_" }) : null;
+
 async function start(kind: Kind, v8Flags: string[] = []): Promise<Server> {
+  if (kind === "coturn") {
+    // A plain STUN server: no TURN, no TCP/TLS/DTLS listeners, no CLI, no log; its defaults otherwise (a UDP
+    // thread per core, SOFTWARE in its answers).
+    const port = freePort();
+    const proc = new Proc(SERVER_PIN, turnserver!, [
+      "-n",
+      "--stun-only",
+      "-L",
+      "127.0.0.1",
+      "-p",
+      `${port}`,
+      "--no-cli",
+      "--no-tcp",
+      "--no-tls",
+      "--no-dtls",
+      "--no-stdout-log",
+      "--simple-log",
+      "--log-file",
+      "/dev/null",
+      "--pidfile",
+      `${coturnDir}/turnserver.pid`,
+    ]);
+    if (!await answersStun(port, 10)) throw new Error(`turnserver did not answer STUN on port ${port}`);
+    return { kind, proc, port };
+  }
   if (kind === "upstream") {
     const port = freePort();
     const proc = new Proc(SERVER_PIN, upstream!, [
@@ -240,7 +303,7 @@ async function generate(server: Server, args: string[]): Promise<GenResult> {
   ]);
   try {
     const result = JSON.parse(await proc.line(300)) as GenResult;
-    if (args[0] === "discovery") Object.assign(result, JSON.parse(await proc.line(30)));
+    if (args[0] === "discovery" || args[0] === "stun") Object.assign(result, JSON.parse(await proc.line(30)));
     return result;
   } finally {
     await proc.stop();
@@ -259,6 +322,8 @@ interface Row {
   generatorCpu: number | null;
   xFloor: number | null;
   xUpstream: number | null;
+  /** STUN rows: server CPU per op against coturn's on the same row. */
+  xCoturn: number | null;
   note: string;
 }
 
@@ -283,6 +348,7 @@ function record(row: string, server: Kind, result: GenResult, note = ""): void {
       generatorCpu: null,
       xFloor: null,
       xUpstream: null,
+      xCoturn: null,
       note,
     };
     rows.push(r);
@@ -313,6 +379,52 @@ async function withServer<T>(kind: Kind, f: (s: Server) => Promise<T>, v8Flags: 
 }
 
 try {
+  if (!onlyStun) await mainRows();
+  await stunRows();
+} finally {
+  for (const s of started) await s.proc.stop();
+  if (coturnDir) await Deno.remove(coturnDir, { recursive: true }).catch(() => {});
+}
+
+/** The STUN rows: every STUN server long-lived, alternating within each round. */
+async function stunRows(): Promise<void> {
+  const stunKinds: Kind[] = turnserver ? ["floor", "p2p_server", "coturn"] : ["floor", "p2p_server"];
+  const servers = new Map<Kind, Server>();
+  for (const kind of stunKinds) {
+    const s = await start(kind);
+    started.push(s);
+    servers.set(kind, s);
+  }
+  for (let round = 0; round < ROUNDS; round++) {
+    for (
+      const [request, row] of [
+        ["bare", "STUN Binding request (20 B, no attributes), 64 in flight"],
+        ["full", "STUN Binding request (52 B, SOFTWARE + FINGERPRINT), 64 in flight"],
+      ] as const
+    ) {
+      for (const kind of stunKinds) {
+        const result = await generate(servers.get(kind)!, [
+          "stun",
+          "--stun-request",
+          request,
+          "--inflight",
+          "64",
+          ...window(STUN_COUNT),
+        ]);
+        const note = kind === "floor"
+          ? "echo of the request"
+          : `${result.requestBytes} B in, ${result.answerBytes} B out`;
+        record(row, kind, result, note);
+      }
+    }
+  }
+  for (const s of servers.values()) {
+    await s.proc.stop();
+    started.splice(started.indexOf(s), 1);
+  }
+}
+
+async function mainRows(): Promise<void> {
   // Long-lived servers for the round-trip rows (idle between windows: their timers are an hour away).
   const servers = new Map<Kind, Server>();
   for (const kind of kinds) {
@@ -413,8 +525,6 @@ try {
     await s.proc.stop();
     started.splice(started.indexOf(s), 1);
   }
-} finally {
-  for (const s of started) await s.proc.stop();
 }
 
 // Memory per idle peer at MEMORY_PEERS peers, and after they leave (each sends a Disconnect).
@@ -431,7 +541,7 @@ interface Memory {
   left: number;
 }
 const memory: Memory[] = [];
-for (const kind of p2pAndUpstream) {
+for (const kind of onlyStun ? [] : p2pAndUpstream) {
   await withServer(kind, async (s) => {
     const mem = async () => {
       if (kind !== "p2p_server") {
@@ -490,6 +600,15 @@ const floor1 = rows.find((r) => r.server === "floor" && r.row.includes("1 in fli
 const floor64 = rows.find((r) => r.server === "floor" && r.row.includes("64 in flight"))?.usPerOp ?? null;
 const floorPaced = rows.find((r) => r.server === "floor" && r.row.includes("paced"))?.usPerOp ?? null;
 for (const r of rows) {
+  if (r.row.startsWith("STUN")) {
+    // Against the floor's and coturn's figures on the same row.
+    const same = (k: Kind) => rows.find((x) => x.row === r.row && x.server === k)?.usPerOp ?? null;
+    const floor = same("floor");
+    const coturn = same("coturn");
+    r.xFloor = r.usPerOp !== null && floor ? r.usPerOp / floor : null;
+    r.xCoturn = r.usPerOp !== null && coturn ? r.usPerOp / coturn : null;
+    continue;
+  }
   const floor = r.row.includes("1 in flight") ? floor1 : r.row.includes("paced") ? floorPaced : floor64;
   const up = rows.find((x) => x.row === r.row && x.server === "upstream")?.usPerOp ?? null;
   r.xFloor = r.usPerOp !== null && floor ? r.usPerOp / floor : null;
@@ -507,9 +626,21 @@ lines.push(
   "| benchmark | server | server CPU µs/op | x floor | x upstream | ops/s | p50 ms | p99 ms | gen CPU | note |",
   "|---|---|---|---|---|---|---|---|---|---|",
 );
-for (const r of rows) {
+for (const r of rows.filter((x) => !x.row.startsWith("STUN"))) {
   lines.push(
     `| ${r.row} | ${r.server} | ${fmt(r.usPerOp, 1)} | ${fmt(r.xFloor, 2)} | ${fmt(r.xUpstream, 2)} | ` +
+      `${fmt(r.rate)} | ${fmt(r.p50Ms, 3)} | ${fmt(r.p99Ms, 3)} | ` +
+      `${r.generatorCpu === null ? "" : `${Math.round(r.generatorCpu * 100)}%`} | ${r.note} |`,
+  );
+}
+lines.push(
+  "",
+  "| STUN | server | server CPU µs/op | x floor | x coturn | ops/s | p50 ms | p99 ms | gen CPU | note |",
+  "|---|---|---|---|---|---|---|---|---|---|",
+);
+for (const r of rows.filter((x) => x.row.startsWith("STUN"))) {
+  lines.push(
+    `| ${r.row} | ${r.server} | ${fmt(r.usPerOp, 1)} | ${fmt(r.xFloor, 2)} | ${fmt(r.xCoturn, 2)} | ` +
       `${fmt(r.rate)} | ${fmt(r.p50Ms, 3)} | ${fmt(r.p99Ms, 3)} | ` +
       `${r.generatorCpu === null ? "" : `${Math.round(r.generatorCpu * 100)}%`} | ${r.note} |`,
   );
@@ -557,6 +688,8 @@ const results = {
     loadAverageAtEnd: load.trim(),
   },
   upstream,
+  turnserver,
+  only: values.only ?? null,
   note:
     "Server CPU per operation is user + system time of the server process (all threads) from /proc over " +
     "the measured windows; it is robust to a busy machine only in part (cache and scheduler effects remain): " +

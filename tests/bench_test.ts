@@ -29,6 +29,9 @@ Deno.test({
         "p2p_server: discovery, 64 registered peers, 8 in flight",
         "p2p_server: handshakes (distinct peers, 64 concurrent)",
         "p2p_server: keyed handshakes (distinct keyed peers, 64 concurrent)",
+        "floor: STUN Binding request (20 B, no attributes), 64 in flight",
+        "p2p_server: STUN Binding request (20 B, no attributes), 64 in flight",
+        "p2p_server: STUN Binding request (52 B, SOFTWARE + FINGERPRINT), 64 in flight",
       ]
     ) assert(names.has(row), `missing row ${row}`);
     for (const r of results.rows) assert(r.rate > 0, `no operations in ${r.server}: ${r.row}`);
