@@ -18,6 +18,7 @@ import {
   makeTls,
   redisCli,
   SENTINEL_SKIP_REASON,
+  type SentinelBed,
   startRedisCluster,
   startSentinels,
   TLS_SKIP_REASON,
@@ -308,16 +309,40 @@ Deno.test({
 });
 
 Deno.test({
-  name: "cluster with Sentinel: the master killed, the replica promoted, the instances follow",
-  ignore: SENTINEL_SKIP_REASON !== null,
+  name:
+    "cluster on a Redis Cluster over TLS: rediss seeds with client certificates, peers shared and introduced",
+  ignore: (CLUSTER_SKIP_REASON ?? TLS_SKIP_REASON) !== null,
 }, async () => {
-  await using bed = await startSentinels({ downAfterMs: 1000, failoverTimeoutMs: 5000 });
+  await using tls = await makeTls();
+  // TLS only on every node, the cluster bus included, and client certificates required.
+  await using bed = await startRedisCluster({ masters: 3, tls: { ...tls.server, clientAuth: true } });
+  assert(bed.url.startsWith("rediss://"), bed.url);
   await using t = new Bed();
-  const a = await t.instance("a", { redisUrl: bed.url });
-  const b = await t.instance("b", { redisUrl: bed.url });
+  const files = { tlsCaFile: tls.ca, tlsCertFile: tls.clientCert, tlsKeyFile: tls.clientKey };
+  const a = await t.instance("a", { redisUrl: bed.url, redisCluster: true, ...files });
+  const b = await t.instance("b", { redisUrl: bed.url, redisCluster: true, ...files });
+  const x = await t.client(a, "x");
+  const y = await t.client(b, "y");
+  await routesBothWays(x, y, "cluster tls");
+  await introducesAcross(x, y, "cluster tls");
+  // The directory is on the cluster, in its slot's master.
+  const owner = await bed.masterOf(`${TAG}peers`);
+  assertStrictEquals((await redisCli(owner, "SCARD", `${TAG}peers`)).trim(), "2");
+});
+
+/** Two instances on the sentinels' master; the master killed; both follow the promoted replica. */
+async function sentinelFailover(
+  bed: SentinelBed,
+  cluster: Omit<ClusterConfig, "instanceId" | "peerTtl" | "keyPrefix" | "redisUrl">,
+  what: string,
+): Promise<void> {
+  await using t = new Bed();
+  const a = await t.instance("a", { redisUrl: bed.url, ...cluster });
+  const b = await t.instance("b", { redisUrl: bed.url, ...cluster });
   const x = await t.client(a, "x");
   const y = await t.client(b, "y");
   await routesBothWays(x, y, "before");
+  await introducesAcross(x, y, "before");
   const killedAt = performance.now();
   await bed.master.kill();
   const seen = outage([a, b], killedAt, 20_000);
@@ -325,11 +350,36 @@ Deno.test({
   const { degradedAt, recoveredAt } = await seen;
   assertStrictEquals(await bed.currentMaster(), bed.replica.port, "the sentinels promoted the replica");
   console.log(
-    `Sentinel failover: degraded after ${degradedAt.map((d) => d.toFixed(0)).join("/")} ms, ` +
+    `${what} failover: degraded after ${degradedAt.map((d) => d.toFixed(0)).join("/")} ms, ` +
       `both instances ok ${recoveredAt.toFixed(0)} ms after the kill`,
   );
   assert(recoveredAt < 15_000, `recovered after ${recoveredAt.toFixed(0)} ms`);
   await routesBothWays(x, y, "after");
   const w = await t.client(b, "w");
   await discovers(x, [x.node.id, y.node.id, w.node.id], "a peer that joined after the failover");
+}
+
+Deno.test({
+  name: "cluster with Sentinel: the master killed, the replica promoted, the instances follow",
+  ignore: SENTINEL_SKIP_REASON !== null,
+}, async () => {
+  await using bed = await startSentinels({ downAfterMs: 1000, failoverTimeoutMs: 5000 });
+  await sentinelFailover(bed, {}, "Sentinel");
+});
+
+Deno.test({
+  name:
+    "cluster with Sentinel over TLS: rediss-sentinel to TLS sentinels and master, the instances follow a failover",
+  ignore: (SENTINEL_SKIP_REASON ?? TLS_SKIP_REASON) !== null,
+}, async () => {
+  await using tls = await makeTls();
+  // The master, the replica and the sentinels serve TLS only and require client certificates.
+  await using bed = await startSentinels({
+    downAfterMs: 1000,
+    failoverTimeoutMs: 5000,
+    tls: { ...tls.server, clientAuth: true },
+  });
+  assert(bed.url.startsWith("rediss-sentinel://"), bed.url);
+  const files = { tlsCaFile: tls.ca, tlsCertFile: tls.clientCert, tlsKeyFile: tls.clientKey };
+  await sentinelFailover(bed, files, "Sentinel over TLS");
 });

@@ -66,9 +66,21 @@ async function run(binary: string, args: string[], what: string): Promise<string
   return text;
 }
 
-/** Runs `redis-cli -p <port> <args>` and returns its output. */
+/** The TLS files of the nodes started here with TLS, by port: `redisCli` speaks TLS to them. */
+const TLS_BY_PORT = new Map<number, RedisTlsFiles>();
+
+/** redis-cli's TLS arguments (with the files' client certificate) for a node started with `tls`. */
+function cliTls(tls: RedisTlsFiles | undefined): string[] {
+  return tls ? ["--tls", "--cacert", tls.ca, "--cert", tls.cert, "--key", tls.key] : [];
+}
+
+/** Runs `redis-cli -p <port> <args>` (over TLS for a node started here with TLS) and returns its output. */
 export function redisCli(port: number, ...args: string[]): Promise<string> {
-  return run(REDIS_CLI!, ["-h", "127.0.0.1", "-p", String(port), ...args], "redis-cli");
+  return run(
+    REDIS_CLI!,
+    [...cliTls(TLS_BY_PORT.get(port)), "-h", "127.0.0.1", "-p", String(port), ...args],
+    "redis-cli",
+  );
 }
 
 /** A test CA, a server certificate for 127.0.0.1/localhost, a client certificate, and an unrelated CA. */
@@ -163,6 +175,7 @@ async function startNode(options: StartRedisOptions & { binary?: string }): Prom
     const node = new RedisProcess(options.binary ?? REDIS_SERVER_PATH!, dir, freeTcpPort(), options);
     try {
       await node.start();
+      if (options.tls) TLS_BY_PORT.set(node.port, options.tls);
       return node;
     } catch (error) {
       last = error;
@@ -175,7 +188,7 @@ async function startNode(options: StartRedisOptions & { binary?: string }): Prom
 /** A Redis Cluster on loopback. */
 export interface RedisClusterBed extends AsyncDisposable {
   nodes: RedisProcess[];
-  /** `redis://127.0.0.1:<port>,...` naming every node as a seed. */
+  /** `redis://127.0.0.1:<port>,...` naming every node as a seed (`rediss://` with `tls`). */
   url: string;
   /** The port of the master that serves the slot of `key` now. */
   masterOf(key: string): Promise<number>;
@@ -185,7 +198,7 @@ export interface RedisClusterBed extends AsyncDisposable {
 
 /**
  * Creates a Redis Cluster of `masters` masters with `replicas` replicas each (node timeout `nodeTimeoutMs`,
- * so a failover takes about twice that).
+ * so a failover takes about twice that). With `tls`, every node serves TLS only, on the cluster bus too.
  */
 export async function startRedisCluster(
   options: { masters?: number; replicas?: number; nodeTimeoutMs?: number; tls?: RedisTlsFiles } = {},
@@ -237,6 +250,7 @@ export async function startRedisCluster(
     },
     async [Symbol.asyncDispose]() {
       await Promise.all(nodes.map((n) => n.stop()));
+      for (const n of nodes) TLS_BY_PORT.delete(n.port);
     },
   };
   try {
@@ -258,6 +272,7 @@ export async function startRedisCluster(
       );
     }
     await run(REDIS_CLI!, [
+      ...cliTls(options.tls),
       "--cluster",
       "create",
       ...nodes.map((n) => `127.0.0.1:${n.port}`),
@@ -265,7 +280,7 @@ export async function startRedisCluster(
       String(replicas),
       "--cluster-yes",
     ], "redis-cli --cluster create");
-    bed.url = `redis://${nodes.map((n) => `127.0.0.1:${n.port}`).join(",")}`;
+    bed.url = `${options.tls ? "rediss" : "redis"}://${nodes.map((n) => `127.0.0.1:${n.port}`).join(",")}`;
     // Every node must know the whole layout before clients come.
     const end = performance.now() + 20_000;
     for (;;) {
@@ -290,7 +305,7 @@ export interface SentinelBed extends AsyncDisposable {
   master: RedisProcess;
   replica: RedisProcess;
   sentinels: RedisProcess[];
-  /** `redis-sentinel://127.0.0.1:<s1>,127.0.0.1:<s2>,127.0.0.1:<s3>/mymaster`. */
+  /** `redis-sentinel://127.0.0.1:<s1>,127.0.0.1:<s2>,127.0.0.1:<s3>/mymaster` (`rediss-sentinel://` with `tls`). */
   url: string;
   downAfterMs: number;
   failoverTimeoutMs: number;
@@ -301,22 +316,27 @@ export interface SentinelBed extends AsyncDisposable {
 /** The master name the sentinels watch. */
 export const SENTINEL_MASTER = "mymaster";
 
-/** Starts a master, its replica and three sentinels (quorum 2) with short failure detection. */
+/**
+ * Starts a master, its replica and three sentinels (quorum 2) with short failure detection. With `tls`, all
+ * five serve TLS only, and replication and the sentinels' own connections speak TLS too.
+ */
 export async function startSentinels(
-  options: { downAfterMs?: number; failoverTimeoutMs?: number } = {},
+  options: { downAfterMs?: number; failoverTimeoutMs?: number; tls?: RedisTlsFiles } = {},
 ): Promise<SentinelBed> {
   const downAfterMs = options.downAfterMs ?? 1000;
   const failoverTimeoutMs = options.failoverTimeoutMs ?? 5000;
   const started: RedisProcess[] = [];
   const confDir = await Deno.makeTempDir({ prefix: "p2p_server_sentinel_" });
+  const tls = options.tls ? { tls: options.tls } : {};
   const dispose = async () => {
     await Promise.all(started.map((n) => n.stop()));
+    for (const n of started) TLS_BY_PORT.delete(n.port);
     await Deno.remove(confDir, { recursive: true }).catch(() => {});
   };
   try {
-    const master = await startNode({});
+    const master = await startNode({ ...tls });
     started.push(master);
-    const replica = await startNode({ args: ["--replicaof", "127.0.0.1", String(master.port)] });
+    const replica = await startNode({ ...tls, args: ["--replicaof", "127.0.0.1", String(master.port)] });
     started.push(replica);
     const sentinels: RedisProcess[] = [];
     for (let i = 0; i < 3; i++) {
@@ -331,7 +351,7 @@ export async function startSentinels(
           "",
         ].join("\n"),
       );
-      const s = await startNode({ binary: REDIS_SENTINEL!, configFile: conf, args: ["--sentinel"] });
+      const s = await startNode({ ...tls, binary: REDIS_SENTINEL!, configFile: conf, args: ["--sentinel"] });
       started.push(s);
       sentinels.push(s);
     }
@@ -339,7 +359,9 @@ export async function startSentinels(
       master,
       replica,
       sentinels,
-      url: `redis-sentinel://${sentinels.map((s) => `127.0.0.1:${s.port}`).join(",")}/${SENTINEL_MASTER}`,
+      url: `${options.tls ? "rediss" : "redis"}-sentinel://${
+        sentinels.map((s) => `127.0.0.1:${s.port}`).join(",")
+      }/${SENTINEL_MASTER}`,
       downAfterMs,
       failoverTimeoutMs,
       async currentMaster() {
