@@ -202,8 +202,15 @@ Deno.test({
   await z.send("local", { to: z2.node.id });
   await waitUntil(() => got.includes("local"), "a local relay on c");
   // No client certificate where the server requires one: refused too, never joined.
-  const d = await t.instance("d", { redisUrl: redis.url, tlsCaFile: tls.ca }, false);
+  // The line names the server (credentials hidden) and says what it wants.
+  const withCredentials = redis.url.replace("rediss://", "rediss://app:s3cret@");
+  const d = await t.instance("d", { redisUrl: withCredentials, tlsCaFile: tls.ca }, false);
   await waitUntil(() => d.getStats().cluster?.state === "degraded", "d degraded");
+  const refused = d.getStats().cluster?.lastError ?? "";
+  const shown = `Redis at "rediss://***@127.0.0.1:${redis.port}" is unreachable: `;
+  assert(refused.startsWith(`${shown}TLS: the server requires a client certificate (`), refused);
+  assert(refused.endsWith("set cluster.tls_cert_file and cluster.tls_key_file"), refused);
+  assert(!/app|s3cret/.test(refused), refused);
   // Neither c nor d got into the directory: a and b still see only x and y.
   assertEquals(a.getStats().cluster?.instances, 1);
   assertStrictEquals(b.getStats().cluster?.state, "ok");

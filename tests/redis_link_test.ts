@@ -6,6 +6,7 @@
  */
 import { assert, assertEquals, assertMatch, assertRejects, assertThrows } from "./deps/assert.ts";
 import {
+  describeTlsFailure,
   keySlot,
   openRedisLink,
   redactRedisUrl,
@@ -352,4 +353,34 @@ Deno.test("keySlot computes Redis Cluster slots, hash tags included", () => {
   assertEquals(keySlot("foo{{bar}}zap"), keySlot("{bar"));
   assert(keySlot("foo{}{bar}") !== keySlot("bar"));
   assertEquals(keySlot("{test:}peers"), keySlot("{test:}to:a"));
+});
+
+Deno.test("describeTlsFailure tells a missing client certificate from a refused server certificate", () => {
+  const required = "received fatal alert: CertificateRequired";
+  assertEquals(
+    describeTlsFailure(required),
+    `TLS: the server requires a client certificate (${required}); set cluster.tls_cert_file and cluster.tls_key_file`,
+  );
+  // The same alert with a certificate configured still says a certificate is required (none was sent).
+  assertMatch(describeTlsFailure(required, { clientCertificate: true }), /requires a client certificate/);
+  // TLS 1.2 servers (OpenSSL's wording) refuse a missing certificate with other alerts.
+  assertMatch(
+    describeTlsFailure("sslv3 alert bad certificate"),
+    /^TLS: the server requires a client certificate/,
+  );
+  assertMatch(
+    describeTlsFailure("received fatal alert: UnknownCA", { clientCertificate: true }),
+    /^TLS: the server did not accept the client certificate .*cluster\.tls_cert_file/,
+  );
+  // A server certificate this side refuses is about the CA and the name, not the client certificate.
+  assertMatch(
+    describeTlsFailure("self-signed certificate in certificate chain"),
+    /^TLS: the server's certificate was not accepted .*cluster\.tls_ca_file/,
+  );
+  assertMatch(describeTlsFailure("invalid peer certificate: UnknownIssuer"), /server's certificate was not/);
+  assertMatch(describeTlsFailure("wrong version number"), /is the server speaking TLS on this port\?/);
+  assertEquals(
+    describeTlsFailure("connect ECONNREFUSED 127.0.0.1:6380"),
+    "connect ECONNREFUSED 127.0.0.1:6380",
+  );
 });

@@ -168,6 +168,8 @@ class IoRedisLink implements RedisLink {
   readonly #commands: Client;
   readonly #subscriber: Client;
   readonly #tls: boolean;
+  /** A client certificate is sent (mutual TLS). */
+  readonly #clientCertificate: boolean;
   readonly #channels = new Set<string>();
   /** The command connection answered its ready check. */
   #commandsUp = false;
@@ -196,6 +198,7 @@ class IoRedisLink implements RedisLink {
     this.#shown = shown;
     this.#password = url.password;
     this.#tls = settings.tls !== null;
+    this.#clientCertificate = settings.tls?.cert !== undefined;
     if (url.username !== "") {
       const escaped = url.username.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
       this.#userPattern = new RegExp(`(?<![\\w-])${escaped}(?![\\w-])`, "g");
@@ -472,7 +475,9 @@ class IoRedisLink implements RedisLink {
   }
 
   #failed(message: string): void {
-    this.#lastError = this.#scrub(this.#tls ? describeTlsFailure(message) : message);
+    this.#lastError = this.#scrub(
+      this.#tls ? describeTlsFailure(message, { clientCertificate: this.#clientCertificate }) : message,
+    );
     // Errors on a working link (a reset connection) are followed by "close"; errors while down (refused
     // connects, refused AUTH) start or continue an outage.
     if (!this.#ready && !this.#closed) this.#down(this.#lastError);

@@ -56,11 +56,35 @@ export function readTls(options: RedisTlsOptions): TlsSettings {
   };
 }
 
+/** Alerts a server sends when it refuses the client's certificate, or the lack of one. */
+const CLIENT_CERT_ALERT =
+  /alert[: ]+(CertificateRequired|BadCertificate|UnknownCA|CertificateUnknown|UnsupportedCertificate|CertificateExpired|CertificateRevoked|AccessDenied)|alert (certificate required|bad certificate|unknown ca|certificate unknown)/i;
+
 /**
- * One line saying what went wrong with TLS, for the usual failures: a certificate that does not verify, or a
- * server that does not speak TLS. Other messages come back as they are.
+ * One line saying what went wrong with TLS, for the usual failures: a server that requires a client
+ * certificate (or refuses the one sent), a server certificate that does not verify, or a server that does not
+ * speak TLS. Other messages come back as they are. `clientCertificate` says whether one was sent.
+ *
+ * @example
+ * ```ts
+ * import { describeTlsFailure } from "./redis_tls.ts";
+ * const line = describeTlsFailure("received fatal alert: CertificateRequired");
+ * if (!line.startsWith("TLS: the server requires a client certificate")) throw new Error(line);
+ * ```
  */
-export function describeTlsFailure(message: string): string {
+export function describeTlsFailure(
+  message: string,
+  options: { clientCertificate?: boolean } = {},
+): string {
+  // The server's alerts first: "certificate" in them is about ours, not the server's.
+  const alert = CLIENT_CERT_ALERT.exec(message);
+  if (alert !== null) {
+    const required = /required/i.test(alert[0]);
+    if (required || !options.clientCertificate) {
+      return `TLS: the server requires a client certificate (${message}); set cluster.tls_cert_file and cluster.tls_key_file`;
+    }
+    return `TLS: the server did not accept the client certificate (${message}); check cluster.tls_cert_file, cluster.tls_key_file and the CA the server trusts`;
+  }
   if (
     /certificate|UnknownIssuer|BadSignature|NotValidForName|CertNotValid|CERT_|self.signed|unable to (get|verify)/i
       .test(message)
@@ -71,7 +95,10 @@ export function describeTlsFailure(message: string): string {
     /corrupt message|InvalidContentType|wrong version|packet length|record overflow|HandshakeFailure|peer is incompatible|disconnected before secure|tls handshake eof|unexpected eof/i
       .test(message)
   ) {
-    return `TLS: the handshake failed (${message}); is the server speaking TLS on this port?`;
+    const hint = options.clientCertificate
+      ? ""
+      : " (a server that requires a client certificate may refuse so too: cluster.tls_cert_file)";
+    return `TLS: the handshake failed (${message}); is the server speaking TLS on this port?${hint}`;
   }
   return message;
 }
