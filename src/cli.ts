@@ -125,7 +125,8 @@ relay_quota [${d.relayQuota.join(", ")}] per minute,
 metrics_token null (set, it requires "Authorization: Bearer <token>" on /metrics, /peers, /api/*;
 unset, /peers and /api/events answer loopback clients only), metrics_allowed_hosts [] (Host names
 served besides IP literals and localhost), metrics_max_connections ${d.metricsMaxConnections},
-stats_interval ${d.statsInterval} s (a stats line at info level; 0 turns it off).
+stats_interval ${d.statsInterval} s (a stats line at info level; 0 turns it off),
+stun_alternate_port null and stun_alternate_address null (RFC 5780 NAT behaviour discovery, docs/nat.md).
 Logs go to stderr; SIGINT/SIGTERM disconnect every peer and exit 0.`;
 }
 

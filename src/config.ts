@@ -15,6 +15,17 @@ import {
   stripUndefined,
 } from "./config_cluster.ts";
 import { ConfigError } from "./config_error.ts";
+import {
+  type Check,
+  port,
+  positiveInt,
+  positiveSeconds,
+  rate,
+  socketAddr,
+  stunAlternateAddress,
+  stunAlternatePort,
+  stunProblem,
+} from "./config_checks.ts";
 export { ConfigError } from "./config_error.ts";
 export type { ClusterConfig, ClusterOptions } from "./config_cluster.ts";
 export { DEFAULT_CLUSTER, redactUrl } from "./config_cluster.ts";
@@ -238,6 +249,19 @@ export interface Config {
    * @default {null}
    */
   cluster: ClusterConfig | null;
+  /**
+   * UDP port of a second socket that serves STUN only, for RFC 5780 NAT behaviour discovery: a
+   * CHANGE-REQUEST for another port is answered from it. `0` binds any free port; `null` opens none.
+   * @default {null}
+   */
+  stunAlternatePort: number | null;
+  /**
+   * A second IP address of this host for RFC 5780 (needs `stun_alternate_port` and a `listen_address` of one
+   * IP): STUN is then also served on it, on both ports, answers name it in OTHER-ADDRESS, and a
+   * CHANGE-REQUEST for another address is answered from it. `null` is off.
+   * @default {null}
+   */
+  stunAlternateAddress: string | null;
 }
 
 /** The retransmission policies {@linkcode Config.retransmitPolicy} accepts. */
@@ -299,6 +323,8 @@ export const DEFAULT_CONFIG: Readonly<Config> = Object.freeze({
   logFormat: "text",
   statsInterval: 60,
   cluster: null,
+  stunAlternatePort: null,
+  stunAlternateAddress: null,
 });
 
 /** The config file's keys (snake_case, as in the spec) and the Config fields they set. */
@@ -342,6 +368,8 @@ export const CONFIG_FILE_KEYS = {
   log_format: "logFormat",
   stats_interval: "statsInterval",
   cluster: "cluster",
+  stun_alternate_port: "stunAlternatePort",
+  stun_alternate_address: "stunAlternateAddress",
 } as const satisfies Record<string, keyof Config>;
 
 type FileKey = keyof typeof CONFIG_FILE_KEYS;
@@ -349,29 +377,6 @@ type FileKey = keyof typeof CONFIG_FILE_KEYS;
 const FIELD_TO_FILE_KEY = Object.fromEntries(
   Object.entries(CONFIG_FILE_KEYS).map(([k, v]) => [v, k]),
 ) as Record<keyof Config, FileKey>;
-
-type Check = (value: unknown) => string | undefined;
-
-const positiveInt = (max: number): Check => (v) =>
-  typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= max
-    ? undefined
-    : `must be an integer from 1 to ${max}`;
-const positiveSeconds: Check = (v) =>
-  typeof v === "number" && Number.isFinite(v) && v > 0 && v <= 86_400
-    ? undefined
-    : "must be a number of seconds above 0 and at most 86400";
-const rate: Check = (v) =>
-  Array.isArray(v) && v.length === 2 &&
-    v.every((x) => typeof x === "number" && Number.isFinite(x) && x >= 1 && x <= 100_000_000)
-    ? undefined
-    : "must be [per second, burst], each a number from 1 to 100000000";
-const port = (v: unknown) => typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= 65535;
-
-const socketAddr: Check = (v) => {
-  if (typeof v !== "string") return 'must be a string such as "127.0.0.1:8080"';
-  const parsed = parseSocketAddr(v);
-  return typeof parsed === "string" ? `must be "ip:port" or "[ip6]:port" (${parsed})` : undefined;
-};
 
 const CHECKS: Record<keyof Config, Check> = {
   listenAddress: socketAddr,
@@ -473,6 +478,8 @@ const CHECKS: Record<keyof Config, Check> = {
       : "must be a number of seconds from 0 (off) to 86400",
   // Checked (and completed) by completeCluster, which names the sub-key.
   cluster: () => undefined,
+  stunAlternatePort,
+  stunAlternateAddress,
 };
 
 /** A value no check accepts: what a check says about it is the rule it enforces. */
@@ -563,6 +570,8 @@ export function resolveConfig(partial: Partial<Config> = {}): Config {
   }
   const cluster = completeCluster(merged.cluster, false);
   if (typeof cluster === "string") throw new ConfigError(`Invalid config ${cluster}`, clusterKey(cluster));
+  const stun = stunProblem(merged);
+  if (stun) throw new ConfigError(`Invalid config "${stun[0]}": ${stun[1]}, got ${show(stun[2])}`, stun[0]);
   if (merged.rtoMinMs > merged.rtoMaxMs) {
     throw new ConfigError(
       `Invalid config "rto_min_ms": must not exceed "rto_max_ms" (${merged.rtoMaxMs}), got ${merged.rtoMinMs}`,

@@ -1,6 +1,7 @@
 /**
- * The one I/O shell: owns the UDP socket (`Deno.listenDatagram`), the monotonic clock and the single re-armed
- * timer. After every input it drains all of the core's outputs (datagrams in order, then events), then arms
+ * The one I/O shell: owns the UDP sockets (`Deno.listenDatagram`: the main one and any alternates), the
+ * monotonic clock and the single re-armed timer. Each datagram is fed to the core with the index of the
+ * socket it came to, and each datagram out is sent from the socket the core names. After every input it drains all of the core's outputs (datagrams in order, then events), then arms
  * one timer at the core's earliest deadline.
  *
  * @module
@@ -43,35 +44,76 @@ export function bindUdp(addr: SocketAddr): Deno.DatagramConn {
   }
 }
 
-/** Drives one {@linkcode Endpoint} over one UDP socket. */
+/**
+ * Binds the alternate sockets of RFC 5780 beside the bound main socket (A1:P1), in the order the core numbers
+ * them: A1:P2 (`port`, 0 for any free one), then, with `address` (A2), A2:P1 and A2:P2. Returns the main
+ * socket and the alternates; when one cannot be bound, closes those bound here (the main one too) and throws.
+ *
+ * @throws {BindError} naming the address that failed.
+ */
+export function bindAlternates(
+  main: Deno.DatagramConn,
+  alternates: { port: number | null; address: string | null },
+): Deno.DatagramConn[] {
+  const sockets = [main];
+  if (alternates.port === null) return sockets;
+  try {
+    const a1 = main.addr as Deno.NetAddr;
+    const second = bindUdp({ hostname: a1.hostname, port: alternates.port });
+    sockets.push(second);
+    if (alternates.address !== null) {
+      const p2 = (second.addr as Deno.NetAddr).port;
+      sockets.push(bindUdp({ hostname: alternates.address, port: a1.port }));
+      sockets.push(bindUdp({ hostname: alternates.address, port: p2 }));
+    }
+    return sockets;
+  } catch (error) {
+    for (const s of sockets) s.close();
+    throw error;
+  }
+}
+
+/** Drives one {@linkcode Endpoint} over its UDP sockets. */
 export class UdpDriver {
   readonly #endpoint: Endpoint;
-  readonly #socket: Deno.DatagramConn;
+  readonly #sockets: readonly Deno.DatagramConn[];
   readonly #onEvent: (event: EndpointEvent) => void;
   #queue: Transmit[] = [];
   #pumping: Promise<void> | null = null;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt = Infinity;
   #closed = false;
-  #receiving: Promise<void> | null = null;
+  #receiving: Promise<unknown> | null = null;
   /** Datagrams the operating system refused to send. */
   sendErrors = 0;
 
   /**
    * @param endpoint The core to drive.
-   * @param socket A bound socket (see {@linkcode bindUdp}).
+   * @param sockets A bound socket (see {@linkcode bindUdp}), or the main one and its alternates: socket `i`
+   *   is the core's socket `i` (`Endpoint.setSockets`, which the caller tells).
    * @param onEvent Called for every event the core produces, in order.
    */
-  constructor(endpoint: Endpoint, socket: Deno.DatagramConn, onEvent: (event: EndpointEvent) => void) {
+  constructor(
+    endpoint: Endpoint,
+    sockets: Deno.DatagramConn | readonly Deno.DatagramConn[],
+    onEvent: (event: EndpointEvent) => void,
+  ) {
     this.#endpoint = endpoint;
-    this.#socket = socket;
+    this.#sockets = Array.isArray(sockets) ? [...sockets] : [sockets as Deno.DatagramConn];
     this.#onEvent = onEvent;
   }
 
-  /** The bound local address. */
+  /** The bound local address (of the main socket). */
   get localAddr(): SocketAddr {
-    const a = this.#socket.addr as Deno.NetAddr;
-    return { hostname: a.hostname, port: a.port };
+    return this.localAddrs[0]!;
+  }
+
+  /** The bound local addresses of every socket, the main one first. */
+  get localAddrs(): SocketAddr[] {
+    return this.#sockets.map((s) => {
+      const a = s.addr as Deno.NetAddr;
+      return { hostname: a.hostname, port: a.port };
+    });
   }
 
   /** Whether {@linkcode close} has begun. */
@@ -81,7 +123,7 @@ export class UdpDriver {
 
   /** Starts receiving. */
   start(): void {
-    this.#receiving ??= this.#receiveLoop();
+    this.#receiving ??= Promise.all(this.#sockets.map((s, i) => this.#receiveLoop(s, i)));
   }
 
   /** Runs a command against the core with the current time, then flushes its outputs. */
@@ -102,22 +144,24 @@ export class UdpDriver {
     this.#disarm();
     await this.drained();
     this.#closed = true;
-    try {
-      this.#socket.close();
-    } catch {
-      // already closed
+    for (const socket of this.#sockets) {
+      try {
+        socket.close();
+      } catch {
+        // already closed
+      }
     }
     await this.#receiving;
   }
 
-  async #receiveLoop(): Promise<void> {
-    // One buffer for every datagram: the core decodes it before the next receive.
+  async #receiveLoop(socket: Deno.DatagramConn, index: number): Promise<void> {
+    // One buffer per socket for every datagram: the core decodes it before the next receive.
     const buffer = new Uint8Array(65_536);
     while (!this.#closed) {
       let bytes: Uint8Array;
       let from: Deno.Addr;
       try {
-        [bytes, from] = await this.#socket.receive(buffer);
+        [bytes, from] = await socket.receive(buffer);
       } catch (error) {
         if (this.#closed) break;
         if (error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted) break;
@@ -125,7 +169,7 @@ export class UdpDriver {
         continue;
       }
       const addr = from as Deno.NetAddr;
-      this.#endpoint.handleDatagram(monotonicNow(), addr, bytes);
+      this.#endpoint.handleDatagram(monotonicNow(), addr, bytes, index);
       this.#flush();
     }
   }
@@ -151,7 +195,9 @@ export class UdpDriver {
         this.#queue = [];
         for (const t of batch) {
           try {
-            await this.#socket.send(t.bytes, { transport: "udp", hostname: t.to.hostname, port: t.to.port });
+            const socket = this.#sockets[t.socket ?? 0];
+            if (!socket) throw new RangeError(`No local socket ${t.socket}`);
+            await socket.send(t.bytes, { transport: "udp", hostname: t.to.hostname, port: t.to.port });
           } catch (error) {
             if (this.#closed) return;
             this.sendErrors++;

@@ -246,6 +246,12 @@ export function formatMetrics(s: StatsSnapshot, options: MetricsOptions = {}): s
   out.labelled("p2p_dropped_total", "counter", "Datagrams dropped, by reason.", "reason", s.drops);
   out.simple("p2p_stun_requests_total", "counter", "STUN requests received.", s.stun.requests);
   out.simple("p2p_stun_responses_total", "counter", "STUN Binding success responses sent.", s.stun.responses);
+  out.simple(
+    "p2p_stun_change_requests_total",
+    "counter",
+    "STUN Binding success responses sent from another socket, as a CHANGE-REQUEST asked (RFC 5780).",
+    s.stun.changeRequests,
+  );
   out.labelled(
     "p2p_stun_errors_total",
     "counter",

@@ -8,7 +8,7 @@ import { formatSocketAddr, parseSocketAddr, type SocketAddr } from "./wire/addre
 import { type Config, ConfigError, resolveConfig } from "./config.ts";
 import { generateIdentity, type Identity } from "./core/auth.ts";
 import { openIdentityFile } from "./key_file.ts";
-import { bindUdp, monotonicNow, UdpDriver } from "./driver.ts";
+import { bindAlternates, bindUdp, monotonicNow, UdpDriver } from "./driver.ts";
 import { Emitter, type ListenerError } from "./emitter.ts";
 import { Endpoint, type EndpointEvent, type LeaveReason, type PeerSummary } from "./core/endpoint.ts";
 import { BindError, ConnectionTimeoutError, HandshakeError } from "./errors.ts";
@@ -235,29 +235,28 @@ export class P2PServer {
    */
   listen(): Promise<SocketAddr> {
     if (this.#driver) return Promise.resolve(this.#driver.localAddr);
-    const addr = parseSocketAddr(this.#config.listenAddress) as SocketAddr;
-    const socket = bindUdp(addr);
-    if (this.#config.metricsAddress !== null) {
+    const c = this.#config;
+    const main = bindUdp(parseSocketAddr(c.listenAddress) as SocketAddr);
+    const sockets = bindAlternates(main, { port: c.stunAlternatePort, address: c.stunAlternateAddress });
+    if (c.metricsAddress !== null) {
       try {
-        this.#ops = serveOps(this.#config.metricsAddress, this.#opsHandler, this.#config);
+        this.#ops = serveOps(c.metricsAddress, this.#opsHandler, c);
       } catch (error) {
-        socket.close();
-        throw new BindError(
-          this.#config.metricsAddress,
-          `${(error as Error).message} (metrics_address, TCP)`,
-          {
-            cause: error,
-          },
-        );
+        for (const socket of sockets) socket.close();
+        const why = `${(error as Error).message} (metrics_address, TCP)`;
+        throw new BindError(c.metricsAddress, why, { cause: error });
       }
     }
-    const driver = new UdpDriver(this.#endpoint, socket, (e) => this.#onEvent(e));
+    const driver = new UdpDriver(this.#endpoint, sockets, (e) => this.#onEvent(e));
     this.#driver = driver;
     const local = driver.localAddr;
     this.#endpoint.setListenAddr(formatSocketAddr(local));
+    this.#endpoint.setSockets(driver.localAddrs);
     this.#endpoint.reportDuplicates(duplicatesLogged());
     driver.start();
     log.info("listening on {addr}", { addr: formatSocketAddr(local) });
+    const alternates = driver.localAddrs.slice(1).map(formatSocketAddr).join(", ");
+    if (alternates) log.info("STUN alternates on {alternates}", { alternates });
     if (this.#ops) log.info("metrics on http://{addr}/metrics", { addr: formatSocketAddr(this.#ops.addr) });
     // Periodic work is ticks of the core (the driver's one timer): the stats line, and the status page's
     // chart (one sample a second, five minutes of them, kept here so it is full on opening).

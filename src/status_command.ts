@@ -125,7 +125,10 @@ export function formatStatus(data: StatusData): string {
   lines.push(`  dropped: ${s.droppedTotal}${counts(s.drops)}`);
   const stun = s.stun;
   if (stun && stun.requests > 0) {
-    lines.push(`  stun: ${stun.requests} requests, ${stun.responses} answered${counts(stun.errors)}`);
+    const changed = stun.changeRequests ? ` (${stun.changeRequests} from another socket)` : "";
+    lines.push(
+      `  stun: ${stun.requests} requests, ${stun.responses} answered${changed}${counts(stun.errors)}`,
+    );
   }
   if (s.rttMs) lines.push(`  rtt: ${s.rttMs.smoothed.toFixed(2)} ms smoothed`);
   for (const p of byLatestHandshake(data.peers)) {

@@ -63,7 +63,44 @@ Deno.test("the defaults are the spec's config.json values", () => {
     logFormat: "text",
     statsInterval: 60,
     cluster: null,
+    stunAlternatePort: null,
+    stunAlternateAddress: null,
   });
+});
+
+Deno.test("STUN alternates: each key checked alone and with listen_address, the error naming key and value", () => {
+  const ok = resolveConfig({
+    listenAddress: "203.0.113.1:3478",
+    stunAlternatePort: 3479,
+    stunAlternateAddress: "203.0.113.2",
+  });
+  assertEquals([ok.stunAlternatePort, ok.stunAlternateAddress], [3479, "203.0.113.2"]);
+  assertEquals(resolveConfig({ listenAddress: "0.0.0.0:0", stunAlternatePort: 0 }).stunAlternatePort, 0);
+  const bad: [Partial<Config>, string][] = [
+    [{ stunAlternatePort: 65536 }, '"stun_alternate_port": must be null (off) or a UDP port'],
+    [
+      { stunAlternatePort: 8080 },
+      '"stun_alternate_port": must differ from the port of listen_address, got 8080',
+    ],
+    [{ stunAlternateAddress: "203.0.113.2:1" }, '"stun_alternate_address": must be null (off) or an IP'],
+    [{ stunAlternateAddress: "0.0.0.0", stunAlternatePort: 1 }, '"stun_alternate_address": must be null'],
+    [{ stunAlternateAddress: "127.0.0.2" }, '"stun_alternate_address": needs stun_alternate_port to be set'],
+    [
+      { listenAddress: "0.0.0.0:3478", stunAlternatePort: 3479, stunAlternateAddress: "127.0.0.2" },
+      '"stun_alternate_address": needs listen_address to be one IP address, not "0.0.0.0", got "127.0.0.2"',
+    ],
+    [
+      { stunAlternatePort: 3479, stunAlternateAddress: "::1" },
+      "must be of the same IP family as listen_address",
+    ],
+    [{ stunAlternatePort: 3479, stunAlternateAddress: "127.0.0.1" }, "must differ from the IP address"],
+  ];
+  for (const [partial, message] of bad) {
+    const error = configError(() => resolveConfig(partial));
+    assert(error.message.includes(message), `${error.message} lacks ${message}`);
+  }
+  const file = configError(() => parseConfigFile('{"stun_alternate_port": "x"}', "c.json"));
+  assertEquals(file.key, "stun_alternate_port");
 });
 
 Deno.test("cluster settings: completed with defaults, each sub-key checked by name, credentials never shown", () => {

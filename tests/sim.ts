@@ -306,6 +306,12 @@ export interface SimEndpointOptions {
   generateX25519?: () => KeyPair;
   /** Signed request ids remembered against replays (`Endpoint`'s `replayCacheSize`). @default {65,536} */
   replayCacheSize?: number;
+  /**
+   * Addresses of the endpoint's alternate sockets (RFC 5780), numbered 1, 2, ... after its main one: what
+   * arrives there is fed with that socket's number, and transmits naming it leave from there; the endpoint
+   * is told all of them (`Endpoint.setSockets`). @default {none}
+   */
+  alternates?: string[];
 }
 
 /** An {@linkcode Endpoint} attached to the simulated network. */
@@ -318,13 +324,16 @@ export class SimEndpoint implements Host {
   readonly inbox: Received[] = [];
   /** Every datagram it received, in order, undecodable ones included. */
   readonly arrivals: Arrival[] = [];
+  /** The addresses of its alternate sockets (socket 1, 2, ...). */
+  readonly alternates: readonly string[];
   readonly #sim: Sim;
   #addr: string;
 
-  constructor(sim: Sim, addr: string, endpoint: Endpoint) {
+  constructor(sim: Sim, addr: string, endpoint: Endpoint, alternates: readonly string[] = []) {
     this.#sim = sim;
     this.#addr = addr;
     this.endpoint = endpoint;
+    this.alternates = alternates;
   }
 
   /**
@@ -352,21 +361,23 @@ export class SimEndpoint implements Host {
   }
 
   /** @internal */
-  deliver(now: number, from: string, bytes: Uint8Array): void {
+  deliver(now: number, from: string, bytes: Uint8Array, socket = 0): void {
     this.arrivals.push({ at: now, from, bytes });
     try {
       this.inbox.push({ at: now, from, bytes, msg: decode(bytes) });
     } catch {
       // Malformed on purpose; the endpoint's own stats count it.
     }
-    this.endpoint.handleDatagram(now, sock(from), bytes);
+    this.endpoint.handleDatagram(now, sock(from), bytes, socket);
     this.drain();
   }
 
   /** Moves the endpoint's transmits onto the network and its events into {@linkcode events}. */
   drain(): void {
     for (const t of this.endpoint.takeTransmits()) {
-      this.#sim.transmit(this.addr, formatSocketAddr(t.to), t.bytes);
+      const from = t.socket ? this.alternates[t.socket - 1] : this.addr;
+      if (from === undefined) throw new Error(`Transmit from socket ${t.socket}, which ${this.addr} lacks`);
+      this.#sim.transmit(from, formatSocketAddr(t.to), t.bytes);
     }
     for (const e of this.endpoint.takeEvents()) {
       this.events.push(e);
@@ -594,9 +605,21 @@ export class Sim {
       ...(options.generateX25519 ? { generateX25519: options.generateX25519 } : {}),
       ...(options.replayCacheSize ? { replayCacheSize: options.replayCacheSize } : {}),
     });
-    const host = new SimEndpoint(this, addr, endpoint);
+    const alternates = options.alternates ?? [];
+    const host = new SimEndpoint(this, addr, endpoint, alternates);
     this.#hosts.set(addr, host);
     this.#endpoints.push(host);
+    alternates.forEach((alt, i) => {
+      this.#checkFree(alt);
+      this.#hosts.set(alt, {
+        addr: alt,
+        deliver: (now, from, bytes) => host.deliver(now, from, bytes, i + 1),
+        [MOVE]: () => {
+          throw new Error("an alternate socket does not move");
+        },
+      });
+    });
+    if (alternates.length > 0) endpoint.setSockets([addr, ...alternates].map(sock));
     return host;
   }
 

@@ -93,7 +93,12 @@ Deno.test("a bare Binding request gets its IPv4 source back in XOR-MAPPED-ADDRES
   assertStrictEquals(answer.bytes.length, 32);
   assertEquals(answer.msg.attributes.map((a) => a.type), [STUN_ATTR.XOR_MAPPED_ADDRESS]);
   const s = server.endpoint.getStats(sim.now);
-  assertEquals(s.stun, { requests: 1, responses: 1, errors: { bad_request: 0, unknown_attribute: 0 } });
+  assertEquals(s.stun, {
+    requests: 1,
+    responses: 1,
+    changeRequests: 0,
+    errors: { bad_request: 0, unknown_attribute: 0 },
+  });
   assertStrictEquals(s.datagramsReceived, s.processed + s.duplicates + s.droppedTotal);
   assertStrictEquals(s.droppedTotal, 0);
   assertStrictEquals(s.bytesSent, 32);
@@ -166,7 +171,12 @@ Deno.test("the RFC 5769 sample request gets 420 Unknown Attribute for PRIORITY, 
   assert(fingerprintOk(answer.bytes, answer.msg.attributes[3]!));
   assert(answer.bytes.length <= RFC5769_REQUEST.length, "an error answer is no larger than its request");
   const s = server.endpoint.getStats(sim.now);
-  assertEquals(s.stun, { requests: 1, responses: 0, errors: { bad_request: 0, unknown_attribute: 1 } });
+  assertEquals(s.stun, {
+    requests: 1,
+    responses: 0,
+    changeRequests: 0,
+    errors: { bad_request: 0, unknown_attribute: 1 },
+  });
 });
 
 Deno.test("unknown comprehension-optional attributes and attributes after MESSAGE-INTEGRITY are ignored", () => {

@@ -95,6 +95,11 @@ export class Core {
   readonly halfOpenMs: number;
   /** Send-queue bounds per remote: room for four messages of `max_message_size` in fragments, at least. */
   readonly queueLimits: [number, number];
+  /**
+   * The local sockets the shell receives on and sends from, by index (`Endpoint.setSockets`): 0 is the main
+   * one, the others alternates (another port, another IP address: RFC 5780). Empty: one socket.
+   */
+  sockets: readonly SocketAddr[] = [];
   #transmits: Transmit[] = [];
   #events: EndpointEvent[] = [];
 
@@ -227,18 +232,38 @@ export class Core {
   }
 
   /**
-   * Queues a stateless reply to the datagram being handled (no connection), within 3x its size. Same return
-   * value as {@linkcode transmitOn}. `type` is null for a datagram that is not a message of ours (STUN).
+   * Queues a stateless reply to the datagram being handled (no connection), within 3x its size, sent from
+   * local socket `socket` (whichever socket it goes from, it spends the same budgets). Same return value as
+   * {@linkcode transmitOn}. `type` is null for a datagram that is not a message of ours (STUN).
    */
-  transmitStateless(dg: Datagram, to: SocketAddr, bytes: Uint8Array, type: MessageType | null): boolean {
+  transmitStateless(
+    dg: Datagram,
+    to: SocketAddr,
+    bytes: Uint8Array,
+    type: MessageType | null,
+    socket = 0,
+  ): boolean {
     if (bytes.length > MAX_UDP_PAYLOAD) {
       this.stats.sendsTooLarge++;
       return false;
     }
     const known = this.table.byAddr.get(formatSocketAddr(to));
     if (!this.admission.mayStateless(dg, known, bytes.length)) return true;
-    this.#queue(to, bytes, type);
+    this.#queue(to, bytes, type, socket);
     return true;
+  }
+
+  /**
+   * The local socket whose IP address differs from socket `via`'s exactly when `otherIp` and whose port
+   * differs exactly when `otherPort` (RFC 5780's change request, and its OTHER-ADDRESS when both); -1 when
+   * there is none.
+   */
+  socketBeside(via: number, otherIp: boolean, otherPort: boolean): number {
+    const here = this.sockets[via];
+    if (!here) return otherIp || otherPort ? -1 : via;
+    return this.sockets.findIndex((s) =>
+      (s.hostname !== here.hostname) === otherIp && (s.port !== here.port) === otherPort
+    );
   }
 
   /** Queues a datagram that needs no budget (we start the exchange: a punch probe). */
@@ -246,12 +271,12 @@ export class Core {
     this.#queue({ hostname: to.hostname, port: to.port }, bytes, type);
   }
 
-  #queue(to: SocketAddr, bytes: Uint8Array, type: MessageType | null): void {
+  #queue(to: SocketAddr, bytes: Uint8Array, type: MessageType | null, socket = 0): void {
     const stats = this.stats;
     stats.datagramsSent++;
     stats.bytesSent += bytes.length;
     if (type !== null) stats.messagesSent[type]++;
-    this.#transmits.push({ to, bytes });
+    this.#transmits.push(socket === 0 ? { to, bytes } : { to, bytes, socket });
   }
 
   /** A new unnumbered-or-numbered message from this endpoint: fresh id, timestamp in seconds, no Ack asked. */

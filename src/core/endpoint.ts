@@ -166,10 +166,18 @@ export class Endpoint {
     this.#core.senderAddr = addr;
   }
 
+  /**
+   * Names the local sockets the shell receives on and sends from: index 0 is the main one, the others are
+   * alternates (RFC 5780's other port and IP address), which serve STUN only (docs/protocol.md#stun).
+   */
+  setSockets(sockets: readonly SocketAddr[]): void {
+    this.#core.sockets = sockets.map((s) => ({ hostname: s.hostname, port: s.port }));
+  }
+
   // ---------------------------------------------------------------- inputs
 
-  /** Feeds one received datagram. */
-  handleDatagram(now: number, from: SocketAddr, bytes: Uint8Array): void {
+  /** Feeds one received datagram, which came to local socket `socket` (see {@linkcode setSockets}). */
+  handleDatagram(now: number, from: SocketAddr, bytes: Uint8Array, socket = 0): void {
     const core = this.#core;
     const stats = core.stats;
     stats.datagramsReceived++;
@@ -186,7 +194,7 @@ export class Endpoint {
       core.drop(from, key, "oversize", `${bytes.length} bytes exceed the ${core.maxIncoming}-byte limit`);
       return;
     }
-    if (isStunDatagram(bytes)) return onStunDatagram(core, { now, from, key, bytes });
+    if (socket !== 0 || isStunDatagram(bytes)) return onStunDatagram(core, { now, from, key, bytes, socket });
     let msg: Message;
     try {
       msg = decodeMessage(bytes);

@@ -35,6 +35,7 @@ export const DROP_REASONS = [
   "stun_unknown_method",
   "stun_indication",
   "stun_response",
+  "alternate_socket",
 ] as const;
 
 /** One of {@linkcode DROP_REASONS}. */
@@ -46,12 +47,17 @@ export const STUN_ERROR_REASONS = ["bad_request", "unknown_attribute"] as const;
 /** One of {@linkcode STUN_ERROR_REASONS}. */
 export type StunErrorReason = typeof STUN_ERROR_REASONS[number];
 
-/** STUN on the main port (see docs/protocol.md#stun); its drops are among the `stun_*` drop reasons. */
+/**
+ * STUN on the main port and the alternate sockets (see docs/protocol.md#stun); its drops are among the
+ * `stun_*` drop reasons.
+ */
 export interface StunStats {
   /** STUN requests received (RFC 3489 ones included), whatever became of them. */
   requests: number;
   /** Binding success responses sent. */
   responses: number;
+  /** Of those, the ones sent from another socket, as a CHANGE-REQUEST asked (RFC 5780). */
+  changeRequests: number;
   /** Error responses sent, by reason. */
   errors: Record<StunErrorReason, number>;
 }
@@ -292,7 +298,12 @@ export class Stats {
   duplicates = 0;
   sendsTooLarge = 0;
   readonly drops: Record<DropReason, number> = zeroes(DROP_REASONS);
-  readonly stun: StunStats = { requests: 0, responses: 0, errors: zeroes(STUN_ERROR_REASONS) };
+  readonly stun: StunStats = {
+    requests: 0,
+    responses: 0,
+    changeRequests: 0,
+    errors: zeroes(STUN_ERROR_REASONS),
+  };
   handshakesOk = 0;
   readonly handshakesFailed: Record<string, number> = {};
   timeouts = 0;

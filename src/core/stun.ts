@@ -1,25 +1,33 @@
 /**
- * The STUN room: Binding requests on the main port (RFC 8489, and RFC 3489 clients' requests without the
- * magic cookie) answered with the address they came from. The coordinator hands it every datagram that
- * `isStunDatagram` picks out, after admission's per-IP and global limits; the answer is a stateless reply
- * that spends the datagram's anti-amplification budget like any other.
+ * The STUN room: Binding requests (RFC 8489, and RFC 3489 clients' requests without the magic cookie)
+ * answered with the address they came from, and RFC 5780's NAT behaviour discovery when the shell has
+ * alternate sockets (`Endpoint.setSockets`): answers then carry RESPONSE-ORIGIN and, with an alternate IP
+ * address, OTHER-ADDRESS, and a CHANGE-REQUEST is answered from the socket it asks for (420 when there is
+ * none). The coordinator hands it every datagram that `isStunDatagram` picks out and every datagram on an
+ * alternate socket (which serve STUN only), after admission's per-IP and global limits; the answer is a
+ * stateless reply that spends the datagram's anti-amplification budget like any other, whichever socket it
+ * goes from.
  *
- * No answer is larger than its request plus the size of the mapped-address attribute, whatever the budget
- * would allow: when the full answer would be, SOFTWARE is left out first, then an error's reason phrase,
- * then FINGERPRINT. What is not answered is a counted drop (`stun_*` reasons). docs/protocol.md#stun has the
- * rules with a worked example.
+ * No answer is larger than its request plus the size of its address attributes (the mapped address,
+ * RESPONSE-ORIGIN, OTHER-ADDRESS), whatever the budget would allow: when the full answer would be, SOFTWARE is
+ * left out first, then an error's reason phrase, then FINGERPRINT, then RESPONSE-ORIGIN, then OTHER-ADDRESS.
+ * What is not answered is a counted drop (`stun_*` reasons). docs/protocol.md#stun has the rules with worked
+ * examples.
  *
  * @module
  */
-import type { SocketAddr } from "../wire/mod.ts";
+import { isUnspecified, type SocketAddr } from "../wire/address.ts";
 import {
   addressValue,
   attributeSize,
   BINDING,
+  CHANGE_IP,
+  CHANGE_PORT,
   encodeStun,
   errorCodeValue,
   fingerprintOk,
   hex4,
+  isStunDatagram,
   parseStun,
   STUN_ATTR,
   StunDecodeError,
@@ -53,9 +61,9 @@ const KNOWN_REQUIRED: ReadonlySet<number> = new Set([
 /** The longest SOFTWARE value sent (RFC 8489: fewer than 128 characters). */
 const MAX_SOFTWARE = 127;
 
-/** What the checks of a Binding request decided. */
+/** What the checks of a Binding request decided (`change`: the CHANGE-REQUEST flags asked for). */
 type Verdict =
-  | { kind: "ok" }
+  | { kind: "ok"; change: number }
   | { kind: "bad_fingerprint" }
   | { kind: "error"; code: 400 | 420; reason: StunErrorReason; unknown: number[] };
 
@@ -73,15 +81,31 @@ export interface StunInput {
   key: string;
   /** The datagram. */
   bytes: Uint8Array;
+  /** The local socket it came to (0: the main one). */
+  socket: number;
+}
+
+/** The address attributes of a success response, values encoded (null: not sent). */
+interface Addresses {
+  /** (XOR-)MAPPED-ADDRESS. */
+  mapped: Uint8Array;
+  /** RESPONSE-ORIGIN (SOURCE-ADDRESS to an RFC 3489 client): the socket the answer goes from. */
+  origin: Uint8Array | null;
+  /** OTHER-ADDRESS (CHANGED-ADDRESS to an RFC 3489 client): the socket of the other IP and port. */
+  other: Uint8Array | null;
 }
 
 /**
- * Handles one datagram `isStunDatagram` picked out: answers a Binding request, counts everything else STUN
- * and drops it. The room keeps no state of its own.
+ * Handles one datagram `isStunDatagram` picked out, or any on an alternate socket: answers a Binding
+ * request, counts everything else and drops it. The room keeps no state of its own.
  */
 export function onStunDatagram(core: Core, input: StunInput): void {
-  const { now, from, key, bytes } = input;
+  const { now, from, key, bytes, socket } = input;
   const stats = core.stats;
+  if (socket !== 0 && !isStunDatagram(bytes)) {
+    // The alternate sockets serve STUN only: no handshake, relay or discovery is answered from them.
+    return core.drop(from, key, "alternate_socket", `non-STUN datagram on alternate socket ${socket}`);
+  }
   let msg: StunMessage;
   try {
     msg = parseStun(bytes);
@@ -101,12 +125,30 @@ export function onStunDatagram(core: Core, input: StunInput): void {
     return core.drop(from, key, "stun_unknown_method", `STUN method 0x${hex4(msg.method)} is not served`);
   }
   if (core.role !== "server") return core.drop(from, key, "unexpected", "STUN request to a client");
-  const verdict = check(bytes, msg);
+  let verdict = check(bytes, msg);
   if (verdict.kind === "bad_fingerprint") {
     return core.drop(from, key, "stun_bad_fingerprint", "STUN request with a wrong FINGERPRINT");
   }
   const mapped = addressValue(from, !msg.classic, msg.id);
   if (!mapped) return core.drop(from, key, "unexpected", `STUN request from a non-IP source "${key}"`);
+  let target = socket;
+  if (verdict.kind === "ok" && verdict.change !== 0) {
+    target = core.socketBeside(
+      socket,
+      (verdict.change & CHANGE_IP) !== 0,
+      (verdict.change & CHANGE_PORT) !== 0,
+    );
+    // RFC 5780 section 6: a change the server cannot make is a 420 naming CHANGE-REQUEST.
+    if (target < 0) {
+      verdict = {
+        kind: "error",
+        code: 420,
+        reason: "unknown_attribute",
+        unknown: [STUN_ATTR.CHANGE_REQUEST],
+      };
+    }
+  }
+  const addresses = addressesOf(core, msg, mapped, socket, target);
   stats.processed++;
   const known = core.table.byAddr.get(key);
   // Bytes in count for an unproven connection at this address, as its answer's bytes count against it.
@@ -121,42 +163,82 @@ export function onStunDatagram(core: Core, input: StunInput): void {
     cookieOk: false,
   };
   const software = encoder.encode(`p2p_server ${core.node.version}`.slice(0, MAX_SOFTWARE));
-  const answer = build(msg, mapped, verdict, software, bytes.length + attributeSize(mapped.length));
+  let bound = bytes.length;
+  for (const a of [addresses.mapped, addresses.origin, addresses.other]) {
+    if (a) bound += attributeSize(a.length);
+  }
+  const answer = build(msg, addresses, verdict, software, Math.min(bound, dg.budget));
   if (!answer) {
     stats.amplificationLimited++;
     return;
   }
+  const from_ = verdict.kind === "ok" ? target : socket;
   const before = core.queuedTransmits;
-  core.transmitStateless(dg, from, answer, null);
+  core.transmitStateless(dg, from, answer, null, from_);
   if (core.queuedTransmits === before) return;
-  if (verdict.kind === "ok") stats.stun.responses++;
-  else stats.stun.errors[verdict.reason]++;
+  if (verdict.kind !== "ok") stats.stun.errors[verdict.reason]++;
+  else {
+    stats.stun.responses++;
+    if (from_ !== socket) stats.stun.changeRequests++;
+  }
+}
+
+/**
+ * The address attributes of an answer to a request that came to `socket` and is answered from `target`:
+ * RESPONSE-ORIGIN and OTHER-ADDRESS only when the shell has alternate sockets (RFC 5780 service), each only
+ * for a socket with a specific address (one bound to `0.0.0.0` does not know which of its addresses a
+ * request came to).
+ */
+function addressesOf(
+  core: Core,
+  msg: StunMessage,
+  mapped: Uint8Array,
+  socket: number,
+  target: number,
+): Addresses {
+  if (core.sockets.length < 2) return { mapped, origin: null, other: null };
+  const local = (i: number) => {
+    const s = core.sockets[i];
+    return s && !isUnspecified(s.hostname) ? addressValue(s, false, msg.id) : null;
+  };
+  return { mapped, origin: local(target), other: local(core.socketBeside(socket, true, true)) };
 }
 
 /** The largest answer within `limit` bytes, or null when not even the bare one fits. */
 function build(
   msg: StunMessage,
-  mapped: Uint8Array,
+  addresses: Addresses,
   verdict: Verdict,
   softwareValue: Uint8Array,
   limit: number,
 ): Uint8Array | null {
   const software = { type: STUN_ATTR.SOFTWARE, value: softwareValue };
-  // RFC 3489 clients know neither FINGERPRINT nor XOR-MAPPED-ADDRESS.
-  const wantsFingerprint = !msg.classic;
-  const tries: [boolean, boolean, boolean][] = [
-    // [SOFTWARE, reason phrase, FINGERPRINT], in the order they are given up.
-    [true, true, wantsFingerprint],
-    [false, true, wantsFingerprint],
-    [false, false, wantsFingerprint],
-    [false, false, false],
+  // RFC 3489 clients know neither FINGERPRINT nor XOR-MAPPED-ADDRESS, and know RESPONSE-ORIGIN and
+  // OTHER-ADDRESS by their old names (SOURCE-ADDRESS, CHANGED-ADDRESS).
+  const fp = !msg.classic;
+  const tries: [boolean, boolean, boolean, boolean, boolean][] = [
+    // [SOFTWARE, reason phrase, FINGERPRINT, RESPONSE-ORIGIN, OTHER-ADDRESS], in the order they are given up.
+    [true, true, fp, true, true],
+    [false, true, fp, true, true],
+    [false, false, fp, true, true],
+    [false, false, false, true, true],
+    [false, false, false, false, true],
+    [false, false, false, false, false],
   ];
-  for (const [withSoftware, withPhrase, withFingerprint] of tries) {
+  for (const [withSoftware, withPhrase, withFingerprint, withOrigin, withOther] of tries) {
     const attributes: StunOutgoing["attributes"][number][] = [];
     let cls: StunOutgoing["class"] = "success";
     if (verdict.kind === "ok") {
       const type = msg.classic ? STUN_ATTR.MAPPED_ADDRESS : STUN_ATTR.XOR_MAPPED_ADDRESS;
-      attributes.push({ type, value: mapped });
+      attributes.push({ type, value: addresses.mapped });
+      if (withOrigin && addresses.origin) {
+        const type = msg.classic ? STUN_ATTR.SOURCE_ADDRESS : STUN_ATTR.RESPONSE_ORIGIN;
+        attributes.push({ type, value: addresses.origin });
+      }
+      if (withOther && addresses.other) {
+        const type = msg.classic ? STUN_ATTR.CHANGED_ADDRESS : STUN_ATTR.OTHER_ADDRESS;
+        attributes.push({ type, value: addresses.other });
+      }
     } else if (verdict.kind === "error") {
       cls = "error";
       const phrase = !withPhrase ? "" : verdict.code === 420 ? "Unknown Attribute" : "Bad Request";
@@ -184,16 +266,18 @@ function build(
 
 /**
  * The checks of a Binding request after framing: a FINGERPRINT, when there is one, must be right (else the
- * request is discarded) and last (else 400); CHANGE-REQUEST must be 4 bytes (else 400) and may ask for no
- * change (else 420: there is no alternate address to answer from yet); any other unknown
- * comprehension-required attribute is a 420. Attributes after MESSAGE-INTEGRITY(-SHA256) are ignored, as
- * RFC 8489 section 14.5 says, FINGERPRINT aside.
+ * request is discarded) and last (else 400); CHANGE-REQUEST must be 4 bytes (else 400), and the change it
+ * asks for is returned (whether there is a socket to make it from is the caller's question); any other
+ * unknown comprehension-required attribute is a 420, PADDING and RESPONSE-PORT (RFC 5780, not served)
+ * among them. Attributes after MESSAGE-INTEGRITY(-SHA256) are ignored, as RFC 8489 section 14.5 says,
+ * FINGERPRINT aside.
  */
 function check(bytes: Uint8Array, msg: StunMessage): Verdict {
   let fingerprint: StunMessage["attributes"][number] | undefined;
   let afterIntegrity = false;
   let bad = false;
   const unknown: number[] = [];
+  let change = 0;
   for (const a of msg.attributes) {
     if (fingerprint) {
       bad = true;
@@ -208,7 +292,7 @@ function check(bytes: Uint8Array, msg: StunMessage): Verdict {
       afterIntegrity = true;
     } else if (a.type === STUN_ATTR.CHANGE_REQUEST) {
       if (a.value.length !== 4) bad = true;
-      else if ((a.value[3]! & 0x06) !== 0 && !unknown.includes(a.type)) unknown.push(a.type);
+      else change |= a.value[3]! & (CHANGE_IP | CHANGE_PORT);
     } else if (a.type < 0x8000 && !KNOWN_REQUIRED.has(a.type) && !unknown.includes(a.type)) {
       unknown.push(a.type);
     }
@@ -216,5 +300,5 @@ function check(bytes: Uint8Array, msg: StunMessage): Verdict {
   if (fingerprint && !fingerprintOk(bytes, fingerprint)) return { kind: "bad_fingerprint" };
   if (bad) return { kind: "error", code: 400, reason: "bad_request", unknown: [] };
   if (unknown.length > 0) return { kind: "error", code: 420, reason: "unknown_attribute", unknown };
-  return { kind: "ok" };
+  return { kind: "ok", change };
 }

@@ -49,6 +49,11 @@ export interface Transmit {
   to: SocketAddr;
   /** The encoded message. */
   bytes: Uint8Array;
+  /**
+   * The local socket to send it from: an index into the sockets given to `Endpoint.setSockets` (the
+   * datagram's answer goes from another one for an RFC 5780 change request). @default {0, the main socket}
+   */
+  socket?: number;
 }
 
 /** Why a peer left. */

@@ -25,10 +25,15 @@ export const STUN_HEADER_BYTES = 20;
 /** The Binding method. */
 export const BINDING = 0x001;
 
-/** Attribute types used here (RFC 8489 section 18.3, RFC 5780 for CHANGE-REQUEST). */
+/**
+ * Attribute types used here (RFC 8489 section 18.3; RFC 5780 for CHANGE-REQUEST, PADDING, RESPONSE-PORT,
+ * RESPONSE-ORIGIN and OTHER-ADDRESS; RFC 3489 for SOURCE-ADDRESS and CHANGED-ADDRESS, their forerunners).
+ */
 export const STUN_ATTR = {
   MAPPED_ADDRESS: 0x0001,
   CHANGE_REQUEST: 0x0003,
+  SOURCE_ADDRESS: 0x0004,
+  CHANGED_ADDRESS: 0x0005,
   USERNAME: 0x0006,
   MESSAGE_INTEGRITY: 0x0008,
   ERROR_CODE: 0x0009,
@@ -39,12 +44,21 @@ export const STUN_ATTR = {
   PASSWORD_ALGORITHM: 0x001d,
   USERHASH: 0x001e,
   XOR_MAPPED_ADDRESS: 0x0020,
+  PADDING: 0x0026,
+  RESPONSE_PORT: 0x0027,
   PASSWORD_ALGORITHMS: 0x8002,
   ALTERNATE_DOMAIN: 0x8003,
   SOFTWARE: 0x8022,
   ALTERNATE_SERVER: 0x8023,
   FINGERPRINT: 0x8028,
+  RESPONSE_ORIGIN: 0x802b,
+  OTHER_ADDRESS: 0x802c,
 } as const;
+
+/** CHANGE-REQUEST's flags (the value's last byte): answer from the other IP address, the other port. */
+export const CHANGE_IP = 0x04;
+/** See {@linkcode CHANGE_IP}. */
+export const CHANGE_PORT = 0x02;
 
 /** The four classes of a STUN message. */
 export type StunClass = "request" | "indication" | "success" | "error";
