@@ -4,7 +4,6 @@
  *
  * @module
  */
-import { parseSocketAddr } from "./wire/address.ts";
 import { show } from "./wire/mod.ts";
 import { AUTH_POLICIES, type AuthPolicy } from "./core/auth.ts";
 import {
