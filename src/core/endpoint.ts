@@ -166,15 +166,10 @@ export class Endpoint {
     this.#core.senderAddr = addr;
   }
 
-  /**
-   * Names the local sockets the shell receives on and sends from: index 0 is the main one, the others are
-   * alternates (RFC 5780's other port and IP address), which serve STUN only (docs/protocol.md#stun).
-   */
+  /** Names the shell's local sockets: 0 is the main one, the others RFC 5780 alternates serving STUN only. */
   setSockets(sockets: readonly SocketAddr[]): void {
     this.#core.sockets = sockets.map((s) => ({ hostname: s.hostname, port: s.port }));
   }
-
-  // ---------------------------------------------------------------- inputs
 
   /** Feeds one received datagram, which came to local socket `socket` (see {@linkcode setSockets}). */
   handleDatagram(now: number, from: SocketAddr, bytes: Uint8Array, socket = 0): void {
@@ -250,8 +245,6 @@ export class Endpoint {
     if (this.#requests.size !== 0) this.#requests.observe(now);
   }
 
-  // ---------------------------------------------------------------- outputs
-
   /** Takes the datagrams produced so far, in the order they must be sent. */
   takeTransmits(): Transmit[] {
     return this.#core.takeTransmits();
@@ -324,8 +317,6 @@ export class Endpoint {
   every(now: number, name: string, periodMs: number): void {
     this.#ticks.every(now, name, periodMs);
   }
-
-  // ---------------------------------------------------------------- commands
 
   /**
    * Sends a hole-punching probe to `addr`: an unnumbered Ping carrying `{"punch": nonce}`, which the
@@ -417,8 +408,6 @@ export class Endpoint {
     this.#hs.probeSiblings(now, local);
   }
 
-  // ---------------------------------------------------------------- cluster mode
-
   /** Cluster mode: the mirror of the other instances' peers (read it, change it through the methods below). */
   get remotePeers(): RemoteDirectory {
     return this.#mirror.remotePeers;
@@ -475,8 +464,6 @@ export class Endpoint {
   handleClusterMessage(now: number, from: string, message: ClusterMessage): void {
     this.#mirror.handleClusterMessage(now, from, message);
   }
-
-  // ---------------------------------------------------------------- receiving
 
   /** One decoded datagram: MAC and sum, limits, Ack and duplicate handling, then to the room that owns it. */
   #receive(dg: Datagram, msg: Message, bytes: Uint8Array): Outcome {
