@@ -13,6 +13,7 @@ import {
   parseHandshakeResponse,
   parseNodeInfo,
   parsePeerInfo,
+  type PeerInfo,
   show,
 } from "../src/wire/mod.ts";
 import { isUuid } from "../src/deps/uuid.ts";
@@ -230,6 +231,19 @@ Deno.test("parsePeerInfo accepts upstream entries without a name and rejects bad
   assert(typeof parsePeerInfo({ id: ID, addr: 1, last_seen: 1 }) === "string");
   assert(typeof parsePeerInfo({ id: ID, addr: "a", last_seen: 1, capabilities: [1] }) === "string");
   assert(typeof parsePeerInfo("peer") === "string");
+});
+
+Deno.test("parsePeerInfo keeps a nat object with string behaviours and integer extras, and nothing else", () => {
+  const base = { id: ID, addr: "192.0.2.9:1", last_seen: 5 };
+  const nat = { mapping: "endpoint-independent", filtering: "address-dependent", port_delta: 2 };
+  assertEquals((parsePeerInfo({ ...base, nat }) as PeerInfo).nat, nat);
+  const long = parsePeerInfo({ ...base, nat: { mapping: "x".repeat(500), filtering: "y", port_delta: 1.5 } });
+  assert(typeof long !== "string");
+  assertEquals(long.nat, { mapping: "x".repeat(64), filtering: "y" });
+  for (const bad of [null, "nat", [], { mapping: "endpoint-independent" }, { mapping: 1, filtering: "x" }]) {
+    const p = parsePeerInfo({ ...base, nat: bad });
+    assert(typeof p !== "string" && p.nat === undefined, JSON.stringify(bad));
+  }
 });
 
 Deno.test("parseErrorPayload reads {error, code} leniently", () => {

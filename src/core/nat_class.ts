@@ -44,3 +44,42 @@ export const UNKNOWN_NAT: Readonly<NatClass> = Object.freeze({ mapping: "unknown
 export function isNatBehaviour(value: unknown): value is NatBehaviour {
   return typeof value === "string" && (NAT_BEHAVIOURS as readonly string[]).includes(value);
 }
+
+/** Largest `binding_lifetime_ms` read from the wire (a day): beyond it a value says nothing useful. */
+const MAX_BINDING_LIFETIME_MS = 86_400_000;
+
+/** Whether anything is known of `nat` (its mapping or its filtering). */
+export function isMeasured(nat: NatClass): boolean {
+  return nat.mapping !== "unknown" || nat.filtering !== "unknown";
+}
+
+/** A {@linkcode NatClass} as the wire's `nat` object (snake_case keys, absent ones left out). */
+export function natToJson(nat: NatClass): { [key: string]: string | number } {
+  const out: { [key: string]: string | number } = { mapping: nat.mapping, filtering: nat.filtering };
+  if (nat.portDelta !== undefined) out.port_delta = nat.portDelta;
+  if (nat.bindingLifetimeMs !== undefined) out.binding_lifetime_ms = nat.bindingLifetimeMs;
+  return out;
+}
+
+/**
+ * Reads a wire `nat` object leniently: an unknown behaviour reads as `unknown`, a `port_delta` that is not a
+ * non-zero integer within ±65,535 and a `binding_lifetime_ms` that is not a positive integer up to a day are
+ * left out, and anything that is not an object is {@linkcode UNKNOWN_NAT}.
+ */
+export function natFromJson(value: unknown): NatClass {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return UNKNOWN_NAT;
+  const v = value as { [key: string]: unknown };
+  const out: NatClass = {
+    mapping: isNatBehaviour(v.mapping) ? v.mapping : "unknown",
+    filtering: isNatBehaviour(v.filtering) ? v.filtering : "unknown",
+  };
+  const delta = v.port_delta;
+  if (Number.isInteger(delta) && delta !== 0 && Math.abs(delta as number) <= 65_535) {
+    out.portDelta = delta as number;
+  }
+  const life = v.binding_lifetime_ms;
+  if (Number.isInteger(life) && (life as number) > 0 && (life as number) <= MAX_BINDING_LIFETIME_MS) {
+    out.bindingLifetimeMs = life as number;
+  }
+  return out;
+}

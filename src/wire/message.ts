@@ -151,6 +151,23 @@ export interface PeerInfo {
    * peers that speak p2p_server's extensions).
    */
   observed_addr?: string;
+  /**
+   * How the server classified the peer's NAT (an extension, sent to peers that speak p2p_server's
+   * extensions, and only once something was measured): see {@linkcode NatInfo}.
+   */
+  nat?: NatInfo;
+}
+
+/**
+ * A NAT classification on the wire: RFC 4787 mapping and filtering behaviour (`endpoint-independent`,
+ * `address-dependent`, `address-and-port-dependent` or `unknown`), and when measured the step between the
+ * ports a sequentially allocating NAT hands out and the shortest binding lifetime seen (ms).
+ */
+export interface NatInfo {
+  mapping: string;
+  filtering: string;
+  port_delta?: number;
+  binding_lifetime_ms?: number;
 }
 
 /** The default network when a NodeInfo's metadata carries no `network_id`. */

@@ -12,6 +12,7 @@ import {
   isNonNegativeInteger,
   isObject,
   type Json,
+  type NatInfo,
   type NodeInfo,
   type PeerInfo,
   show,
@@ -110,6 +111,15 @@ export function parsePeerInfo(value: Json): PeerInfo | string {
     name: typeof name === "string" ? name : "",
   };
   if (typeof value.observed_addr === "string") out.observed_addr = value.observed_addr;
+  const nat = value.nat;
+  if (isObject(nat) && typeof nat.mapping === "string" && typeof nat.filtering === "string") {
+    const info: NatInfo = { mapping: nat.mapping.slice(0, 64), filtering: nat.filtering.slice(0, 64) };
+    if (Number.isSafeInteger(nat.port_delta)) info.port_delta = nat.port_delta as number;
+    if (Number.isSafeInteger(nat.binding_lifetime_ms)) {
+      info.binding_lifetime_ms = nat.binding_lifetime_ms as number;
+    }
+    out.nat = info;
+  }
   return out;
 }
 
