@@ -86,6 +86,7 @@ export type {
   Message,
   MessageType,
   NodeInfo,
+  NatInfo,
   PeerInfo,
 } from "./src/wire/mod.ts";
 export type { SocketAddr } from "./src/wire/address.ts";
