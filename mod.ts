@@ -85,8 +85,8 @@ export type {
   Json,
   Message,
   MessageType,
-  NodeInfo,
   NatInfo,
+  NodeInfo,
   PeerInfo,
 } from "./src/wire/mod.ts";
 export type { SocketAddr } from "./src/wire/address.ts";

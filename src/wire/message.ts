@@ -164,9 +164,13 @@ export interface PeerInfo {
  * ports a sequentially allocating NAT hands out and the shortest binding lifetime seen (ms).
  */
 export interface NatInfo {
+  /** Mapping behaviour: whether the NAT keeps one public address and port towards every remote. */
   mapping: string;
+  /** Filtering behaviour: which unsolicited inbound datagrams the NAT lets through. */
   filtering: string;
+  /** The step between the ports a sequentially allocating NAT gave towards successive remotes. */
   port_delta?: number;
+  /** The shortest idle time (ms) after which the peer's binding was seen to expire. */
   binding_lifetime_ms?: number;
 }
 
