@@ -64,6 +64,7 @@ const SURFACE: Record<string, readonly string[]> = {
     "FragmentRef",
     "ErrorPayload",
     "NodeInfo",
+    "NatInfo",
     "PeerInfo",
     "SocketAddr",
   ],
