@@ -165,7 +165,7 @@ export class ClusterMirror {
         const target = this.#core.table.byId.get(message.target);
         if (target?.peer?.state !== "authenticated" || !target.ext) return;
         this.#cluster.counts.introductions++;
-        const card = introduction(message.peer, message.candidates, message.nonce, false);
+        const card = introduction(message.peer, message.candidates, message.nonce, false, target.peer.nat);
         this.#send.sendReliable(now, target, "DiscoveryResponse", card);
         this.#connTimers.reschedule(target);
         return;

@@ -29,6 +29,7 @@ import {
   type EndpointEvent,
   type EndpointOptions,
   MAX_UDP_PAYLOAD,
+  type PathInfo,
   type PeerSummary,
   type Transmit,
 } from "./types.ts";
@@ -333,5 +334,21 @@ export class Core {
   /** The path's current retransmission timeout (ms). */
   rtoOf(conn: Conn): number {
     return conn.rtt ? conn.rtt.rto(this.rto) : Math.min(this.rto.maxMs, this.rto.initialMs);
+  }
+
+  /** The round-trip state of the path to `addr`, if this endpoint knows it. */
+  pathInfo(addr: SocketAddr): PathInfo | undefined {
+    const conn = this.table.byAddr.get(formatSocketAddr(addr));
+    if (!conn) return undefined;
+    const rtt = conn.rtt;
+    return {
+      srttMs: rtt ? rtt.srtt : null,
+      rttvarMs: rtt ? rtt.rttvar : null,
+      rtoMs: this.rtoOf(conn),
+      samples: rtt?.samples ?? 0,
+      inFlight: conn.outbox.size,
+      queued: conn.x?.queue?.size ?? 0,
+      extensions: conn.ext,
+    };
   }
 }

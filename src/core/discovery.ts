@@ -9,10 +9,12 @@ import {
   isJsonObject,
   type Json,
   type Message,
+  type NatInfo,
   parsePeerInfo,
   type PeerInfo,
   type SocketAddr,
 } from "../wire/mod.ts";
+import { isMeasured, natToJson } from "./nat_class.ts";
 import { type Conn, hasPeer, type PeerConn } from "./peers.ts";
 import type { RemotePeer } from "./directory.ts";
 import type { Core } from "./context.ts";
@@ -196,6 +198,8 @@ export class Discovery {
       name: info.name,
     };
     if (observed) out.observed_addr = conn.key;
+    const nat = conn.peer.nat;
+    if (observed && nat && isMeasured(nat)) out.nat = natToJson(nat) as unknown as NatInfo;
     return out;
   }
 }

@@ -23,6 +23,7 @@ import {
   type SocketAddr,
 } from "../wire/mod.ts";
 import { type Conn, heard, windowFor } from "./peers.ts";
+import type { NatClass } from "./nat_class.ts";
 import type { DirectoryRecord, RemoteDirectory } from "./directory.ts";
 import type { ClusterMessage } from "./directory.ts";
 import type { StatsSnapshot } from "./stats.ts";
@@ -283,18 +284,17 @@ export class Endpoint {
 
   /** The round-trip state of the path to `addr`, if this endpoint knows it. */
   path(addr: SocketAddr): PathInfo | undefined {
-    const conn = this.#core.table.byAddr.get(formatSocketAddr(addr));
-    if (!conn) return undefined;
-    const rtt = conn.rtt;
-    return {
-      srttMs: rtt ? rtt.srtt : null,
-      rttvarMs: rtt ? rtt.rttvar : null,
-      rtoMs: this.#core.rtoOf(conn),
-      samples: rtt?.samples ?? 0,
-      inFlight: conn.outbox.size,
-      queued: conn.x?.queue?.size ?? 0,
-      extensions: conn.ext,
-    };
+    return this.#core.pathInfo(addr);
+  }
+
+  /**
+   * Records `nat` as the classification of the registered peer `id` (server role; the classification
+   * exchange does it, a test may seed one). Returns whether there was such a peer.
+   */
+  setPeerNat(id: string, nat: NatClass): boolean {
+    const conn = this.#core.table.byId.get(id.toLowerCase());
+    if (conn?.peer) conn.peer.nat = { ...nat };
+    return conn?.peer !== undefined;
   }
 
   /**

@@ -29,6 +29,7 @@ import type { Expiring } from "./timer_table.ts";
 import { type Datagram, type Drop, drop, type Outcome, QUIET_RATE_LIMITED } from "./outcome.ts";
 import { ERROR_CODES, NODE_ID_EXISTS } from "./types.ts";
 import { type Bucket, fullBucket, type Rate, take } from "./limits.ts";
+import { natAnswer } from "./nat_class.ts";
 
 /**
  * How often one node id may move to another address (a takeover: the node roams, restarts elsewhere, or
@@ -445,6 +446,7 @@ export class Handshakes {
       // NAT mapping), and how often it should send something to keep that mapping open.
       observed_addr: conn.key,
       keepalive_interval: this.#core.config.suggestedKeepalive,
+      ...natAnswer(conn.ext ? conn.peer?.nat : undefined, this.#core.config.suggestedKeepalive),
     } as unknown as Json;
   }
 

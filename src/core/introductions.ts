@@ -28,6 +28,7 @@ import { type Discovery, remotePeerInfo } from "./discovery.ts";
 import type { Timed } from "./timers.ts";
 import { type Datagram, type Drop, drop } from "./outcome.ts";
 import { ERROR_CODES, PUNCH_BUDGET_MS, PUNCH_INTERVAL_MS } from "./types.ts";
+import { isMeasured, type NatClass, natFromJson, natToJson } from "./nat_class.ts";
 
 /** Introductions one peer may ask for: one a second, bursts of 10. */
 const INTRODUCTION_RATE: Rate = { perSecond: 1, burst: 10 };
@@ -78,8 +79,47 @@ export function isPrivateIp(ip: string): boolean {
   return v6 === "::1" || /^f[cd]/.test(v6) || /^fe[89ab]/.test(v6);
 }
 
-export function introduction(peer: PeerInfo, candidates: string[], nonce: string, initiator: boolean): Json {
-  return { introduction: { peer: peer as unknown as Json, candidates, nonce, initiator } };
+/** Longest `start_at_ms` a card carries (ms). */
+export const MAX_START_AT_MS = 1_000;
+
+/**
+ * An introduction card. `you` is the receiver's own NAT class as the server knows it (left out when nothing
+ * was measured); `startAtMs` the delay after receipt at which the receiver starts probing, so that both
+ * sides begin together (see {@linkcode startDelays}).
+ */
+export function introduction(
+  peer: PeerInfo,
+  candidates: string[],
+  nonce: string,
+  initiator: boolean,
+  you?: NatClass,
+  startAtMs = 0,
+): Json {
+  const card: { [key: string]: Json } = { peer: peer as unknown as Json, candidates, nonce, initiator };
+  if (you && isMeasured(you)) card.you = { nat: natToJson(you) };
+  card.start_at_ms = Math.max(0, Math.min(MAX_START_AT_MS, Math.round(startAtMs)));
+  return { introduction: card };
+}
+
+/**
+ * The delays of two cards sent in the same instant to peers whose round trips to us are `rttA` and `rttB`
+ * (ms, 0 when unknown): the nearer one waits out the difference of the one-way times (half round trips),
+ * so both start probing at about the moment the farther one gets its card.
+ */
+export function startDelays(rttA: number, rttB: number): [number, number] {
+  const a = Math.max(0, rttA) / 2;
+  const b = Math.max(0, rttB) / 2;
+  const far = Math.max(a, b);
+  return [Math.min(MAX_START_AT_MS, far - a), Math.min(MAX_START_AT_MS, far - b)];
+}
+
+function isObject(v: Json | undefined): v is { [key: string]: Json } {
+  return v !== null && typeof v === "object" && !Array.isArray(v);
+}
+
+/** A card's `start_at_ms` read leniently: a finite number clamped to 0..{@linkcode MAX_START_AT_MS}. */
+function startAtOf(v: Json | undefined): number {
+  return typeof v === "number" && Number.isFinite(v) ? Math.max(0, Math.min(MAX_START_AT_MS, v)) : 0;
 }
 
 /** A punch in progress. */
@@ -159,6 +199,8 @@ export class Introductions {
       candidates: addrs,
       nonce: intro.nonce,
       initiator: intro.initiator === true,
+      you: natFromJson(isObject(intro.you) ? intro.you.nat : undefined),
+      startAtMs: startAtOf(intro.start_at_ms),
     });
     this.#startPunch(now, peer.id, addrs, intro.nonce, intro.initiator === true);
     return undefined;
@@ -299,7 +341,9 @@ export class Introductions {
     const mine = this.#disc.peerInfo(conn, true);
     const otherKey = other ? other.key : remote!.observed;
     const myCandidates = candidatesOf(conn.key, me.info.listen_addr, otherKey);
+    const rtt = (c: PeerConn) => c.rtt?.srtt ?? 0;
     if (other) {
+      const [myDelay, otherDelay] = startDelays(rtt(conn), rtt(other));
       this.#send.sendReliable(
         now,
         conn,
@@ -309,13 +353,15 @@ export class Introductions {
           candidatesOf(other.key, other.peer.info.listen_addr, conn.key),
           nonce,
           true,
+          me.nat,
+          myDelay,
         ),
       );
       this.#send.sendReliable(
         now,
         other,
         "DiscoveryResponse",
-        introduction(mine, myCandidates, nonce, false),
+        introduction(mine, myCandidates, nonce, false, other.peer.nat, otherDelay),
       );
       this.#connTimers.reschedule(other);
     } else {
@@ -330,6 +376,7 @@ export class Introductions {
           candidatesOf(r.observed, r.info.listen_addr, conn.key),
           nonce,
           true,
+          me.nat,
         ),
       );
       this.#cluster.send(r.instance, {

@@ -83,3 +83,22 @@ export function natFromJson(value: unknown): NatClass {
   }
   return out;
 }
+
+/**
+ * The keepalive (s) to suggest to a peer: `fallback` (the configured one), or below half the binding
+ * lifetime measured for it when that is shorter (at least 1 s).
+ */
+export function suggestedKeepalive(nat: NatClass | undefined, fallback: number): number {
+  const life = nat?.bindingLifetimeMs;
+  if (life === undefined) return fallback;
+  return Math.max(1, Math.min(fallback, Math.floor(life / 2000)));
+}
+
+/**
+ * The classification keys of an answer to a peer (its HandshakeResponse, its classification result):
+ * `{nat, suggested_keepalive}` once something was measured, nothing otherwise.
+ */
+export function natAnswer(nat: NatClass | undefined, keepalive: number): { [key: string]: unknown } {
+  if (!nat || !isMeasured(nat)) return {};
+  return { nat: natToJson(nat), suggested_keepalive: suggestedKeepalive(nat, keepalive) };
+}

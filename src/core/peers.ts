@@ -18,6 +18,7 @@ import {
   type SendQueue,
 } from "./reliability.ts";
 import type { Timed } from "./timers.ts";
+import type { NatClass } from "./nat_class.ts";
 import type { Bucket } from "./limits.ts";
 import type { HmacKey, KeyPair } from "../deps/crypto.ts";
 
@@ -45,6 +46,8 @@ export interface PeerEntry {
   joinedAt: number;
   /** Its place in registration order (set by {@linkcode PeerTable.register}; discovery cursors use it). */
   order?: number;
+  /** Its NAT as this server classified it (absent until measured; see src/core/nat_check.ts). */
+  nat?: NatClass;
 }
 
 /** What a keyed HandshakeRequest proved, kept to answer it. */

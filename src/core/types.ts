@@ -5,6 +5,7 @@
  * @module
  */
 import type { Json, Message, MessageType, NodeInfo, PeerInfo } from "../wire/mod.ts";
+import type { NatClass } from "./nat_class.ts";
 import type { ErrorPayload, SocketAddr } from "../wire/mod.ts";
 import type { ClusterMessage } from "./directory.ts";
 import type { DropReason, GiveUpReason } from "./stats.ts";
@@ -90,6 +91,10 @@ export type EndpointEvent =
     nonce: string;
     /** Whether we asked (the initiator starts the direct handshake once a path answers). */
     initiator: boolean;
+    /** Our own NAT class as the server knows it (the card's `you.nat`; unknown when it sent none). */
+    you: NatClass;
+    /** The card's `start_at_ms`: when (ms after receipt) both sides are to begin probing. */
+    startAtMs: number;
   }
   | {
     type: "punched";
