@@ -90,6 +90,7 @@ export type {
   PeerInfo,
 } from "./src/wire/mod.ts";
 export type { SocketAddr } from "./src/wire/address.ts";
+export type { NatBehaviour, NatClass } from "./src/core/nat_class.ts";
 
 // Stats.
 export { DROP_REASONS, GIVE_UP_REASONS, STUN_ERROR_REASONS } from "./src/core/stats.ts";

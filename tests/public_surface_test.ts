@@ -65,6 +65,8 @@ const SURFACE: Record<string, readonly string[]> = {
     "ErrorPayload",
     "NodeInfo",
     "NatInfo",
+    "NatClass",
+    "NatBehaviour",
     "PeerInfo",
     "SocketAddr",
   ],
