@@ -7,6 +7,7 @@
  */
 import { crc32 as zlibCrc32 } from "../deps/crc32.ts";
 import { isUuid } from "../deps/uuid.ts";
+import { encodeTemplateText } from "./template.ts";
 import {
   type AuthFields,
   DecodeError,
@@ -60,31 +61,41 @@ export function encodeMessage(
   macKey?: (body: Uint8Array) => string,
 ): Uint8Array {
   const text = encodeMessageText(message);
-  // Encoded into scratch space and copied out once: `TextEncoder.encode` allocates through the runtime and
-  // measured about twice the cost of `encodeInto` plus one copy for a Pong-sized text (docs/performance.md).
-  if (text.length * 3 + SUFFIX_ROOM > SCRATCH.length) return encodeLarge(text, checksum, macKey);
-  const out = SCRATCH;
+  const room = text.length * 3 + SUFFIX_ROOM;
+  if (room > SCRATCH.length) return encodeLarge(text, checksum, macKey);
+  // A small datagram is encoded straight into the shared slab it is handed out from; a larger one into
+  // scratch space, then copied out once. (`TextEncoder.encode` allocates through the runtime and measured
+  // about twice the cost of `encodeInto` plus one copy for a Pong-sized text: docs/performance.md.)
+  const direct = room <= SLAB_LARGEST;
+  if (direct && slabAt + room > SLAB_BYTES) {
+    slab = new Uint8Array(SLAB_BYTES);
+    slabAt = 0;
+  }
+  const out = direct ? slab.subarray(slabAt) : SCRATCH;
   const n = encoder.encodeInto(text, out).written;
+  let at = n;
   if (macKey) {
     // The tag covers the datagram as it would be without the mac member: `{...}` with its last brace.
     const tag = macKey(out.subarray(0, n));
-    let at = n - 1;
+    at = n - 1;
     out.set(MAC_PREFIX, at);
     at += MAC_PREFIX.length;
     at += encoder.encodeInto(tag, out.subarray(at, at + 4 * MAC_HEX_LENGTH)).written;
     out[at++] = 0x22;
     out[at++] = 0x7d;
-    return copyOut(at);
+  } else if (checksum) {
+    // The sum covers the datagram as it would be without the sum member: `{...}` with its last brace.
+    const sum = crc32(out, n);
+    at = n - 1;
+    for (let i = 0; i < SUM_PREFIX.length; i++) out[at++] = SUM_PREFIX[i]!;
+    for (let shift = 28; shift >= 0; shift -= 4) out[at++] = HEX[(sum >>> shift) & 15]!;
+    out[at++] = 0x22; // "
+    out[at++] = 0x7d; // }
   }
-  if (!checksum) return copyOut(n);
-  // The sum covers the datagram as it would be without the sum member: `{...}` with its last brace.
-  const sum = crc32(out, n);
-  let at = n - 1;
-  for (let i = 0; i < SUM_PREFIX.length; i++) out[at++] = SUM_PREFIX[i]!;
-  for (let shift = 28; shift >= 0; shift -= 4) out[at++] = HEX[(sum >>> shift) & 15]!;
-  out[at++] = 0x22; // "
-  out[at++] = 0x7d; // }
-  return copyOut(at);
+  if (!direct) return copyOut(at);
+  const bytes = out.subarray(0, at);
+  slabAt += at;
+  return bytes;
 }
 
 /** Scratch space of {@linkcode encodeMessage}: any datagram's text fits (three bytes per UTF-16 unit at most). */
@@ -240,6 +251,11 @@ function tooDeep(text: string): boolean {
 
 /** The JSON text {@linkcode encodeMessage} encodes: the eight keys in order, then any extension fields. */
 export function encodeMessageText(message: Message): string {
+  return encodeTemplateText(message) ?? encodeObjectText(message);
+}
+
+/** {@linkcode encodeMessageText} through `JSON.stringify` of an object: the reference the template matches. */
+export function encodeObjectText(message: Message): string {
   const out: Record<string, unknown> = {
     id: message.id,
     message_type: message.message_type,
