@@ -13,118 +13,32 @@ import {
 } from "./wire/address.ts";
 import { type Config, resolveConfig } from "./config.ts";
 import { bindUdp, monotonicNow, UdpDriver } from "./driver.ts";
-import { Emitter, type ListenerError } from "./emitter.ts";
+import { Emitter } from "./emitter.ts";
 import { Endpoint, type EndpointEvent } from "./core/endpoint.ts";
 import type { DiscoveryPage, RequestKind } from "./core/types.ts";
 import { ConnectionTimeoutError, HandshakeError, RemoteError } from "./errors.ts";
-import { type IdentityOptions, makeNodeInfo } from "./identity.ts";
-import type { ErrorPayload, Json, Message, MessageType, NodeInfo, PeerInfo } from "./wire/mod.ts";
+import { makeNodeInfo } from "./identity.ts";
+import type { Json, NodeInfo, PeerInfo } from "./wire/mod.ts";
 import type { StatsSnapshot } from "./core/stats.ts";
-import { fromBase64Url, generateIdentity, type Identity } from "./core/auth.ts";
+import { fromBase64Url, generateIdentity } from "./core/auth.ts";
 
-/** Options of {@linkcode P2PClient}. */
-export interface ClientOptions extends IdentityOptions {
-  /** The server, `"ip:port"` or `"[ip6]:port"`. @default {"127.0.0.1:8080"} */
-  server?: string;
-  /** Local address to bind. @default {"0.0.0.0:0" (or "[::]:0" for an IPv6 server)} */
-  bind?: string;
-  /**
-   * Count-based retries: waits (ms) after each try of a reliable message, ping or discovery request, one try
-   * per wait, then give up (the spec's `[500, 1000, 2000]`). Setting it selects the `"schedule"` policy.
-   * @default {undefined (adaptive retransmission, see `reliability`)}
-   */
-  retransmitSchedule?: number[];
-  /**
-   * Adaptive retransmission and fragmentation settings, as the server's config keys of the same meaning
-   * (`rto_initial_ms`, `handshake_timeout`, `max_datagram_size`, ...).
-   * @default {the server's defaults}
-   */
-  reliability?: Partial<
-    Pick<
-      Config,
-      | "retransmitPolicy"
-      | "rtoInitialMs"
-      | "rtoMinMs"
-      | "rtoMaxMs"
-      | "handshakeTimeout"
-      | "deliveryTimeout"
-      | "maxDatagramSize"
-      | "maxMessageSize"
-    >
-  >;
-  /** Seconds between keepalive Pings to the server. @default {30} */
-  heartbeatInterval?: number;
-  /** Seconds of server silence after which the client reports it disconnected. @default {60} */
-  connectionTimeout?: number;
-  /** Closes the client when aborted. */
-  signal?: AbortSignal;
-  /**
-   * A key-based identity: the handshake is signed, the node id is the key's, and the session is
-   * authenticated (every datagram MAC'd) and survives a change of the client's address. `"generate"` makes
-   * a new key. Implied by `serverKey`. @default {none: unkeyed, as the spec}
-   */
-  identity?: Identity | "generate";
-  /**
-   * The server's Ed25519 public key (unpadded base64url, `P2PServer.publicKey`): the client refuses a server
-   * that does not prove it (`HandshakeError` `server_key_mismatch`, `server_unauthenticated` or
-   * `bad_server_signature`; a server with another key refuses the request itself: `wrong_server`).
-   * @default {none: any server}
-   */
-  serverKey?: string;
-}
-
-/** Options of {@linkcode P2PClient.send}. */
-export interface ClientSendOptions {
-  /** Node id of another peer in the same network: the server routes the Data there. @default {null (echo)} */
-  to?: string | null;
-  /** Ask for an Ack and retransmit until it comes; the promise settles on it. @default {true} */
-  reliable?: boolean;
-  /** Deliver in order with this client's other ordered sends (implies `reliable`). @default {false} */
-  ordered?: boolean;
-}
-
-/** What {@linkcode P2PClient.discoverPage} asks for. */
-export interface DiscoveryQuery {
-  /** Skip this many peers. */
-  offset?: number;
-  /** Resume after the page that gave this `nextCursor` (opaque); stable while peers join and leave. */
-  cursor?: string;
-  /** Most peers on the page (the server also keeps the page within one datagram). */
-  limit?: number;
-  /** Only peers that announce this capability. */
-  capability?: string;
-}
+export type {
+  ClientEvents,
+  ClientOptions,
+  ClientSendOptions,
+  DirectPeer,
+  DiscoveryQuery,
+} from "./client_options.ts";
+import type {
+  ClientEvents,
+  ClientOptions,
+  ClientSendOptions,
+  DirectPeer,
+  DiscoveryQuery,
+} from "./client_options.ts";
 
 /** Most pages {@linkcode P2PClient.discover} follows (a bound on a misbehaving server). */
 const MAX_DISCOVERY_PAGES = 1_000;
-
-/** Events a {@linkcode P2PClient} emits. */
-export interface ClientEvents extends Record<string, unknown> {
-  /** Data from the server: echoes, routed Data from other peers (`fromId` set), server pushes. */
-  data: { from: SocketAddr; fromId: string | null; payload: Json; message: Message };
-  /** The server said Disconnect, went silent past `connectionTimeout`, or the client closed. */
-  disconnected: { reason: "disconnect" | "timeout" | "closed" };
-  /**
-   * The server sent an Error that answered no pending request, or a listener of another event threw
-   * (`code` `"listener_error"`, a {@linkcode ListenerError}; also logged at error level).
-   */
-  error: ErrorPayload | ListenerError;
-  /** A direct connection to an introduced peer is up (we asked with `introduce()`, or the other side did). */
-  direct: DirectPeer;
-  /**
-   * A message went out again because nothing answered it yet: a reliable message retransmitted (the
-   * handshake, Data, ...), or a Ping or discovery request tried again. `tries` counts the first send.
-   */
-  retry: { to: string; messageType: MessageType; tries: number };
-}
-
-/** A peer reached directly, without the server, after an introduction. */
-export interface DirectPeer {
-  /** Its node id. */
-  nodeId: string;
-  /** The address the punch found, `"ip:port"`. */
-  addr: string;
-}
 
 export type { DiscoveryPage } from "./core/types.ts";
 
