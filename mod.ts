@@ -56,6 +56,8 @@ export type {
   DiscoveryPage,
   DiscoveryQuery,
 } from "./src/client.ts";
+export { STRATEGIES } from "./src/core/strategy.ts";
+export type { Strategy } from "./src/core/strategy.ts";
 
 // Configuration: the option types, the values each enumerated option accepts, identities.
 export { ConfigError, COOKIE_MODES, LOG_FORMATS, RETRANSMIT_POLICIES } from "./src/config.ts";

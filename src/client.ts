@@ -16,6 +16,7 @@ import { bindUdp, monotonicNow, UdpDriver } from "./driver.ts";
 import { Emitter } from "./emitter.ts";
 import { Endpoint, type EndpointEvent } from "./core/endpoint.ts";
 import type { DiscoveryPage, RequestKind } from "./core/types.ts";
+import type { Strategy } from "./core/strategy.ts";
 import { ConnectionTimeoutError, HandshakeError, RemoteError } from "./errors.ts";
 import { makeNodeInfo } from "./identity.ts";
 import type { Json, NodeInfo, PeerInfo } from "./wire/mod.ts";
@@ -277,12 +278,15 @@ export class P2PClient {
 
   /**
    * Asks the server to introduce this client to `nodeId` (another peer of its network, also speaking
-   * p2p_server's extensions) and punches a path to it: both sides probe each other's candidate addresses
-   * (public, then declared) for up to 3 s, and the first that answers carries a direct, authenticated
-   * handshake. Resolves once the direct connection is up; then {@linkcode sendDirect} reaches the peer
-   * without the server, and its Data arrives on `data` with `fromId` set. When no path is found (both NATs
-   * address-and-port-dependent, say), rejects with a `HandshakeError` `punch_failed`: `send(data, { to })`
-   * relays through the server instead.
+   * p2p_server's extensions) and punches a path to it. How is the pair's `strategy`, chosen by both sides
+   * alike from the card's two NAT classifications (docs/nat.md): `direct` (both probe each other's candidate
+   * addresses at once for up to 3 s; also whenever either NAT is unknown), `simultaneous` (the same from the
+   * card's shared start time), `predict` (also the next ports of a NAT that allocates them in sequence) or
+   * `relay`. The first path that answers carries a direct, authenticated handshake. Resolves once the direct
+   * connection is up, with the strategy; then {@linkcode sendDirect} reaches the peer without the server,
+   * and its Data arrives on `data` with `fromId` set. When no path is found, rejects with a `HandshakeError`
+   * `punch_failed` whose `strategy` says how it tried; under `relay` it rejects at once, nothing punched.
+   * Either way `send(data, { to })` relays through the server instead.
    */
   introduce(nodeId: string, options: { timeoutMs?: number } = {}): Promise<DirectPeer> {
     this.#requireConnected();
@@ -371,9 +375,11 @@ export class P2PClient {
     else waiter.resolve(outcome.value as never);
   }
 
-  #requestError(kind: RequestKind, reason: string, error: string, code: string): Error {
+  #requestError(kind: RequestKind, reason: string, error: string, code: string, strategy?: Strategy): Error {
     if (reason === "refused") return new RemoteError(error, code);
-    if (kind === "introduce" && reason !== "closed") return new HandshakeError(error, "punch_failed");
+    if (kind === "introduce" && reason !== "closed") {
+      return new HandshakeError(error, "punch_failed", strategy);
+    }
     return new ConnectionTimeoutError(this.#serverKey);
   }
 
@@ -406,12 +412,12 @@ export class P2PClient {
             ? event.rttMs
             : event.kind === "discovery"
             ? event.page
-            : { nodeId: event.nodeId, addr: event.addr },
+            : { nodeId: event.nodeId, addr: event.addr, strategy: event.strategy },
         });
         break;
       case "requestFailed":
         this.#onRequest(event.id, {
-          error: this.#requestError(event.kind, event.reason, event.error, event.code),
+          error: this.#requestError(event.kind, event.reason, event.error, event.code, event.strategy),
         });
         break;
       case "pong":

@@ -10,6 +10,7 @@ import type { ListenerError } from "./emitter.ts";
 import type { IdentityOptions } from "./identity.ts";
 import type { ErrorPayload, Json, Message, MessageType } from "./wire/mod.ts";
 import type { Identity } from "./core/auth.ts";
+import type { Strategy } from "./core/strategy.ts";
 
 /** Options of {@linkcode P2PClient}. */
 export interface ClientOptions extends IdentityOptions {
@@ -110,4 +111,6 @@ export interface DirectPeer {
   nodeId: string;
   /** The address the punch found, `"ip:port"`. */
   addr: string;
+  /** The strategy the pair's NAT classifications chose, as `introduce()` resolved (absent in `directPeers`). */
+  strategy?: Strategy;
 }

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import type { Strategy } from "./core/strategy.ts";
 
 /**
  * The UDP socket could not be bound. Message: `failed to bind 127.0.0.1:8080: <reason>`.
@@ -130,15 +131,22 @@ export class HandshakeError extends Error {
   /** Machine-readable reason. */
   readonly code: string;
   /**
+   * For an introduction that found no direct path (`punch_failed`), the strategy the pair's NAT
+   * classifications chose; `relay` means nothing was punched, by choice: relay with `send(data, { to })`.
+   */
+  readonly strategy: Strategy | undefined;
+  /**
    * A refused handshake.
    *
    * @param message The server's error text.
    * @param code Machine-readable reason.
+   * @param strategy An introduction's strategy.
    */
-  constructor(message: string, code: string) {
+  constructor(message: string, code: string, strategy?: Strategy) {
     super(message);
     this.name = "HandshakeError";
     this.code = code;
+    this.strategy = strategy;
   }
 }
 

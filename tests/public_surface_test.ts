@@ -29,6 +29,8 @@ const SURFACE: Record<string, readonly string[]> = {
     "DirectPeer",
     "DiscoveryPage",
     "DiscoveryQuery",
+    "Strategy",
+    "STRATEGIES",
   ],
   config: [
     "Config",

@@ -119,6 +119,7 @@ Deno.test("an introduction is done once the direct handshake is up; one to nobod
     kind: "introduce",
     nodeId: b!.id,
     addr: b!.addr,
+    strategy: "direct",
   }]);
   const nobody = "00000000-0000-4000-8000-000000000000";
   const refused = sim.act(

@@ -3,7 +3,8 @@
  * the extensions: both get each other's candidates (the observed address; the declared one only behind the same NAT) and one shared nonce at
  * once, so both start punching together. A client that gets such a card probes the candidates (an
  * unnumbered Ping carrying the nonce, every {@linkcode PUNCH_INTERVAL_MS} for {@linkcode PUNCH_BUDGET_MS});
- * the first path that answers wins, and the initiator shakes hands over it.
+ * the first path that answers wins, and the initiator shakes hands over it. How it punches (when it starts,
+ * which ports, or not at all) is the pair's {@linkcode Strategy}, from the card's two NAT classifications.
  *
  * @module
  */
@@ -29,6 +30,7 @@ import type { Timed } from "./timers.ts";
 import { type Datagram, type Drop, drop } from "./outcome.ts";
 import { ERROR_CODES, PUNCH_BUDGET_MS, PUNCH_INTERVAL_MS } from "./types.ts";
 import { isMeasured, type NatClass, natFromJson, natToJson } from "./nat_class.ts";
+import { chooseStrategy, probeTargets, startDelay, type Strategy } from "./strategy.ts";
 
 /** Introductions one peer may ask for: one a second, bursts of 10. */
 const INTRODUCTION_RATE: Rate = { perSecond: 1, burst: 10 };
@@ -131,6 +133,7 @@ interface PunchState extends Timed {
   /** Probes each candidate may still get before it sends anything more (by address key). */
   allowance: Map<string, number>;
   initiator: boolean;
+  strategy: Strategy;
   until: number;
   nextAt: number;
 }
@@ -190,19 +193,38 @@ export class Introductions {
     if (typeof peer === "string" || typeof intro.nonce !== "string" || addrs.length === 0) {
       return drop("bad_payload", "malformed introduction");
     }
-    // The introduced peer may now register with us directly (a client accepts only such handshakes).
-    this.#handshakes.expect(peer.id, now + INTRODUCTION_TTL_MS);
+    // Both sides choose from the same two classifications: the other's (`peer.nat`) and ours as the server
+    // knows it (`you.nat`); either absent is unknown, and then the punch is today's.
+    const theirs = natFromJson(peer.nat);
+    const mine = natFromJson(isObject(intro.you) ? intro.you.nat : undefined);
+    const startAtMs = startAtOf(intro.start_at_ms);
+    const strategy = chooseStrategy(mine, theirs);
+    const initiator = intro.initiator === true;
     this.#core.emit({
       type: "introduced",
       from,
       peer,
       candidates: addrs,
       nonce: intro.nonce,
-      initiator: intro.initiator === true,
-      you: natFromJson(isObject(intro.you) ? intro.you.nat : undefined),
-      startAtMs: startAtOf(intro.start_at_ms),
+      initiator,
+      you: mine,
+      startAtMs,
+      strategy,
     });
-    this.#startPunch(now, peer.id, addrs, intro.nonce, intro.initiator === true);
+    if (strategy === "relay") {
+      // No direct path can work between these two NATs: nothing is punched, the caller relays at once.
+      this.#core.emit({ type: "punchFailed", peerId: peer.id, initiator, strategy });
+      return undefined;
+    }
+    // The introduced peer may now register with us directly (a client accepts only such handshakes).
+    this.#handshakes.expect(peer.id, now + INTRODUCTION_TTL_MS);
+    const targets = probeTargets(strategy, theirs, addrs);
+    const startAt = now + startDelay(strategy, startAtMs);
+    this.#startPunch(
+      now,
+      { peerId: peer.id, candidates: targets, nonce: intro.nonce, initiator, strategy },
+      startAt,
+    );
     return undefined;
   }
 
@@ -239,7 +261,8 @@ export class Introductions {
     if (!punch) return false;
     this.#punches.delete(punch.nonce);
     this.#core.timers.punches.schedule(punch, Infinity);
-    this.#core.emit({ type: "punched", peerId: punch.peerId, addr: from, initiator: punch.initiator });
+    const { peerId, initiator, strategy } = punch;
+    this.#core.emit({ type: "punched", peerId, addr: from, initiator, strategy });
     if (punch.initiator) this.#handshakes.connect(now, from, { expectedId: punch.peerId });
     return true;
   }
@@ -251,7 +274,8 @@ export class Introductions {
       if (!punch) return;
       if (now >= punch.until) {
         this.#punches.delete(punch.nonce);
-        this.#core.emit({ type: "punchFailed", peerId: punch.peerId, initiator: punch.initiator });
+        const { peerId, initiator, strategy } = punch;
+        this.#core.emit({ type: "punchFailed", peerId, initiator, strategy });
       } else {
         this.#probe(now, punch);
       }
@@ -263,35 +287,35 @@ export class Introductions {
     this.#punches.clear();
   }
 
-  /** Starts probing an introduced peer's candidates: every {@linkcode PUNCH_INTERVAL_MS} until the budget. */
+  /**
+   * Starts probing an introduced peer's candidates at `startAt` (now, or the shared start time): every
+   * {@linkcode PUNCH_INTERVAL_MS} until the budget, which counts from the start.
+   */
   #startPunch(
     now: number,
-    peerId: string,
-    candidates: SocketAddr[],
-    nonce: string,
-    initiator: boolean,
+    p: { peerId: string; candidates: SocketAddr[]; nonce: string; initiator: boolean; strategy: Strategy },
+    startAt: number,
   ): void {
-    if (this.#punches.has(nonce)) return;
+    if (this.#punches.has(p.nonce)) return;
     if (this.#punches.size >= MAX_PUNCHES) {
       const oldest = this.#punches.values().next().value!;
       this.#punches.delete(oldest.nonce);
       this.#core.timers.punches.schedule(oldest, Infinity);
     }
     const punch: PunchState = {
-      nonce,
-      peerId,
-      candidates: [...candidates],
-      keys: new Set(candidates.map(formatSocketAddr)),
-      allowance: new Map(candidates.map((c) => [formatSocketAddr(c), PROBES_BEFORE_ANSWER])),
-      initiator,
-      until: now + PUNCH_BUDGET_MS,
-      nextAt: now,
+      ...p,
+      candidates: p.candidates.slice(0, MAX_PUNCH_CANDIDATES),
+      keys: new Set(p.candidates.map(formatSocketAddr)),
+      allowance: new Map(p.candidates.map((c) => [formatSocketAddr(c), PROBES_BEFORE_ANSWER])),
+      until: startAt + PUNCH_BUDGET_MS,
+      nextAt: startAt,
       deadline: Infinity,
       filedAt: Infinity,
       timerToken: 0,
     };
-    this.#punches.set(nonce, punch);
-    this.#probe(now, punch);
+    this.#punches.set(p.nonce, punch);
+    if (startAt > now) this.#core.timers.punches.schedule(punch, startAt);
+    else this.#probe(now, punch);
   }
 
   #probe(now: number, punch: PunchState): void {

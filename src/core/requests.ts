@@ -25,6 +25,7 @@ import type { SendPath } from "./send.ts";
 import type { ConnTimers } from "./conn_timers.ts";
 import type { Timed } from "./timers.ts";
 import { type DiscoveryPage, type EndpointEvent, PUNCH_BUDGET_MS, type RequestKind } from "./types.ts";
+import type { Strategy } from "./strategy.ts";
 
 /** What a request asks for (see {@linkcode Requests}). */
 export type RequestSpec =
@@ -47,6 +48,8 @@ interface Pending extends Timed {
   messageId: string | null;
   /** An introduction's time limit. */
   until: number;
+  /** An introduction's strategy, once its card arrived. */
+  strategy?: Strategy;
 }
 
 /** Default time limit of an introduction: the punch budget and 5 s for the server to relay it. */
@@ -263,17 +266,22 @@ export class Requests {
         const req = this.#oldest("introduce", null, (q) => (q.spec as { peerId: string }).peerId === nodeId);
         if (!req || addr === req.toKey) return null;
         this.#forget(req);
-        this.#core.emit({ type: "requestDone", id: req.id, kind: "introduce", nodeId, addr });
+        const strategy = req.strategy ?? "direct";
+        this.#core.emit({ type: "requestDone", id: req.id, kind: "introduce", nodeId, addr, strategy });
+        return null;
+      }
+      case "introduced": {
+        const req = event.initiator ? this.#introduction(event.peer.id) : undefined;
+        if (req) req.strategy = event.strategy;
         return null;
       }
       case "punchFailed": {
-        if (!event.initiator) return null;
-        const req = this.#oldest(
-          "introduce",
-          null,
-          (q) => (q.spec as { peerId: string }).peerId === event.peerId,
-        );
-        if (req) this.#fail(req, "punch_failed", `no direct path to ${event.peerId} was found`);
+        const req = event.initiator ? this.#introduction(event.peerId) : undefined;
+        if (!req) return null;
+        const error = event.strategy === "relay"
+          ? `no direct path to ${event.peerId} can work between these NATs (strategy relay): relay with send(data, { to })`
+          : `no direct path to ${event.peerId} was found (strategy ${event.strategy})`;
+        this.#fail(req, "punch_failed", error, event.strategy);
         return null;
       }
       case "gaveUp": {
@@ -303,9 +311,23 @@ export class Requests {
     this.#core.timers.requests.schedule(p, Infinity);
   }
 
-  #fail(p: Pending, reason: "timeout" | "closed" | "punch_failed", error: string): void {
+  /** The oldest introduction request waiting for `peerId`. */
+  #introduction(peerId: string): Pending | undefined {
+    return this.#oldest("introduce", null, (q) => (q.spec as { peerId: string }).peerId === peerId);
+  }
+
+  #fail(p: Pending, reason: "timeout" | "closed" | "punch_failed", error: string, strategy?: Strategy): void {
     if (!this.#pending.has(p.id)) return;
     this.#forget(p);
-    this.#core.emit({ type: "requestFailed", id: p.id, kind: p.spec.kind, reason, error, code: reason });
+    const chosen = strategy ?? p.strategy;
+    const failed = {
+      type: "requestFailed",
+      id: p.id,
+      kind: p.spec.kind,
+      reason,
+      error,
+      code: reason,
+    } as const;
+    this.#core.emit(chosen ? { ...failed, strategy: chosen } : failed);
   }
 }

@@ -13,6 +13,7 @@ import type { CoreConfig } from "./config.ts";
 import type { Identity } from "./auth.ts";
 import type { KeyPair } from "../deps/crypto.ts";
 import type { PeerSummary } from "./summary.ts";
+import type { Strategy } from "./strategy.ts";
 
 export type { PeerSummary } from "./summary.ts";
 
@@ -95,6 +96,8 @@ export type EndpointEvent =
     you: NatClass;
     /** The card's `start_at_ms`: when (ms after receipt) both sides are to begin probing. */
     startAtMs: number;
+    /** The pair's strategy, from both NAT classifications (`relay`: nothing is punched). */
+    strategy: Strategy;
   }
   | {
     type: "punched";
@@ -104,6 +107,8 @@ export type EndpointEvent =
     addr: SocketAddr;
     /** Whether we asked (then we shake hands over the path now). */
     initiator: boolean;
+    /** The pair's strategy, from both NAT classifications (`relay`: nothing is punched). */
+    strategy: Strategy;
   }
   | {
     type: "punchFailed";
@@ -111,6 +116,8 @@ export type EndpointEvent =
     peerId: string;
     /** Whether we asked. */
     initiator: boolean;
+    /** The pair's strategy, from both NAT classifications (`relay`: nothing is punched). */
+    strategy: Strategy;
   }
   | {
     type: "roamed";
@@ -172,6 +179,8 @@ export type EndpointEvent =
     nodeId: string;
     /** The address the punch found, `"ip:port"`. */
     addr: string;
+    /** The pair's strategy. */
+    strategy: Strategy;
   }
   /**
    * A request made with `Endpoint.request` failed: `timeout` (no answer within the retransmit policy, or an
@@ -185,6 +194,8 @@ export type EndpointEvent =
     reason: "timeout" | "closed" | "punch_failed" | "refused";
     error: string;
     code: string;
+    /** An introduction's strategy, once its card arrived (`relay`: it failed at once, by choice). */
+    strategy?: Strategy;
   }
   | { type: "delivered"; to: SocketAddr; id: string; seq: number; messageType: MessageType; rttMs: number }
   | {
