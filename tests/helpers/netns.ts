@@ -4,7 +4,7 @@
  * they are there, and tests skip otherwise.
  *
  * ```
- *                       pub (br0 203.0.113.1/24, the server)
+ *             pub (br0 203.0.113.1/24 and 203.0.113.2/24: the server and its alternate address)
  *                      /                                    \
  *   nat1: wan 203.0.113.11/24                          nat2: wan 203.0.113.12/24
  *         lan 192.0.2.1/24                                   lan 198.51.100.1/24
@@ -16,6 +16,13 @@
  * crashed run left behind (its pid no longer alive) are removed by the next {@linkcode createTopology}.
  * Interfaces are created directly inside their namespaces, so their names are namespace-local. The NAT rules
  * live in one nftables table per NAT (`ip p2pnat`), replaced atomically by {@linkcode NatTopology.setNatMode}.
+ *
+ * The API at a glance: {@linkcode TOPOLOGY} has every address (`TOPOLOGY.server`, `TOPOLOGY.serverAlt` for a
+ * server's second address such as the `stun_alternate_address` of RFC 5780 NAT behaviour discovery, and each
+ * NAT's `public`, `private` and `client` addresses); {@linkcode NatMode} names the NAT behaviours (mapping and
+ * filtering in RFC 4787 terms: `endpoint-independent`, `full-cone`, `address-dependent`,
+ * `address-dependent-mapping`, `address-and-port-dependent`), and {@linkcode NAT_BEHAVIOUR} says what each
+ * one's mapping and filtering are, in the words an RFC 5780 client reports them with.
  *
  * {@linkcode NatTopology.destroy} (also `await using`) stops every process started in the topology (SIGTERM,
  * then SIGKILL), deletes the namespaces (which removes their interfaces and rules) and the temp directory;
@@ -38,7 +45,7 @@ export type NodeName = "pub" | "nat1" | "nat2" | "c1" | "c2";
 export type NatName = "nat1" | "nat2";
 
 /**
- * How a NAT maps and filters UDP (RFC 4787 terms).
+ * How a NAT maps and filters UDP (RFC 4787 terms; {@linkcode NAT_BEHAVIOUR} has each mode's two behaviours).
  *
  * - `"endpoint-independent"`: `masquerade` on the public interface. Linux keeps the client's source port when
  *   it is free, so one local port gets the same public `ip:port` towards every remote (endpoint-independent
@@ -47,23 +54,70 @@ export type NatName = "nat1" | "nat2";
  *   to the NAT is dropped and counted, as a home router's firewall does.
  * - `"full-cone"`: as above plus a static DNAT of any unsolicited inbound UDP to the client (same port), so
  *   anyone who knows the mapping can reach the client (endpoint-independent filtering).
+ * - `"address-dependent"`: the mapping of `"endpoint-independent"`, and address-dependent filtering (a
+ *   "restricted cone"): every outbound packet records its remote IP and public port (a dynamic nftables map
+ *   from `remote ip . public port` to the client's private port, entries expiring
+ *   {@linkcode FILTER_MEMORY_S} s after the last packet), and an unsolicited inbound packet is DNATed to the
+ *   client only when it comes from a recorded remote IP to that public port, from whatever remote port;
+ *   other inbound UDP is dropped and counted.
+ * - `"address-dependent-mapping"`: address-dependent mapping: `snat` to a public port that is a hash of the
+ *   client's address and port and the remote IP (`jhash ... mod 20000 offset 30000`), so one local port gets
+ *   one public port per remote IP, the same for every port of that IP (a different IP gets another port,
+ *   except for a 1 in 20,000 hash collision); filtering is address-dependent as in `"address-dependent"`.
  * - `"address-and-port-dependent"`: `masquerade random` (a new random public port for every new flow, i.e.
  *   per remote `ip:port`: a "symmetric" NAT) and an explicit forward filter that accepts inbound packets
  *   only in `ct state established,related` and counts and drops every other inbound packet.
+ *
+ * Not built: address-dependent mapping with other filtering, sequential or port-range port allocation,
+ * hairpinning, and mapping lifetimes other than conntrack's (docs/nat.md#the-nat-test-bed says which
+ * nftables could build).
  */
-export type NatMode = "endpoint-independent" | "full-cone" | "address-and-port-dependent";
+export type NatMode =
+  | "endpoint-independent"
+  | "full-cone"
+  | "address-dependent"
+  | "address-dependent-mapping"
+  | "address-and-port-dependent";
 
 /** Every mode {@linkcode NatMode} allows. */
 export const NAT_MODES: readonly NatMode[] = [
   "endpoint-independent",
   "full-cone",
+  "address-dependent",
+  "address-dependent-mapping",
   "address-and-port-dependent",
 ];
+
+/** A mapping or filtering behaviour (RFC 4787 section 4.1 and 5). */
+export type NatBehaviour = "endpoint-independent" | "address-dependent" | "address-and-port-dependent";
+
+/** The mapping and filtering behaviour each {@linkcode NatMode} builds. */
+export const NAT_BEHAVIOUR: Readonly<Record<NatMode, { mapping: NatBehaviour; filtering: NatBehaviour }>> = {
+  "endpoint-independent": { mapping: "endpoint-independent", filtering: "address-and-port-dependent" },
+  "full-cone": { mapping: "endpoint-independent", filtering: "endpoint-independent" },
+  "address-dependent": { mapping: "endpoint-independent", filtering: "address-dependent" },
+  "address-dependent-mapping": { mapping: "address-dependent", filtering: "address-dependent" },
+  "address-and-port-dependent": {
+    mapping: "address-and-port-dependent",
+    filtering: "address-and-port-dependent",
+  },
+};
+
+/**
+ * How long (seconds) an address-dependent filter remembers a remote IP after the client's last packet to it
+ * (conntrack's timeout for a UDP flow that has seen replies is 120 s too).
+ */
+export const FILTER_MEMORY_S = 120;
 
 /** The fixed addressing of the topology. */
 export const TOPOLOGY = {
   /** The server's address on the public network (`br0` in `pub`). */
   server: "203.0.113.1",
+  /**
+   * A second address of `pub` on the same bridge, for a server's `stun_alternate_address` (RFC 5780: the
+   * server answers a CHANGE-REQUEST for another IP from it). Nothing listens on it unless a test starts it.
+   */
+  serverAlt: "203.0.113.2",
   /** Prefix length of the public network. */
   publicPrefix: 24,
   nat1: { public: "203.0.113.11", private: "192.0.2.1", client: "192.0.2.2", lanPrefix: 24 },
@@ -580,8 +634,7 @@ export class NatTopology implements AsyncDisposable {
   /** Replaces a NAT's rules (atomically; existing conntrack entries and their mappings stay). */
   async setNatMode(nat: NatName, mode: NatMode): Promise<void> {
     if (!NAT_MODES.includes(mode)) throw new TypeError(`unknown NAT mode ${JSON.stringify(mode)}`);
-    const client = TOPOLOGY[nat].client;
-    const rules = natRules(mode, client);
+    const rules = natRules(mode, nat);
     // Declaring the table first makes the delete valid when it does not exist yet; one transaction.
     await this.exec(nat, [tools().nft, "-f", "-"], {
       stdin: `table ip ${NFT_TABLE}\ndelete table ip ${NFT_TABLE}\n${rules}`,
@@ -595,8 +648,7 @@ export class NatTopology implements AsyncDisposable {
   }
 
   /**
-   * Inbound packets the NAT's filter dropped so far (`"address-and-port-dependent"` only; 0 in the other
-   * modes, whose unsolicited inbound packets are never translated and end at the NAT itself).
+   * Unsolicited inbound UDP packets the NAT dropped so far (0 in `"full-cone"`, which lets every one in).
    */
   async droppedInbound(nat: NatName): Promise<number> {
     const out = await this.exec(nat, [tools().nft, "-j", "list", "counter", "ip", NFT_TABLE, DROP_COUNTER], {
@@ -658,6 +710,7 @@ export class NatTopology implements AsyncDisposable {
     // pub: a bridge with the server's address; one port per NAT.
     await ipn("pub", "link", "add", "br0", "type", "bridge");
     await ipn("pub", "addr", "add", `${TOPOLOGY.server}/${TOPOLOGY.publicPrefix}`, "dev", "br0");
+    await ipn("pub", "addr", "add", `${TOPOLOGY.serverAlt}/${TOPOLOGY.publicPrefix}`, "dev", "br0");
     await ipn("pub", "link", "set", "br0", "up");
     for (const nat of ["nat1", "nat2"] as const) {
       const port = `to-${nat}`;
@@ -728,18 +781,46 @@ exit 0`;
 }
 
 /** The nftables table of a NAT in `mode` (the public interface is `wan`, the LAN `lan`). */
-function natRules(mode: NatMode, client: string): string {
+function natRules(mode: NatMode, nat: NatName): string {
+  const { public: pub, client } = TOPOLOGY[nat];
+  const addressFiltering = NAT_BEHAVIOUR[mode].filtering === "address-dependent";
+  const snat = mode === "address-and-port-dependent"
+    ? `    oifname "wan" masquerade random`
+    : mode === "address-dependent-mapping"
+    // One public port per (client address and port, remote IP): the same for every port of that IP.
+    ? `    oifname "wan" meta l4proto udp snat to ${pub} : jhash ip saddr . udp sport . ip daddr mod 20000 offset 30000`
+    : `    oifname "wan" masquerade`;
   const lines = [
     `table ip ${NFT_TABLE} {`,
     `  counter ${DROP_COUNTER} {`,
     `  }`,
     `  chain postrouting {`,
     `    type nat hook postrouting priority srcnat; policy accept;`,
-    mode === "address-and-port-dependent"
-      ? `    oifname "wan" masquerade random`
-      : `    oifname "wan" masquerade`,
+    snat,
+    ...(mode === "address-dependent-mapping" ? [`    oifname "wan" masquerade`] : []),
     `  }`,
   ];
+  if (addressFiltering) {
+    // Address-dependent filtering: each outbound packet, seen after the source NAT (priority srcnat + 10, so
+    // its source port is the public one), records "remote IP . public port -> private port"; an unsolicited
+    // inbound packet from that IP to that port, from any of its ports, is DNATed to the client's port.
+    lines.push(
+      `  map remotes {`,
+      `    type ipv4_addr . inet_service : inet_service`,
+      `    size 65535`,
+      `    flags dynamic,timeout`,
+      `    timeout ${FILTER_MEMORY_S}s`,
+      `  }`,
+      `  chain record {`,
+      `    type filter hook postrouting priority srcnat + 10; policy accept;`,
+      `    oifname "wan" meta l4proto udp update @remotes { ip daddr . udp sport : ct original proto-src }`,
+      `  }`,
+      `  chain prerouting {`,
+      `    type nat hook prerouting priority dstnat; policy accept;`,
+      `    iifname "wan" meta l4proto udp dnat to ${client} : ip saddr . udp dport map @remotes`,
+      `  }`,
+    );
+  }
   if (mode === "full-cone") {
     lines.push(
       `  chain prerouting {`,
@@ -748,7 +829,7 @@ function natRules(mode: NatMode, client: string): string {
       `  }`,
     );
   }
-  if (mode === "endpoint-independent") {
+  if (mode === "endpoint-independent" || addressFiltering) {
     // Like a home router's firewall: unsolicited inbound UDP to the NAT itself is dropped before its conntrack
     // entry is confirmed. Otherwise a punch packet arriving first leaves an entry that takes the client's
     // public port, and masquerade then picks another one for the client's own punch (the mapping changes).
