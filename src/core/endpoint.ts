@@ -28,21 +28,10 @@ import type { DirectoryRecord, RemoteDirectory } from "./directory.ts";
 import type { ClusterMessage } from "./directory.ts";
 import type { StatsSnapshot } from "./stats.ts";
 import { Core } from "./context.ts";
-import { Sessions } from "./sessions.ts";
-import { type ReliableOptions, SendPath } from "./send.ts";
-import { Lifecycle } from "./lifecycle.ts";
-import { Streams } from "./streams.ts";
-import { ConnTimers } from "./conn_timers.ts";
-import { ClusterState } from "./cluster_state.ts";
-import { Relay } from "./relay.ts";
-import { type ConnectOptions, Handshakes } from "./handshake.ts";
-import { Roaming } from "./roaming.ts";
-import { Discovery } from "./discovery.ts";
-import { Introductions } from "./introductions.ts";
-import { ClusterMirror } from "./cluster_mirror.ts";
-import { Control } from "./control.ts";
-import { Requests, type RequestSpec } from "./requests.ts";
-import { Ticks } from "./ticks.ts";
+import type { ReliableOptions } from "./send.ts";
+import { buildRooms, type Rooms } from "./rooms.ts";
+import type { ConnectOptions } from "./handshake.ts";
+import type { RequestSpec } from "./requests.ts";
 import { isStunDatagram, onStunDatagram } from "./stun.ts";
 import { type Datagram, drop, type Outcome, QUIET_RATE_LIMITED } from "./outcome.ts";
 import {
@@ -88,21 +77,7 @@ const UNORDERED: ReliableOptions = {};
  */
 export class Endpoint {
   readonly #core: Core;
-  readonly #sessions: Sessions;
-  readonly #send: SendPath;
-  readonly #life: Lifecycle;
-  readonly #streams: Streams;
-  readonly #connTimers: ConnTimers;
-  readonly #cluster: ClusterState;
-  readonly #relay: Relay;
-  readonly #hs: Handshakes;
-  readonly #roaming: Roaming;
-  readonly #disc: Discovery;
-  readonly #intro: Introductions;
-  readonly #mirror: ClusterMirror;
-  readonly #control: Control;
-  readonly #requests: Requests;
-  readonly #ticks: Ticks;
+  readonly #r: Rooms;
 
   /**
    * Creates the core in the given role.
@@ -115,40 +90,13 @@ export class Endpoint {
       throw new RangeError(`Node id "${options.node.id}" is not the id of its key ("${identity.nodeId}")`);
     }
     const core = this.#core = new Core(options);
-    this.#sessions = new Sessions(core, identity, options.replayCacheSize);
-    this.#send = new SendPath(core, this.#sessions);
-    this.#life = new Lifecycle(core, this.#sessions, this.#send);
-    this.#streams = new Streams(core, this.#send, (dg, conn, msg) => this.#dispatch(dg, conn, msg));
-    this.#connTimers = new ConnTimers(
+    this.#r = buildRooms(
       core,
-      this.#send,
-      this.#life,
-      this.#streams,
-      (now, conn, id) => this.#relay.relayDone(now, conn, id, false),
+      identity,
+      options.replayCacheSize,
+      options.instance ?? null,
+      (dg, conn, msg) => this.#dispatch(dg, conn, msg),
     );
-    this.#cluster = new ClusterState(core, options.instance ?? null);
-    this.#relay = new Relay(core, this.#send, this.#connTimers, this.#cluster);
-    this.#hs = new Handshakes(core, this.#sessions, this.#send, this.#life, this.#connTimers, this.#cluster);
-    this.#roaming = new Roaming(core, this.#sessions);
-    this.#disc = new Discovery(
-      core,
-      this.#send,
-      this.#cluster,
-      (dg, conn, target) => this.#intro.introduce(dg, conn, target),
-      (now, from, card) => this.#intro.introduced(now, from, card),
-    );
-    this.#intro = new Introductions(core, this.#send, this.#connTimers, this.#cluster, this.#hs, this.#disc);
-    this.#mirror = new ClusterMirror(
-      core,
-      this.#cluster,
-      this.#send,
-      this.#life,
-      this.#connTimers,
-      this.#relay,
-    );
-    this.#control = new Control(core, this.#send, this.#life, this.#relay, this.#hs, this.#intro);
-    this.#requests = new Requests(core, this.#send, this.#connTimers);
-    this.#ticks = new Ticks(core);
   }
 
   /** This endpoint's NodeInfo. */
@@ -220,8 +168,8 @@ export class Endpoint {
     else if (outcome.quiet) stats.drop(outcome.reason);
     else core.drop(from, key, outcome.reason, outcome.detail);
     const after = core.table.byAddr.get(key);
-    if (after) this.#connTimers.reschedule(after);
-    if (this.#requests.size !== 0) this.#requests.observe(now);
+    if (after) this.#r.connTimers.reschedule(after);
+    if (this.#r.requests.size !== 0) this.#r.requests.observe(now);
   }
 
   /**
@@ -235,15 +183,15 @@ export class Endpoint {
       const conn = conns.popDue(now);
       if (!conn) break;
       if (core.table.byAddr.get(conn.key) !== conn) continue;
-      this.#connTimers.runTimers(now, conn);
-      if (core.table.byAddr.get(conn.key) === conn) this.#connTimers.reschedule(conn);
+      this.#r.connTimers.runTimers(now, conn);
+      if (core.table.byAddr.get(conn.key) === conn) this.#r.connTimers.reschedule(conn);
     }
-    this.#mirror.runRelays(now);
-    this.#intro.runPunches(now);
-    this.#requests.run(now);
-    this.#ticks.run(now);
+    this.#r.mirror.runRelays(now);
+    this.#r.intro.runPunches(now);
+    this.#r.requests.run(now);
+    this.#r.ticks.run(now);
     core.timers.sweep(now);
-    if (this.#requests.size !== 0) this.#requests.observe(now);
+    if (this.#r.requests.size !== 0) this.#r.requests.observe(now);
   }
 
   /** Takes the datagrams produced so far, in the order they must be sent. */
@@ -306,7 +254,7 @@ export class Endpoint {
    * @throws {RangeError} when there is no link to `to`.
    */
   request(now: number, to: SocketAddr, spec: RequestSpec): number {
-    return this.#requests.start(now, to, spec);
+    return this.#r.requests.start(now, to, spec);
   }
 
   /**
@@ -315,7 +263,7 @@ export class Endpoint {
    * a positive finite number cancels it. The ticks are deadlines of the core, served by the shell's one timer.
    */
   every(now: number, name: string, periodMs: number): void {
-    this.#ticks.every(now, name, periodMs);
+    this.#r.ticks.every(now, name, periodMs);
   }
 
   /**
@@ -323,7 +271,7 @@ export class Endpoint {
    * introduced peer's endpoint answers with a Pong echoing it. Opens our NAT's mapping towards `addr` too.
    */
   punch(now: number, addr: SocketAddr, nonce: string): void {
-    this.#intro.punch(now, addr, nonce);
+    this.#r.intro.punch(now, addr, nonce);
   }
 
   /**
@@ -331,7 +279,7 @@ export class Endpoint {
    * arrives as a `connected` or `connectFailed` event.
    */
   connect(now: number, addr: SocketAddr, options: ConnectOptions = {}): void {
-    this.#hs.connect(now, addr, options);
+    this.#r.hs.connect(now, addr, options);
   }
 
   /**
@@ -349,13 +297,13 @@ export class Endpoint {
     }
     const ordered = type === "Data" && (options.ordered ?? false);
     const msg = ordered || options.reliable
-      ? this.#send.sendReliable(now, conn, type, payload, ordered ? ORDERED : UNORDERED)
-      : this.#send.sendPlain(now, conn, type, payload);
+      ? this.#r.send.sendReliable(now, conn, type, payload, ordered ? ORDERED : UNORDERED)
+      : this.#r.send.sendPlain(now, conn, type, payload);
     if (!msg) {
       const limit = conn.ext ? this.#core.config.maxMessageSize : MAX_UDP_PAYLOAD;
       throw new RangeError(`Cannot send ${type}: the message exceeds ${limit} bytes`);
     }
-    this.#connTimers.reschedule(conn);
+    this.#r.connTimers.reschedule(conn);
     return msg;
   }
 
@@ -368,8 +316,8 @@ export class Endpoint {
     const conn = this.#core.table.byId.get(nodeId.toLowerCase());
     if (!conn?.peer || conn.peer.state !== "authenticated") return false;
     const payload = { from: this.#core.node.id, data };
-    const sent = this.#send.sendReliable(now, conn, "Data", payload, options.ordered ? ORDERED : UNORDERED);
-    this.#connTimers.reschedule(conn);
+    const sent = this.#r.send.sendReliable(now, conn, "Data", payload, options.ordered ? ORDERED : UNORDERED);
+    this.#r.connTimers.reschedule(conn);
     return sent !== null;
   }
 
@@ -377,26 +325,26 @@ export class Endpoint {
   disconnect(now: number, addr: SocketAddr, reason: string): void {
     const conn = this.#core.table.byAddr.get(formatSocketAddr(addr));
     if (!conn) return;
-    this.#send.sendPlain(now, conn, "Disconnect", { reason });
+    this.#r.send.sendPlain(now, conn, "Disconnect", { reason });
     this.#close(conn);
-    this.#requests.abandon(conn.key, "closed");
+    this.#r.requests.abandon(conn.key, "closed");
   }
 
   /** Sends `Disconnect` to every peer and link and forgets them all (shutdown). */
   shutdown(now: number, reason: string): void {
     for (const conn of [...this.#core.table.byAddr.values()]) {
-      if (conn.peer || conn.link) this.#send.sendPlain(now, conn, "Disconnect", { reason });
+      if (conn.peer || conn.link) this.#r.send.sendPlain(now, conn, "Disconnect", { reason });
       this.#close(conn);
     }
     this.#core.timers.conns.clear();
-    this.#requests.abandon(null, "closed");
-    this.#ticks.clear();
+    this.#r.requests.abandon(null, "closed");
+    this.#r.ticks.clear();
   }
 
   #close(conn: Conn): void {
-    if (conn.peer) this.#life.removePeer(conn, "shutdown");
-    if (conn.link) this.#life.closeLink(conn, "closed");
-    this.#life.forget(conn);
+    if (conn.peer) this.#r.life.removePeer(conn, "shutdown");
+    if (conn.link) this.#r.life.closeLink(conn, "closed");
+    this.#r.life.forget(conn);
   }
 
   /**
@@ -405,17 +353,17 @@ export class Endpoint {
    * connecting back), so both list each other with capability `server`.
    */
   probeSiblings(now: number, local: SocketAddr): void {
-    this.#hs.probeSiblings(now, local);
+    this.#r.hs.probeSiblings(now, local);
   }
 
   /** Cluster mode: the mirror of the other instances' peers (read it, change it through the methods below). */
   get remotePeers(): RemoteDirectory {
-    return this.#mirror.remotePeers;
+    return this.#r.mirror.remotePeers;
   }
 
   /** Cluster mode: counters of the traffic with other instances. */
   clusterCounts(): ClusterCounts {
-    return this.#mirror.clusterCounts();
+    return this.#r.mirror.clusterCounts();
   }
 
   /**
@@ -423,12 +371,12 @@ export class Endpoint {
    * This instance's own records, and ids registered here, are skipped.
    */
   upsertRemote(records: Iterable<DirectoryRecord>): void {
-    this.#mirror.upsertRemote(records);
+    this.#r.mirror.upsertRemote(records);
   }
 
   /** Cluster mode: peers that left another instance. */
   removeRemote(instance: string, ids: Iterable<string>): void {
-    this.#mirror.removeRemote(instance, ids);
+    this.#r.mirror.removeRemote(instance, ids);
   }
 
   /**
@@ -436,7 +384,7 @@ export class Endpoint {
    * ids registered here are skipped). Returns how many mirrored peers were removed.
    */
   replaceRemote(records: Iterable<DirectoryRecord>): number {
-    return this.#mirror.replaceRemote(records);
+    return this.#r.mirror.replaceRemote(records);
   }
 
   /**
@@ -444,12 +392,12 @@ export class Endpoint {
    * mirror, and routed messages waiting for its answer are reported undeliverable. Returns the peers removed.
    */
   dropInstance(now: number, instance: string): number {
-    return this.#mirror.dropInstance(now, instance);
+    return this.#r.mirror.dropInstance(now, instance);
   }
 
   /** Cluster mode: forgets every mirrored peer and fails every relay in flight (the directory is unreachable). */
   clearRemote(now: number): void {
-    this.#mirror.clearRemote(now);
+    this.#r.mirror.clearRemote(now);
   }
 
   /**
@@ -457,12 +405,12 @@ export class Endpoint {
    * the peer here is told, as any refused duplicate is, and removed. Returns whether it was here.
    */
   evictPeer(now: number, id: string): boolean {
-    return this.#mirror.evictPeer(now, id);
+    return this.#r.mirror.evictPeer(now, id);
   }
 
   /** Cluster mode: a message from another instance. */
   handleClusterMessage(now: number, from: string, message: ClusterMessage): void {
-    this.#mirror.handleClusterMessage(now, from, message);
+    this.#r.mirror.handleClusterMessage(now, from, message);
   }
 
   /** One decoded datagram: MAC and sum, limits, Ack and duplicate handling, then to the room that owns it. */
@@ -474,17 +422,18 @@ export class Endpoint {
     if (!conn && msg.sid !== undefined && core.role === "server") {
       // A datagram of an authenticated session from an address that session is not on: a roaming peer, or
       // a replay. Only a path check can tell.
-      const moved = this.#roaming.roam(dg, msg, bytes);
+      const moved = this.#r.roaming.roam(dg, msg, bytes);
       if (moved !== true) return moved;
       conn = core.table.byAddr.get(key);
     }
     const session = conn?.session;
     if (
-      session && !this.#sessions.macExempt(conn!, msg) && !this.#sessions.macOk(session.recvKey, bytes, msg)
+      session && !this.#r.sessions.macExempt(conn!, msg) &&
+      !this.#r.sessions.macOk(session.recvKey, bytes, msg)
     ) {
       return drop("bad_mac", "datagram of an authenticated session without a valid mac");
     }
-    if (session && msg.mac && !this.#sessions.fresh(session, msg)) {
+    if (session && msg.mac && !this.#r.sessions.fresh(session, msg)) {
       return drop("replayed", "a replayed datagram");
     }
     if (
@@ -498,12 +447,12 @@ export class Endpoint {
     const peer = conn?.peer;
     if (peer && type !== "Ack" && !core.admission.nodeAllows(conn!, now)) return QUIET_RATE_LIMITED;
     if (type === "HandshakeRequest" && core.role === "server") {
-      const refusal = this.#hs.admit(dg, peer, msg);
+      const refusal = this.#r.hs.admit(dg, peer, msg);
       if (refusal !== null) return refusal;
     }
     if (conn) heard(conn, dg, msg.ext !== undefined);
     // Checked before the Ack: a fragment that cannot be stored is not acknowledged, so it comes again.
-    const chunk = msg.frag ? this.#streams.prepareFragment(conn, msg) : null;
+    const chunk = msg.frag ? this.#r.streams.prepareFragment(conn, msg) : null;
     if (chunk !== null && typeof chunk !== "number") return chunk;
     // The Ack is decided after the message is handled and goes in front of what the handling sent (the spec's
     // order): an undecodable or unexpected message is not acked, so a corrupted copy never claims delivery.
@@ -524,7 +473,7 @@ export class Endpoint {
         tracked = msg.rel ?? msg.sequence_number;
         const answerKey = tracked === null ? null : `${msg.rel !== undefined ? "rel" : "seq"}:${tracked}`;
         if (tracked !== null && !windowFor(conn, msg.rel).isNew(tracked)) {
-          this.#send.repeated(dg, conn, msg, answerKey!, tracked);
+          this.#r.send.repeated(dg, conn, msg, answerKey!, tracked);
           return "duplicate";
         }
         dg.answerKey = answerKey;
@@ -536,12 +485,12 @@ export class Endpoint {
       type !== "Ack"
     ) {
       // Any further valid message proves the HandshakeResponse arrived (deployed clients never ack it).
-      this.#life.authenticate(now, conn);
+      this.#r.life.authenticate(now, conn);
     }
     let outcome: Outcome;
-    if (chunk !== null) outcome = this.#streams.onFragment(dg, conn!, msg, chunk);
+    if (chunk !== null) outcome = this.#r.streams.onFragment(dg, conn!, msg, chunk);
     else if (msg.ord !== undefined && type === "Data" && conn) {
-      outcome = this.#streams.onOrdered(dg, conn, msg, bytes, true);
+      outcome = this.#r.streams.onOrdered(dg, conn, msg, bytes, true);
     } else outcome = this.#dispatch(dg, conn, msg);
     if (
       ackAt >= 0 && outcome !== "deferred" &&
@@ -551,7 +500,7 @@ export class Endpoint {
         const window = windowFor(conn, msg.rel);
         const before = window.highest;
         window.accept(tracked);
-        if (msg.rel !== undefined) this.#streams.noteRel(now, conn, before, msg.rel);
+        if (msg.rel !== undefined) this.#r.streams.noteRel(now, conn, before, msg.rel);
       }
       // A HandshakeRequest may have created the connection meanwhile: the Ack goes out on it (with its sum).
       const ackConn = conn ?? core.table.byAddr.get(key);
@@ -559,7 +508,7 @@ export class Endpoint {
       // keys from the response that follows); on a session that was already running it is.
       const mac = msg.message_type !== "HandshakeRequest" ||
         (session !== undefined && ackConn?.session === session);
-      this.#send.ackReceived(dg, ackConn, msg, { at: ackAt, mac });
+      this.#r.send.ackReceived(dg, ackConn, msg, { at: ackAt, mac });
     }
     return outcome;
   }
@@ -568,27 +517,27 @@ export class Endpoint {
   #dispatch(dg: Datagram, conn: Conn | undefined, msg: Message): Outcome {
     switch (msg.message_type) {
       case "HandshakeRequest":
-        return this.#hs.onHandshakeRequest(dg, conn, msg);
+        return this.#r.hs.onHandshakeRequest(dg, conn, msg);
       case "HandshakeResponse":
-        return this.#hs.onHandshakeResponse(dg.now, conn, msg);
+        return this.#r.hs.onHandshakeResponse(dg.now, conn, msg);
       case "Ack":
-        return this.#control.onAck(dg.now, conn, msg);
+        return this.#r.control.onAck(dg.now, conn, msg);
       case "Ping":
-        return this.#control.onPing(dg, conn, msg);
+        return this.#r.control.onPing(dg, conn, msg);
       case "Pong":
-        return this.#control.onPong(dg, conn, msg);
+        return this.#r.control.onPong(dg, conn, msg);
       case "DiscoveryRequest":
-        return this.#disc.onDiscoveryRequest(dg, conn, msg);
+        return this.#r.disc.onDiscoveryRequest(dg, conn, msg);
       case "DiscoveryResponse":
-        return this.#disc.onDiscoveryResponse(dg.now, dg.from, conn, msg);
+        return this.#r.disc.onDiscoveryResponse(dg.now, dg.from, conn, msg);
       case "Data":
-        return this.#relay.onData(dg, conn, msg);
+        return this.#r.relay.onData(dg, conn, msg);
       case "Error":
-        return this.#control.onError(dg.now, dg.from, conn, msg);
+        return this.#r.control.onError(dg.now, dg.from, conn, msg);
       case "Disconnect":
-        return this.#control.onDisconnect(conn);
+        return this.#r.control.onDisconnect(conn);
       case "Retransmit":
-        return this.#streams.onRetransmit(dg, conn, msg);
+        return this.#r.streams.onRetransmit(dg, conn, msg);
     }
   }
 }
