@@ -101,6 +101,7 @@ export type {
   DropReason,
   GiveUpReason,
   HistogramSnapshot,
+  NatCheckStats,
   StatsSnapshot,
   StunErrorReason,
   StunStats,

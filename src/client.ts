@@ -22,6 +22,7 @@ import { makeNodeInfo } from "./identity.ts";
 import type { Json, NodeInfo, PeerInfo } from "./wire/mod.ts";
 import type { StatsSnapshot } from "./core/stats.ts";
 import { fromBase64Url, generateIdentity } from "./core/auth.ts";
+import { type NatClass, UNKNOWN_NAT } from "./core/nat_class.ts";
 
 export type {
   ClientEvents,
@@ -84,6 +85,10 @@ export class P2PClient {
   #directByAddr = new Map<string, string>();
 
   #closing: Promise<void> | null = null;
+  #nat: NatClass = UNKNOWN_NAT;
+  readonly #autoClassify: boolean;
+  /** classifyNat() calls waiting for the server's answer; null when no check is under way. */
+  #natWaiters: PromiseWithResolvers<NatClass>[] | null = null;
 
   /**
    * A client that is not connected yet ({@linkcode P2PClient.connect} binds its socket and registers).
@@ -111,6 +116,7 @@ export class P2PClient {
     if (options.connectionTimeout !== undefined) partial.connectionTimeout = options.connectionTimeout;
     this.#config = resolveConfig(partial);
     this.#signal = options.signal;
+    this.#autoClassify = options.classifyNat ?? true;
     if (options.serverKey !== undefined) {
       const pinned = fromBase64Url(options.serverKey, 32);
       if (!pinned) {
@@ -133,6 +139,14 @@ export class P2PClient {
       random: Math.random,
       ...(identity ? { identity } : {}),
     });
+  }
+
+  /**
+   * This client's NAT as the server classified it (see {@linkcode classifyNat}); `unknown` behaviours until
+   * then, or when the server cannot tell.
+   */
+  get nat(): NatClass {
+    return this.#nat;
   }
 
   /**
@@ -277,6 +291,27 @@ export class P2PClient {
   }
 
   /**
+   * Asks the server to classify this client's NAT (its mapping and filtering behaviour, RFC 4787): the
+   * server needs `stun_alternate_port` (and `stun_alternate_address` for the full answer); the exchange
+   * takes about 1.6 s. Resolves with the class (also {@linkcode nat} and the `nat` event); with `unknown`
+   * behaviours when the server cannot classify or does not answer within 5 s. Done automatically after
+   * {@linkcode connect} when the server offers it (option `classifyNat`).
+   *
+   * @throws {RemoteError} `rate_limited` when the server ran a check for this client in the last 30 s or
+   *   has too many under way.
+   */
+  classifyNat(): Promise<NatClass> {
+    const driver = this.#requireConnected();
+    const waiter = Promise.withResolvers<NatClass>();
+    if (this.#natWaiters) this.#natWaiters.push(waiter);
+    else {
+      this.#natWaiters = [waiter];
+      driver.run((now) => this.#endpoint.checkNat(now, this.#server));
+    }
+    return waiter.promise;
+  }
+
+  /**
    * Asks the server to introduce this client to `nodeId` (another peer of its network, also speaking
    * p2p_server's extensions) and punches a path to it. How is the pair's `strategy`, chosen by both sides
    * alike from the card's two NAT classifications (docs/nat.md): `direct` (both probe each other's candidate
@@ -341,6 +376,8 @@ export class P2PClient {
       this.#connecting = null;
       for (const w of this.#requests.values()) w.reject(closed);
       for (const w of this.#sends.values()) w.reject(closed);
+      for (const w of this.#natWaiters ?? []) w.reject(closed);
+      this.#natWaiters = null;
       this.#requests.clear();
       this.#sends.clear();
       const wasConnected = this.#serverInfo !== null;
@@ -394,8 +431,24 @@ export class P2PClient {
         }
         this.#serverInfo = event.node;
         this.#observedAddr = event.observedAddr;
+        if (event.nat) this.#nat = event.nat;
         this.#connecting?.resolve(event.node);
         this.#connecting = null;
+        if (event.natCheck && this.#autoClassify && !event.nat) void this.classifyNat().catch(() => {});
+        break;
+      case "natChecked":
+        if (formatSocketAddr(event.from) !== this.#serverKey) break;
+        if (event.reason === null || event.reason === "unavailable") this.#nat = event.nat;
+        for (const w of this.#natWaiters ?? []) {
+          if (event.reason === "rate_limited") w.reject(new RemoteError("nat check refused", "rate_limited"));
+          else w.resolve(event.nat);
+        }
+        this.#natWaiters = null;
+        this.#events.emit("nat", {
+          nat: event.nat,
+          suggestedKeepalive: event.suggestedKeepalive,
+          reason: event.reason,
+        });
         break;
       case "connectFailed":
         if (formatSocketAddr(event.addr) !== this.#serverKey) break; // a direct attempt; introduce() times out
@@ -447,6 +500,8 @@ export class P2PClient {
         break;
       case "error": {
         const code = event.error.code;
+        // The answer to our classification request: it settles as the natChecked that follows.
+        if (this.#natWaiters && (code === "nat_check_unavailable" || code === "rate_limited")) break;
         // A relayed message that could not be delivered, or exceeded the relay quota, is named by its id:
         // its send() rejects (it was never acknowledged).
         const p = event.message.payload;

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { NatClass } from "./core/nat_class.ts";
 import type { SocketAddr } from "./wire/address.ts";
 import type { Config } from "./config.ts";
 import type { ListenerError } from "./emitter.ts";
@@ -61,6 +62,12 @@ export interface ClientOptions extends IdentityOptions {
    * @default {none: any server}
    */
   serverKey?: string;
+  /**
+   * Asks the server to classify this client's NAT right after connecting, when the server offers it (its
+   * HandshakeResponse says `"nat_check": true`); the result arrives as the `nat` event and `P2PClient.nat`.
+   * @default {true}
+   */
+  classifyNat?: boolean;
 }
 
 /** Options of {@linkcode P2PClient.send}. */
@@ -103,6 +110,16 @@ export interface ClientEvents extends Record<string, unknown> {
    * handshake, Data, ...), or a Ping or discovery request tried again. `tries` counts the first send.
    */
   retry: { to: string; messageType: MessageType; tries: number };
+  /**
+   * The server classified our NAT (or said it cannot): see `P2PClient.classifyNat`. `reason` is null when
+   * the check ran, else `unavailable` (the server has no alternate socket), `rate_limited` or `timeout`;
+   * `suggestedKeepalive` the keepalive (s) the server suggests with it.
+   */
+  nat: {
+    nat: NatClass;
+    suggestedKeepalive: number | null;
+    reason: "unavailable" | "rate_limited" | "timeout" | null;
+  };
 }
 
 /** A peer reached directly, without the server, after an introduction. */

@@ -113,6 +113,38 @@ export interface MetricsOptions {
 export function formatMetrics(s: StatsSnapshot, options: MetricsOptions = {}): string {
   const out = new Exposition();
   if (options.build) {
+    const nat = s.natChecks;
+    out.simple(
+      "p2p_nat_checks_requested_total",
+      "counter",
+      "NAT classification requests received.",
+      nat.requested,
+    );
+    out.simple(
+      "p2p_nat_checks_refused_total",
+      "counter",
+      "NAT classification requests refused.",
+      nat.refused,
+    );
+    out.simple("p2p_nat_checks_completed_total", "counter", "NAT classifications completed.", nat.completed);
+    out.simple(
+      "p2p_nat_probes_total",
+      "counter",
+      "NAT filtering probes sent from alternate sockets.",
+      nat.probes,
+    );
+    out.simple(
+      "p2p_nat_probes_seen_total",
+      "counter",
+      "NAT filtering probes peers reported seeing.",
+      nat.seen,
+    );
+    out.simple(
+      "p2p_nat_map_answers_total",
+      "counter",
+      "NAT mapping Pings answered on alternate sockets.",
+      nat.mapAnswers,
+    );
     out.family("p2p_build_info", "gauge", "Always 1; the labels say which build of p2p_server runs.");
     out.sample("p2p_build_info", 1, options.build);
   }

@@ -4,7 +4,7 @@
  * that deployed peers and unclassified peers never see any of it.
  */
 import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
-import type { Json, PeerInfo } from "../src/wire/mod.ts";
+import { encodeMessage, type Json, type PeerInfo } from "../src/wire/mod.ts";
 import { Sim, sock } from "./sim.ts";
 import { MAX_START_AT_MS, startDelays } from "../src/core/introductions.ts";
 import type { NatClass } from "../src/core/nat_class.ts";
@@ -141,4 +141,153 @@ Deno.test("the HandshakeResponse of an already classified peer carries nat and s
     binding_lifetime_ms: 20_000,
   });
   assertStrictEquals(last.suggested_keepalive, 10, "below half the binding lifetime");
+});
+
+// ------------------------------------------------------------------ the classification exchange
+
+const A1P2 = "192.0.2.1:8081";
+const A2P1 = "192.0.2.2:8080";
+const A2P2 = "192.0.2.2:8081";
+
+function rfc5780(seed: number, alternates = [A1P2, A2P1, A2P2], clients = 1) {
+  const sim = new Sim({ seed, link: { latencyMs: 5 } });
+  const server = sim.addEndpoint(SERVER, { config: { enableDiscovery: false }, alternates });
+  const cs = [];
+  for (let i = 0; i < clients; i++) {
+    const c = sim.addEndpoint(`198.51.100.${1 + i}:5000`, { role: "client" });
+    sim.act(c, (ep, now) => ep.connect(now, sock(SERVER)));
+    cs.push(c);
+  }
+  sim.runFor(1_000);
+  return { sim, server, clients: cs, c: cs[0]! };
+}
+
+Deno.test("exchange: an open peer is endpoint-independent both ways; the wire follows the spec", () => {
+  const { sim, server, c } = rfc5780(10);
+  const hello = c.inbox.find((r) => r.msg.message_type === "HandshakeResponse")!.msg.payload as {
+    nat_check?: boolean;
+  };
+  assertStrictEquals(hello.nat_check, true, "the server offers the exchange");
+  assertStrictEquals(c.eventsOf("connected")[0]!.natCheck, true);
+  const start = sim.now;
+  sim.act(c, (ep, now) => ep.checkNat(now, sock(SERVER)));
+  sim.runFor(3_000);
+  const done = c.eventsOf("natChecked");
+  assertStrictEquals(done.length, 1);
+  assertEquals(done[0]!.nat, { mapping: "endpoint-independent", filtering: "endpoint-independent" });
+  assertStrictEquals(done[0]!.reason, null);
+  assertStrictEquals(done[0]!.suggestedKeepalive, 15);
+  assertEquals(server.eventsOf("natChecked")[0]!.peerId, c.id);
+  // Filtering probes: 3 from A2:P2 ("address") and 3 from A1:P2 ("port"), all to the registered address.
+  const probes = sim.trace.filter((t) =>
+    t.to === c.addr && new TextDecoder().decode(t.bytes).includes("nat_probe")
+  );
+  assertEquals(probes.map((t) => t.from).sort(), [A1P2, A1P2, A1P2, A2P2, A2P2, A2P2]);
+  // The client reported each to the main address and answered none of them.
+  const fromClient = sim.sentBy(c.addr).filter((s) => s.at > start);
+  assert(fromClient.every((s) => s.to !== A2P2 || JSON.stringify(s.msg.payload).includes("nat_map")));
+  assertStrictEquals(
+    fromClient.filter((s) => s.to === SERVER && JSON.stringify(s.msg.payload).includes("nat_seen")).length,
+    6,
+  );
+  // Mapping: one Ping to each target, each answered from the socket it came to with the observed address.
+  const maps = fromClient.filter((s) => JSON.stringify(s.msg.payload).includes("nat_map"));
+  assertEquals(maps.map((s) => s.to).sort(), [A1P2, A2P1, A2P2]);
+  const pongs = c.inbox.filter((r) => r.msg.message_type === "Pong" && r.from !== SERVER);
+  assertEquals(pongs.map((t) => t.from).sort(), [A1P2, A2P1, A2P2]);
+  for (const p of pongs) {
+    assertStrictEquals((p.msg.payload as { observed: string }).observed, c.addr);
+    const ping = maps.find((m) => m.to === p.from)!;
+    assert(p.bytes.length <= 3 * ping.bytes.length, "within 3x");
+  }
+  // The peer record holds it: discovery shows it, the stats and counters count it.
+  const stats = server.endpoint.getStats(sim.now).natChecks;
+  assertEquals(stats, { requested: 1, refused: 0, completed: 1, probes: 6, seen: 6, mapAnswers: 3 });
+  const result = c.inbox.filter((r) => JSON.stringify(r.msg.payload).includes('"suggested_keepalive"')).at(
+    -1,
+  )!;
+  assertEquals(result.msg.payload, {
+    nat: { mapping: "endpoint-independent", filtering: "endpoint-independent" },
+    suggested_keepalive: 15,
+  });
+});
+
+Deno.test("exchange: probes from the other address filtered -> address-dependent filtering", () => {
+  const { sim, c } = rfc5780(11);
+  sim.link(A2P2, c.addr, { loss: 1 });
+  sim.act(c, (ep, now) => ep.checkNat(now, sock(SERVER)));
+  sim.runFor(3_000);
+  assertEquals(c.eventsOf("natChecked")[0]!.nat.filtering, "address-dependent");
+  sim.link(A1P2, c.addr, { loss: 1 });
+  sim.runFor(30_000);
+  sim.act(c, (ep, now) => ep.checkNat(now, sock(SERVER)));
+  sim.runFor(3_000);
+  assertEquals(c.eventsOf("natChecked")[1]!.nat.filtering, "address-and-port-dependent");
+});
+
+Deno.test("exchange: without an alternate address only what the port test decides is reported", () => {
+  const { sim, c } = rfc5780(12, [A1P2]);
+  sim.act(c, (ep, now) => ep.checkNat(now, sock(SERVER)));
+  sim.runFor(3_000);
+  assertEquals(c.eventsOf("natChecked")[0]!.nat, { mapping: "unknown", filtering: "unknown" });
+});
+
+Deno.test("exchange: a server without alternate sockets says nat_check_unavailable; one check per 30 s", () => {
+  const { sim, a } = trio(13);
+  assertStrictEquals(a.eventsOf("connected")[0]!.natCheck, undefined, "not offered");
+  sim.act(a, (ep, now) => ep.checkNat(now, sock(SERVER)));
+  sim.runFor(500);
+  assertEquals(a.eventsOf("natChecked").map((e) => e.reason), ["unavailable"]);
+  const { sim: s2, c } = rfc5780(14);
+  s2.act(c, (ep, now) => ep.checkNat(now, sock(SERVER)));
+  s2.runFor(3_000);
+  s2.act(c, (ep, now) => ep.checkNat(now, sock(SERVER)));
+  s2.runFor(500);
+  assertEquals(c.eventsOf("natChecked").map((e) => e.reason), [null, "rate_limited"]);
+});
+
+Deno.test("exchange: forged reports and mapping Pings with unknown tokens are dropped and counted", () => {
+  const { sim, server, c } = rfc5780(15);
+  const raw = sim.addRaw("203.0.113.9:4000");
+  raw.send(A2P1, "Ping", { nat_map: "00000000-0000-4000-8000-000000000000" }, { seq: null });
+  raw.send(A2P1, "Data", { hi: 1 }, { seq: null });
+  sim.link(A2P2, c.addr, { loss: 1 });
+  sim.act(c, (ep, now) => ep.checkNat(now, sock(SERVER)));
+  sim.runFor(50);
+  // A spoofer claims c saw the address probe, with a guessed token, from c's own address (summed, as c's
+  // datagrams are).
+  const forged = encodeMessage({
+    id: raw.newId(),
+    message_type: "Ping",
+    timestamp: 0,
+    payload: { nat_seen: "11111111-1111-4111-8111-111111111111", via: "address" },
+    sender_addr: c.addr,
+    sequence_number: null,
+    requires_ack: false,
+    ack_for: null,
+  }, true).slice();
+  sim.transmit(c.addr, SERVER, forged);
+  sim.runFor(3_000);
+  assertStrictEquals(raw.inbox.length, 0, "nothing answered to the unknown token or the Data");
+  const drops = server.endpoint.getStats(sim.now).drops;
+  assertStrictEquals(drops.nat_check_token, 2, "the unknown mapping token and the forged report");
+  assertStrictEquals(drops.alternate_socket, 1);
+  assertEquals(
+    c.eventsOf("natChecked")[0]!.nat.filtering,
+    "address-dependent",
+    "the forgery changed nothing",
+  );
+});
+
+Deno.test("exchange: checks in progress are bounded server-wide", () => {
+  const { sim, server, clients } = rfc5780(16, [A1P2, A2P1, A2P2], 40);
+  for (const c of clients) sim.act(c, (ep, now) => ep.checkNat(now, sock(SERVER)));
+  sim.runFor(100);
+  const stats = server.endpoint.getStats(sim.now).natChecks;
+  assertStrictEquals(stats.requested, 40);
+  assertStrictEquals(stats.refused, 8);
+  sim.runFor(3_000);
+  assertStrictEquals(server.endpoint.getStats(sim.now).natChecks.completed, 32);
+  const reasons = clients.flatMap((c) => c.eventsOf("natChecked").map((e) => e.reason));
+  assertStrictEquals(reasons.filter((r) => r === "rate_limited").length, 8);
 });

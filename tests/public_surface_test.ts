@@ -80,6 +80,7 @@ const SURFACE: Record<string, readonly string[]> = {
     "DROP_REASONS",
     "GiveUpReason",
     "GIVE_UP_REASONS",
+    "NatCheckStats",
     "StunStats",
     "StunErrorReason",
     "STUN_ERROR_REASONS",

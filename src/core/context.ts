@@ -220,7 +220,7 @@ export class Core {
    * fit in a UDP datagram is counted and not queued (false). One held back by the budget is treated as lost
    * (true: retransmissions retry it later).
    */
-  transmitOn(conn: Conn, bytes: Uint8Array, type: MessageType): boolean {
+  transmitOn(conn: Conn, bytes: Uint8Array, type: MessageType, socket = 0): boolean {
     if (bytes.length > MAX_UDP_PAYLOAD) {
       this.stats.sendsTooLarge++;
       return false;
@@ -228,7 +228,7 @@ export class Core {
     if (!this.admission.mayOn(conn, bytes.length)) return true;
     conn.txDatagrams++;
     conn.txBytes += bytes.length;
-    this.#queue(conn.addr, bytes, type);
+    this.#queue(conn.addr, bytes, type, socket);
     return true;
   }
 

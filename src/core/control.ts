@@ -13,6 +13,7 @@ import type { Lifecycle } from "./lifecycle.ts";
 import type { Relay } from "./relay.ts";
 import type { Handshakes } from "./handshake.ts";
 import type { Introductions } from "./introductions.ts";
+import type { NatChecks } from "./nat_check.ts";
 import { type Datagram, type Drop, drop, type Outcome } from "./outcome.ts";
 import { ERROR_CODES } from "./types.ts";
 
@@ -27,6 +28,7 @@ export class Control {
   readonly #relay: Relay;
   readonly #hs: Handshakes;
   readonly #intro: Introductions;
+  readonly #nat: NatChecks;
 
   /**
    * @param core The shared state.
@@ -35,6 +37,7 @@ export class Control {
    * @param relay Relayed Data (an Ack of a relayed copy settles its sender's message).
    * @param hs Handshakes (a cookie challenge repeats ours).
    * @param intro Punches (probes and their answers).
+   * @param nat The NAT classification exchange (its probes, reports and mapping answers).
    */
   constructor(
     core: Core,
@@ -43,7 +46,9 @@ export class Control {
     relay: Relay,
     hs: Handshakes,
     intro: Introductions,
+    nat: NatChecks,
   ) {
+    this.#nat = nat;
     this.#core = core;
     this.#send = send;
     this.#life = life;
@@ -56,6 +61,14 @@ export class Control {
   onPing(dg: Datagram, conn: Conn | undefined, msg: Message): Outcome {
     const p = msg.payload;
     if (isJsonObject(p)) {
+      // The classification's Pings are never answered: a client's answer to a filtering probe would open
+      // its own filter, and a report needs none.
+      if (p.nat_probe !== undefined) {
+        return this.#core.role === "client" ? this.#nat.onProbe(dg, p) : drop("unexpected", "nat_probe");
+      }
+      if (p.nat_seen !== undefined) {
+        return this.#core.role === "server" ? this.#nat.onSeen(conn, p) : drop("unexpected", "nat_seen");
+      }
       if (typeof p.punch === "string") this.#intro.onProbe(dg.from, p.punch);
       if (conn && typeof p.confirm === "string") this.#life.proof(conn, p.confirm);
     }
@@ -74,6 +87,10 @@ export class Control {
     this.#core.emit({ type: "pong", from, payload: p, message: msg });
     if (isJsonObject(p) && typeof p.punch === "string") {
       this.#intro.onProbeAnswer(now, from, p.punch);
+      return undefined;
+    }
+    if (isJsonObject(p) && p.nat_map !== undefined) {
+      this.#nat.onMapAnswer(from, p);
       return undefined;
     }
     if (conn?.link?.state === "connected" && conn.ext && msg.sequence_number === null && !conn.peer) {
@@ -157,6 +174,7 @@ export class Control {
       return undefined;
     }
     this.#core.emit({ type: "error", from, error, message: msg });
+    if (conn?.link) this.#nat.onError(from, error.code);
     if (conn?.link?.state === "connected" && error.code === ERROR_CODES.notRegistered && !conn.peer) {
       // The remote no longer knows us (it restarted, timed us out, or our address changed under a NAT):
       // the link is gone; what was in flight on it is dropped with it.

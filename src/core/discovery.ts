@@ -15,6 +15,7 @@ import {
   type SocketAddr,
 } from "../wire/mod.ts";
 import { isMeasured, natToJson } from "./nat_class.ts";
+import type { NatChecks } from "./nat_check.ts";
 import { type Conn, hasPeer, type PeerConn } from "./peers.ts";
 import type { RemotePeer } from "./directory.ts";
 import type { Core } from "./context.ts";
@@ -44,6 +45,7 @@ export class Discovery {
   readonly #cluster: ClusterState;
   readonly #introduce: IntroduceRequest;
   readonly #introduced: IntroductionCard;
+  readonly #nat: NatChecks;
 
   /**
    * @param core The shared state.
@@ -51,6 +53,7 @@ export class Discovery {
    * @param cluster The other instances' peers.
    * @param introduce Where introduction requests go.
    * @param introduced Where introduction cards go.
+   * @param nat The NAT classification exchange (its requests and answers travel as discovery messages).
    */
   constructor(
     core: Core,
@@ -58,7 +61,9 @@ export class Discovery {
     cluster: ClusterState,
     introduce: IntroduceRequest,
     introduced: IntroductionCard,
+    nat: NatChecks,
   ) {
+    this.#nat = nat;
     this.#core = core;
     this.#send = send;
     this.#cluster = cluster;
@@ -76,6 +81,7 @@ export class Discovery {
     if (isJsonObject(msg.payload) && msg.payload.introduce !== undefined) {
       return this.#introduce(dg, conn, msg.payload.introduce);
     }
+    if (isJsonObject(msg.payload) && msg.payload.nat_check !== undefined) return this.#nat.request(dg, conn);
     let offset = 0;
     let limit = this.#core.config.discoveryPageSize;
     let cursor: number | null = null;
@@ -166,6 +172,9 @@ export class Discovery {
     let list: Json = msg.payload;
     if (isJsonObject(list) && isJsonObject(list.introduction)) {
       return this.#introduced(now, from, list.introduction);
+    }
+    if (isJsonObject(list) && (isJsonObject(list.nat_check) || isJsonObject(list.nat))) {
+      return this.#nat.onAnswer(now, from, list);
     }
     let nextOffset: number | null = null;
     let nextCursor: string | null = null;

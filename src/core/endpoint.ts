@@ -138,6 +138,9 @@ export class Endpoint {
       core.drop(from, key, "oversize", `${bytes.length} bytes exceed the ${core.maxIncoming}-byte limit`);
       return;
     }
+    if (socket !== 0 && !isStunDatagram(bytes) && this.#r.nat.onAlternate(now, from, key, bytes, socket)) {
+      return;
+    }
     if (socket !== 0 || isStunDatagram(bytes)) return onStunDatagram(core, { now, from, key, bytes, socket });
     let msg: Message;
     try {
@@ -189,6 +192,7 @@ export class Endpoint {
     this.#r.mirror.runRelays(now);
     this.#r.intro.runPunches(now);
     this.#r.requests.run(now);
+    this.#r.nat.run(now);
     this.#r.ticks.run(now);
     core.timers.sweep(now);
     if (this.#r.requests.size !== 0) this.#r.requests.observe(now);
@@ -267,6 +271,18 @@ export class Endpoint {
   }
 
   /**
+   * Asks the server at `to` to classify our NAT (client role; the server needs RFC 5780 alternate sockets).
+   * The outcome is one `natChecked` event (its `reason` says why when the check did not run).
+   *
+   * @throws {RangeError} when there is no link to `to`.
+   */
+  checkNat(now: number, to: SocketAddr): void {
+    const conn = this.#core.table.byAddr.get(formatSocketAddr(to));
+    if (!conn?.link) throw new RangeError(`No link to ${formatSocketAddr(to)}`);
+    this.#r.nat.ask(now, conn);
+  }
+
+  /**
    * Sends a hole-punching probe to `addr`: an unnumbered Ping carrying `{"punch": nonce}`, which the
    * introduced peer's endpoint answers with a Pong echoing it. Opens our NAT's mapping towards `addr` too.
    */
@@ -339,6 +355,7 @@ export class Endpoint {
     this.#core.timers.conns.clear();
     this.#r.requests.abandon(null, "closed");
     this.#r.ticks.clear();
+    this.#r.nat.clear();
   }
 
   #close(conn: Conn): void {

@@ -29,7 +29,7 @@ import type { Expiring } from "./timer_table.ts";
 import { type Datagram, type Drop, drop, type Outcome, QUIET_RATE_LIMITED } from "./outcome.ts";
 import { ERROR_CODES, NODE_ID_EXISTS } from "./types.ts";
 import { type Bucket, fullBucket, type Rate, take } from "./limits.ts";
-import { natAnswer } from "./nat_class.ts";
+import { isMeasured, natAnswer, natFromJson } from "./nat_class.ts";
 
 /**
  * How often one node id may move to another address (a takeover: the node roams, restarts elsewhere, or
@@ -388,11 +388,14 @@ export class Handshakes {
     this.#core.linkCounts.connected++;
     if (link.probe) this.#core.stats.siblingProbes.found++;
     if (conn.heartbeatAt === Infinity) conn.heartbeatAt = now + this.#core.heartbeatMs;
+    const nat = natFromJson((msg.payload as { nat?: unknown }).nat);
     this.#core.emit({
       type: "connected",
       addr: conn.addr,
       node: payload.node_info,
       observedAddr: link.observedAddr ?? null,
+      ...(isMeasured(nat) ? { nat } : {}),
+      ...((msg.payload as { nat_check?: unknown }).nat_check === true ? { natCheck: true } : {}),
     });
     // Confirm at once, reliably: the remote counts us authenticated on any message after its response, and
     // it may not resend that response to an address it has not validated (anti-amplification). A Pong
@@ -447,6 +450,8 @@ export class Handshakes {
       observed_addr: conn.key,
       keepalive_interval: this.#core.config.suggestedKeepalive,
       ...natAnswer(conn.ext ? conn.peer?.nat : undefined, this.#core.config.suggestedKeepalive),
+      // The classification exchange, when this server has the alternate sockets it needs.
+      ...(conn.ext && this.#core.socketBeside(0, false, true) > 0 ? { nat_check: true } : {}),
     } as unknown as Json;
   }
 

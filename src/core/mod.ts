@@ -32,6 +32,7 @@ export type {
   DropReason,
   GiveUpReason,
   HistogramSnapshot,
+  NatCheckStats,
   StatsSnapshot,
   StunErrorReason,
   StunStats,

@@ -48,6 +48,8 @@ export interface PeerEntry {
   order?: number;
   /** Its NAT as this server classified it (absent until measured; see src/core/nat_check.ts). */
   nat?: NatClass;
+  /** When it last started a classification (ms): one every 30 s. */
+  natCheckedAt?: number;
 }
 
 /** What a keyed HandshakeRequest proved, kept to answer it. */

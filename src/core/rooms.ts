@@ -1,6 +1,6 @@
 /**
  * The rooms of the core, built and wired together once: each owns a part of the protocol (sessions, the
- * send path, handshakes, discovery, introductions, ...) and holds the
+ * send path, handshakes, discovery, introductions, the NAT classification exchange, ...) and holds the
  * others it needs. The endpoint (src/core/endpoint.ts) coordinates them.
  *
  * @module
@@ -24,6 +24,7 @@ import { ClusterMirror } from "./cluster_mirror.ts";
 import { Control } from "./control.ts";
 import { Requests } from "./requests.ts";
 import { Ticks } from "./ticks.ts";
+import { NatChecks } from "./nat_check.ts";
 import type { Datagram, Outcome } from "./outcome.ts";
 
 /** Every room of one endpoint. */
@@ -43,6 +44,7 @@ export interface Rooms {
   control: Control;
   requests: Requests;
   ticks: Ticks;
+  nat: NatChecks;
 }
 
 /**
@@ -73,6 +75,7 @@ export function buildRooms(
   relay = new Relay(core, send, connTimers, cluster);
   const hs = new Handshakes(core, sessions, send, life, connTimers, cluster);
   const roaming = new Roaming(core, sessions);
+  const nat = new NatChecks(core, send);
   // deno-lint-ignore prefer-const
   let intro: Introductions;
   const disc = new Discovery(
@@ -81,10 +84,11 @@ export function buildRooms(
     cluster,
     (dg, conn, target) => intro.introduce(dg, conn, target),
     (now, from, card) => intro.introduced(now, from, card),
+    nat,
   );
   intro = new Introductions(core, send, connTimers, cluster, hs, disc);
   const mirror = new ClusterMirror(core, cluster, send, life, connTimers, relay);
-  const control = new Control(core, send, life, relay, hs, intro);
+  const control = new Control(core, send, life, relay, hs, intro, nat);
   const requests = new Requests(core, send, connTimers);
   const ticks = new Ticks(core);
   return {
@@ -103,5 +107,6 @@ export function buildRooms(
     control,
     requests,
     ticks,
+    nat,
   };
 }

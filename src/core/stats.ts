@@ -36,6 +36,9 @@ export const DROP_REASONS = [
   "stun_indication",
   "stun_response",
   "alternate_socket",
+  "nat_check_token",
+  "nat_check_late",
+  "nat_check_repeat",
 ] as const;
 
 /** One of {@linkcode DROP_REASONS}. */
@@ -60,6 +63,22 @@ export interface StunStats {
   changeRequests: number;
   /** Error responses sent, by reason. */
   errors: Record<StunErrorReason, number>;
+}
+
+/** The NAT classification exchange (see docs/protocol.md#the-classification-exchange). */
+export interface NatCheckStats {
+  /** Classification requests received (server) . */
+  requested: number;
+  /** Of those, refused (no alternate socket, too soon, too many in progress). */
+  refused: number;
+  /** Checks completed (the result sent). */
+  completed: number;
+  /** Filtering probes sent from the alternate sockets. */
+  probes: number;
+  /** Filtering probes the peers reported seeing. */
+  seen: number;
+  /** Mapping Pings answered on the alternate sockets. */
+  mapAnswers: number;
 }
 
 /** Why a reliable message was given up. */
@@ -145,6 +164,8 @@ export interface StatsSnapshot {
   droppedTotal: number;
   /** STUN requests and what was answered. */
   stun: StunStats;
+  /** The NAT classification exchange. */
+  natChecks: NatCheckStats;
   /** Handshakes accepted (peers that became authenticated). */
   handshakesOk: number;
   /** Handshakes refused, by error code. */
@@ -304,6 +325,14 @@ export class Stats {
     changeRequests: 0,
     errors: zeroes(STUN_ERROR_REASONS),
   };
+  readonly natChecks: NatCheckStats = {
+    requested: 0,
+    refused: 0,
+    completed: 0,
+    probes: 0,
+    seen: 0,
+    mapAnswers: 0,
+  };
   handshakesOk = 0;
   readonly handshakesFailed: Record<string, number> = {};
   timeouts = 0;
@@ -386,6 +415,7 @@ export class Stats {
       drops,
       droppedTotal: Object.values(drops).reduce((a, b) => a + b, 0),
       stun: { ...this.stun, errors: { ...this.stun.errors } },
+      natChecks: { ...this.natChecks },
       handshakesOk: this.handshakesOk,
       handshakesFailed: { ...this.handshakesFailed },
       timeouts: this.timeouts,

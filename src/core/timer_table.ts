@@ -7,6 +7,7 @@
  * - `punches`: the next probe (or the end of the budget) of each hole punch in progress;
  * - `clusterRelays`: routed Data waiting for another instance's answer;
  * - `requests`: a client's requests (Ping, discovery, introduction) awaiting their answer;
+ * - `natChecks`: the steps of NAT classification exchanges (probes, the mapping test, the end of a check);
  * - `ticks`: periodic work the shell asked for (the stats line, traffic history, the cluster's refresh);
  * - `housekeeping`: expiry of bounded bookkeeping (path checks, introduced peers a client accepts). These
  *   never wake the endpoint by themselves: they are swept whenever the table runs, and their maps are bounded.
@@ -35,6 +36,8 @@ export class TimerTable {
   readonly clusterRelays: TimerHeap<Timed> = new TimerHeap({ fifo: true });
   /** A client's requests awaiting an answer (first in, first out on ties). */
   readonly requests: TimerHeap<Timed> = new TimerHeap({ fifo: true });
+  /** NAT classification steps, both roles (first in, first out on ties). */
+  readonly natChecks: TimerHeap<Timed> = new TimerHeap({ fifo: true });
   /** Periodic ticks the shell asked for (first in, first out on ties). */
   readonly ticks: TimerHeap<Timed> = new TimerHeap({ fifo: true });
   /** Expiry of bounded bookkeeping; never a wake-up of its own. */
@@ -49,6 +52,8 @@ export class TimerTable {
     if (relay < at) at = relay;
     const request = this.requests.peek();
     if (request < at) at = request;
+    const nat = this.natChecks.peek();
+    if (nat < at) at = nat;
     const tick = this.ticks.peek();
     if (tick < at) at = tick;
     return at;
@@ -70,6 +75,7 @@ export class TimerTable {
     this.clusterRelays.clear();
     this.requests.clear();
     this.ticks.clear();
+    this.natChecks.clear();
     this.housekeeping.clear();
   }
 }

@@ -79,6 +79,23 @@ export type EndpointEvent =
     node: NodeInfo;
     /** Our public address as the remote sees it (`"ip:port"`), when it says (p2p_server does). */
     observedAddr: string | null;
+    /** Our NAT's class as the server measured it earlier (its HandshakeResponse's `nat`), when it says. */
+    nat?: NatClass;
+    /** Set when the server offers the NAT classification exchange (`"nat_check": true`). */
+    natCheck?: boolean;
+  }
+  | {
+    type: "natChecked";
+    /** Server role: the peer classified. Client role: the server that classified us. */
+    from: SocketAddr;
+    /** Server role: the peer's node id; client role: null. */
+    peerId: string | null;
+    /** The class (`unknown` behaviours when nothing could be told, or the check did not run). */
+    nat: NatClass;
+    /** The keepalive (s) the server suggests with it, when it said. */
+    suggestedKeepalive: number | null;
+    /** Null when the check ran; else why not (client role). */
+    reason: "unavailable" | "rate_limited" | "timeout" | null;
   }
   | {
     type: "introduced";
@@ -329,6 +346,8 @@ export const ERROR_CODES = {
   replay: "replay",
   wrongServer: "wrong_server",
   notAllowed: "not_allowed",
+  natCheckUnavailable: "nat_check_unavailable",
+  rateLimited: "rate_limited",
 } as const;
 
 /** Codes a client's `connectFailed` carries when a server does not prove its key. */
