@@ -1,0 +1,153 @@
+/**
+ * NAT classification in the netns test bed (issue 18): the real server (`main.ts`) with
+ * `stun_alternate_port` and `stun_alternate_address` (TOPOLOGY.serverAlt), and two `P2PClient`s
+ * (tests/fixtures/nat_client.ts) behind the bed's NATs, which classify themselves right after connecting.
+ * Every NAT mode of the bed is classified as NAT_BEHAVIOUR says it was built, in three rounds on one
+ * topology. Needs root, `ip` and `nft`; skipped (with a note) otherwise.
+ *
+ * @module
+ */
+import { assertEquals, assertStrictEquals } from "./deps/assert.ts";
+import type { StatsSnapshot } from "../src/core/stats.ts";
+import {
+  clientAddress,
+  createTopology,
+  NAT_BEHAVIOUR,
+  type NatMode,
+  type NatTopology,
+  type NsProcess,
+  TOPOLOGY,
+  unavailableReason,
+} from "./helpers/netns.ts";
+import { PROJECT_ROOT } from "./helpers/server_process.ts";
+
+const SKIP = unavailableReason();
+if (SKIP !== null) console.log(`nat_classify_netns_test.ts: skipped: ${SKIP}`);
+
+const PORT = 3478;
+const ALT_PORT = 3479;
+const LISTENING = /^p2p_server \S+ listening on (\S+)$/;
+const OPS = /^metrics and status page on http:\/\/(\S+?)\//;
+
+/** Both NATs' modes per round: every mode of the bed once (and endpoint-independent twice). */
+const ROUNDS: readonly [NatMode, NatMode][] = [
+  ["endpoint-independent", "full-cone"],
+  ["address-dependent", "address-dependent-mapping"],
+  ["address-and-port-dependent", "endpoint-independent"],
+];
+
+async function cacheDeps(): Promise<void> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "cache",
+      "--config",
+      `${PROJECT_ROOT}deno.json`,
+      `${PROJECT_ROOT}main.ts`,
+      `${PROJECT_ROOT}tests/fixtures/nat_client.ts`,
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+    signal: AbortSignal.timeout(15_000),
+  }).output();
+  if (!out.success) throw new Error(`deno cache failed: ${new TextDecoder().decode(out.stderr)}`);
+}
+
+function client(topo: NatTopology, name: "c1" | "c2"): NsProcess {
+  return topo.spawnDeno(name, [
+    "run",
+    "--allow-net",
+    "--allow-read",
+    "--allow-env",
+    "--config",
+    `${PROJECT_ROOT}deno.json`,
+    `${PROJECT_ROOT}tests/fixtures/nat_client.ts`,
+    "--server",
+    `${TOPOLOGY.server}:${PORT}`,
+    "--bind",
+    `${clientAddress(name)}:0`,
+    "--name",
+    name,
+  ]);
+}
+
+Deno.test({
+  name: "P2PClients behind every NAT mode of the bed get the class it builds from the real server",
+  ignore: SKIP !== null,
+  async fn() {
+    const end = performance.now() + 40_000;
+    const left = (ms: number) => Math.max(1, Math.min(ms, end - performance.now() - 3_000));
+    await cacheDeps();
+    await using topo = await createTopology({ deadlineMs: left(15_000) });
+    const configPath = `${topo.tempDir}/server.json`;
+    await Deno.writeTextFile(
+      configPath,
+      JSON.stringify({
+        listen_address: `${TOPOLOGY.server}:${PORT}`,
+        stun_alternate_port: ALT_PORT,
+        stun_alternate_address: TOPOLOGY.serverAlt,
+        enable_discovery: false,
+        identity_file: null,
+      }),
+    );
+    const server = topo.spawnDeno("pub", [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--config",
+      `${PROJECT_ROOT}deno.json`,
+      `${PROJECT_ROOT}main.ts`,
+      "-c",
+      configPath,
+      "--metrics-address",
+      "127.0.0.1:0",
+    ], { stdin: false });
+    await server.waitForLine(LISTENING, { deadlineMs: left(20_000) });
+    const ops = OPS.exec((await server.waitForLine(OPS, { deadlineMs: left(5_000) })).line)![1]!;
+    const got: string[] = [];
+    const want: string[] = [];
+    for (const round of ROUNDS) {
+      await topo.setNatMode("nat1", round[0]);
+      await topo.setNatMode("nat2", round[1]);
+      const t0 = performance.now();
+      await Promise.all((["c1", "c2"] as const).map(async (name, i) => {
+        const mode = round[i]!;
+        const proc = client(topo, name);
+        try {
+          const { line } = await proc.waitForLine((l) => l.startsWith('{"event":"nat"'), {
+            deadlineMs: left(15_000),
+            what: `${name}'s nat line`,
+          });
+          const e = JSON.parse(line) as {
+            nat: { mapping: string; filtering: string };
+            reason: string | null;
+          };
+          got.push(
+            `${mode}: ${e.nat.mapping} mapping, ${e.nat.filtering} filtering (${e.reason ?? "measured"})`,
+          );
+          want.push(
+            `${mode}: ${NAT_BEHAVIOUR[mode].mapping} mapping, ${
+              NAT_BEHAVIOUR[mode].filtering
+            } filtering (measured)`,
+          );
+        } finally {
+          await proc.writeLine("quit").catch(() => {});
+          await proc.stop().catch(() => proc.killNow());
+        }
+      }));
+      console.log(`round ${round.join(" / ")}: ${Math.round(performance.now() - t0)} ms`);
+    }
+    console.log(got.join("\n"));
+    assertEquals(got.sort(), want.sort());
+    const code =
+      `const r = await fetch("http://${ops}/api/stats"); console.log(JSON.stringify((await r.json()).stats));`;
+    const out = await topo.exec("pub", [Deno.execPath(), "eval", code], { deadlineMs: left(10_000) });
+    const stats = JSON.parse(out.stdout.trim()) as StatsSnapshot;
+    console.log(`server natChecks: ${JSON.stringify(stats.natChecks)}`);
+    assertStrictEquals(stats.droppedTotal, 0, JSON.stringify(stats.drops));
+    assertStrictEquals(stats.natChecks.completed, 6);
+    assertStrictEquals(stats.natChecks.refused, 0);
+  },
+});
