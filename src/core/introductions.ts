@@ -30,7 +30,7 @@ import type { Timed } from "./timers.ts";
 import { type Datagram, type Drop, drop } from "./outcome.ts";
 import { ERROR_CODES, PUNCH_BUDGET_MS, PUNCH_INTERVAL_MS } from "./types.ts";
 import { isMeasured, type NatClass, natFromJson, natToJson } from "./nat_class.ts";
-import { chooseStrategy, probeTargets, startDelay, type Strategy } from "./strategy.ts";
+import { chooseStrategy, MAX_START_DELAY_MS, probeTargets, startDelay, type Strategy } from "./strategy.ts";
 
 /** Introductions one peer may ask for: one a second, bursts of 10. */
 const INTRODUCTION_RATE: Rate = { perSecond: 1, burst: 10 };
@@ -81,8 +81,8 @@ export function isPrivateIp(ip: string): boolean {
   return v6 === "::1" || /^f[cd]/.test(v6) || /^fe[89ab]/.test(v6);
 }
 
-/** Longest `start_at_ms` a card carries (ms). */
-export const MAX_START_AT_MS = 1_000;
+/** Longest `start_at_ms` a card carries (ms): the longest start delay a client waits. */
+export const MAX_START_AT_MS = MAX_START_DELAY_MS;
 
 /**
  * An introduction card. `you` is the receiver's own NAT class as the server knows it (left out when nothing
