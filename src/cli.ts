@@ -126,7 +126,8 @@ metrics_token null (set, it requires "Authorization: Bearer <token>" on /metrics
 unset, /peers and /api/events answer loopback clients only), metrics_allowed_hosts [] (Host names
 served besides IP literals and localhost), metrics_max_connections ${d.metricsMaxConnections},
 stats_interval ${d.statsInterval} s (a stats line at info level; 0 turns it off),
-stun_alternate_port null and stun_alternate_address null (RFC 5780 NAT behaviour discovery, docs/nat.md).
+stun_alternate_port null and stun_alternate_address null (RFC 5780 NAT behaviour discovery, docs/nat.md),
+nat_lifetime_gaps_ms [${d.natLifetimeGapsMs.join(", ")}] (binding lifetime measurement; [] off).
 Logs go to stderr; SIGINT/SIGTERM disconnect every peer and exit 0.`;
 }
 

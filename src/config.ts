@@ -16,10 +16,14 @@ import {
 import { ConfigError } from "./config_error.ts";
 import {
   type Check,
+  metricsAllowedHosts,
+  metricsToken,
+  natLifetimeGapsMs,
   port,
   positiveInt,
   positiveSeconds,
   rate,
+  retransmitSchedule,
   socketAddr,
   stunAlternateAddress,
   stunAlternatePort,
@@ -261,6 +265,13 @@ export interface Config {
    * @default {null}
    */
   stunAlternateAddress: string | null;
+  /**
+   * The idle gaps (ms) after which the server probes a peer's sacrificial socket to measure how long its NAT
+   * keeps an idle binding (docs/protocol.md, "The binding lifetime exchange"): the result is the longest gap
+   * that passed, and the keepalive suggested to the peer stays below half of it. `[]` turns it off.
+   * @default {[5000, 10000, 20000, 30000, 45000, 60000, 90000, 120000]}
+   */
+  natLifetimeGapsMs: number[];
 }
 
 /** The retransmission policies {@linkcode Config.retransmitPolicy} accepts. */
@@ -324,6 +335,7 @@ export const DEFAULT_CONFIG: Readonly<Config> = Object.freeze({
   cluster: null,
   stunAlternatePort: null,
   stunAlternateAddress: null,
+  natLifetimeGapsMs: [5000, 10_000, 20_000, 30_000, 45_000, 60_000, 90_000, 120_000],
 });
 
 /** The config file's keys (snake_case, as in the spec) and the Config fields they set. */
@@ -369,6 +381,7 @@ export const CONFIG_FILE_KEYS = {
   cluster: "cluster",
   stun_alternate_port: "stunAlternatePort",
   stun_alternate_address: "stunAlternateAddress",
+  nat_lifetime_gaps_ms: "natLifetimeGapsMs",
 } as const satisfies Record<string, keyof Config>;
 
 type FileKey = keyof typeof CONFIG_FILE_KEYS;
@@ -388,11 +401,7 @@ const CHECKS: Record<keyof Config, Check> = {
       : "must be [first, last] with ports from 1 to 65535 and first <= last",
   enableDiscovery: (v) => typeof v === "boolean" ? undefined : "must be true or false",
   maxMessageSize: positiveInt(16 * 1_048_576),
-  retransmitSchedule: (v) =>
-    Array.isArray(v) && v.length >= 1 && v.length <= 32 &&
-      v.every((x) => typeof x === "number" && Number.isInteger(x) && x >= 1 && x <= 600_000)
-      ? undefined
-      : "must be a list of 1 to 32 waits in milliseconds, each from 1 to 600000",
+  retransmitSchedule,
   retransmitPolicy: (v) =>
     (RETRANSMIT_POLICIES as readonly unknown[]).includes(v)
       ? undefined
@@ -453,19 +462,8 @@ const CHECKS: Record<keyof Config, Check> = {
       : typeof v === "string"
       ? socketAddr(v)
       : 'must be null or a string such as "127.0.0.1:9100"',
-  metricsToken: (v) =>
-    v === null || (typeof v === "string" && v.length >= 1 && v.length <= 4096 && /^[\x21-\x7e]+$/.test(v))
-      ? undefined
-      : "must be null or 1 to 4096 printable ASCII characters without spaces",
-  metricsAllowedHosts: (v) =>
-    Array.isArray(v) && v.length <= 1000 &&
-      v.every((h) =>
-        typeof h === "string" &&
-        (h === "*" || /^(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$/.test(h) ||
-          /^\[[0-9A-Fa-f:.]+\]$/.test(h))
-      )
-      ? undefined
-      : 'must be a list of host names without ports (such as ["status.example.org", "*.example.net"]) or ["*"]',
+  metricsToken,
+  metricsAllowedHosts,
   metricsMaxConnections: positiveInt(100_000),
   logFormat: (v) =>
     (LOG_FORMATS as readonly unknown[]).includes(v)
@@ -479,6 +477,7 @@ const CHECKS: Record<keyof Config, Check> = {
   cluster: () => undefined,
   stunAlternatePort,
   stunAlternateAddress,
+  natLifetimeGapsMs,
 };
 
 /** A value no check accepts: what a check says about it is the rule it enforces. */
@@ -586,6 +585,7 @@ export function resolveConfig(partial: Partial<Config> = {}): Config {
     rateLimitDatagramsPerNode: [...merged.rateLimitDatagramsPerNode],
     rateLimitDatagramsGlobal: [...merged.rateLimitDatagramsGlobal],
     relayQuota: [...merged.relayQuota],
+    natLifetimeGapsMs: [...merged.natLifetimeGapsMs],
     cluster,
   };
 }

@@ -39,6 +39,38 @@ export const socketAddr: Check = (v) => {
   return typeof parsed === "string" ? `must be "ip:port" or "[ip6]:port" (${parsed})` : undefined;
 };
 
+/** `retransmit_schedule_ms`. */
+export const retransmitSchedule: Check = (v) =>
+  Array.isArray(v) && v.length >= 1 && v.length <= 32 &&
+    v.every((x) => typeof x === "number" && Number.isInteger(x) && x >= 1 && x <= 600_000)
+    ? undefined
+    : "must be a list of 1 to 32 waits in milliseconds, each from 1 to 600000";
+
+/** `metrics_token`. */
+export const metricsToken: Check = (v) =>
+  v === null || (typeof v === "string" && v.length >= 1 && v.length <= 4096 && /^[\x21-\x7e]+$/.test(v))
+    ? undefined
+    : "must be null or 1 to 4096 printable ASCII characters without spaces";
+
+/** `metrics_allowed_hosts`. */
+export const metricsAllowedHosts: Check = (v) =>
+  Array.isArray(v) && v.length <= 1000 &&
+    v.every((h) =>
+      typeof h === "string" &&
+      (h === "*" || /^(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$/.test(h) || /^\[[0-9A-Fa-f:.]+\]$/.test(h))
+    )
+    ? undefined
+    : 'must be a list of host names without ports (such as ["status.example.org", "*.example.net"]) or ["*"]';
+
+/** `nat_lifetime_gaps_ms`: at most 12 increasing gaps, each from 200 ms to 10 minutes. */
+export const natLifetimeGapsMs: Check = (v) =>
+  Array.isArray(v) && v.length <= 12 &&
+    v.every((x, i) =>
+      typeof x === "number" && Number.isInteger(x) && x >= 200 && x <= 600_000 && (i === 0 || x > v[i - 1])
+    )
+    ? undefined
+    : "must be a list of at most 12 increasing gaps in milliseconds, each from 200 to 600000 ([] turns it off)";
+
 /** `stun_alternate_port`. */
 export const stunAlternatePort: Check = (v) =>
   v === null || (typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 65535)

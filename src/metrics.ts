@@ -145,6 +145,20 @@ export function formatMetrics(s: StatsSnapshot, options: MetricsOptions = {}): s
       "NAT mapping Pings answered on alternate sockets.",
       nat.mapAnswers,
     );
+    const life = s.natLifetimes;
+    const lifetime: [string, string, number][] = [
+      ["requests", "Binding lifetime measurement requests received.", life.requested],
+      ["refused", "Binding lifetime measurement requests refused.", life.refused],
+      ["opened", "Binding lifetime measurements whose sacrificial socket opened.", life.opened],
+      ["completed", "Binding lifetime measurements completed.", life.completed],
+      ["expired", "Binding lifetime measurements ended by an unanswered probe.", life.expired],
+      ["probes", "Binding lifetime probes sent, resends included.", life.probes],
+      ["probe_resends", "Binding lifetime probes resent after 1 s unanswered.", life.resent],
+      ["probes_answered", "Binding lifetime probes answered.", life.answered],
+    ];
+    for (const [name, help, value] of lifetime) {
+      out.simple(`p2p_nat_lifetime_${name}_total`, "counter", help, value);
+    }
     out.family("p2p_build_info", "gauge", "Always 1; the labels say which build of p2p_server runs.");
     out.sample("p2p_build_info", 1, options.build);
   }

@@ -65,7 +65,38 @@ Deno.test("the defaults are the spec's config.json values", () => {
     cluster: null,
     stunAlternatePort: null,
     stunAlternateAddress: null,
+    natLifetimeGapsMs: [5_000, 10_000, 20_000, 30_000, 45_000, 60_000, 90_000, 120_000],
   });
+});
+
+Deno.test("nat_lifetime_gaps_ms: increasing gaps from 200 ms to 10 min, at most 12; [] turns it off", () => {
+  assertEquals(resolveConfig({ natLifetimeGapsMs: [] }).natLifetimeGapsMs, []);
+  assertEquals(resolveConfig({ natLifetimeGapsMs: [200, 600_000] }).natLifetimeGapsMs, [200, 600_000]);
+  const bad: unknown[] = [
+    [199],
+    [600_001],
+    [1_000, 1_000],
+    [2_000, 1_000],
+    [1_000.5],
+    ["1000"],
+    Array.from({ length: 13 }, (_, i) => 1_000 * (i + 1)),
+    null,
+    5_000,
+  ];
+  for (const v of bad) {
+    const e = configError(() => resolveConfig({ natLifetimeGapsMs: v as number[] }));
+    assert(
+      e.message.startsWith('Invalid config "nat_lifetime_gaps_ms": must be a list of at most 12'),
+      e.message,
+    );
+    assert(e.message.endsWith(`got ${JSON.stringify(v)}`), e.message);
+  }
+  const e = configError(() => parseConfigFile('{"nat_lifetime_gaps_ms": [1000, 500]}', FILE));
+  assertStrictEquals(
+    e.message,
+    `${FILE}: "nat_lifetime_gaps_ms" must be a list of at most 12 increasing gaps in milliseconds, each from ` +
+      "200 to 600000 ([] turns it off), got [1000,500]",
+  );
 });
 
 Deno.test("STUN alternates: each key checked alone and with listen_address, the error naming key and value", () => {

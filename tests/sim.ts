@@ -558,6 +558,7 @@ export class Sim {
   /** Gilbert-Elliott state per direction (`"from>to"`): true while bad. */
   readonly #burstBad = new Map<string, boolean>();
   readonly #blackholes: Blackhole[] = [];
+  readonly #gates: ((from: string, to: string, now: number, bytes: Uint8Array) => boolean)[] = [];
   readonly #counters = {
     sent: 0,
     delivered: 0,
@@ -690,6 +691,15 @@ export class Sim {
     this.blackhole(ANY, addr, startMs, endMs);
   }
 
+  /**
+   * Adds a gate: every datagram is offered to it at send time (after the blackholes, before anything draws)
+   * and lost as a `blackhole` when it returns false. A stateful gate models a middlebox such as a NAT that
+   * forgets idle bindings (with an observer that tells it what was sent).
+   */
+  gate(fn: (from: string, to: string, now: number, bytes: Uint8Array) => boolean): void {
+    this.#gates.push(fn);
+  }
+
   /** Adds an observer: from now on it is told every transmit and every endpoint event, in order. */
   observe(observer: SimObserver): void {
     this.#observers.push(observer);
@@ -733,7 +743,7 @@ export class Sim {
     this.trace.push(entry);
     const counters = this.#counters;
     counters.sent++;
-    const lost = this.#lossAtSend(from, to);
+    const lost = this.#lossAtSend(from, to, bytes);
     if (lost !== null) {
       entry.lost = lost;
       counters.lost[lost]++;
@@ -865,13 +875,14 @@ export class Sim {
   }
 
   /** The send-time loss verdict, or null when the datagram goes on to duplication and delivery. */
-  #lossAtSend(from: string, to: string): LossCause | null {
+  #lossAtSend(from: string, to: string, bytes: Uint8Array): LossCause | null {
     const now = this.now;
     for (const h of this.#blackholes) {
       if (
         now >= h.start && now < h.end && (h.from === ANY || h.from === from) && (h.to === ANY || h.to === to)
       ) return "blackhole";
     }
+    for (const gate of this.#gates) if (!gate(from, to, now, bytes)) return "blackhole";
     if (!this.#hosts.has(to)) return "no_host";
     const p = this.#profile(from, to);
     if (p.burst) {

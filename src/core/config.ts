@@ -72,4 +72,6 @@ export interface CoreConfig {
   relayQuota: [number, number];
   /** Largest discovery page (entries). */
   discoveryPageSize: number;
+  /** Idle gaps of the binding lifetime measurement (ms, increasing); empty: not offered. */
+  natLifetimeGapsMs: number[];
 }

@@ -267,9 +267,12 @@ export class Core {
     );
   }
 
-  /** Queues a datagram that needs no budget (we start the exchange: a punch probe). */
-  transmitUnchecked(to: SocketAddr, bytes: Uint8Array, type: MessageType): void {
-    this.#queue({ hostname: to.hostname, port: to.port }, bytes, type);
+  /**
+   * Queues a datagram that needs no budget (we start the exchange: a punch probe), from local socket
+   * `socket`.
+   */
+  transmitUnchecked(to: SocketAddr, bytes: Uint8Array, type: MessageType, socket = 0): void {
+    this.#queue({ hostname: to.hostname, port: to.port }, bytes, type, socket);
   }
 
   #queue(to: SocketAddr, bytes: Uint8Array, type: MessageType | null, socket = 0): void {
@@ -349,6 +352,7 @@ export class Core {
       inFlight: conn.outbox.size,
       queued: conn.x?.queue?.size ?? 0,
       extensions: conn.ext,
+      keepaliveMs: conn.link?.keepaliveMs ?? this.heartbeatMs,
     };
   }
 }

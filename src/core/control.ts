@@ -14,6 +14,7 @@ import type { Relay } from "./relay.ts";
 import type { Handshakes } from "./handshake.ts";
 import type { Introductions } from "./introductions.ts";
 import type { NatChecks } from "./nat_check.ts";
+import type { NatLifetimes } from "./nat_lifetime.ts";
 import { type Datagram, type Drop, drop, type Outcome } from "./outcome.ts";
 import { ERROR_CODES } from "./types.ts";
 
@@ -29,6 +30,7 @@ export class Control {
   readonly #hs: Handshakes;
   readonly #intro: Introductions;
   readonly #nat: NatChecks;
+  readonly #lifetime: NatLifetimes;
 
   /**
    * @param core The shared state.
@@ -38,6 +40,7 @@ export class Control {
    * @param hs Handshakes (a cookie challenge repeats ours).
    * @param intro Punches (probes and their answers).
    * @param nat The NAT classification exchange (its probes, reports and mapping answers).
+   * @param lifetime The binding lifetime exchange (the sacrificial socket's Pings).
    */
   constructor(
     core: Core,
@@ -47,8 +50,10 @@ export class Control {
     hs: Handshakes,
     intro: Introductions,
     nat: NatChecks,
+    lifetime: NatLifetimes,
   ) {
     this.#nat = nat;
+    this.#lifetime = lifetime;
     this.#core = core;
     this.#send = send;
     this.#life = life;
@@ -65,6 +70,9 @@ export class Control {
       // its own filter, and a report needs none.
       if (p.nat_probe !== undefined) {
         return this.#core.role === "client" ? this.#nat.onProbe(dg, p) : drop("unexpected", "nat_probe");
+      }
+      if (p.nat_life !== undefined) {
+        return this.#core.role === "server" ? this.#lifetime.onPing(dg, p) : drop("unexpected", "nat_life");
       }
       if (p.nat_seen !== undefined) {
         return this.#core.role === "server" ? this.#nat.onSeen(conn, p) : drop("unexpected", "nat_seen");
@@ -174,7 +182,11 @@ export class Control {
       return undefined;
     }
     this.#core.emit({ type: "error", from, error, message: msg });
-    if (conn?.link) this.#nat.onError(from, error.code);
+    if (conn?.link) {
+      const p = msg.payload;
+      if (isJsonObject(p) && p.about === "nat_lifetime") this.#lifetime.onError(from, error.code);
+      else this.#nat.onError(from, error.code);
+    }
     if (conn?.link?.state === "connected" && error.code === ERROR_CODES.notRegistered && !conn.peer) {
       // The remote no longer knows us (it restarted, timed us out, or our address changed under a NAT):
       // the link is gone; what was in flight on it is dropped with it.

@@ -16,6 +16,7 @@ import {
 } from "../wire/mod.ts";
 import { isMeasured, natToJson } from "./nat_class.ts";
 import type { NatChecks } from "./nat_check.ts";
+import type { NatLifetimes } from "./nat_lifetime.ts";
 import { type Conn, hasPeer, type PeerConn } from "./peers.ts";
 import type { RemotePeer } from "./directory.ts";
 import type { Core } from "./context.ts";
@@ -46,6 +47,7 @@ export class Discovery {
   readonly #introduce: IntroduceRequest;
   readonly #introduced: IntroductionCard;
   readonly #nat: NatChecks;
+  readonly #lifetime: NatLifetimes;
 
   /**
    * @param core The shared state.
@@ -54,6 +56,7 @@ export class Discovery {
    * @param introduce Where introduction requests go.
    * @param introduced Where introduction cards go.
    * @param nat The NAT classification exchange (its requests and answers travel as discovery messages).
+   * @param lifetime The binding lifetime exchange (likewise).
    */
   constructor(
     core: Core,
@@ -62,8 +65,10 @@ export class Discovery {
     introduce: IntroduceRequest,
     introduced: IntroductionCard,
     nat: NatChecks,
+    lifetime: NatLifetimes,
   ) {
     this.#nat = nat;
+    this.#lifetime = lifetime;
     this.#core = core;
     this.#send = send;
     this.#cluster = cluster;
@@ -82,6 +87,9 @@ export class Discovery {
       return this.#introduce(dg, conn, msg.payload.introduce);
     }
     if (isJsonObject(msg.payload) && msg.payload.nat_check !== undefined) return this.#nat.request(dg, conn);
+    if (isJsonObject(msg.payload) && msg.payload.nat_lifetime !== undefined) {
+      return this.#lifetime.request(dg, conn);
+    }
     let offset = 0;
     let limit = this.#core.config.discoveryPageSize;
     let cursor: number | null = null;
@@ -172,6 +180,9 @@ export class Discovery {
     let list: Json = msg.payload;
     if (isJsonObject(list) && isJsonObject(list.introduction)) {
       return this.#introduced(now, from, list.introduction);
+    }
+    if (isJsonObject(list) && isJsonObject(list.nat_lifetime)) {
+      return this.#lifetime.onAnswer(now, from, list);
     }
     if (isJsonObject(list) && (isJsonObject(list.nat_check) || isJsonObject(list.nat))) {
       return this.#nat.onAnswer(now, from, list);

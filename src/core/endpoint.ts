@@ -138,6 +138,8 @@ export class Endpoint {
       core.drop(from, key, "oversize", `${bytes.length} bytes exceed the ${core.maxIncoming}-byte limit`);
       return;
     }
+    // A client's other sockets are the sacrificial ones of binding lifetime measurements.
+    if (socket !== 0 && core.role === "client") return this.#r.lifetime.onSide(now, from, key, bytes, socket);
     if (socket !== 0 && !isStunDatagram(bytes) && this.#r.nat.onAlternate(now, from, key, bytes, socket)) {
       return;
     }
@@ -193,6 +195,7 @@ export class Endpoint {
     this.#r.intro.runPunches(now);
     this.#r.requests.run(now);
     this.#r.nat.run(now);
+    this.#r.lifetime.run(now);
     this.#r.ticks.run(now);
     core.timers.sweep(now);
     if (this.#r.requests.size !== 0) this.#r.requests.observe(now);
@@ -283,6 +286,20 @@ export class Endpoint {
   }
 
   /**
+   * Asks the server at `to` to measure how long our NAT keeps an idle binding (client role; the server's
+   * HandshakeResponse offers it with `nat_lifetime`), through local socket `socket` (the shell's index for a
+   * socket it bound for this alone: nothing else may send from it, or its binding stays fresh). The outcome
+   * is one `natLifetime` event naming the socket; then the shell may close it.
+   *
+   * @throws {RangeError} when there is no link to `to`.
+   */
+  measureLifetime(now: number, to: SocketAddr, socket: number): void {
+    const conn = this.#core.table.byAddr.get(formatSocketAddr(to));
+    if (!conn?.link) throw new RangeError(`No link to ${formatSocketAddr(to)}`);
+    this.#r.lifetime.ask(now, conn, socket);
+  }
+
+  /**
    * Sends a hole-punching probe to `addr`: an unnumbered Ping carrying `{"punch": nonce}`, which the
    * introduced peer's endpoint answers with a Pong echoing it. Opens our NAT's mapping towards `addr` too.
    */
@@ -356,6 +373,7 @@ export class Endpoint {
     this.#r.requests.abandon(null, "closed");
     this.#r.ticks.clear();
     this.#r.nat.clear();
+    this.#r.lifetime.clear();
   }
 
   #close(conn: Conn): void {

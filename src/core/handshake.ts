@@ -18,7 +18,15 @@ import {
   parseNodeInfo,
   type SocketAddr,
 } from "../wire/mod.ts";
-import { type Conn, hasLink, type KeyedPeer, type LinkConn, newConn, type PeerEntry } from "./peers.ts";
+import {
+  adoptKeepalive,
+  type Conn,
+  hasLink,
+  type KeyedPeer,
+  type LinkConn,
+  newConn,
+  type PeerEntry,
+} from "./peers.ts";
 import type { Core } from "./context.ts";
 import type { Sessions } from "./sessions.ts";
 import type { SendPath } from "./send.ts";
@@ -374,15 +382,19 @@ export class Handshakes {
     }
     link.state = "connected";
     link.remote = payload.node_info;
-    const extras = msg.payload as { observed_addr?: unknown; keepalive_interval?: unknown };
+    const extras = msg.payload as {
+      observed_addr?: unknown;
+      keepalive_interval?: unknown;
+      suggested_keepalive?: unknown;
+      nat_lifetime?: unknown;
+    };
     if (typeof extras.observed_addr === "string" && extras.observed_addr.length <= 64) {
       link.observedAddr = extras.observed_addr;
     }
-    const keepalive = extras.keepalive_interval;
-    if (typeof keepalive === "number" && keepalive >= 1 && keepalive * 1000 < this.#core.heartbeatMs) {
-      // The remote knows NATs forget idle mappings sooner than our heartbeat: keep ours open as it asks.
-      link.keepaliveMs = keepalive * 1000;
-      conn.heartbeatAt = Math.min(conn.heartbeatAt, now + link.keepaliveMs);
+    // The remote knows NATs forget idle mappings sooner than our heartbeat: keep ours open as it asks (and
+    // below the binding lifetime it measured for us, when it did).
+    for (const keepalive of [extras.keepalive_interval, extras.suggested_keepalive]) {
+      if (typeof keepalive === "number") adoptKeepalive(conn, now, keepalive, this.#core.heartbeatMs);
     }
     this.#core.linkCounts.handshaking--;
     this.#core.linkCounts.connected++;
@@ -396,6 +408,7 @@ export class Handshakes {
       observedAddr: link.observedAddr ?? null,
       ...(isMeasured(nat) ? { nat } : {}),
       ...((msg.payload as { nat_check?: unknown }).nat_check === true ? { natCheck: true } : {}),
+      ...(extras.nat_lifetime === true ? { natLifetime: true } : {}),
     });
     // Confirm at once, reliably: the remote counts us authenticated on any message after its response, and
     // it may not resend that response to an address it has not validated (anti-amplification). A Pong
@@ -452,6 +465,8 @@ export class Handshakes {
       ...natAnswer(conn.ext ? conn.peer?.nat : undefined, this.#core.config.suggestedKeepalive),
       // The classification exchange, when this server has the alternate sockets it needs.
       ...(conn.ext && this.#core.socketBeside(0, false, true) > 0 ? { nat_check: true } : {}),
+      // The binding lifetime measurement, unless the configured gaps turn it off.
+      ...(conn.ext && this.#core.config.natLifetimeGapsMs.length > 0 ? { nat_lifetime: true } : {}),
     } as unknown as Json;
   }
 

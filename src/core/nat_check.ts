@@ -21,7 +21,7 @@ import {
 import type { SocketAddr } from "../wire/mod.ts";
 import type { Core } from "./context.ts";
 import type { SendPath } from "./send.ts";
-import type { Conn, PeerConn } from "./peers.ts";
+import { adoptKeepalive, type Conn, type PeerConn } from "./peers.ts";
 import type { Timed } from "./timers.ts";
 import { type Datagram, type Drop, drop } from "./outcome.ts";
 import { ERROR_CODES } from "./types.ts";
@@ -419,13 +419,11 @@ export class NatChecks {
       this.#mapPings(now, check);
       return undefined;
     }
-    const keepalive = p.suggested_keepalive;
-    this.#settle(
-      check,
-      natFromJson(p.nat),
-      typeof keepalive === "number" && Number.isInteger(keepalive) && keepalive >= 1 ? keepalive : null,
-      null,
-    );
+    const k = p.suggested_keepalive;
+    const keepalive = typeof k === "number" && Number.isInteger(k) && k >= 1 ? k : null;
+    const conn = this.#core.table.byAddr.get(check.serverKey);
+    if (conn && keepalive !== null) adoptKeepalive(conn, now, keepalive, this.#core.heartbeatMs);
+    this.#settle(check, natFromJson(p.nat), keepalive, null);
     return undefined;
   }
 

@@ -48,9 +48,14 @@ export function isNatBehaviour(value: unknown): value is NatBehaviour {
 /** Largest `binding_lifetime_ms` read from the wire (a day): beyond it a value says nothing useful. */
 const MAX_BINDING_LIFETIME_MS = 86_400_000;
 
-/** Whether anything is known of `nat` (its mapping or its filtering). */
-export function isMeasured(nat: NatClass): boolean {
+/** Whether `nat`'s mapping or filtering is known (the classification exchange told something). */
+export function isClassified(nat: NatClass): boolean {
   return nat.mapping !== "unknown" || nat.filtering !== "unknown";
+}
+
+/** Whether anything is known of `nat`: its mapping, its filtering or its binding lifetime. */
+export function isMeasured(nat: NatClass): boolean {
+  return isClassified(nat) || nat.bindingLifetimeMs !== undefined;
 }
 
 /** A {@linkcode NatClass} as the wire's `nat` object (snake_case keys, absent ones left out). */

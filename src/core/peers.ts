@@ -50,6 +50,8 @@ export interface PeerEntry {
   nat?: NatClass;
   /** When it last started a classification (ms): one every 30 s. */
   natCheckedAt?: number;
+  /** When it last started a binding lifetime measurement (ms): one every 10 minutes. */
+  natLifetimeAt?: number;
 }
 
 /** What a keyed HandshakeRequest proved, kept to answer it. */
@@ -369,6 +371,20 @@ export function windowFor(conn: Conn, rel: number | undefined): ReceiveWindow {
 }
 
 /** The connections of one endpoint and the indexes over its registered peers. */
+/**
+ * Keeps the link's NAT mapping open with a keepalive every `seconds` when that is shorter than what it uses
+ * now (its heartbeat, or an interval the remote suggested earlier): the next keepalive moves up as well.
+ * Returns whether it changed.
+ */
+export function adoptKeepalive(conn: Conn, now: number, seconds: number, heartbeatMs: number): boolean {
+  const link = conn.link;
+  const ms = seconds * 1000;
+  if (!link || !(ms >= 1000) || ms >= (link.keepaliveMs ?? heartbeatMs)) return false;
+  link.keepaliveMs = ms;
+  conn.heartbeatAt = Math.min(conn.heartbeatAt, now + ms);
+  return true;
+}
+
 /** A connection in the server role: it holds a registered peer. */
 export type PeerConn = Conn & { peer: PeerEntry };
 

@@ -1,6 +1,6 @@
 /**
  * The rooms of the core, built and wired together once: each owns a part of the protocol (sessions, the
- * send path, handshakes, discovery, introductions, the NAT classification exchange, ...) and holds the
+ * send path, handshakes, discovery, introductions, the NAT classification and binding lifetime exchanges, ...) and holds the
  * others it needs. The endpoint (src/core/endpoint.ts) coordinates them.
  *
  * @module
@@ -25,6 +25,7 @@ import { Control } from "./control.ts";
 import { Requests } from "./requests.ts";
 import { Ticks } from "./ticks.ts";
 import { NatChecks } from "./nat_check.ts";
+import { NatLifetimes } from "./nat_lifetime.ts";
 import type { Datagram, Outcome } from "./outcome.ts";
 
 /** Every room of one endpoint. */
@@ -45,6 +46,7 @@ export interface Rooms {
   requests: Requests;
   ticks: Ticks;
   nat: NatChecks;
+  lifetime: NatLifetimes;
 }
 
 /**
@@ -76,6 +78,7 @@ export function buildRooms(
   const hs = new Handshakes(core, sessions, send, life, connTimers, cluster);
   const roaming = new Roaming(core, sessions);
   const nat = new NatChecks(core, send);
+  const lifetime = new NatLifetimes(core, send);
   // deno-lint-ignore prefer-const
   let intro: Introductions;
   const disc = new Discovery(
@@ -85,10 +88,11 @@ export function buildRooms(
     (dg, conn, target) => intro.introduce(dg, conn, target),
     (now, from, card) => intro.introduced(now, from, card),
     nat,
+    lifetime,
   );
   intro = new Introductions(core, send, connTimers, cluster, hs, disc);
   const mirror = new ClusterMirror(core, cluster, send, life, connTimers, relay);
-  const control = new Control(core, send, life, relay, hs, intro, nat);
+  const control = new Control(core, send, life, relay, hs, intro, nat, lifetime);
   const requests = new Requests(core, send, connTimers);
   const ticks = new Ticks(core);
   return {
@@ -108,5 +112,6 @@ export function buildRooms(
     requests,
     ticks,
     nat,
+    lifetime,
   };
 }

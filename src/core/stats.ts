@@ -39,6 +39,9 @@ export const DROP_REASONS = [
   "nat_check_token",
   "nat_check_late",
   "nat_check_repeat",
+  "nat_life_token",
+  "nat_life_address",
+  "nat_life_repeat",
 ] as const;
 
 /** One of {@linkcode DROP_REASONS}. */
@@ -79,6 +82,26 @@ export interface NatCheckStats {
   seen: number;
   /** Mapping Pings answered on the alternate sockets. */
   mapAnswers: number;
+}
+
+/** The binding lifetime exchange (server role): see src/core/nat_lifetime.ts. */
+export interface NatLifetimeStats {
+  /** Measurement requests received. */
+  requested: number;
+  /** Of those, refused (not offered, too soon, too many under way). */
+  refused: number;
+  /** Measurements whose sacrificial socket opened (its first Ping arrived). */
+  opened: number;
+  /** Measurements completed (the result sent). */
+  completed: number;
+  /** Of those, ended by a probe that went unanswered (the binding expired within a gap). */
+  expired: number;
+  /** Probes sent to sacrificial sockets, resends included. */
+  probes: number;
+  /** Of those, resends (the first try went unanswered for 1 s). */
+  resent: number;
+  /** Probes answered. */
+  answered: number;
 }
 
 /** Why a reliable message was given up. */
@@ -166,6 +189,8 @@ export interface StatsSnapshot {
   stun: StunStats;
   /** The NAT classification exchange. */
   natChecks: NatCheckStats;
+  /** The binding lifetime exchange. */
+  natLifetimes: NatLifetimeStats;
   /** Handshakes accepted (peers that became authenticated). */
   handshakesOk: number;
   /** Handshakes refused, by error code. */
@@ -333,6 +358,16 @@ export class Stats {
     seen: 0,
     mapAnswers: 0,
   };
+  readonly natLifetimes: NatLifetimeStats = {
+    requested: 0,
+    refused: 0,
+    opened: 0,
+    completed: 0,
+    expired: 0,
+    probes: 0,
+    resent: 0,
+    answered: 0,
+  };
   handshakesOk = 0;
   readonly handshakesFailed: Record<string, number> = {};
   timeouts = 0;
@@ -416,6 +451,7 @@ export class Stats {
       droppedTotal: Object.values(drops).reduce((a, b) => a + b, 0),
       stun: { ...this.stun, errors: { ...this.stun.errors } },
       natChecks: { ...this.natChecks },
+      natLifetimes: { ...this.natLifetimes },
       handshakesOk: this.handshakesOk,
       handshakesFailed: { ...this.handshakesFailed },
       timeouts: this.timeouts,

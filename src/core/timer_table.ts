@@ -8,6 +8,7 @@
  * - `clusterRelays`: routed Data waiting for another instance's answer;
  * - `requests`: a client's requests (Ping, discovery, introduction) awaiting their answer;
  * - `natChecks`: the steps of NAT classification exchanges (probes, the mapping test, the end of a check);
+ * - `natLifetimes`: the steps of binding lifetime measurements (the next probe, its resend, the end);
  * - `ticks`: periodic work the shell asked for (the stats line, traffic history, the cluster's refresh);
  * - `housekeeping`: expiry of bounded bookkeeping (path checks, introduced peers a client accepts). These
  *   never wake the endpoint by themselves: they are swept whenever the table runs, and their maps are bounded.
@@ -38,6 +39,8 @@ export class TimerTable {
   readonly requests: TimerHeap<Timed> = new TimerHeap({ fifo: true });
   /** NAT classification steps, both roles (first in, first out on ties). */
   readonly natChecks: TimerHeap<Timed> = new TimerHeap({ fifo: true });
+  /** Binding lifetime measurement steps, both roles (first in, first out on ties). */
+  readonly natLifetimes: TimerHeap<Timed> = new TimerHeap({ fifo: true });
   /** Periodic ticks the shell asked for (first in, first out on ties). */
   readonly ticks: TimerHeap<Timed> = new TimerHeap({ fifo: true });
   /** Expiry of bounded bookkeeping; never a wake-up of its own. */
@@ -54,6 +57,8 @@ export class TimerTable {
     if (request < at) at = request;
     const nat = this.natChecks.peek();
     if (nat < at) at = nat;
+    const life = this.natLifetimes.peek();
+    if (life < at) at = life;
     const tick = this.ticks.peek();
     if (tick < at) at = tick;
     return at;
@@ -76,6 +81,7 @@ export class TimerTable {
     this.requests.clear();
     this.ticks.clear();
     this.natChecks.clear();
+    this.natLifetimes.clear();
     this.housekeeping.clear();
   }
 }

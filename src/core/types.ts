@@ -83,6 +83,27 @@ export type EndpointEvent =
     nat?: NatClass;
     /** Set when the server offers the NAT classification exchange (`"nat_check": true`). */
     natCheck?: boolean;
+    /** Set when the server offers the binding lifetime measurement (`"nat_lifetime": true`). */
+    natLifetime?: boolean;
+  }
+  | {
+    type: "natLifetime";
+    /** Server role: the peer measured. Client role: the server that measured us. */
+    from: SocketAddr;
+    /** Server role: the peer's node id; client role: null. */
+    peerId: string | null;
+    /** The class stored for the peer, with `bindingLifetimeMs` (unknown behaviours when not classified). */
+    nat: NatClass;
+    /** The keepalive (s) suggested with it (adopted by the client when shorter than its own), when said. */
+    suggestedKeepalive: number | null;
+    /** The longest idle gap (ms) the binding survived; null when it survived none. */
+    passedMs: number | null;
+    /** The gap (ms) after which it was found expired; null when it survived every gap. */
+    failedMs: number | null;
+    /** Client role: the local socket measured (the shell may close it now); server role: -1. */
+    socket: number;
+    /** Null when the measurement ran; else why not (client role). */
+    reason: "unavailable" | "rate_limited" | "timeout" | null;
   }
   | {
     type: "natChecked";
@@ -322,6 +343,8 @@ export interface PathInfo {
   queued: number;
   /** The remote speaks p2p_server's extensions. */
   extensions: boolean;
+  /** How often we send a keepalive on the path (ms): the heartbeat, or a shorter interval the remote suggested. */
+  keepaliveMs: number;
 }
 
 /** Error codes the core puts in `Error` payloads. */
