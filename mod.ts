@@ -102,6 +102,7 @@ export type {
   GiveUpReason,
   HistogramSnapshot,
   NatCheckStats,
+  NatLifetimeStats,
   StatsSnapshot,
   StunErrorReason,
   StunStats,

@@ -22,7 +22,8 @@ import { makeNodeInfo } from "./identity.ts";
 import type { Json, NodeInfo, PeerInfo } from "./wire/mod.ts";
 import type { StatsSnapshot } from "./core/stats.ts";
 import { fromBase64Url, generateIdentity } from "./core/auth.ts";
-import { type NatClass, UNKNOWN_NAT } from "./core/nat_class.ts";
+import type { NatClass } from "./core/nat_class.ts";
+import { ClientNat } from "./client_nat.ts";
 
 export type {
   ClientEvents,
@@ -85,10 +86,8 @@ export class P2PClient {
   #directByAddr = new Map<string, string>();
 
   #closing: Promise<void> | null = null;
-  #nat: NatClass = UNKNOWN_NAT;
-  readonly #autoClassify: boolean;
-  /** classifyNat() calls waiting for the server's answer; null when no check is under way. */
-  #natWaiters: PromiseWithResolvers<NatClass>[] | null = null;
+  /** Classification and binding lifetime measurement of our NAT. */
+  readonly #natSide: ClientNat;
 
   /**
    * A client that is not connected yet ({@linkcode P2PClient.connect} binds its socket and registers).
@@ -116,7 +115,6 @@ export class P2PClient {
     if (options.connectionTimeout !== undefined) partial.connectionTimeout = options.connectionTimeout;
     this.#config = resolveConfig(partial);
     this.#signal = options.signal;
-    this.#autoClassify = options.classifyNat ?? true;
     if (options.serverKey !== undefined) {
       const pinned = fromBase64Url(options.serverKey, 32);
       if (!pinned) {
@@ -139,14 +137,28 @@ export class P2PClient {
       random: Math.random,
       ...(identity ? { identity } : {}),
     });
+    this.#natSide = new ClientNat(this.#endpoint, this.#server, this.#events, {
+      classify: options.classifyNat ?? true,
+      lifetime: options.measureBindingLifetime ?? true,
+    });
   }
 
   /**
-   * This client's NAT as the server classified it (see {@linkcode classifyNat}); `unknown` behaviours until
-   * then, or when the server cannot tell.
+   * This client's NAT as the server classified it (see {@linkcode classifyNat}) and, once measured, its
+   * binding lifetime (see {@linkcode measureBindingLifetime}); `unknown` behaviours until then, or when the
+   * server cannot tell.
    */
   get nat(): NatClass {
-    return this.#nat;
+    return this.#natSide.nat;
+  }
+
+  /**
+   * Seconds between the keepalives this client sends the server: its heartbeat, or the shorter interval
+   * the server suggested (its HandshakeResponse, a classification or a binding lifetime result).
+   */
+  get keepaliveInterval(): number {
+    const path = this.#endpoint.path(this.#server);
+    return path ? path.keepaliveMs / 1000 : this.#config.heartbeatInterval;
   }
 
   /**
@@ -301,14 +313,25 @@ export class P2PClient {
    *   has too many under way.
    */
   classifyNat(): Promise<NatClass> {
-    const driver = this.#requireConnected();
-    const waiter = Promise.withResolvers<NatClass>();
-    if (this.#natWaiters) this.#natWaiters.push(waiter);
-    else {
-      this.#natWaiters = [waiter];
-      driver.run((now) => this.#endpoint.checkNat(now, this.#server));
-    }
-    return waiter.promise;
+    return this.#natSide.classify(this.#requireConnected());
+  }
+
+  /**
+   * Asks the server to measure how long this client's NAT keeps an idle UDP binding (the server offers it
+   * unless its `nat_lifetime_gaps_ms` is `[]`): a second, sacrificial socket is bound beside the main one,
+   * the server probes it after ever longer gaps of silence (5 s to 2 min by default, about 6.5 minutes in
+   * all) until a probe goes unanswered, and the socket closes at the end. Resolves with {@linkcode nat},
+   * whose `bindingLifetimeMs` is the longest gap the binding survived (half the first gap when it survived
+   * none); the client then keeps its main mapping open with the keepalive the server suggests with it
+   * (below half that lifetime, see {@linkcode keepaliveInterval}), and emits `natLifetime`. Done
+   * automatically after connecting (after the classification, when that runs too) when offered (option
+   * `measureBindingLifetime`).
+   *
+   * @throws {RemoteError} `rate_limited` when the server measured this client in the last 10 minutes or
+   *   has too many measurements under way.
+   */
+  measureBindingLifetime(): Promise<NatClass> {
+    return this.#natSide.measureLifetime(this.#requireConnected());
   }
 
   /**
@@ -376,8 +399,7 @@ export class P2PClient {
       this.#connecting = null;
       for (const w of this.#requests.values()) w.reject(closed);
       for (const w of this.#sends.values()) w.reject(closed);
-      for (const w of this.#natWaiters ?? []) w.reject(closed);
-      this.#natWaiters = null;
+      this.#natSide.close(closed);
       this.#requests.clear();
       this.#sends.clear();
       const wasConnected = this.#serverInfo !== null;
@@ -431,24 +453,15 @@ export class P2PClient {
         }
         this.#serverInfo = event.node;
         this.#observedAddr = event.observedAddr;
-        if (event.nat) this.#nat = event.nat;
         this.#connecting?.resolve(event.node);
         this.#connecting = null;
-        if (event.natCheck && this.#autoClassify && !event.nat) void this.classifyNat().catch(() => {});
+        this.#natSide.connected(this.#driver!, event);
         break;
       case "natChecked":
-        if (formatSocketAddr(event.from) !== this.#serverKey) break;
-        if (event.reason === null || event.reason === "unavailable") this.#nat = event.nat;
-        for (const w of this.#natWaiters ?? []) {
-          if (event.reason === "rate_limited") w.reject(new RemoteError("nat check refused", "rate_limited"));
-          else w.resolve(event.nat);
-        }
-        this.#natWaiters = null;
-        this.#events.emit("nat", {
-          nat: event.nat,
-          suggestedKeepalive: event.suggestedKeepalive,
-          reason: event.reason,
-        });
+        if (formatSocketAddr(event.from) === this.#serverKey) this.#natSide.checked(this.#driver!, event);
+        break;
+      case "natLifetime":
+        if (formatSocketAddr(event.from) === this.#serverKey) this.#natSide.measured(this.#driver!, event);
         break;
       case "connectFailed":
         if (formatSocketAddr(event.addr) !== this.#serverKey) break; // a direct attempt; introduce() times out
@@ -500,8 +513,8 @@ export class P2PClient {
         break;
       case "error": {
         const code = event.error.code;
-        // The answer to our classification request: it settles as the natChecked that follows.
-        if (this.#natWaiters && (code === "nat_check_unavailable" || code === "rate_limited")) break;
+        // The answer to our classification or measurement request: it settles as the event that follows.
+        if (this.#natSide.expects(code)) break;
         // A relayed message that could not be delivered, or exceeded the relay quota, is named by its id:
         // its send() rejects (it was never acknowledged).
         const p = event.message.payload;

@@ -68,6 +68,14 @@ export interface ClientOptions extends IdentityOptions {
    * @default {true}
    */
   classifyNat?: boolean;
+  /**
+   * Asks the server to measure this client's NAT binding lifetime right after connecting (after the
+   * classification when that runs too), when the server offers it (`"nat_lifetime": true`): a second UDP
+   * socket is open for the few minutes it takes, and the client then keeps its mapping open with the
+   * keepalive the server suggests (`P2PClient.measureBindingLifetime`, the `natLifetime` event).
+   * @default {true}
+   */
+  measureBindingLifetime?: boolean;
 }
 
 /** Options of {@linkcode P2PClient.send}. */
@@ -118,6 +126,22 @@ export interface ClientEvents extends Record<string, unknown> {
   nat: {
     nat: NatClass;
     suggestedKeepalive: number | null;
+    reason: "unavailable" | "rate_limited" | "timeout" | null;
+  };
+  /**
+   * The server measured our NAT's binding lifetime (or said it cannot): see
+   * `P2PClient.measureBindingLifetime`. `lifetimeMs` is the longest idle gap (ms) the binding survived
+   * (`passedMs`; half the first gap when it survived none), `failedMs` the gap after which it had expired
+   * (null: it survived every gap, so `lifetimeMs` is a lower bound), `suggestedKeepalive` the keepalive (s)
+   * the server suggests with it and `keepalive` the one the client uses now. `reason` is null when it ran,
+   * else `unavailable`, `rate_limited` or `timeout`.
+   */
+  natLifetime: {
+    lifetimeMs: number | null;
+    passedMs: number | null;
+    failedMs: number | null;
+    suggestedKeepalive: number | null;
+    keepalive: number | null;
     reason: "unavailable" | "rate_limited" | "timeout" | null;
   };
 }

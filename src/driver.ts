@@ -76,7 +76,8 @@ export function bindAlternates(
 /** Drives one {@linkcode Endpoint} over its UDP sockets. */
 export class UdpDriver {
   readonly #endpoint: Endpoint;
-  readonly #sockets: readonly Deno.DatagramConn[];
+  /** By the core's socket index; null where a socket added later was closed again. */
+  readonly #sockets: (Deno.DatagramConn | null)[];
   readonly #onEvent: (event: EndpointEvent) => void;
   #queue: Transmit[] = [];
   #pumping: Promise<void> | null = null;
@@ -84,6 +85,8 @@ export class UdpDriver {
   #timerAt = Infinity;
   #closed = false;
   #receiving: Promise<unknown> | null = null;
+  /** Receive loops of sockets added after {@linkcode start}. */
+  readonly #added = new Set<Promise<void>>();
   /** Datagrams the operating system refused to send. */
   sendErrors = 0;
 
@@ -108,12 +111,41 @@ export class UdpDriver {
     return this.localAddrs[0]!;
   }
 
-  /** The bound local addresses of every socket, the main one first. */
+  /** The bound local addresses of every open socket, the main one first. */
   get localAddrs(): SocketAddr[] {
-    return this.#sockets.map((s) => {
+    return this.#sockets.filter((s) => s !== null).map((s) => {
       const a = s.addr as Deno.NetAddr;
       return { hostname: a.hostname, port: a.port };
     });
+  }
+
+  /**
+   * Adds a bound socket (a client's sacrificial socket of a binding lifetime measurement) and starts
+   * receiving on it. Returns its index: what arrives there is fed to the core with it, and the core names it
+   * to send from there.
+   */
+  addSocket(socket: Deno.DatagramConn): number {
+    if (this.#closed) {
+      socket.close();
+      throw new Error("Driver is closed");
+    }
+    const index = this.#sockets.length;
+    this.#sockets.push(socket);
+    const loop = this.#receiveLoop(socket, index).finally(() => this.#added.delete(loop));
+    this.#added.add(loop);
+    return index;
+  }
+
+  /** Closes a socket added with {@linkcode addSocket} (the main one and the alternates stay). */
+  closeSocket(index: number): void {
+    const socket = this.#sockets[index];
+    if (index === 0 || !socket) return;
+    this.#sockets[index] = null;
+    try {
+      socket.close();
+    } catch {
+      // already closed
+    }
   }
 
   /** Whether {@linkcode close} has begun. */
@@ -123,7 +155,7 @@ export class UdpDriver {
 
   /** Starts receiving. */
   start(): void {
-    this.#receiving ??= Promise.all(this.#sockets.map((s, i) => this.#receiveLoop(s, i)));
+    this.#receiving ??= Promise.all(this.#sockets.map((s, i) => s && this.#receiveLoop(s, i)));
   }
 
   /** Runs a command against the core with the current time, then flushes its outputs. */
@@ -146,24 +178,25 @@ export class UdpDriver {
     this.#closed = true;
     for (const socket of this.#sockets) {
       try {
-        socket.close();
+        socket?.close();
       } catch {
         // already closed
       }
     }
     await this.#receiving;
+    await Promise.all([...this.#added]);
   }
 
   async #receiveLoop(socket: Deno.DatagramConn, index: number): Promise<void> {
     // One buffer per socket for every datagram: the core decodes it before the next receive.
     const buffer = new Uint8Array(65_536);
-    while (!this.#closed) {
+    while (!this.#closed && this.#sockets[index] === socket) {
       let bytes: Uint8Array;
       let from: Deno.Addr;
       try {
         [bytes, from] = await socket.receive(buffer);
       } catch (error) {
-        if (this.#closed) break;
+        if (this.#closed || this.#sockets[index] !== socket) break;
         if (error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted) break;
         log.debug("receive failed: {error}", { error: (error as Error).message });
         continue;

@@ -33,6 +33,7 @@ export type {
   GiveUpReason,
   HistogramSnapshot,
   NatCheckStats,
+  NatLifetimeStats,
   StatsSnapshot,
   StunErrorReason,
   StunStats,
