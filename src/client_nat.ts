@@ -86,14 +86,15 @@ export class ClientNat {
       this.#lifetimes.push(waiter);
       return waiter.promise;
     }
-    let index: number;
+    let index = -1;
     try {
       index = driver.addSocket(bindUdp({ hostname: driver.localAddr.hostname, port: 0 }));
+      driver.run((now) => this.#endpoint.measureLifetime(now, this.#server, index));
     } catch (error) {
+      driver.closeSocket(index);
       return Promise.reject(error);
     }
     this.#lifetimes = [waiter];
-    driver.run((now) => this.#endpoint.measureLifetime(now, this.#server, index));
     return waiter.promise;
   }
 
