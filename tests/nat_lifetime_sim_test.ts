@@ -315,7 +315,12 @@ Deno.test("the peer leaving ends its measurement: no probe goes to S after its D
   sim.runFor(6_000);
   sim.act(c, (ep, now) => ep.disconnect(now, sock(SERVER), "bye"));
   const left = sim.now;
+  sim.runFor(100);
+  // S's answer again, after the peer left: dropped, the measurement ended, nothing sent.
+  const answer = sim.trace.find((x) => x.from === side && payloadText(x.bytes).includes('"seq":0'))!;
+  sim.transmit(side, SERVER, answer.bytes.slice());
   sim.runFor(30_000);
+  assertStrictEquals(server.endpoint.getStats(sim.now).drops.nat_life_token, 1);
   assert(sim.trace.some((t) => t.to === side && t.at < left), "probe 0 went out");
   assertStrictEquals(sim.trace.filter((t) => t.to === side && t.at > left).length, 0);
   assertStrictEquals(server.endpoint.getStats(sim.now).natLifetimes.completed, 0);

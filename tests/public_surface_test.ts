@@ -81,6 +81,7 @@ const SURFACE: Record<string, readonly string[]> = {
     "GiveUpReason",
     "GIVE_UP_REASONS",
     "NatCheckStats",
+    "NatLifetimeStats",
     "StunStats",
     "StunErrorReason",
     "STUN_ERROR_REASONS",

@@ -184,6 +184,10 @@ export class NatLifetimes {
     const t = token(p.nat_life);
     const run = t === null ? undefined : this.#byToken.get(t);
     if (!run) return drop("nat_life_token", "nat_life with no measurement under way for its token");
+    if (this.#core.table.byAddr.get(run.conn.key) !== run.conn || !run.conn.peer) {
+      this.#end(run); // the peer left: its measurement ends with it
+      return drop("nat_life_token", "nat_life for a peer that left");
+    }
     const seq = seqOf(p.seq);
     if (seq === "bad") return drop("bad_payload", "nat_life with a bad seq");
     if (run.side === null) {
