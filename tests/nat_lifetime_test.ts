@@ -16,25 +16,41 @@ function freePort(): number {
   return port;
 }
 
-/** The UDP and TCP sockets this process holds open (Linux: the socket links in /proc/self/fd). */
-function openSockets(): number {
-  let n = 0;
-  for (const e of Deno.readDirSync("/proc/self/fd")) {
-    try {
-      if (Deno.readLinkSync(`/proc/self/fd/${e.name}`).startsWith("socket:")) n++;
-    } catch {
-      // closed meanwhile
-    }
+/**
+ * Records the UDP sockets bound while `body` runs (a spy on `Deno.listenDatagram`, restored afterwards):
+ * what the client binds besides its main socket is the sacrificial one.
+ */
+async function withBoundSockets<T>(body: (bound: Deno.DatagramConn[]) => Promise<T>): Promise<T> {
+  const deno = Deno as unknown as { listenDatagram: typeof Deno.listenDatagram };
+  const original = deno.listenDatagram;
+  const bound: Deno.DatagramConn[] = [];
+  deno.listenDatagram = ((options: Deno.UdpListenOptions & { transport: "udp" }) => {
+    const socket = original(options);
+    bound.push(socket);
+    return socket;
+  }) as typeof Deno.listenDatagram;
+  try {
+    return await body(bound);
+  } finally {
+    deno.listenDatagram = original;
   }
-  return n;
 }
 
-/** Waits (at most 3 s, polling every 10 ms) until the open sockets number `n`: a closed socket's descriptor goes
- * once its pending receive has ended. */
-async function socketsBecome(n: number): Promise<number> {
+/**
+ * Whether `port` on 127.0.0.1 is free again, waiting at most 3 s (polling every 10 ms): a closed socket's
+ * port is released once its pending receive has ended.
+ */
+async function portFreed(port: number): Promise<boolean> {
   const end = performance.now() + 3_000;
-  while (openSockets() !== n && performance.now() < end) await new Promise((r) => setTimeout(r, 10));
-  return openSockets();
+  for (;;) {
+    try {
+      Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port }).close();
+      return true;
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AddrInUse) || performance.now() > end) return false;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
 }
 
 Deno.test("measureBindingLifetime(): a socket opens for it and closes after; the keepalive is adopted", async () => {
@@ -51,11 +67,12 @@ Deno.test("measureBindingLifetime(): a socket opens for it and closes after; the
   });
   await client.connect();
   assertStrictEquals(client.keepaliveInterval, 15, "the server's keepalive_interval");
-  const before = openSockets();
   const event = new Promise<ClientEvents["natLifetime"]>((resolve) => client.on("natLifetime", resolve));
-  const measuring = client.measureBindingLifetime();
-  assertStrictEquals(openSockets(), before + 1, "the sacrificial socket");
-  const nat = await measuring;
+  const [nat, side] = await withBoundSockets(async (bound) => {
+    const measuring = client.measureBindingLifetime();
+    assertStrictEquals(bound.length, 1, "the sacrificial socket");
+    return [await measuring, (bound[0]!.addr as Deno.NetAddr).port] as const;
+  });
   assertEquals(nat, { mapping: "unknown", filtering: "unknown", bindingLifetimeMs: 400 });
   assertEquals(await event, {
     lifetimeMs: 400,
@@ -65,11 +82,15 @@ Deno.test("measureBindingLifetime(): a socket opens for it and closes after; the
     keepalive: 1,
     reason: null,
   });
-  assertStrictEquals(await socketsBecome(before), before, "closed at the end");
+  assert(side !== client.localAddr.port);
+  assert(await portFreed(side), "the sacrificial socket is closed at the end");
   assertStrictEquals(client.keepaliveInterval, 1);
   assertEquals(client.nat, nat);
-  await assertRejects(() => client.measureBindingLifetime(), RemoteError, "nat lifetime refused");
-  assertStrictEquals(await socketsBecome(before), before, "closed after the refusal too");
+  await withBoundSockets(async (bound) => {
+    await assertRejects(() => client.measureBindingLifetime(), RemoteError, "nat lifetime refused");
+    assertStrictEquals(bound.length, 1);
+    assert(await portFreed((bound[0]!.addr as Deno.NetAddr).port), "closed after the refusal too");
+  });
   const stats = server.getStats().natLifetimes;
   assertEquals([stats.requested, stats.refused, stats.completed, stats.answered], [2, 1, 1, 2]);
   const peers = await client.discover();
