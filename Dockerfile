@@ -6,7 +6,7 @@ FROM denoland/deno:2.9.6 AS build
 WORKDIR /src
 COPY deno.json deno.lock main.ts mod.ts ./
 COPY src/ src/
-RUN deno compile --frozen --unstable-net --allow-net --allow-read --allow-write --allow-env \
+RUN deno compile --frozen --unstable-net --allow-net --allow-read --allow-write --allow-env --allow-ffi \
       --output /out/p2p_server main.ts && \
     mkdir -p /out/state
 

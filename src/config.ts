@@ -272,7 +272,20 @@ export interface Config {
    * @default {[5000, 10000, 20000, 30000, 45000, 60000, 90000, 120000]}
    */
   natLifetimeGapsMs: number[];
+  /**
+   * How the UDP sockets are driven: `"deno"` (`Deno.listenDatagram`) or `"mmsg"` (Linux `recvmmsg` and
+   * `sendto` through `Deno.dlopen`: less CPU per datagram; needs Linux on x86_64 or aarch64 and
+   * `--allow-ffi`, docs/performance.md).
+   * @default {"deno"}
+   */
+  ioBackend: IoBackend;
 }
+
+/** The socket backends {@linkcode Config.ioBackend} accepts. */
+export const IO_BACKENDS = ["deno", "mmsg"] as const;
+
+/** One of {@linkcode IO_BACKENDS}. */
+export type IoBackend = typeof IO_BACKENDS[number];
 
 /** The retransmission policies {@linkcode Config.retransmitPolicy} accepts. */
 export const RETRANSMIT_POLICIES = ["adaptive", "schedule"] as const;
@@ -336,6 +349,7 @@ export const DEFAULT_CONFIG: Readonly<Config> = Object.freeze({
   stunAlternatePort: null,
   stunAlternateAddress: null,
   natLifetimeGapsMs: [5000, 10_000, 20_000, 30_000, 45_000, 60_000, 90_000, 120_000],
+  ioBackend: "deno",
 });
 
 /** The config file's keys (snake_case, as in the spec) and the Config fields they set. */
@@ -382,6 +396,7 @@ export const CONFIG_FILE_KEYS = {
   stun_alternate_port: "stunAlternatePort",
   stun_alternate_address: "stunAlternateAddress",
   nat_lifetime_gaps_ms: "natLifetimeGapsMs",
+  io_backend: "ioBackend",
 } as const satisfies Record<string, keyof Config>;
 
 type FileKey = keyof typeof CONFIG_FILE_KEYS;
@@ -478,6 +493,10 @@ const CHECKS: Record<keyof Config, Check> = {
   stunAlternatePort,
   stunAlternateAddress,
   natLifetimeGapsMs,
+  ioBackend: (v) =>
+    (IO_BACKENDS as readonly unknown[]).includes(v)
+      ? undefined
+      : `must be one of ${IO_BACKENDS.map((f) => `"${f}"`).join(", ")}`,
 };
 
 /** A value no check accepts: what a check says about it is the rule it enforces. */

@@ -10,6 +10,8 @@ import { formatSocketAddr, type SocketAddr } from "./wire/address.ts";
 import { BindError, UnstableApiError } from "./errors.ts";
 import type { Endpoint, EndpointEvent, Transmit } from "./core/endpoint.ts";
 import { getLogger } from "./deps/log.ts";
+import { MmsgSocket } from "./udp_mmsg.ts";
+import type { IoBackend } from "./config.ts";
 
 const log = getLogger(["p2p_server", "socket"]);
 
@@ -29,15 +31,21 @@ export function requireUdpSockets(): void {
   }
 }
 
+/** A socket the driver runs: `Deno.listenDatagram`'s, or the batched backend's (see {@linkcode IoBackend}). */
+export type UdpSocket = Deno.DatagramConn | MmsgSocket;
+
+export type { IoBackend };
+
 /**
- * Binds a UDP socket.
+ * Binds a UDP socket with the given backend.
  *
- * @throws {UnstableApiError} when Deno runs without `--unstable-net`.
+ * @throws {UnstableApiError} when Deno runs without `--unstable-net` (the `deno` backend).
  * @throws {BindError} `failed to bind <addr>: <reason>`.
  */
-export function bindUdp(addr: SocketAddr): Deno.DatagramConn {
-  requireUdpSockets();
+export function bindUdp(addr: SocketAddr, backend: IoBackend = "deno"): UdpSocket {
+  if (backend === "deno") requireUdpSockets();
   try {
+    if (backend === "mmsg") return new MmsgSocket(addr);
     return Deno.listenDatagram({ transport: "udp", hostname: addr.hostname, port: addr.port });
   } catch (error) {
     throw new BindError(formatSocketAddr(addr), (error as Error).message, { cause: error });
@@ -52,19 +60,20 @@ export function bindUdp(addr: SocketAddr): Deno.DatagramConn {
  * @throws {BindError} naming the address that failed.
  */
 export function bindAlternates(
-  main: Deno.DatagramConn,
+  main: UdpSocket,
   alternates: { port: number | null; address: string | null },
-): Deno.DatagramConn[] {
+  backend: IoBackend = "deno",
+): UdpSocket[] {
   const sockets = [main];
   if (alternates.port === null) return sockets;
   try {
     const a1 = main.addr as Deno.NetAddr;
-    const second = bindUdp({ hostname: a1.hostname, port: alternates.port });
+    const second = bindUdp({ hostname: a1.hostname, port: alternates.port }, backend);
     sockets.push(second);
     if (alternates.address !== null) {
       const p2 = (second.addr as Deno.NetAddr).port;
-      sockets.push(bindUdp({ hostname: alternates.address, port: a1.port }));
-      sockets.push(bindUdp({ hostname: alternates.address, port: p2 }));
+      sockets.push(bindUdp({ hostname: alternates.address, port: a1.port }, backend));
+      sockets.push(bindUdp({ hostname: alternates.address, port: p2 }, backend));
     }
     return sockets;
   } catch (error) {
@@ -77,7 +86,7 @@ export function bindAlternates(
 export class UdpDriver {
   readonly #endpoint: Endpoint;
   /** By the core's socket index; null where a socket added later was closed again. */
-  readonly #sockets: (Deno.DatagramConn | null)[];
+  readonly #sockets: (UdpSocket | null)[];
   readonly #onEvent: (event: EndpointEvent) => void;
   #queue: Transmit[] = [];
   #pumping: Promise<void> | null = null;
@@ -98,11 +107,11 @@ export class UdpDriver {
    */
   constructor(
     endpoint: Endpoint,
-    sockets: Deno.DatagramConn | readonly Deno.DatagramConn[],
+    sockets: UdpSocket | readonly UdpSocket[],
     onEvent: (event: EndpointEvent) => void,
   ) {
     this.#endpoint = endpoint;
-    this.#sockets = Array.isArray(sockets) ? [...sockets] : [sockets as Deno.DatagramConn];
+    this.#sockets = Array.isArray(sockets) ? [...sockets] : [sockets as UdpSocket];
     this.#onEvent = onEvent;
   }
 
@@ -124,14 +133,14 @@ export class UdpDriver {
    * receiving on it. Returns its index: what arrives there is fed to the core with it, and the core names it
    * to send from there.
    */
-  addSocket(socket: Deno.DatagramConn): number {
+  addSocket(socket: UdpSocket): number {
     if (this.#closed) {
       socket.close();
       throw new Error("Driver is closed");
     }
     const index = this.#sockets.length;
     this.#sockets.push(socket);
-    const loop = this.#receiveLoop(socket, index).finally(() => this.#added.delete(loop));
+    const loop = this.#receive(socket, index).finally(() => this.#added.delete(loop));
     this.#added.add(loop);
     return index;
   }
@@ -155,7 +164,7 @@ export class UdpDriver {
 
   /** Starts receiving. */
   start(): void {
-    this.#receiving ??= Promise.all(this.#sockets.map((s, i) => s && this.#receiveLoop(s, i)));
+    this.#receiving ??= Promise.all(this.#sockets.map((s, i) => s && this.#receive(s, i)));
   }
 
   /** Runs a command against the core with the current time, then flushes its outputs. */
@@ -207,16 +216,67 @@ export class UdpDriver {
     }
   }
 
+  #receive(socket: UdpSocket, index: number): Promise<void> {
+    return socket instanceof MmsgSocket
+      ? this.#receiveBatches(socket, index)
+      : this.#receiveLoop(socket, index);
+  }
+
+  // The batched backend: every datagram waiting is read with one system call and handed to the core at the
+  // time of the read; the outputs are flushed once per batch.
+  async #receiveBatches(socket: MmsgSocket, index: number): Promise<void> {
+    while (!this.#closed) {
+      const n = socket.receiveNow();
+      if (n === 0) {
+        if (!(await socket.readable())) break;
+        continue;
+      }
+      const now = monotonicNow();
+      for (let i = 0; i < n; i++) {
+        if (socket.truncated(i)) continue; // cannot happen for UDP: a slot holds any datagram
+        this.#endpoint.handleDatagram(now, socket.from(i), socket.bytes(i), index);
+      }
+      this.#flush();
+    }
+  }
+
   #flush(): void {
     const out = this.#endpoint.takeTransmits();
     if (out.length > 0) {
-      if (this.#queue.length === 0) this.#queue = out;
+      if (this.#queue.length === 0 && this.#pumping === null) this.#sendNow(out);
       else for (const t of out) this.#queue.push(t);
-      this.#pumping ??= this.#pump();
+      if (this.#queue.length > 0) this.#pumping ??= this.#pump();
     }
     const events = this.#endpoint.takeEvents();
     for (const event of events) this.#onEvent(event);
     this.#arm();
+  }
+
+  // With the batched backend, sends go to the kernel at once, in order; from the first one the kernel cannot
+  // take now (its send buffer full), the rest waits in the queue for the pump. The `deno` backend's sends
+  // all go through the pump.
+  #sendNow(out: Transmit[]): void {
+    let i = 0;
+    for (; i < out.length; i++) {
+      const t = out[i]!;
+      const socket = this.#sockets[t.socket ?? 0];
+      if (!(socket instanceof MmsgSocket)) break;
+      try {
+        if (!socket.sendNow(t.bytes, t.to.hostname, t.to.port)) break;
+      } catch (error) {
+        this.#sendFailed(t, error);
+      }
+    }
+    if (i === 0) this.#queue = out;
+    else for (; i < out.length; i++) this.#queue.push(out[i]!);
+  }
+
+  #sendFailed(t: Transmit, error: unknown): void {
+    this.sendErrors++;
+    log.debug("send to {to} failed: {error}", {
+      to: formatSocketAddr(t.to),
+      error: (error as Error).message,
+    });
   }
 
   // Datagrams are sent one at a time: sends started concurrently can leave the socket out of order, and the
@@ -230,14 +290,16 @@ export class UdpDriver {
           try {
             const socket = this.#sockets[t.socket ?? 0];
             if (!socket) throw new RangeError(`No local socket ${t.socket}`);
-            await socket.send(t.bytes, { transport: "udp", hostname: t.to.hostname, port: t.to.port });
+            if (socket instanceof MmsgSocket) {
+              while (!socket.sendNow(t.bytes, t.to.hostname, t.to.port)) {
+                if (!(await socket.writable())) return;
+              }
+            } else {
+              await socket.send(t.bytes, { transport: "udp", hostname: t.to.hostname, port: t.to.port });
+            }
           } catch (error) {
             if (this.#closed) return;
-            this.sendErrors++;
-            log.debug("send to {to} failed: {error}", {
-              to: formatSocketAddr(t.to),
-              error: (error as Error).message,
-            });
+            this.#sendFailed(t, error);
           }
         }
       }

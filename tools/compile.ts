@@ -17,7 +17,13 @@ export const TARGETS = [
 ] as const;
 
 /** The permissions the binary runs with: UDP sockets, reading the config file, LOG_LEVEL/RUST_LOG. */
-export const PERMISSIONS = ["--allow-net", "--allow-read", "--allow-write", "--allow-env"] as const;
+export const PERMISSIONS = [
+  "--allow-net",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-ffi",
+] as const;
 
 /** The `deno compile` arguments for one target. */
 export function compileArgs(target: string): string[] {

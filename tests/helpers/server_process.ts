@@ -13,7 +13,14 @@ import { Wakers } from "./wakers.ts";
 export const PROJECT_ROOT: string = new URL("../../", import.meta.url).pathname;
 
 /** Permissions the program runs with, as `deno task start` gives them. */
-export const RUN_FLAGS = ["run", "--allow-net", "--allow-read", "--allow-write", "--allow-env"] as const;
+export const RUN_FLAGS = [
+  "run",
+  "--allow-net",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-ffi",
+] as const;
 
 /** A generous wait for a subprocess to start or exit on a small shared machine. */
 export const PROCESS_DEADLINE_MS = 30_000;
