@@ -21,6 +21,7 @@
  */
 import { parseArgs } from "../src/deps/flags.ts";
 import { processRssBytes } from "./proc_stat.ts";
+import { mmsgUnavailable } from "../src/udp_mmsg.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -156,7 +157,9 @@ function lineSplitter(): TransformStream<string, string> {
   });
 }
 
-type Kind = "floor" | "p2p_server" | "upstream" | "coturn";
+/** `p2p_server mmsg` is p2p_server with `io_backend: "mmsg"` (src/udp_mmsg.ts), run where it can run. */
+type Kind = "floor" | "p2p_server" | "p2p_server mmsg" | "upstream" | "coturn";
+const MMSG: Kind[] = mmsgUnavailable() === null ? ["p2p_server mmsg"] : [];
 
 interface Server {
   kind: Kind;
@@ -269,9 +272,13 @@ async function start(kind: Kind, v8Flags: string[] = []): Promise<Server> {
     return { kind, proc, port };
   }
   const flags = v8Flags.length ? [`--v8-flags=${v8Flags.join(",")}`] : [];
-  const args = kind === "floor"
-    ? ["run", "-A", `${here}echo_server.ts`]
-    : ["run", "-A", ...flags, `${here}server_proc.ts`, JSON.stringify(SERVER_CONFIG)];
+  const args = kind === "floor" ? ["run", "-A", `${here}echo_server.ts`] : [
+    "run",
+    "-A",
+    ...flags,
+    `${here}server_proc.ts`,
+    JSON.stringify(kind === "p2p_server mmsg" ? { ...SERVER_CONFIG, ioBackend: "mmsg" } : SERVER_CONFIG),
+  ];
   const proc = new Proc(SERVER_PIN, deno, args);
   return { kind, proc, port: Number(await proc.line(60)) };
 }
@@ -362,8 +369,8 @@ function record(row: string, server: Kind, result: GenResult, note = ""): void {
   if (note) r.note = note;
 }
 
-const kinds: Kind[] = upstream ? ["floor", "p2p_server", "upstream"] : ["floor", "p2p_server"];
-const p2pAndUpstream: Kind[] = upstream ? ["p2p_server", "upstream"] : ["p2p_server"];
+const kinds: Kind[] = ["floor", "p2p_server", ...MMSG, ...(upstream ? ["upstream" as const] : [])];
+const p2pAndUpstream: Kind[] = ["p2p_server", ...MMSG, ...(upstream ? ["upstream" as const] : [])];
 const started: Server[] = [];
 const window = (count: number) => ["--count", `${count}`, "--seconds", `${WINDOW_SECONDS}`];
 
@@ -388,7 +395,7 @@ try {
 
 /** The STUN rows: every STUN server long-lived, alternating within each round. */
 async function stunRows(): Promise<void> {
-  const stunKinds: Kind[] = turnserver ? ["floor", "p2p_server", "coturn"] : ["floor", "p2p_server"];
+  const stunKinds: Kind[] = ["floor", "p2p_server", ...MMSG, ...(turnserver ? ["coturn" as const] : [])];
   const servers = new Map<Kind, Server>();
   for (const kind of stunKinds) {
     const s = await start(kind);
@@ -455,12 +462,14 @@ async function mainRows(): Promise<void> {
         kind === "upstream" ? "upstream echoes but sends no Ack" : "Ack + echo: two datagrams out per op",
       );
     }
-    record(
-      "routed Data A -> B (B acks), 64 in flight",
-      "p2p_server",
-      await generate(servers.get("p2p_server")!, ["route", "--inflight", "64", ...window(DATA_COUNT)]),
-      "per op: A's Data in, Ack to A, copy to B, B's Ack in",
-    );
+    for (const kind of ["p2p_server", ...MMSG] as const) {
+      record(
+        "routed Data A -> B (B acks), 64 in flight",
+        kind,
+        await generate(servers.get(kind)!, ["route", "--inflight", "64", ...window(DATA_COUNT)]),
+        "per op: A's Data in, Ack to A, copy to B, B's Ack in",
+      );
+    }
     // p99 at half of the pinned peak: paced at half of p2p_server's 64-in-flight median so far.
     const peak = rows.find((r) => r.row === "Ping -> Pong, 64 in flight" && r.server === "p2p_server")!.rate!;
     const half = Math.max(100, Math.floor(peak / 2));
@@ -500,26 +509,28 @@ async function mainRows(): Promise<void> {
         );
       });
     }
-    await withServer("p2p_server", async (s) => {
-      const result = await generate(s, [
-        "handshake",
-        "--keyed",
-        "--peers",
-        `${KEYED_PEERS}`,
-        "--concurrency",
-        "64",
-        "--seconds",
-        "60",
-      ]);
-      const stats = JSON.parse(await s.proc.ask("stats"));
-      result.authenticated = stats.peers.authenticated;
-      record(
-        "keyed handshakes (distinct keyed peers, 64 concurrent)",
-        "p2p_server",
-        result,
-        "signed request, signed response, X25519 session keys, MAC'd Ack",
-      );
-    });
+    for (const kind of ["p2p_server", ...MMSG] as const) {
+      await withServer(kind, async (s) => {
+        const result = await generate(s, [
+          "handshake",
+          "--keyed",
+          "--peers",
+          `${KEYED_PEERS}`,
+          "--concurrency",
+          "64",
+          "--seconds",
+          "60",
+        ]);
+        const stats = JSON.parse(await s.proc.ask("stats"));
+        result.authenticated = stats.peers.authenticated;
+        record(
+          "keyed handshakes (distinct keyed peers, 64 concurrent)",
+          kind,
+          result,
+          "signed request, signed response, X25519 session keys, MAC'd Ack",
+        );
+      });
+    }
   }
   for (const s of servers.values()) {
     await s.proc.stop();
@@ -541,7 +552,7 @@ interface Memory {
   left: number;
 }
 const memory: Memory[] = [];
-for (const kind of onlyStun ? [] : p2pAndUpstream) {
+for (const kind of onlyStun ? [] : p2pAndUpstream.filter((k) => k !== "p2p_server mmsg")) {
   await withServer(kind, async (s) => {
     const mem = async () => {
       if (kind !== "p2p_server") {

@@ -27,12 +27,14 @@ export const PROCESS_DEADLINE_MS = 30_000;
 
 /**
  * The config every test server starts from: port 0 on loopback, and no sibling discovery (which would probe
- * ports 8081-8090 of the machine).
+ * ports 8081-8090 of the machine). `P2P_TEST_IO_BACKEND=mmsg` in the environment runs every test server on
+ * the batched socket backend (`io_backend`), to run the program's tests once over it.
  */
 export const TEST_CONFIG: Readonly<Record<string, unknown>> = Object.freeze({
   listen_address: "127.0.0.1:0",
   enable_discovery: false,
   identity_file: null,
+  ...(Deno.env.get("P2P_TEST_IO_BACKEND") ? { io_backend: Deno.env.get("P2P_TEST_IO_BACKEND") } : {}),
 });
 
 const LISTENING = /^p2p_server (\S+) listening on (\S+)$/;
