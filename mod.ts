@@ -60,8 +60,15 @@ export { STRATEGIES } from "./src/core/strategy.ts";
 export type { Strategy } from "./src/core/strategy.ts";
 
 // Configuration: the option types, the values each enumerated option accepts, identities.
-export { ConfigError, COOKIE_MODES, LOG_FORMATS, RETRANSMIT_POLICIES } from "./src/config.ts";
-export type { ClusterConfig, Config, CookieMode, LogFormat, RetransmitPolicy } from "./src/config.ts";
+export { ConfigError, COOKIE_MODES, IO_BACKENDS, LOG_FORMATS, RETRANSMIT_POLICIES } from "./src/config.ts";
+export type {
+  ClusterConfig,
+  Config,
+  CookieMode,
+  IoBackend,
+  LogFormat,
+  RetransmitPolicy,
+} from "./src/config.ts";
 export { AUTH_POLICIES, generateIdentity, nodeIdForKey } from "./src/core/auth.ts";
 export type { AuthPolicy, Identity } from "./src/core/auth.ts";
 export { KeyFileError, loadOrCreateIdentity } from "./src/key_file.ts";

@@ -38,6 +38,8 @@ const SURFACE: Record<string, readonly string[]> = {
     "ClusterConfig",
     "COOKIE_MODES",
     "CookieMode",
+    "IO_BACKENDS",
+    "IoBackend",
     "LOG_FORMATS",
     "LogFormat",
     "RETRANSMIT_POLICIES",
