@@ -16,13 +16,22 @@ import {
 import { ConfigError } from "./config_error.ts";
 import {
   type Check,
+  COOKIE_MODES,
+  type CookieMode,
+  IO_BACKENDS,
+  type IoBackend,
+  LOG_FORMATS,
+  type LogFormat,
   metricsAllowedHosts,
   metricsToken,
   natLifetimeGapsMs,
+  oneOf,
   port,
   positiveInt,
   positiveSeconds,
   rate,
+  RETRANSMIT_POLICIES,
+  type RetransmitPolicy,
   retransmitSchedule,
   socketAddr,
   stunAlternateAddress,
@@ -30,6 +39,8 @@ import {
   stunProblem,
 } from "./config_checks.ts";
 export { ConfigError } from "./config_error.ts";
+export { COOKIE_MODES, IO_BACKENDS, LOG_FORMATS, RETRANSMIT_POLICIES } from "./config_checks.ts";
+export type { CookieMode, IoBackend, LogFormat, RetransmitPolicy } from "./config_checks.ts";
 export type { ClusterConfig, ClusterOptions } from "./config_cluster.ts";
 export { DEFAULT_CLUSTER, redactUrl } from "./config_cluster.ts";
 
@@ -281,30 +292,6 @@ export interface Config {
   ioBackend: IoBackend;
 }
 
-/** The socket backends {@linkcode Config.ioBackend} accepts. */
-export const IO_BACKENDS = ["deno", "mmsg"] as const;
-
-/** One of {@linkcode IO_BACKENDS}. */
-export type IoBackend = typeof IO_BACKENDS[number];
-
-/** The retransmission policies {@linkcode Config.retransmitPolicy} accepts. */
-export const RETRANSMIT_POLICIES = ["adaptive", "schedule"] as const;
-
-/** One of {@linkcode RETRANSMIT_POLICIES}. */
-export type RetransmitPolicy = typeof RETRANSMIT_POLICIES[number];
-
-/** The cookie modes {@linkcode Config.cookieMode} accepts. */
-export const COOKIE_MODES = ["auto", "always", "never"] as const;
-
-/** One of {@linkcode COOKIE_MODES}. */
-export type CookieMode = typeof COOKIE_MODES[number];
-
-/** The log formats {@linkcode Config.logFormat} accepts. */
-export const LOG_FORMATS = ["text", "json"] as const;
-
-/** One of {@linkcode LOG_FORMATS}. */
-export type LogFormat = typeof LOG_FORMATS[number];
-
 /** The defaults, as the spec's `config.json` has them. */
 export const DEFAULT_CONFIG: Readonly<Config> = Object.freeze({
   listenAddress: "127.0.0.1:8080",
@@ -417,10 +404,7 @@ const CHECKS: Record<keyof Config, Check> = {
   enableDiscovery: (v) => typeof v === "boolean" ? undefined : "must be true or false",
   maxMessageSize: positiveInt(16 * 1_048_576),
   retransmitSchedule,
-  retransmitPolicy: (v) =>
-    (RETRANSMIT_POLICIES as readonly unknown[]).includes(v)
-      ? undefined
-      : `must be one of ${RETRANSMIT_POLICIES.map((f) => `"${f}"`).join(", ")}`,
+  retransmitPolicy: oneOf(RETRANSMIT_POLICIES),
   rtoInitialMs: positiveInt(600_000),
   rtoMinMs: positiveInt(600_000),
   rtoMaxMs: positiveInt(600_000),
@@ -431,10 +415,7 @@ const CHECKS: Record<keyof Config, Check> = {
       ? undefined
       : "must be an integer from 576 to 65507",
   reassemblyBufferBytes: positiveInt(4 * 1024 * 1_048_576),
-  cookieMode: (v) =>
-    (COOKIE_MODES as readonly unknown[]).includes(v)
-      ? undefined
-      : `must be one of ${COOKIE_MODES.map((f) => `"${f}"`).join(", ")}`,
+  cookieMode: oneOf(COOKIE_MODES),
   cookieThreshold: (v) =>
     typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 1_000_000
       ? undefined
@@ -480,10 +461,7 @@ const CHECKS: Record<keyof Config, Check> = {
   metricsToken,
   metricsAllowedHosts,
   metricsMaxConnections: positiveInt(100_000),
-  logFormat: (v) =>
-    (LOG_FORMATS as readonly unknown[]).includes(v)
-      ? undefined
-      : `must be one of ${LOG_FORMATS.map((f) => `"${f}"`).join(", ")}`,
+  logFormat: oneOf(LOG_FORMATS),
   statsInterval: (v) =>
     typeof v === "number" && Number.isFinite(v) && v >= 0 && v <= 86_400
       ? undefined
@@ -493,10 +471,7 @@ const CHECKS: Record<keyof Config, Check> = {
   stunAlternatePort,
   stunAlternateAddress,
   natLifetimeGapsMs,
-  ioBackend: (v) =>
-    (IO_BACKENDS as readonly unknown[]).includes(v)
-      ? undefined
-      : `must be one of ${IO_BACKENDS.map((f) => `"${f}"`).join(", ")}`,
+  ioBackend: oneOf(IO_BACKENDS),
 };
 
 /** A value no check accepts: what a check says about it is the rule it enforces. */

@@ -120,3 +120,35 @@ export function stunProblem(c: StunSettings): [string, string, unknown] | undefi
   if (a.every((x, i) => x === b[i])) return [key, "must differ from the IP address of listen_address", alt];
   return undefined;
 }
+
+/** The socket backends `io_backend` accepts. */
+export const IO_BACKENDS = ["deno", "mmsg"] as const;
+
+/** One of {@linkcode IO_BACKENDS}. */
+export type IoBackend = typeof IO_BACKENDS[number];
+
+/** The retransmission policies `retransmit_policy` accepts. */
+export const RETRANSMIT_POLICIES = ["adaptive", "schedule"] as const;
+
+/** One of {@linkcode RETRANSMIT_POLICIES}. */
+export type RetransmitPolicy = typeof RETRANSMIT_POLICIES[number];
+
+/** The cookie modes `cookie_mode` accepts. */
+export const COOKIE_MODES = ["auto", "always", "never"] as const;
+
+/** One of {@linkcode COOKIE_MODES}. */
+export type CookieMode = typeof COOKIE_MODES[number];
+
+/** The log formats `log_format` accepts. */
+export const LOG_FORMATS = ["text", "json"] as const;
+
+/** One of {@linkcode LOG_FORMATS}. */
+export type LogFormat = typeof LOG_FORMATS[number];
+
+/** A check that accepts one of `values` and names them all otherwise. */
+export function oneOf(values: readonly string[]): Check {
+  return (v) =>
+    (values as readonly unknown[]).includes(v)
+      ? undefined
+      : `must be one of ${values.map((f) => `"${f}"`).join(", ")}`;
+}

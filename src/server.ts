@@ -9,7 +9,7 @@ import { type Config, ConfigError, resolveConfig } from "./config.ts";
 import { generateIdentity, type Identity } from "./core/auth.ts";
 import { openIdentityFile } from "./key_file.ts";
 import { bindAlternates, bindUdp, monotonicNow, UdpDriver } from "./driver.ts";
-import { mmsgUnavailable } from "./udp_mmsg.ts";
+import { requireIoBackend } from "./udp_mmsg.ts";
 import { Emitter, type ListenerError } from "./emitter.ts";
 import { Endpoint, type EndpointEvent, type LeaveReason, type PeerSummary } from "./core/endpoint.ts";
 import { BindError, ConnectionTimeoutError, HandshakeError } from "./errors.ts";
@@ -122,10 +122,7 @@ export class P2PServer {
       ...config
     } = options;
     this.#config = resolveConfig(config);
-    const noMmsg = this.#config.ioBackend === "mmsg" ? mmsgUnavailable() : null;
-    if (noMmsg !== null) {
-      throw new ConfigError(`Invalid value for io_backend: "mmsg": the mmsg backend ${noMmsg}`, "io_backend");
-    }
+    requireIoBackend(this.#config.ioBackend);
     this.#signal = signal;
     let identity: Identity | undefined;
     if (this.#config.auth !== "off") {
@@ -242,11 +239,8 @@ export class P2PServer {
     if (this.#driver) return Promise.resolve(this.#driver.localAddr);
     const c = this.#config;
     const main = bindUdp(parseSocketAddr(c.listenAddress) as SocketAddr, c.ioBackend);
-    const sockets = bindAlternates(
-      main,
-      { port: c.stunAlternatePort, address: c.stunAlternateAddress },
-      c.ioBackend,
-    );
+    const alt = { port: c.stunAlternatePort, address: c.stunAlternateAddress };
+    const sockets = bindAlternates(main, alt, c.ioBackend);
     if (c.metricsAddress !== null) {
       try {
         this.#ops = serveOps(c.metricsAddress, this.#opsHandler, c);

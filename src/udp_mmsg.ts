@@ -13,6 +13,8 @@
  * @module
  */
 import { formatIp, ipBytes, type SocketAddr } from "./wire/address.ts";
+import { ConfigError } from "./config_error.ts";
+import type { IoBackend } from "./config_checks.ts";
 
 const SYMBOLS = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
@@ -72,6 +74,18 @@ export function mmsgUnavailable(): string | null {
     return unavailable = null;
   } catch (error) {
     return unavailable = `cannot open libc.so.6: ${(error as Error).message}`;
+  }
+}
+
+/**
+ * Checks that the configured backend can run in this process.
+ *
+ * @throws {ConfigError} naming `io_backend` and why, for `"mmsg"` where it cannot run.
+ */
+export function requireIoBackend(backend: IoBackend): void {
+  const why = backend === "mmsg" ? mmsgUnavailable() : null;
+  if (why !== null) {
+    throw new ConfigError(`Invalid value for io_backend: "mmsg": the mmsg backend ${why}`, "io_backend");
   }
 }
 
