@@ -179,16 +179,19 @@ export interface OpsEvent {
 /** A bounded ring of the most recent {@linkcode OpsEvent}s. */
 export class EventRing {
   readonly #capacity: number;
-  #items: OpsEvent[] = [];
+  // A ring: `#next` is where the next event goes; once full, the oldest is overwritten (no shifting).
+  readonly #items: OpsEvent[] = [];
+  #next = 0;
 
   /** @param capacity Most events kept. @default {100} */
   constructor(capacity = 100) {
-    this.#capacity = capacity;
+    this.#capacity = Math.max(1, capacity);
   }
 
   /** Adds an event; a drop with the same reason and address as the newest entry within 1 s is merged. */
   push(event: Omit<OpsEvent, "count">): void {
-    const last = this.#items.at(-1);
+    const items = this.#items;
+    const last = items.length === 0 ? undefined : items[(this.#next - 1 + items.length) % items.length];
     if (
       last && event.type === "drop" && last.type === "drop" && last.detail === event.detail &&
       last.addr === event.addr && event.time - last.time < 1000
@@ -196,13 +199,17 @@ export class EventRing {
       last.count++;
       return;
     }
-    this.#items.push({ ...event, count: 1 });
-    if (this.#items.length > this.#capacity) this.#items.splice(0, this.#items.length - this.#capacity);
+    const entry = { ...event, count: 1 };
+    if (items.length < this.#capacity) items.push(entry);
+    else items[this.#next] = entry;
+    this.#next = (this.#next + 1) % this.#capacity;
   }
 
   /** The events, oldest first (copies). */
   list(): OpsEvent[] {
-    return this.#items.map((e) => ({ ...e }));
+    const items = this.#items;
+    const start = items.length < this.#capacity ? 0 : this.#next;
+    return items.map((_, i) => ({ ...items[(start + i) % items.length]! }));
   }
 }
 

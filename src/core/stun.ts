@@ -68,6 +68,36 @@ type Verdict =
   | { kind: "error"; code: 400 | 420; reason: StunErrorReason; unknown: number[] };
 
 const encoder = new TextEncoder();
+let software: { version: string; value: Uint8Array } | null = null;
+
+/** The SOFTWARE value for `version`, encoded once (every answer carries the same one). */
+function softwareValue(version: string): Uint8Array {
+  if (software?.version !== version) {
+    software = { version, value: encoder.encode(`p2p_server ${version}`.slice(0, MAX_SOFTWARE)) };
+  }
+  return software.value;
+}
+
+type Try = readonly [boolean, boolean, boolean, boolean, boolean];
+/**
+ * What an answer gives up, in order, until it fits: [SOFTWARE, reason phrase, FINGERPRINT, RESPONSE-ORIGIN,
+ * OTHER-ADDRESS], for a request with FINGERPRINT support (RFC 8489) and for one without (RFC 3489).
+ */
+const TRIES: Record<"fp" | "classic", readonly Try[]> = {
+  fp: triesFor(true),
+  classic: triesFor(false),
+};
+
+function triesFor(fp: boolean): readonly Try[] {
+  return [
+    [true, true, fp, true, true],
+    [false, true, fp, true, true],
+    [false, false, fp, true, true],
+    [false, false, false, true, true],
+    [false, false, false, false, true],
+    [false, false, false, false, false],
+  ];
+}
 
 export { isStunDatagram } from "../wire/stun.ts";
 
@@ -162,7 +192,7 @@ export function onStunDatagram(core: Core, input: StunInput): void {
     summed: false,
     cookieOk: false,
   };
-  const software = encoder.encode(`p2p_server ${core.node.version}`.slice(0, MAX_SOFTWARE));
+  const software = softwareValue(core.node.version);
   let bound = bytes.length;
   for (const a of [addresses.mapped, addresses.origin, addresses.other]) {
     if (a) bound += attributeSize(a.length);
@@ -215,17 +245,10 @@ function build(
   const software = { type: STUN_ATTR.SOFTWARE, value: softwareValue };
   // RFC 3489 clients know neither FINGERPRINT nor XOR-MAPPED-ADDRESS, and know RESPONSE-ORIGIN and
   // OTHER-ADDRESS by their old names (SOURCE-ADDRESS, CHANGED-ADDRESS).
-  const fp = !msg.classic;
-  const tries: [boolean, boolean, boolean, boolean, boolean][] = [
-    // [SOFTWARE, reason phrase, FINGERPRINT, RESPONSE-ORIGIN, OTHER-ADDRESS], in the order they are given up.
-    [true, true, fp, true, true],
-    [false, true, fp, true, true],
-    [false, false, fp, true, true],
-    [false, false, false, true, true],
-    [false, false, false, false, true],
-    [false, false, false, false, false],
-  ];
-  for (const [withSoftware, withPhrase, withFingerprint, withOrigin, withOther] of tries) {
+  for (
+    const [withSoftware, withPhrase, withFingerprint, withOrigin, withOther]
+      of TRIES[msg.classic ? "classic" : "fp"]
+  ) {
     const attributes: StunOutgoing["attributes"][number][] = [];
     let cls: StunOutgoing["class"] = "success";
     if (verdict.kind === "ok") {
