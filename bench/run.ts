@@ -12,7 +12,7 @@
  * their own. Prints the markdown tables and writes `bench/results.json` (or `--out`).
  *
  * Options: `--quick` (tiny counts, one round: a smoke test, its figures mean nothing), `--rounds N`,
- * `--upstream PATH|none`, `--out FILE`, `--no-pin`, `--only stun` (the STUN rows alone). `BENCH_QUICK=1` in
+ * `--upstream PATH|none`, `--out FILE`, `--no-pin`, `--only stun` (the STUN rows alone), `--only memory` (the memory rows alone). `BENCH_QUICK=1` in
  * the environment is `--quick`.
  *
  * Every step is bounded: operations by count and by time, every process stopped at the end.
@@ -34,11 +34,12 @@ const { values } = parseArgs({
     only: { type: "string" },
   },
 });
-if (values.only !== undefined && values.only !== "stun") {
-  console.error(`error: Invalid "--only": ${JSON.stringify(values.only)}: expected "stun"`);
+if (values.only !== undefined && values.only !== "stun" && values.only !== "memory") {
+  console.error(`error: Invalid "--only": ${JSON.stringify(values.only)}: expected "stun" or "memory"`);
   Deno.exit(2);
 }
 const onlyStun = values.only === "stun";
+const onlyMemory = values.only === "memory";
 const quick = values.quick || Deno.env.get("BENCH_QUICK") === "1";
 const ROUNDS = Number(values.rounds ?? (quick ? 1 : 3));
 if (!Number.isInteger(ROUNDS) || ROUNDS < 1 || ROUNDS > 20) {
@@ -386,8 +387,8 @@ async function withServer<T>(kind: Kind, f: (s: Server) => Promise<T>, v8Flags: 
 }
 
 try {
-  if (!onlyStun) await mainRows();
-  await stunRows();
+  if (!onlyStun && !onlyMemory) await mainRows();
+  if (!onlyMemory) await stunRows();
 } finally {
   for (const s of started) await s.proc.stop();
   if (coturnDir) await Deno.remove(coturnDir, { recursive: true }).catch(() => {});

@@ -38,6 +38,7 @@ import { type Datagram, type Drop, drop, type Outcome, QUIET_RATE_LIMITED } from
 import { ERROR_CODES, NODE_ID_EXISTS } from "./types.ts";
 import { type Bucket, fullBucket, type Rate, take } from "./limits.ts";
 import { isMeasured, natAnswer, natFromJson } from "./nat_class.ts";
+import { Interner } from "./intern.ts";
 
 /**
  * How often one node id may move to another address (a takeover: the node roams, restarts elsewhere, or
@@ -79,6 +80,7 @@ interface Expected extends Expiring {
 export class Handshakes {
   readonly #core: Core;
   readonly #sessions: Sessions;
+  readonly #interner = new Interner();
   readonly #send: SendPath;
   readonly #life: Lifecycle;
   readonly #connTimers: ConnTimers;
@@ -204,11 +206,13 @@ export class Handshakes {
       const until = this.#expected.get(id)?.until;
       if (until === undefined || until < now) return drop("unexpected", "HandshakeRequest to a client");
     }
-    const info = parseNodeInfo(msg.payload);
-    if (typeof info === "string") {
-      this.#send.refuse(dg, ERROR_CODES.invalidNodeInfo, `handshake failed: invalid node info: ${info}`);
+    const parsed = parseNodeInfo(msg.payload);
+    if (typeof parsed === "string") {
+      this.#send.refuse(dg, ERROR_CODES.invalidNodeInfo, `handshake failed: invalid node info: ${parsed}`);
       return undefined;
     }
+    // Kept for as long as the peer stays: its capability list and metadata are shared with equal ones.
+    const info = this.#interner.node(parsed);
     // Keys: a signed request is verified (not its retransmission: that one was, and is in the replay cache);
     // an unsigned one is accepted only as the policy allows.
     let keyed: KeyedPeer | null = null;
@@ -320,12 +324,16 @@ export class Handshakes {
     else if (!conn.validated && conn.bytesIn === 0) conn.bytesIn = dg.size;
     this.#life.newSession(conn, msg);
     const network = networkOf(info);
+    // `order` and `responseId` are set right after: declared here, they live in the object itself rather
+    // than in a property array allocated beside it for every peer.
     const registered = this.#core.table.register(conn, {
       info,
       network,
       state: "handshaking",
       requestId: msg.id,
       joinedAt: now,
+      order: 0,
+      responseId: undefined,
     });
     if (keyed) registered.peer.keyed = keyed;
     conn.heartbeatAt = now + this.#core.heartbeatMs;

@@ -135,6 +135,8 @@ export class Lifecycle {
     const responseId = conn.peer?.responseId;
     if (responseId !== undefined && id.toLowerCase() === responseId) {
       this.#core.validate(conn);
+      // Proven: the id has done its work, and an idle peer need not keep it.
+      conn.peer!.responseId = undefined;
     }
   }
 }

@@ -39,7 +39,7 @@ export interface PeerEntry {
    * Id of our latest HandshakeResponse to it: an Ack or a confirming Ping that names it proves the peer
    * receives at its address (a random UUID cannot be guessed by a spoofer).
    */
-  responseId?: string;
+  responseId?: string | undefined;
   /** Set when the peer proved an Ed25519 key in its HandshakeRequest. */
   keyed?: KeyedPeer;
   /** When it registered (ms). */

@@ -193,8 +193,13 @@ export function hex4(n: number): string {
  * ```
  */
 export function fingerprint(bytes: Uint8Array, offset: number): number {
-  const prefix = bytes.slice(0, offset);
   const length = offset + 8 - STUN_HEADER_BYTES;
+  // The CRC covers a header whose length ends with the FINGERPRINT: when the header says so already (a
+  // message whose last attribute it is, the usual case), no copy is needed.
+  if (bytes[2] === length >> 8 && bytes[3] === (length & 0xff)) {
+    return (crc32(bytes.subarray(0, offset)) ^ FINGERPRINT_XOR) >>> 0;
+  }
+  const prefix = bytes.slice(0, offset);
   prefix[2] = length >> 8;
   prefix[3] = length & 0xff;
   return (crc32(prefix) ^ FINGERPRINT_XOR) >>> 0;
