@@ -226,11 +226,8 @@ export class UdpDriver {
   // time of the read; the outputs are flushed once per batch.
   async #receiveBatches(socket: MmsgSocket, index: number): Promise<void> {
     while (!this.#closed) {
-      const n = socket.receiveNow();
-      if (n === 0) {
-        if (!(await socket.readable())) break;
-        continue;
-      }
+      const n = socket.receiveNow() || await socket.receiveWait();
+      if (n === 0) break; // closed
       const now = monotonicNow();
       for (let i = 0; i < n; i++) {
         if (socket.truncated(i)) continue; // cannot happen for UDP: a slot holds any datagram

@@ -2,8 +2,9 @@
  * The driver's batched UDP backend (`io_backend: "mmsg"`): a Linux UDP socket driven through libc with
  * `Deno.dlopen` (needs `--allow-ffi`). Datagrams are read with `recvmmsg` (up to {@linkcode SLOTS} per
  * system call, without blocking) and sent with `sendto` at once, synchronously, so a datagram costs no
- * promise and no async operation of the runtime; only waiting for the socket to become readable (or
- * writable, when the kernel's send buffer is full) runs `poll` on the runtime's blocking-call thread.
+ * promise and no async operation of the runtime. Only waiting leaves the main thread: when nothing is
+ * waiting, one `recvmmsg` that blocks until the next datagram runs on the runtime's blocking-call thread (a
+ * `shutdown` wakes it on close), and when the kernel's send buffer is full, a `poll` for room does.
  * `Deno.listenDatagram` remains the default backend and the fallback: {@linkcode mmsgUnavailable} says why
  * this one cannot run here.
  *
@@ -21,6 +22,13 @@ const SYMBOLS = {
   bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   recvmmsg: { parameters: ["i32", "pointer", "u32", "i32", "pointer"], result: "i32" },
+  recvmmsgWait: {
+    name: "recvmmsg",
+    parameters: ["i32", "pointer", "u32", "i32", "pointer"],
+    result: "i32",
+    nonblocking: true,
+  },
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
   sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "i32" },
   poll: { parameters: ["pointer", "usize", "i32"], result: "i32", nonblocking: true },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
@@ -42,11 +50,12 @@ const MMSGHDR_BYTES = 64;
 const AF_INET = 2;
 const AF_INET6 = 10;
 const SOCK_DGRAM = 2;
-const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 const EFD_NONBLOCK = 0o4000;
 const EFD_CLOEXEC = 0o2000000;
 const MSG_DONTWAIT = 0x40;
+const MSG_WAITFORONE = 0x10000;
+const SHUT_RDWR = 2;
 const MSG_TRUNC = 0x20;
 const POLLIN = 1;
 const POLLOUT = 4;
@@ -144,16 +153,14 @@ export class MmsgSocket {
   readonly #hdrView = new DataView(this.#hdr.buffer);
   readonly #iov = outside(SLOTS * 16);
   readonly #hdrPtr: Deno.PointerValue;
-  readonly #readPoll = outside(16);
   readonly #writePoll = outside(16);
-  readonly #readPollPtr: Deno.PointerValue;
   readonly #writePollPtr: Deno.PointerValue;
   readonly #dest = new Uint8Array(NAME_BYTES);
   readonly #destView = new DataView(this.#dest.buffer);
   /** Source address (family, address bytes) -> host name; host name -> destination address bytes. */
   readonly #hosts = new Map<string, string>();
   readonly #dests = new Map<string, Uint8Array | null>();
-  #count = 0;
+  #receiving = false;
   #waits = 0;
   #closed = false;
 
@@ -168,7 +175,9 @@ export class MmsgSocket {
     const ip = ipBytes(local.hostname);
     if (!ip) throw new Error(`Not an IP address: ${local.hostname}`);
     this.#v6 = ip.length === 16;
-    const fd = c.socket(this.#v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    // A blocking socket: every call on the main thread says MSG_DONTWAIT, and only the wait for the next
+    // datagram blocks, in `recvmmsg` on the runtime's blocking-call thread.
+    const fd = c.socket(this.#v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) throw osError(c, errno(c));
     const name = new Uint8Array(NAME_BYTES);
     const length = writeSockaddr(new DataView(name.buffer), ip, local.port, this.#v6);
@@ -202,14 +211,11 @@ export class MmsgSocket {
       this.#hdrView.setBigUint64(h + 24, 1n, true);
     }
     this.#hdrPtr = pointer(this.#hdr);
-    for (const [poll, events] of [[this.#readPoll, POLLIN], [this.#writePoll, POLLOUT]] as const) {
-      const v = new DataView(poll.buffer);
-      v.setInt32(0, fd, true);
-      v.setInt16(4, events, true);
-      v.setInt32(8, wake, true);
-      v.setInt16(12, POLLIN, true);
-    }
-    this.#readPollPtr = pointer(this.#readPoll);
+    const poll = new DataView(this.#writePoll.buffer);
+    poll.setInt32(0, fd, true);
+    poll.setInt16(4, POLLOUT, true);
+    poll.setInt32(8, wake, true);
+    poll.setInt16(12, POLLIN, true);
     this.#writePollPtr = pointer(this.#writePoll);
   }
 
@@ -218,12 +224,39 @@ export class MmsgSocket {
    * is waiting (or the socket is closed).
    */
   receiveNow(): number {
-    if (this.#closed) return 0;
+    if (this.#closed || this.#receiving) return 0;
+    this.#resetNames();
+    const n = this.#c.recvmmsg(this.#fd, this.#hdrPtr, SLOTS, MSG_DONTWAIT, null);
+    return n > 0 ? n : 0;
+  }
+
+  /**
+   * Waits for the next datagram and reads it and any others waiting (up to {@linkcode SLOTS}) into the
+   * slots, as {@linkcode receiveNow} does; resolves to how many, or 0 once the socket is closed.
+   */
+  async receiveWait(): Promise<number> {
+    if (this.#closed || this.#receiving) return 0;
+    this.#receiving = true;
+    try {
+      while (!this.#closed) {
+        this.#resetNames();
+        const n = await this.#c.recvmmsgWait(this.#fd, this.#hdrPtr, SLOTS, MSG_WAITFORONE, null);
+        if (this.#closed) break;
+        if (n > 0) return n;
+        // A signal on that thread (EINTR), or an error the kernel reports once: read again, after a pause
+        // so that an error that persisted could not keep a thread busy.
+        if (n < 0) await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      return 0;
+    } finally {
+      this.#receiving = false;
+      if (this.#closed) this.#c.close(this.#fd);
+    }
+  }
+
+  #resetNames(): void {
     const v = this.#hdrView;
     for (let i = 0; i < SLOTS; i++) v.setUint32(i * MMSGHDR_BYTES + 8, NAME_BYTES, true);
-    const n = this.#c.recvmmsg(this.#fd, this.#hdrPtr, SLOTS, MSG_DONTWAIT, null);
-    this.#count = n > 0 ? n : 0;
-    return this.#count;
   }
 
   /** Datagram `i` of the last {@linkcode receiveNow} (a view into its slot). */
@@ -285,11 +318,6 @@ export class MmsgSocket {
     }
   }
 
-  /** Waits until a datagram can be read; false once the socket is closed. */
-  readable(): Promise<boolean> {
-    return this.#wait(this.#readPollPtr);
-  }
-
   /** Waits until the kernel's send buffer has room; false once the socket is closed. */
   writable(): Promise<boolean> {
     return this.#wait(this.#writePollPtr);
@@ -309,11 +337,13 @@ export class MmsgSocket {
     }
   }
 
-  /** Closes the socket; a pending {@linkcode readable} or {@linkcode writable} resolves false. */
+  /** Closes the socket; a pending {@linkcode receiveWait} resolves 0 and {@linkcode writable} false. */
   close(): void {
     if (this.#closed) throw new Deno.errors.BadResource("Bad resource ID");
     this.#closed = true;
-    this.#c.close(this.#fd);
+    // A receive waiting in another thread is woken by the shutdown and closes the socket when it returns.
+    if (this.#receiving) this.#c.shutdown(this.#fd, SHUT_RDWR);
+    else this.#c.close(this.#fd);
     // Wakes any poll in progress (it watches the eventfd too); the last one to return closes the eventfd.
     if (this.#waits === 0) this.#c.close(this.#wake);
     else this.#c.write(this.#wake, new Uint8Array([1, 0, 0, 0, 0, 0, 0, 0]), 8n);

@@ -117,6 +117,31 @@ Deno.test({
 });
 
 Deno.test({
+  name: "mmsg socket: receiveWait blocks until a datagram comes, then reads it and the others waiting",
+  ignore,
+  fn: async () => {
+    const socket = new MmsgSocket({ hostname: "127.0.0.1", port: 0 });
+    const client = peer();
+    try {
+      const to = { transport: "udp" as const, hostname: "127.0.0.1", port: socket.addr.port };
+      const waiting = socket.receiveWait();
+      assertStrictEquals(socket.receiveNow(), 0, "no second reader while one waits");
+      await new Promise((r) => setTimeout(r, 50));
+      await client.send(Uint8Array.of(1), to);
+      assertStrictEquals(await waiting, 1);
+      assertEquals([...socket.bytes(0)], [1]);
+      for (let i = 0; i < 3; i++) await client.send(Uint8Array.of(2 + i), to);
+      await new Promise((r) => setTimeout(r, 50));
+      assertStrictEquals(await socket.receiveWait(), 3, "all that waits is read in one call");
+      assertEquals([0, 1, 2].map((i) => socket.bytes(i)[0]), [2, 3, 4]);
+    } finally {
+      socket.close();
+      client.close();
+    }
+  },
+});
+
+Deno.test({
   name: "mmsg socket: errors are worded as Deno words them; close ends a wait and a second close throws",
   ignore,
   fn: async () => {
@@ -137,10 +162,12 @@ Deno.test({
     const socket = new MmsgSocket({ hostname: "127.0.0.1", port: 0 });
     assertThrows(() => socket.sendNow(Uint8Array.of(1), "::1", 9), Error, "os error 97");
     assertThrows(() => socket.sendNow(Uint8Array.of(1), "not-an-ip", 9), Error, "os error 97");
-    const waiting = socket.readable();
+    const waiting = socket.receiveWait();
+    await new Promise((r) => setTimeout(r, 50)); // blocked in recvmmsg on the other thread by now
     socket.close();
-    assertStrictEquals(await waiting, false, "a pending wait resolves false on close");
-    assertStrictEquals(await socket.readable(), false);
+    assertStrictEquals(await waiting, 0, "a pending wait resolves 0 on close");
+    assertStrictEquals(await socket.receiveWait(), 0);
+    assertStrictEquals(await socket.writable(), false);
     assertStrictEquals(socket.receiveNow(), 0);
     assertThrows(() => socket.close(), Deno.errors.BadResource);
   },
