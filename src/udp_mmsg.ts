@@ -243,9 +243,9 @@ export class MmsgSocket {
         const n = await this.#c.recvmmsgWait(this.#fd, this.#hdrPtr, SLOTS, MSG_WAITFORONE, null);
         if (this.#closed) break;
         if (n > 0) return n;
-        // A signal on that thread (EINTR), or an error the kernel reports once: read again, after a pause
-        // so that an error that persisted could not keep a thread busy.
-        if (n < 0) await new Promise((resolve) => setTimeout(resolve, 1));
+        // A signal on that thread (EINTR), or an error the kernel reports once: read again, after a pause of
+        // 1 ms on that thread (a poll of no descriptors), so that an error that persisted could not keep it busy.
+        if (n < 0) await this.#c.poll(null, 0n, 1);
       }
       return 0;
     } finally {
