@@ -233,7 +233,7 @@ export function attributeSize(len: number): number {
  * ```
  */
 export function addressValue(addr: SocketAddr, xor: boolean, id: Uint8Array): Uint8Array | null {
-  let ip = ipBytes(addr.hostname);
+  let ip = hostBytes(addr.hostname);
   if (!ip) return null;
   if (ip.length === 16 && ip.subarray(0, 10).every((b) => b === 0) && ip[10] === 0xff && ip[11] === 0xff) {
     ip = ip.slice(12);
@@ -244,6 +244,21 @@ export function addressValue(addr: SocketAddr, xor: boolean, id: Uint8Array): Ui
   out[3] = (addr.port & 0xff) ^ (xor ? id[1]! : 0);
   for (let i = 0; i < ip.length; i++) out[4 + i] = ip[i]! ^ (xor ? id[i]! : 0);
   return out;
+}
+
+/** Host name -> its address bytes (null: not an IP literal), for the sources seen lately; read-only. */
+const hostCache = new Map<string, Uint8Array | null>();
+const HOST_CACHE_LIMIT = 4_096;
+
+/** {@linkcode ipBytes} of a host name, remembered: a client usually asks more than once. */
+function hostBytes(hostname: string): Uint8Array | null {
+  let ip = hostCache.get(hostname);
+  if (ip === undefined) {
+    if (hostCache.size >= HOST_CACHE_LIMIT) hostCache.clear();
+    ip = ipBytes(hostname);
+    hostCache.set(hostname, ip);
+  }
+  return ip;
 }
 
 /**
@@ -325,19 +340,29 @@ export function encodeStun(msg: StunOutgoing): Uint8Array {
   out[1] = type & 0xff;
   out[2] = (out.length - STUN_HEADER_BYTES) >> 8;
   out[3] = (out.length - STUN_HEADER_BYTES) & 0xff;
-  out.set(msg.id.subarray(0, 16), 4);
+  // Byte by byte: the pieces are a few bytes each, where a copy call costs more than the copy.
+  const id = msg.id;
+  for (let i = 0; i < 16; i++) out[4 + i] = id[i]!;
   let at = STUN_HEADER_BYTES;
   for (const a of msg.attributes) {
+    const value = a.value;
     out[at] = a.type >> 8;
     out[at + 1] = a.type & 0xff;
-    out[at + 2] = a.value.length >> 8;
-    out[at + 3] = a.value.length & 0xff;
-    out.set(a.value, at + 4);
-    at += attributeSize(a.value.length);
+    out[at + 2] = value.length >> 8;
+    out[at + 3] = value.length & 0xff;
+    if (value.length > 64) out.set(value, at + 4);
+    else for (let i = 0; i < value.length; i++) out[at + 4 + i] = value[i]!;
+    at += attributeSize(value.length);
   }
   if (msg.fingerprint) {
     const fp = fingerprint(out, at);
-    out.set([0x80, 0x28, 0, 4, fp >>> 24, (fp >>> 16) & 0xff, (fp >>> 8) & 0xff, fp & 0xff], at);
+    out[at] = 0x80;
+    out[at + 1] = 0x28;
+    out[at + 3] = 4;
+    out[at + 4] = fp >>> 24;
+    out[at + 5] = (fp >>> 16) & 0xff;
+    out[at + 6] = (fp >>> 8) & 0xff;
+    out[at + 7] = fp & 0xff;
   }
   return out;
 }
