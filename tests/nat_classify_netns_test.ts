@@ -19,7 +19,7 @@ import {
   TOPOLOGY,
   unavailableReason,
 } from "./helpers/netns.ts";
-import { PROJECT_ROOT } from "./helpers/server_process.ts";
+import { clientScriptArgs, mainArgs, PROJECT_ROOT } from "./helpers/server_process.ts";
 
 const SKIP = unavailableReason();
 if (SKIP !== null) console.log(`nat_classify_netns_test.ts: skipped: ${SKIP}`);
@@ -54,21 +54,18 @@ async function cacheDeps(): Promise<void> {
 }
 
 function client(topo: NatTopology, name: "c1" | "c2"): NsProcess {
-  return topo.spawnDeno(name, [
-    "run",
-    "--allow-net",
-    "--allow-read",
-    "--allow-env",
-    "--config",
-    `${PROJECT_ROOT}deno.json`,
-    `${PROJECT_ROOT}tests/fixtures/nat_client.ts`,
-    "--server",
-    `${TOPOLOGY.server}:${PORT}`,
-    "--bind",
-    `${clientAddress(name)}:0`,
-    "--name",
+  return topo.spawnDeno(
     name,
-  ]);
+    clientScriptArgs(
+      "tests/fixtures/nat_client.ts",
+      "--server",
+      `${TOPOLOGY.server}:${PORT}`,
+      "--bind",
+      `${clientAddress(name)}:0`,
+      "--name",
+      name,
+    ),
+  );
 }
 
 Deno.test({
@@ -90,20 +87,15 @@ Deno.test({
         identity_file: null,
       }),
     );
-    const server = topo.spawnDeno("pub", [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--config",
-      `${PROJECT_ROOT}deno.json`,
-      `${PROJECT_ROOT}main.ts`,
-      "-c",
-      configPath,
-      "--metrics-address",
-      "127.0.0.1:0",
-    ], { stdin: false });
+    const server = topo.spawnDeno(
+      "pub",
+      mainArgs(
+        configPath,
+        "--metrics-address",
+        "127.0.0.1:0",
+      ),
+      { stdin: false },
+    );
     await server.waitForLine(LISTENING, { deadlineMs: left(20_000) });
     const ops = OPS.exec((await server.waitForLine(OPS, { deadlineMs: left(5_000) })).line)![1]!;
     const got: string[] = [];

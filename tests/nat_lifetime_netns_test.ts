@@ -23,7 +23,7 @@ import {
   TOPOLOGY,
   unavailableReason,
 } from "./helpers/netns.ts";
-import { PROJECT_ROOT } from "./helpers/server_process.ts";
+import { clientScriptArgs, mainArgs, PROJECT_ROOT } from "./helpers/server_process.ts";
 
 const SKIP = unavailableReason();
 if (SKIP !== null) console.log(`nat_lifetime_netns_test.ts: skipped: ${SKIP}`);
@@ -72,23 +72,20 @@ async function setUdpTimeout(
 }
 
 function client(topo: NatTopology, name: "c1" | "c2", heartbeatS: number): NsProcess {
-  return topo.spawnDeno(name, [
-    "run",
-    "--allow-net",
-    "--allow-read",
-    "--allow-env",
-    "--config",
-    `${PROJECT_ROOT}deno.json`,
-    `${PROJECT_ROOT}tests/fixtures/nat_client.ts`,
-    "--server",
-    `${TOPOLOGY.server}:${PORT}`,
-    "--bind",
-    `${clientAddress(name)}:0`,
-    "--name",
+  return topo.spawnDeno(
     name,
-    "--heartbeat",
-    String(heartbeatS),
-  ]);
+    clientScriptArgs(
+      "tests/fixtures/nat_client.ts",
+      "--server",
+      `${TOPOLOGY.server}:${PORT}`,
+      "--bind",
+      `${clientAddress(name)}:0`,
+      "--name",
+      name,
+      "--heartbeat",
+      String(heartbeatS),
+    ),
+  );
 }
 
 interface LifetimeLine {
@@ -131,20 +128,15 @@ Deno.test({
         identity_file: null,
       }),
     );
-    const server = topo.spawnDeno("pub", [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--config",
-      `${PROJECT_ROOT}deno.json`,
-      `${PROJECT_ROOT}main.ts`,
-      "-c",
-      configPath,
-      "--metrics-address",
-      "127.0.0.1:0",
-    ], { stdin: false });
+    const server = topo.spawnDeno(
+      "pub",
+      mainArgs(
+        configPath,
+        "--metrics-address",
+        "127.0.0.1:0",
+      ),
+      { stdin: false },
+    );
     await server.waitForLine(LISTENING, { deadlineMs: left(20_000) });
     const ops = OPS.exec((await server.waitForLine(OPS, { deadlineMs: left(5_000) })).line)![1]!;
     const rows: string[] = [];

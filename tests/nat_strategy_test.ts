@@ -32,7 +32,7 @@ import {
   TOPOLOGY,
   unavailableReason,
 } from "./helpers/netns.ts";
-import { PROJECT_ROOT } from "./helpers/server_process.ts";
+import { clientScriptArgs, mainArgs } from "./helpers/server_process.ts";
 
 const UNAVAILABLE = unavailableReason();
 if (UNAVAILABLE !== null) console.log(`nat_strategy_test.ts: NAT tests skipped: ${UNAVAILABLE}`);
@@ -94,18 +94,13 @@ async function startServer(topo: NatTopology, classify: boolean): Promise<{ proc
     if (alt !== undefined) config.stun_alternate_address = alt;
   }
   await Deno.writeTextFile(configPath, JSON.stringify(config));
-  const proc = topo.spawnDeno("pub", [
-    "run",
-    "--allow-net",
-    "--allow-read",
-    "--allow-write",
-    "--allow-env",
-    "--config",
-    `${PROJECT_ROOT}deno.json`,
-    `${PROJECT_ROOT}main.ts`,
-    "-c",
-    configPath,
-  ], { stdin: false });
+  const proc = topo.spawnDeno(
+    "pub",
+    mainArgs(
+      configPath,
+    ),
+    { stdin: false },
+  );
   const { line } = await proc.waitForLine(LISTENING, { deadlineMs: 20_000 });
   return { proc, addr: LISTENING.exec(line)![1]! };
 }
@@ -115,21 +110,18 @@ async function startClient(
   name: "c1" | "c2",
   server: string,
 ): Promise<{ proc: NsProcess; nodeId: string }> {
-  const proc = topo.spawnDeno(name, [
-    "run",
-    "--allow-net",
-    "--allow-read",
-    "--allow-env",
-    "--config",
-    `${PROJECT_ROOT}deno.json`,
-    `${PROJECT_ROOT}tests/fixtures/nat_client.ts`,
-    "--server",
-    server,
-    "--bind",
-    `${clientAddress(name)}:0`,
-    "--name",
+  const proc = topo.spawnDeno(
     name,
-  ]);
+    clientScriptArgs(
+      "tests/fixtures/nat_client.ts",
+      "--server",
+      server,
+      "--bind",
+      `${clientAddress(name)}:0`,
+      "--name",
+      name,
+    ),
+  );
   try {
     const { line } = await proc.waitForLine((l) => {
       const e = json(l);

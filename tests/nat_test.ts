@@ -21,7 +21,7 @@ import {
   TOPOLOGY,
   unavailableReason,
 } from "./helpers/netns.ts";
-import { PROJECT_ROOT } from "./helpers/server_process.ts";
+import { clientScriptArgs, mainArgs, PROJECT_ROOT } from "./helpers/server_process.ts";
 
 const UNAVAILABLE = unavailableReason();
 if (UNAVAILABLE !== null) console.log(`nat_test.ts: NAT tests skipped: ${UNAVAILABLE}`);
@@ -125,20 +125,8 @@ async function startServer(
 ): Promise<{ proc: NsProcess; addr: string }> {
   const configPath = `${topo.tempDir}/server.json`;
   await Deno.writeTextFile(configPath, JSON.stringify({ ...SERVER_CONFIG, ...config }));
-  const proc = topo.spawnDeno("pub", [
-    "run",
-    "--allow-net",
-    "--allow-read",
-    "--allow-write",
-    "--allow-env",
-    "--config",
-    `${PROJECT_ROOT}deno.json`,
-    `${PROJECT_ROOT}main.ts`,
-    "-c",
-    configPath,
-    // Debug lines name every Data the server handles ("data from <addr>"): the direct test counts them.
-    "--DEBUG",
-  ], { stdin: false });
+  // Debug lines name every Data the server handles ("data from <addr>"): the direct test counts them.
+  const proc = topo.spawnDeno("pub", mainArgs(configPath, "--DEBUG"), { stdin: false });
   const { line } = await proc.waitForLine(LISTENING, { deadlineMs: budget.ms(20_000) });
   return { proc, addr: LISTENING.exec(line)![1]! };
 }
@@ -149,21 +137,18 @@ async function startClient(
   server: string,
   budget: Budget,
 ): Promise<Client> {
-  const proc = topo.spawnDeno(name, [
-    "run",
-    "--allow-net",
-    "--allow-read",
-    "--allow-env",
-    "--config",
-    `${PROJECT_ROOT}deno.json`,
-    `${PROJECT_ROOT}tests/fixtures/nat_client.ts`,
-    "--server",
-    server,
-    "--bind",
-    `${clientAddress(name)}:0`,
-    "--name",
+  const proc = topo.spawnDeno(
     name,
-  ]);
+    clientScriptArgs(
+      "tests/fixtures/nat_client.ts",
+      "--server",
+      server,
+      "--bind",
+      `${clientAddress(name)}:0`,
+      "--name",
+      name,
+    ),
+  );
   const client = new Client(name, proc, budget);
   client.ready = await client.waitEvent(
     "the ready line",

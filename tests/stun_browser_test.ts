@@ -16,7 +16,7 @@
 import { assert, assertStrictEquals } from "./deps/assert.ts";
 import type { StatsSnapshot } from "../src/core/stats.ts";
 import { createTopology, TOPOLOGY, unavailableReason } from "./helpers/netns.ts";
-import { PROJECT_ROOT } from "./helpers/server_process.ts";
+import { mainArgs, PROJECT_ROOT } from "./helpers/server_process.ts";
 import type { GatherReport } from "./helpers/stun_browser.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -75,20 +75,15 @@ Deno.test({
         identity_file: null,
       }),
     );
-    const server = topo.spawnDeno("pub", [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--config",
-      `${PROJECT_ROOT}deno.json`,
-      `${PROJECT_ROOT}main.ts`,
-      "-c",
-      configPath,
-      "--metrics-address",
-      "127.0.0.1:0",
-    ], { stdin: false });
+    const server = topo.spawnDeno(
+      "pub",
+      mainArgs(
+        configPath,
+        "--metrics-address",
+        "127.0.0.1:0",
+      ),
+      { stdin: false },
+    );
     const listen = LISTENING.exec(
       (await server.waitForLine(LISTENING, { deadlineMs: left(20_000) })).line,
     )![1]!;

@@ -28,7 +28,7 @@ import {
   TOPOLOGY,
   unavailableReason,
 } from "./helpers/netns.ts";
-import { PROJECT_ROOT } from "./helpers/server_process.ts";
+import { mainArgs } from "./helpers/server_process.ts";
 
 function findBinary(name: string): string | null {
   for (const dir of [...(Deno.env.get("PATH") ?? "").split(":"), "/usr/bin", "/usr/local/bin"]) {
@@ -157,20 +157,15 @@ Deno.test({
         identity_file: null,
       }),
     );
-    const server = topo.spawnDeno("pub", [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--config",
-      `${PROJECT_ROOT}deno.json`,
-      `${PROJECT_ROOT}main.ts`,
-      "-c",
-      configPath,
-      "--metrics-address",
-      "127.0.0.1:0",
-    ], { stdin: false });
+    const server = topo.spawnDeno(
+      "pub",
+      mainArgs(
+        configPath,
+        "--metrics-address",
+        "127.0.0.1:0",
+      ),
+      { stdin: false },
+    );
     await server.waitForLine(LISTENING, { deadlineMs: left(20_000) });
     const ops = OPS.exec((await server.waitForLine(OPS, { deadlineMs: left(5_000) })).line)![1]!;
 

@@ -6,21 +6,42 @@
  *
  * @module
  */
+import { PERMISSIONS } from "../../tools/compile.ts";
 import { type Addr, addrText, parseAddr } from "./raw_peer.ts";
 import { Wakers } from "./wakers.ts";
 
 /** The project root (where `main.ts` and `deno.json` live). */
 export const PROJECT_ROOT: string = new URL("../../", import.meta.url).pathname;
 
-/** Permissions the program runs with, as `deno task start` gives them. */
-export const RUN_FLAGS = [
-  "run",
-  "--allow-net",
-  "--allow-read",
-  "--allow-write",
-  "--allow-env",
-  "--allow-ffi",
-] as const;
+/** Permissions the program runs with, as `deno task start` and the compiled binaries give them. */
+export const RUN_FLAGS = ["run", ...PERMISSIONS] as const;
+
+/** Deno's arguments to run main.ts as `deno task start` does, with the config file `configPath`, then `extra`. */
+export function mainArgs(configPath: string, ...extra: string[]): string[] {
+  return [
+    ...RUN_FLAGS,
+    "--config",
+    `${PROJECT_ROOT}deno.json`,
+    `${PROJECT_ROOT}main.ts`,
+    "-c",
+    configPath,
+    ...extra,
+  ];
+}
+
+/** Deno's arguments to run one of the project's client scripts (net, read and env permissions), then `args`. */
+export function clientScriptArgs(script: string, ...args: string[]): string[] {
+  return [
+    "run",
+    "--allow-net",
+    "--allow-read",
+    "--allow-env",
+    "--config",
+    `${PROJECT_ROOT}deno.json`,
+    `${PROJECT_ROOT}${script}`,
+    ...args,
+  ];
+}
 
 /** A generous wait for a subprocess to start or exit on a small shared machine. */
 export const PROCESS_DEADLINE_MS = 30_000;
