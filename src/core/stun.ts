@@ -25,11 +25,12 @@ import {
   CHANGE_PORT,
   encodeStun,
   errorCodeValue,
-  fingerprint,
   fingerprintOk,
   hex4,
   isStunDatagram,
   parseStun,
+  putAttribute,
+  putFingerprint,
   STUN_ATTR,
   STUN_HEADER_BYTES,
   StunDecodeError,
@@ -273,34 +274,15 @@ export function buildSuccess(
   out[3] = (size - STUN_HEADER_BYTES) & 0xff;
   const id = msg.id;
   for (let i = 0; i < 16; i++) out[4 + i] = id[i]!;
-  let at = put(
+  let at = putAttribute(
     out,
     STUN_HEADER_BYTES,
     msg.classic ? STUN_ATTR.MAPPED_ADDRESS : STUN_ATTR.XOR_MAPPED_ADDRESS,
     mapped,
   );
-  if (withSoftware) at = put(out, at, STUN_ATTR.SOFTWARE, software);
-  if (withFingerprint) {
-    const sum = fingerprint(out, at);
-    out[at] = 0x80;
-    out[at + 1] = 0x28;
-    out[at + 3] = 4;
-    out[at + 4] = sum >>> 24;
-    out[at + 5] = (sum >>> 16) & 0xff;
-    out[at + 6] = (sum >>> 8) & 0xff;
-    out[at + 7] = sum & 0xff;
-  }
+  if (withSoftware) at = putAttribute(out, at, STUN_ATTR.SOFTWARE, software);
+  if (withFingerprint) putFingerprint(out, at);
   return out;
-}
-
-/** Writes one attribute at `at` (its padding is already zero) and returns where the next one goes. */
-function put(out: Uint8Array, at: number, type: number, value: Uint8Array): number {
-  out[at] = type >> 8;
-  out[at + 1] = type & 0xff;
-  out[at + 2] = value.length >> 8;
-  out[at + 3] = value.length & 0xff;
-  for (let i = 0; i < value.length; i++) out[at + 4 + i] = value[i]!;
-  return at + attributeSize(value.length);
 }
 
 /** The largest answer within `limit` bytes, or null when not even the bare one fits. */
