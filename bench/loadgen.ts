@@ -12,7 +12,7 @@
  *     loadgen.ts stun --port P [--inflight K] [--count N] [--seconds S] [--stun-request bare|full]
  *     loadgen.ts handshake --port P --peers N [--concurrency C] [--seconds S] [--disconnect | --hold]
  *       [--keyed [--verify]]
- *     every mode: [--server-pid PID]
+ *     every mode: [--server-pid PID] [--warmup W]
  *
  * - `ping`: Ping datagrams (the bare echo server answers them too). K in flight, or paced at R per second.
  * - `data`: registers once, then reliable Data (`requires_ack`); a round trip is the echo's arrival (the Ack
@@ -38,6 +38,12 @@
  * the server's 60 s window). `--verify` also checks the server's signature on every response (an Ed25519
  * verification); without it the first response of each batch is checked, so a server that signs wrongly
  * still fails the run.
+ *
+ * `--warmup W` runs W operations first, outside the measured windows (handshake mode: W handshakes of other
+ * distinct peers, from loopback addresses of their own, which stay registered; in-flight modes: the first W
+ * replies). A server that compiles its code as it runs (V8's optimising compiler works on background
+ * threads for the first tens of thousands of handshakes) is then measured warm, as it runs for most of its
+ * life; a run without it measures the cold start as well.
  *
  * Every run is bounded: by `--count` operations (in-flight modes) and by `--seconds` of measured time.
  *
@@ -84,6 +90,7 @@ const { positionals, values } = parseArgs({
     verify: { type: "boolean", default: false },
     "server-pid": { type: "string", default: "0" },
     "stun-request": { type: "string", default: "bare" },
+    warmup: { type: "string", default: "0" },
   },
 });
 
@@ -92,6 +99,7 @@ const target = { transport: "udp" as const, hostname: values.host, port: Number(
 const seconds = Number(values.seconds);
 const maxOps = Number(values.count) > 0 ? Number(values.count) : Infinity;
 const serverPid = Number(values["server-pid"]);
+const warmup = Number(values.warmup);
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -202,8 +210,10 @@ async function inFlight(
     sentAt.push(performance.now());
     sock.send(nextDatagram(), target).catch(() => {});
   };
-  const window = openWindow();
-  const end = window.t + seconds * 1000;
+  // The first `--warmup` replies are not measured: the window opens at the last of them.
+  let warming = warmup;
+  let window = openWindow();
+  let end = window.t + seconds * 1000;
   const receiver = (async () => {
     const buf = new Uint8Array(65_536);
     while (!stopped) {
@@ -215,6 +225,14 @@ async function inFlight(
       }
       if (stopped || !reply.isReply(got[0])) continue;
       const t = sentAt[head++];
+      if (warming > 0) {
+        if (--warming === 0) {
+          window = openWindow();
+          end = window.t + seconds * 1000;
+        }
+        send();
+        continue;
+      }
       if (t !== undefined) latencies.push(performance.now() - t);
       done++;
       if (done >= maxOps) {
@@ -223,7 +241,7 @@ async function inFlight(
         wake?.();
         return;
       }
-      if (sent < maxOps) send();
+      if (sent - warmup < maxOps) send();
     }
   })();
   // The sender's own socket is drained when replies arrive elsewhere (route mode: A's Acks).
@@ -239,23 +257,27 @@ async function inFlight(
   })();
   for (let i = 0; i < Math.min(inflight, maxOps); i++) send();
   let lastDone = -1;
-  while (!stopped && performance.now() < end) {
+  // The warm-up is bounded too: 60 s at most.
+  const warmEnd = window.t + 60_000;
+  const deadline = () => warming > 0 ? warmEnd : end;
+  while (!stopped && performance.now() < deadline()) {
     let timer: ReturnType<typeof setTimeout> | undefined;
     await new Promise<void>((r) => {
       wake = r;
-      timer = setTimeout(r, Math.min(200, Math.max(1, end - performance.now())));
+      timer = setTimeout(r, Math.min(200, Math.max(1, deadline() - performance.now())));
     });
     clearTimeout(timer);
     wake = null;
     if (stopped) break;
-    if (done === lastDone) {
+    const progress = done + warmup - warming;
+    if (progress === lastDone) {
       // Nothing came back for 200 ms: the window was lost. Start a new one.
       lost++;
       sentAt = [];
       head = 0;
       for (let i = 0; i < Math.min(inflight, maxOps - done); i++) send();
     }
-    lastDone = done;
+    lastDone = progress;
   }
   if (!stopped) {
     stopped = true;
@@ -539,7 +561,32 @@ async function registeredPeer(): Promise<{ sock: Deno.DatagramConn; nodeId: stri
  */
 async function handshakes() {
   const keyed = values.keyed;
-  const peers = Number(values.peers ?? 1000);
+  const concurrency = Number(values.concurrency);
+  if (warmup > 0) {
+    // Other distinct peers, from loopback addresses no measured batch uses (127.0.101.y on), not measured.
+    await handshakeBatches(warmup, 100 * 250, false);
+  }
+  const run = await handshakeBatches(Number(values.peers ?? 1000), 0, true);
+  report(run.done, run.latencies, {
+    failed: run.failed,
+    concurrency,
+    ...(run.firstError !== null ? { firstError: run.firstError } : {}),
+    ...(keyed ? { keyed, verify: values.verify ? "every response" : "first response of each batch" } : {}),
+    ...(warmup > 0 ? { warmup } : {}),
+    // Generator CPU per peer before the clock (sockets; for keyed peers also the identity, the X25519 key
+    // and the signature), not counted in cpuMs.
+    setupUsPerPeer: (run.setupMs * 1000) / Math.max(1, run.done + run.failed),
+  });
+  if (values.hold) await leave(run.held);
+}
+
+/**
+ * `peers` handshakes in batches of 4,000 sockets, `--concurrency` at a time, within `--seconds`. Each batch
+ * binds its own loopback source address, numbered from `firstBatch`. With `measure`, every batch is a
+ * measured window and its latencies are kept.
+ */
+async function handshakeBatches(peers: number, firstBatch: number, measure: boolean) {
+  const keyed = values.keyed;
   const concurrency = Number(values.concurrency);
   const batchSize = 4000;
   const latencies: number[] = [];
@@ -554,7 +601,7 @@ async function handshakes() {
     const n = Math.min(batchSize, peers - first);
     // Each batch binds its own loopback source address: ports freed by a closed batch are reused by the
     // next, and a reused address would replace the earlier peer instead of adding one.
-    const batch = first / batchSize;
+    const batch = firstBatch + first / batchSize;
     const host = values.host === "127.0.0.1"
       ? `127.0.${1 + Math.floor(batch / 250)}.${(batch % 250) + 1}`
       : values.host;
@@ -569,7 +616,7 @@ async function handshakes() {
     const setupDelta = process.cpuUsage(setupCpu);
     setupMs += (setupDelta.user + setupDelta.system) / 1000;
     let next = 0;
-    const window = openWindow();
+    const window = measure ? openWindow() : null;
     const worker = async () => {
       const buf = new Uint8Array(65_536);
       while (next < n) {
@@ -584,9 +631,9 @@ async function handshakes() {
             keyedRequests?.[i]?.state,
             values.verify || i === 0,
           );
-          latencies.push(performance.now() - t);
+          if (measure) latencies.push(performance.now() - t);
           done++;
-          if (values.hold) held.push(socks[i]!.addr as Deno.NetAddr);
+          if (values.hold && measure) held.push(socks[i]!.addr as Deno.NetAddr);
           if (values.disconnect) {
             const bye = envelope("Disconnect", { reason: "bench" }, 2, false, null);
             await socks[i]!.send(encoder.encode(JSON.stringify(bye)), target);
@@ -603,20 +650,11 @@ async function handshakes() {
     const limit = new Promise((r) => timer = setTimeout(r, Math.max(0, deadline - performance.now()) + 3000));
     await Promise.race([work, limit]);
     clearTimeout(timer);
-    closeWindow(window);
+    if (window) closeWindow(window);
     for (const s of socks) s.close();
     await work.catch(() => {});
   }
-  report(done, latencies, {
-    failed,
-    concurrency,
-    ...(firstError !== null ? { firstError } : {}),
-    ...(keyed ? { keyed, verify: values.verify ? "every response" : "first response of each batch" } : {}),
-    // Generator CPU per peer before the clock (sockets; for keyed peers also the identity, the X25519 key
-    // and the signature), not counted in cpuMs.
-    setupUsPerPeer: (setupMs * 1000) / Math.max(1, done + failed),
-  });
-  if (values.hold) await leave(held);
+  return { done, failed, firstError, latencies, held, setupMs };
 }
 
 /**

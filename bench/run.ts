@@ -56,6 +56,11 @@ const DISCOVERY_COUNT = quick ? 100 : 10_000;
 const HANDSHAKE_PEERS = quick ? 200 : 20_000;
 const KEYED_PEERS = quick ? 100 : 4_000;
 const MEMORY_PEERS = quick ? 500 : 100_000;
+// Operations run before each measured window, not measured: p2p_server is measured warm (V8 compiles the hot
+// code on background threads during the first thousands of operations), as it runs for most of its life.
+const WARMUP_OPS = quick ? 50 : 5_000;
+const HANDSHAKE_WARMUP = quick ? 50 : 10_000;
+const KEYED_WARMUP = quick ? 20 : 1_000;
 const STUN_COUNT = quick ? 500 : 60_000;
 const PACED_SECONDS = quick ? 0.5 : 3;
 const WINDOW_SECONDS = quick ? 5 : 10;
@@ -373,7 +378,14 @@ function record(row: string, server: Kind, result: GenResult, note = ""): void {
 const kinds: Kind[] = ["floor", "p2p_server", ...MMSG, ...(upstream ? ["upstream" as const] : [])];
 const p2pAndUpstream: Kind[] = ["p2p_server", ...MMSG, ...(upstream ? ["upstream" as const] : [])];
 const started: Server[] = [];
-const window = (count: number) => ["--count", `${count}`, "--seconds", `${WINDOW_SECONDS}`];
+const window = (count: number) => [
+  "--count",
+  `${count}`,
+  "--seconds",
+  `${WINDOW_SECONDS}`,
+  "--warmup",
+  `${WARMUP_OPS}`,
+];
 
 async function withServer<T>(kind: Kind, f: (s: Server) => Promise<T>, v8Flags: string[] = []): Promise<T> {
   const s = await start(kind, v8Flags);
@@ -499,6 +511,8 @@ async function mainRows(): Promise<void> {
           kind,
           await generate(s, [
             "handshake",
+            "--warmup",
+            `${HANDSHAKE_WARMUP}`,
             "--peers",
             `${HANDSHAKE_PEERS}`,
             "--concurrency",
@@ -515,6 +529,8 @@ async function mainRows(): Promise<void> {
         const result = await generate(s, [
           "handshake",
           "--keyed",
+          "--warmup",
+          `${KEYED_WARMUP}`,
           "--peers",
           `${KEYED_PEERS}`,
           "--concurrency",
