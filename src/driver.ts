@@ -249,20 +249,26 @@ export class UdpDriver {
     this.#arm();
   }
 
-  // With the batched backend, sends go to the kernel at once, in order; from the first one the kernel cannot
-  // take now (its send buffer full), the rest waits in the queue for the pump. The `deno` backend's sends
-  // all go through the pump.
+  // With the batched backend, sends go to the kernel at once, in order, a run of datagrams from the same
+  // socket per system call; from the first one the kernel cannot take now (its send buffer full), the rest
+  // waits in the queue for the pump. The `deno` backend's sends all go through the pump.
   #sendNow(out: Transmit[]): void {
     let i = 0;
-    for (; i < out.length; i++) {
+    while (i < out.length) {
       const t = out[i]!;
-      const socket = this.#sockets[t.socket ?? 0];
+      const index = t.socket ?? 0;
+      const socket = this.#sockets[index];
       if (!(socket instanceof MmsgSocket)) break;
+      let sent: number;
       try {
-        if (!socket.sendNow(t.bytes, t.to.hostname, t.to.port)) break;
+        sent = socket.sendBatch(out, i, index);
       } catch (error) {
         this.#sendFailed(t, error);
+        i++;
+        continue;
       }
+      if (sent <= 0) break;
+      i += sent;
     }
     if (i === 0) this.#queue = out;
     else for (; i < out.length; i++) this.#queue.push(out[i]!);

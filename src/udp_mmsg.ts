@@ -1,8 +1,9 @@
 /**
  * The driver's batched UDP backend (`io_backend: "mmsg"`): a Linux UDP socket driven through libc with
  * `Deno.dlopen` (needs `--allow-ffi`). Datagrams are read with `recvmmsg` (up to {@linkcode SLOTS} per
- * system call, without blocking) and sent with `sendto` at once, synchronously, so a datagram costs no
- * promise and no async operation of the runtime. Only waiting leaves the main thread: when nothing is
+ * system call, without blocking) and sent at once, synchronously, with `sendmmsg` (the answers of a batch
+ * together, up to {@linkcode SEND_SLOTS} per call), so a datagram costs no promise and no async operation of
+ * the runtime. Only waiting leaves the main thread: when nothing is
  * waiting, one `recvmmsg` that blocks until the next datagram runs on the runtime's blocking-call thread (a
  * `shutdown` wakes it on close), and when the kernel's send buffer is full, a `poll` for room does.
  * `Deno.listenDatagram` remains the default backend and the fallback: {@linkcode mmsgUnavailable} says why
@@ -30,6 +31,7 @@ const SYMBOLS = {
   },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "i32" },
+  sendmmsg: { parameters: ["i32", "pointer", "u32", "i32"], result: "i32" },
   poll: { parameters: ["pointer", "usize", "i32"], result: "i32", nonblocking: true },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
@@ -42,6 +44,10 @@ type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /** Datagrams read per `recvmmsg` call. */
 export const SLOTS = 16;
+/** Datagrams handed to the kernel per `sendmmsg` call, at most. */
+export const SEND_SLOTS = 32;
+/** Bytes of the area the datagrams of one `sendmmsg` call are copied into (a larger one goes alone). */
+const SEND_AREA_BYTES = 65_536;
 /** Bytes of each receive slot: any UDP datagram fits. */
 const SLOT_BYTES = 65_536;
 const NAME_BYTES = 32; // a sockaddr_in6 (28) rounded up
@@ -155,6 +161,16 @@ export class MmsgSocket {
   readonly #hdrPtr: Deno.PointerValue;
   readonly #writePoll = outside(16);
   readonly #writePollPtr: Deno.PointerValue;
+  // The send side of `sendmmsg`: datagrams copied into one area, a destination and an iovec per message.
+  readonly #sendArea = outside(SEND_AREA_BYTES);
+  readonly #sendNames = outside(SEND_SLOTS * NAME_BYTES);
+  readonly #sendNamesView = new DataView(this.#sendNames.buffer);
+  readonly #sendHdr = outside(SEND_SLOTS * MMSGHDR_BYTES);
+  readonly #sendHdrView = new DataView(this.#sendHdr.buffer);
+  readonly #sendIov = outside(SEND_SLOTS * 16);
+  readonly #sendIovView = new DataView(this.#sendIov.buffer);
+  readonly #sendHdrPtr: Deno.PointerValue;
+  readonly #sendAreaAt: number;
   readonly #dest = new Uint8Array(NAME_BYTES);
   readonly #destView = new DataView(this.#dest.buffer);
   /** Source address (family, address bytes) -> host name; host name -> destination address bytes. */
@@ -211,6 +227,17 @@ export class MmsgSocket {
       this.#hdrView.setBigUint64(h + 24, 1n, true);
     }
     this.#hdrPtr = pointer(this.#hdr);
+    const sendNames = address(this.#sendNames);
+    const sendIovs = address(this.#sendIov);
+    for (let i = 0; i < SEND_SLOTS; i++) {
+      const h = i * MMSGHDR_BYTES;
+      this.#sendHdrView.setBigUint64(h, sendNames + BigInt(i * NAME_BYTES), true);
+      this.#sendHdrView.setBigUint64(h + 16, sendIovs + BigInt(i * 16), true);
+      this.#sendHdrView.setBigUint64(h + 24, 1n, true);
+    }
+    this.#sendHdrPtr = pointer(this.#sendHdr);
+    // A user-space address is below 2^47: exact as a number, so the iovecs are written without BigInts.
+    this.#sendAreaAt = Number(address(this.#sendArea));
     const poll = new DataView(this.#writePoll.buffer);
     poll.setInt32(0, fd, true);
     poll.setInt16(4, POLLOUT, true);
@@ -298,12 +325,7 @@ export class MmsgSocket {
    */
   sendNow(bytes: Uint8Array, hostname: string, port: number): boolean {
     const c = this.#c;
-    let ip = this.#dests.get(hostname);
-    if (ip === undefined) {
-      if (this.#dests.size >= CACHE_LIMIT) this.#dests.clear();
-      ip = destinationBytes(hostname, this.#v6);
-      this.#dests.set(hostname, ip);
-    }
+    const ip = this.#destination(hostname);
     if (ip === null) {
       throw new Error(`Address family not supported by protocol (os error 97): ${hostname}`);
     }
@@ -316,6 +338,78 @@ export class MmsgSocket {
       if (code === EAGAIN || code === ENOBUFS) return false;
       throw osError(c, code);
     }
+  }
+
+  /**
+   * Hands `datagrams[first]`, `datagrams[first + 1]`, ... to the kernel with one `sendmmsg` call: as many as
+   * fit (at most {@linkcode SEND_SLOTS}, their bytes within the copy area; one larger than the area goes
+   * alone, by {@linkcode sendNow}), stopping before the first whose `socket` differs from `socketIndex`.
+   * Returns how many the kernel took, in order: 0 when the first could not be sent now (the send buffer
+   * full: wait for {@linkcode writable}), or -1 when `datagrams[first]` does not belong to this socket.
+   *
+   * @throws {Error} any other OS error for `datagrams[first]` (the kernel reports an error of a later one on
+   *   the call that starts with it), worded as Deno words it; the caller skips that datagram.
+   */
+  sendBatch(
+    datagrams: readonly { to: SocketAddr; bytes: Uint8Array; socket?: number }[],
+    first: number,
+    socketIndex: number,
+  ): number {
+    const head = datagrams[first]!;
+    if ((head.socket ?? 0) !== socketIndex) return -1;
+    if (head.bytes.length > SEND_AREA_BYTES) {
+      return this.sendNow(head.bytes, head.to.hostname, head.to.port) ? 1 : 0;
+    }
+    const area = this.#sendArea;
+    const names = this.#sendNamesView;
+    const hdr = this.#sendHdrView;
+    const iov = this.#sendIovView;
+    let used = 0;
+    let n = 0;
+    for (let k = first; k < datagrams.length && n < SEND_SLOTS; k++) {
+      const t = datagrams[k]!;
+      if ((t.socket ?? 0) !== socketIndex) break;
+      const bytes = t.bytes;
+      if (used + bytes.length > SEND_AREA_BYTES) break;
+      const ip = this.#destination(t.to.hostname);
+      if (ip === null) {
+        if (n === 0) {
+          throw new Error(`Address family not supported by protocol (os error 97): ${t.to.hostname}`);
+        }
+        break; // sent alone next, to fail alone
+      }
+      area.set(bytes, used);
+      const at = this.#sendAreaAt + used;
+      iov.setUint32(n * 16, at % 0x1_0000_0000, true);
+      iov.setUint32(n * 16 + 4, Math.floor(at / 0x1_0000_0000), true);
+      iov.setUint32(n * 16 + 8, bytes.length, true);
+      hdr.setUint32(
+        n * MMSGHDR_BYTES + 8,
+        writeSockaddrAt(names, n * NAME_BYTES, ip, t.to.port, this.#v6),
+        true,
+      );
+      used += bytes.length;
+      n++;
+    }
+    const c = this.#c;
+    for (;;) {
+      const sent = c.sendmmsg(this.#fd, this.#sendHdrPtr, n, MSG_DONTWAIT);
+      if (sent >= 0) return sent;
+      const code = errno(c);
+      if (code === EINTR) continue;
+      if (code === EAGAIN || code === ENOBUFS) return 0;
+      throw osError(c, code);
+    }
+  }
+
+  #destination(hostname: string): Uint8Array | null {
+    let ip = this.#dests.get(hostname);
+    if (ip === undefined) {
+      if (this.#dests.size >= CACHE_LIMIT) this.#dests.clear();
+      ip = destinationBytes(hostname, this.#v6);
+      this.#dests.set(hostname, ip);
+    }
+    return ip;
   }
 
   /** Waits until the kernel's send buffer has room; false once the socket is closed. */
@@ -367,6 +461,29 @@ function writeSockaddr(view: DataView, ip: Uint8Array, port: number, v6: boolean
   } else {
     bytes.set(ip, 8);
   }
+  return 28;
+}
+
+/** Writes a sockaddr for `ip` at `at` of `view` as {@linkcode writeSockaddr} does; returns its length. */
+function writeSockaddrAt(view: DataView, at: number, ip: Uint8Array, port: number, v6: boolean): number {
+  view.setUint16(at, v6 ? AF_INET6 : AF_INET, true);
+  view.setUint16(at + 2, port, false);
+  if (!v6) {
+    for (let k = 0; k < 4; k++) view.setUint8(at + 4 + k, ip[k]!);
+    view.setUint32(at + 8, 0);
+    view.setUint32(at + 12, 0);
+    return 16;
+  }
+  view.setUint32(at + 4, 0); // flow info
+  if (ip.length === 4) {
+    view.setUint32(at + 8, 0);
+    view.setUint32(at + 12, 0);
+    view.setUint32(at + 16, 0xffff, false);
+    for (let k = 0; k < 4; k++) view.setUint8(at + 20 + k, ip[k]!);
+  } else {
+    for (let k = 0; k < 16; k++) view.setUint8(at + 8 + k, ip[k]!);
+  }
+  view.setUint32(at + 24, 0); // scope id
   return 28;
 }
 

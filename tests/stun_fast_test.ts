@@ -1,13 +1,16 @@
 /**
  * The direct writer of a plain Binding success (`buildSuccess` in src/core/stun.ts) gives the same bytes as
  * the general answer builder (`build`) for every request kind, address family, SOFTWARE length and size
- * limit: the fast path changes no answer.
+ * limit, and the endpoint's lane for plain Binding requests (`answerPlainBinding`) gives `buildSuccess`'s answer
+ * and the same counts: the fast paths change no answer.
  *
  * @module
  */
 import { assertEquals } from "./deps/assert.ts";
 import { build, buildSuccess } from "../src/core/stun.ts";
-import { addressValue, encodeStun, parseStun } from "../src/wire/stun.ts";
+import { addressValue, encodeStun, parseStun, STUN_ATTR } from "../src/wire/stun.ts";
+import { Endpoint } from "../src/core/mod.ts";
+import { resolveConfig } from "../src/config.ts";
 
 Deno.test("buildSuccess matches build byte for byte (RFC 8489 and 3489 requests, IPv4 and IPv6, every limit)", () => {
   let cases = 0;
@@ -50,4 +53,58 @@ Deno.test("buildSuccess matches build byte for byte (RFC 8489 and 3489 requests,
   }
   assertEquals(cases, 2 * 2 * 8 * 121);
   assertEquals(answered > cases / 2, true, "most limits leave room for an answer");
+});
+
+Deno.test("the endpoint's plain Binding lane answers as buildSuccess does and counts the same", () => {
+  const encoder = new TextEncoder();
+  let cases = 0;
+  for (const version of ["1", "0.4.2-rc.1", "v".repeat(130)]) {
+    const server = new Endpoint({
+      role: "server",
+      config: resolveConfig({ identityFile: null }),
+      node: {
+        id: "00000000-0000-4000-8000-000000000001",
+        name: "s",
+        version,
+        listen_addr: "198.51.100.1:3478",
+        capabilities: [],
+        metadata: {},
+      },
+      newId: () => crypto.randomUUID(),
+      now: 0,
+    });
+    const software = encoder.encode(`p2p_server ${version}`.slice(0, 127));
+    for (const hostname of ["192.0.2.7", "2001:db8::7", "::ffff:192.0.2.9"]) {
+      for (const softwareLength of [-1, 0, 1, 3, 4, 5, 17, 40, 90]) {
+        for (const fingerprint of [false, true]) {
+          const id = Uint8Array.from({ length: 16 }, (_, i) => (i * 29 + softwareLength + cases) & 0xff);
+          id.set([0x21, 0x12, 0xa4, 0x42]);
+          const request = encodeStun({
+            method: 1,
+            class: "request",
+            id,
+            attributes: softwareLength < 0
+              ? []
+              : [{ type: STUN_ATTR.SOFTWARE, value: encoder.encode("c".repeat(softwareLength)) }],
+            fingerprint,
+          });
+          const from = { hostname, port: 40_000 + cases };
+          const msg = parseStun(request);
+          const mapped = addressValue(from, true, msg.id)!;
+          const limit = Math.min(request.length + 4 + mapped.length, 3 * request.length);
+          const expected = buildSuccess(msg, mapped, software, limit);
+          const before = server.getStats(cases * 1000).stun;
+          const requests = before.requests, responses = before.responses;
+          server.handleDatagram(cases * 1000, from, request);
+          const out = server.takeTransmits();
+          assertEquals(out.map((t) => t.bytes), expected ? [expected] : [], `${hostname} ${softwareLength}`);
+          const after = server.getStats(cases * 1000).stun;
+          assertEquals(after.requests, requests + 1);
+          assertEquals(after.responses, responses + (expected ? 1 : 0));
+          cases++;
+        }
+      }
+    }
+  }
+  assertEquals(cases, 3 * 3 * 9 * 2);
 });

@@ -8,7 +8,7 @@
  * @module
  */
 import { assert, assertEquals, assertMatch, assertStrictEquals, assertThrows } from "./deps/assert.ts";
-import { MmsgSocket, mmsgUnavailable, SLOTS } from "../src/udp_mmsg.ts";
+import { MmsgSocket, mmsgUnavailable, SEND_SLOTS, SLOTS } from "../src/udp_mmsg.ts";
 import { RawPeer } from "./helpers/raw_peer.ts";
 import { runScript, startServer } from "./helpers/server_process.ts";
 import { encodeStun, parseStun, STUN_ATTR } from "../src/wire/stun.ts";
@@ -48,6 +48,76 @@ async function drain(socket: MmsgSocket, want: number, ms = 2_000): Promise<[str
   }
   return got;
 }
+
+Deno.test({
+  name: "mmsg socket: sendBatch sends runs in order, each to its own address, and stops where it must",
+  ignore,
+  fn: async () => {
+    const socket = new MmsgSocket({ hostname: HAS_IPV6 ? "::" : "127.0.0.1", port: 0 });
+    const a = peer();
+    const b = HAS_IPV6 ? peer("::1") : peer();
+    try {
+      const portA = (a.addr as Deno.NetAddr).port;
+      const portB = (b.addr as Deno.NetAddr).port;
+      const hostB = HAS_IPV6 ? "::1" : "127.0.0.1";
+      // To A as an IPv4-mapped address on an IPv6 socket (or plain IPv4), to B over IPv6 where there is one.
+      const hostA = HAS_IPV6 ? "::ffff:127.0.0.1" : "127.0.0.1";
+      const out = Array.from({ length: SEND_SLOTS + 8 }, (_, i) => ({
+        to: i % 3 === 2 ? { hostname: hostB, port: portB } : { hostname: hostA, port: portA },
+        bytes: new Uint8Array(10 + i).fill(i),
+      }));
+      // One run per call: SEND_SLOTS at most, then the rest.
+      assertStrictEquals(socket.sendBatch(out, 0, 0), SEND_SLOTS);
+      assertStrictEquals(socket.sendBatch(out, SEND_SLOTS, 0), 8);
+      const read = async (conn: Deno.DatagramConn, n: number) => {
+        const got: number[][] = [];
+        for (let k = 0; k < n; k++) got.push([...(await conn.receive())[0]]);
+        return got;
+      };
+      const wantA = out.filter((_, i) => i % 3 !== 2).map((t) => [...t.bytes]);
+      const wantB = out.filter((_, i) => i % 3 === 2).map((t) => [...t.bytes]);
+      assertEquals(await read(a, wantA.length), wantA);
+      assertEquals(await read(b, wantB.length), wantB);
+
+      // A run ends before a datagram for another local socket, and one for another socket is refused.
+      const mixed = [
+        { to: { hostname: hostA, port: portA }, bytes: Uint8Array.of(1) },
+        { to: { hostname: hostA, port: portA }, bytes: Uint8Array.of(2), socket: 1 },
+      ];
+      assertStrictEquals(socket.sendBatch(mixed, 0, 0), 1);
+      assertStrictEquals(socket.sendBatch(mixed, 1, 0), -1);
+      assertEquals(await read(a, 1), [[1]]);
+
+      // The copy area holds 64 KiB: two large datagrams go in two calls, in order.
+      const large = [60_000, 60_000].map((n, i) => ({
+        to: { hostname: hostA, port: portA },
+        bytes: new Uint8Array(n).fill(i + 1),
+      }));
+      assertStrictEquals(socket.sendBatch(large, 0, 0), 1);
+      assertStrictEquals(socket.sendBatch(large, 1, 0), 1);
+      const [first, second] = await read(a, 2);
+      assertEquals([first![0], first!.length, second![0], second!.length], [1, 60_000, 2, 60_000]);
+
+      // A destination the socket cannot reach fails alone, as the first of a call.
+      const v4 = new MmsgSocket({ hostname: "127.0.0.1", port: 0 });
+      try {
+        const bad = [
+          { to: { hostname: "127.0.0.1", port: portA }, bytes: Uint8Array.of(9) },
+          { to: { hostname: "::1", port: portA }, bytes: Uint8Array.of(8) },
+        ];
+        assertStrictEquals(v4.sendBatch(bad, 0, 0), 1);
+        assertThrows(() => v4.sendBatch(bad, 1, 0), Error, "os error 97");
+        assertEquals(await read(a, 1), [[9]]);
+      } finally {
+        v4.close();
+      }
+    } finally {
+      socket.close();
+      a.close();
+      b.close();
+    }
+  },
+});
 
 Deno.test({
   name: "mmsg socket: datagrams arrive whole, in order, up to SLOTS per read, from the address Deno names",

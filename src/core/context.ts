@@ -248,7 +248,7 @@ export class Core {
       this.stats.sendsTooLarge++;
       return false;
     }
-    const known = this.table.byAddr.get(formatSocketAddr(to));
+    const known = this.table.byAddr.get(to === dg.from ? dg.key : formatSocketAddr(to));
     if (!this.admission.mayStateless(dg, known, bytes.length)) return true;
     this.#queue(to, bytes, type, socket);
     return true;

@@ -32,7 +32,7 @@ import type { ReliableOptions } from "./send.ts";
 import { buildRooms, type Rooms } from "./rooms.ts";
 import type { ConnectOptions } from "./handshake.ts";
 import type { RequestSpec } from "./requests.ts";
-import { isStunDatagram, onStunDatagram } from "./stun.ts";
+import { answerPlainBinding, isStunDatagram, onStunDatagram } from "./stun.ts";
 import { type Datagram, drop, type Outcome, QUIET_RATE_LIMITED } from "./outcome.ts";
 import {
   type ClusterCounts,
@@ -143,6 +143,7 @@ export class Endpoint {
     if (socket !== 0 && !isStunDatagram(bytes) && this.#r.nat.onAlternate(now, from, key, bytes, socket)) {
       return;
     }
+    if (socket === 0 && bytes[0] === 0 && answerPlainBinding(core, now, from, key, bytes)) return;
     if (socket !== 0 || isStunDatagram(bytes)) return onStunDatagram(core, { now, from, key, bytes, socket });
     let msg: Message;
     try {

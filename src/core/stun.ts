@@ -25,8 +25,10 @@ import {
   CHANGE_PORT,
   encodeStun,
   errorCodeValue,
+  fingerprint,
   fingerprintOk,
   hex4,
+  hostBytes,
   isStunDatagram,
   parseStun,
   putAttribute,
@@ -39,6 +41,7 @@ import {
   stunSize,
   unknownAttributesValue,
 } from "../wire/stun.ts";
+import { slabSpace } from "../wire/codec.ts";
 import type { Core } from "./context.ts";
 import type { Datagram } from "./outcome.ts";
 import type { StunErrorReason } from "./stats.ts";
@@ -218,6 +221,102 @@ export function onStunDatagram(core: Core, input: StunInput): void {
     stats.stun.responses++;
     if (from_ !== socket) stats.stun.changeRequests++;
   }
+}
+
+/**
+ * The plain Binding request, answered without parsing it into objects: an RFC 8489 request on the main
+ * socket of a server without alternate sockets, whose attributes are all comprehension-optional (SOFTWARE,
+ * and FINGERPRINT last with the right value). Writes the same answer {@linkcode onStunDatagram} would
+ * (`buildSuccess`'s, into a slab: tests/stun_fast_test.ts compares the two) and counts the same; returns
+ * false, having done nothing, for any other datagram, which then takes the general path.
+ */
+export function answerPlainBinding(
+  core: Core,
+  now: number,
+  from: SocketAddr,
+  key: string,
+  bytes: Uint8Array,
+): boolean {
+  const n = bytes.length;
+  if (
+    n < STUN_HEADER_BYTES || bytes[0] !== 0 || bytes[1] !== 1 || ((bytes[2]! << 8) | bytes[3]!) !== n - 20 ||
+    (n & 3) !== 0 || bytes[4] !== 0x21 || bytes[5] !== 0x12 || bytes[6] !== 0xa4 || bytes[7] !== 0x42 ||
+    core.sockets.length >= 2 || core.role !== "server"
+  ) {
+    return false;
+  }
+  let fp = -1;
+  for (let at = STUN_HEADER_BYTES; at < n;) {
+    if (fp >= 0 || at + 4 > n) return false;
+    const type = (bytes[at]! << 8) | bytes[at + 1]!;
+    const len = (bytes[at + 2]! << 8) | bytes[at + 3]!;
+    const next = at + 4 + len + ((4 - (len & 3)) & 3);
+    if (next > n || type < 0x8000) return false;
+    if (type === STUN_ATTR.FINGERPRINT) {
+      if (len !== 4) return false;
+      fp = at;
+    }
+    at = next;
+  }
+  if (fp >= 0) {
+    const got = ((bytes[fp + 4]! << 24) | (bytes[fp + 5]! << 16) | (bytes[fp + 6]! << 8) | bytes[fp + 7]!) >>>
+      0;
+    if (got !== fingerprint(bytes, fp)) return false;
+  }
+  const ip = hostBytes(from.hostname);
+  if (!ip) return false;
+  let skip = 0;
+  if (ip.length === 16 && ip[10] === 0xff && ip[11] === 0xff) {
+    skip = 12;
+    for (let i = 0; i < 10; i++) if (ip[i] !== 0) skip = 0;
+  }
+  const ipLength = ip.length - skip;
+  const stats = core.stats;
+  stats.stun.requests++;
+  stats.processed++;
+  const known = core.table.byAddr.get(key);
+  if (known && !known.validated) known.bytesIn += n;
+  const dg: Datagram = { now, from, key, size: n, budget: 3 * n, summed: false, cookieOk: false };
+  const software = softwareValue(core.node.version);
+  // As buildSuccess: the largest of [address, SOFTWARE, FINGERPRINT], [address, FINGERPRINT], [address].
+  const limit = Math.min(n + 8 + ipLength, dg.budget);
+  const bare = STUN_HEADER_BYTES + 8 + ipLength;
+  let size = bare + 8 + attributeSize(software.length);
+  let withSoftware = true;
+  let withFingerprint = true;
+  if (size > limit) {
+    withSoftware = false;
+    size = bare + 8;
+    if (size > limit) {
+      withFingerprint = false;
+      size = bare;
+      if (size > limit) {
+        stats.amplificationLimited++;
+        return true;
+      }
+    }
+  }
+  const out = slabSpace(size);
+  out[0] = 0x01; // Binding success response
+  out[1] = 0x01;
+  out[2] = (size - STUN_HEADER_BYTES) >> 8;
+  out[3] = (size - STUN_HEADER_BYTES) & 0xff;
+  for (let i = 4; i < STUN_HEADER_BYTES; i++) out[i] = bytes[i]!;
+  // XOR-MAPPED-ADDRESS: the port XOR the cookie's top half, the address XOR the cookie (and the id).
+  out[20] = 0x00;
+  out[21] = 0x20;
+  out[23] = 4 + ipLength;
+  out[25] = ipLength === 4 ? 1 : 2;
+  out[26] = (from.port >> 8) ^ bytes[4]!;
+  out[27] = (from.port & 0xff) ^ bytes[5]!;
+  for (let i = 0; i < ipLength; i++) out[28 + i] = ip[skip + i]! ^ bytes[4 + i]!;
+  let at = bare;
+  if (withSoftware) at = putAttribute(out, at, STUN_ATTR.SOFTWARE, software);
+  if (withFingerprint) putFingerprint(out, at);
+  const before = core.queuedTransmits;
+  core.transmitStateless(dg, from, out, null, 0);
+  if (core.queuedTransmits !== before) stats.stun.responses++;
+  return true;
 }
 
 /**

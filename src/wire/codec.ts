@@ -127,6 +127,21 @@ function copyOut(n: number): Uint8Array {
 }
 
 /**
+ * `n` zero bytes (at most 2,048) for a datagram written in place, cut from the shared slab as encoded
+ * messages are: a view of a slab costs far less than a typed array of its own.
+ */
+export function slabSpace(n: number): Uint8Array {
+  if (n > SLAB_LARGEST) return new Uint8Array(n);
+  if (slabAt + n > SLAB_BYTES) {
+    slab = new Uint8Array(SLAB_BYTES);
+    slabAt = 0;
+  }
+  const out = slab.subarray(slabAt, slabAt + n);
+  slabAt += n;
+  return out;
+}
+
+/**
  * Bytes of their own for an encoded datagram that is kept for a while (until it is acknowledged): one cut
  * from a shared slab would keep the whole slab alive.
  */

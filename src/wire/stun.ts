@@ -280,7 +280,7 @@ const hostCache = new Map<string, Uint8Array | null>();
 const HOST_CACHE_LIMIT = 4_096;
 
 /** {@linkcode ipBytes} of a host name, remembered: a client usually asks more than once. */
-function hostBytes(hostname: string): Uint8Array | null {
+export function hostBytes(hostname: string): Uint8Array | null {
   let ip = hostCache.get(hostname);
   if (ip === undefined) {
     if (hostCache.size >= HOST_CACHE_LIMIT) hostCache.clear();
