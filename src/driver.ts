@@ -10,10 +10,15 @@ import { formatSocketAddr, type SocketAddr } from "./wire/address.ts";
 import { BindError, UnstableApiError } from "./errors.ts";
 import type { Endpoint, EndpointEvent, Transmit } from "./core/endpoint.ts";
 import { getLogger } from "./deps/log.ts";
-import { MmsgSocket } from "./udp_mmsg.ts";
+import { MmsgSocket, SLOTS } from "./udp_mmsg.ts";
 import type { IoBackend } from "./config.ts";
 
 const log = getLogger(["p2p_server", "socket"]);
+
+/** Longest the batched backend's main thread sleeps in the kernel for the next datagram (ms), see below. */
+const SOON_MS = 1;
+/** Most batches the batched backend reads in a row before it lets the event loop run. */
+const YIELD_BATCHES = 32;
 
 /** The clock the shell feeds the core: monotonic, in Unix milliseconds. */
 export function monotonicNow(): number {
@@ -223,10 +228,25 @@ export class UdpDriver {
   }
 
   // The batched backend: every datagram waiting is read with one system call and handed to the core at the
-  // time of the read; the outputs are flushed once per batch.
+  // time of the read; the outputs are flushed once per batch. When nothing is waiting, the main thread first
+  // sleeps in the kernel for up to SOON_MS (a datagram then wakes it directly), and only then waits on the
+  // runtime's blocking-call thread, whose hand-over to the main thread costs a wake-up of its own. After
+  // YIELD_BATCHES batches in a row without a wait, the next read goes through that thread anyway, so that the
+  // event loop (timers, the ops server, signals) runs under any load.
   async #receiveBatches(socket: MmsgSocket, index: number): Promise<void> {
+    let run = 0;
+    let n = 0;
     while (!this.#closed) {
-      const n = socket.receiveNow() || await socket.receiveWait();
+      // After a full batch more is likely waiting; after a partial one the kernel had no more, so the read
+      // starts with the sleep (which returns at once when a datagram came meanwhile).
+      if (run >= YIELD_BATCHES) n = 0;
+      else if (n === SLOTS) n = socket.receiveNow() || socket.receiveSoon(SOON_MS);
+      else n = socket.receiveSoon(SOON_MS);
+      if (n > 0) run++;
+      else {
+        run = 0;
+        n = await socket.receiveWait();
+      }
       if (n === 0) break; // closed
       const now = monotonicNow();
       for (let i = 0; i < n; i++) {

@@ -33,6 +33,7 @@ const SYMBOLS = {
   sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "i32" },
   sendmmsg: { parameters: ["i32", "pointer", "u32", "i32"], result: "i32" },
   poll: { parameters: ["pointer", "usize", "i32"], result: "i32", nonblocking: true },
+  pollHere: { name: "poll", parameters: ["pointer", "usize", "i32"], result: "i32" },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
@@ -160,6 +161,8 @@ export class MmsgSocket {
   readonly #iov = outside(SLOTS * 16);
   readonly #hdrPtr: Deno.PointerValue;
   readonly #writePoll = outside(16);
+  readonly #readPoll = outside(8);
+  readonly #readPollPtr: Deno.PointerValue;
   readonly #writePollPtr: Deno.PointerValue;
   // The send side of `sendmmsg`: datagrams copied into one area, a destination and an iovec per message.
   readonly #sendArea = outside(SEND_AREA_BYTES);
@@ -244,6 +247,10 @@ export class MmsgSocket {
     poll.setInt32(8, wake, true);
     poll.setInt16(12, POLLIN, true);
     this.#writePollPtr = pointer(this.#writePoll);
+    const read = new DataView(this.#readPoll.buffer);
+    read.setInt32(0, fd, true);
+    read.setInt16(4, POLLIN, true);
+    this.#readPollPtr = pointer(this.#readPoll);
   }
 
   /**
@@ -255,6 +262,16 @@ export class MmsgSocket {
     this.#resetNames();
     const n = this.#c.recvmmsg(this.#fd, this.#hdrPtr, SLOTS, MSG_DONTWAIT, null);
     return n > 0 ? n : 0;
+  }
+
+  /**
+   * Waits on this thread, at most `ms` milliseconds, for a datagram, then reads as {@linkcode receiveNow}
+   * does; 0 when none came in time. The thread sleeps in the kernel meanwhile, and nothing else runs on it:
+   * the event loop waits too.
+   */
+  receiveSoon(ms: number): number {
+    if (this.#closed || this.#receiving) return 0;
+    return this.#c.pollHere(this.#readPollPtr, 1n, ms) > 0 ? this.receiveNow() : 0;
   }
 
   /**
