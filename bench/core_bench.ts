@@ -107,9 +107,9 @@ Deno.bench("one full handshake through two cores (virtual time)", () => {
 });
 
 // Keyed handshakes: a server with its own key, clients signing with theirs. The client identities are made
-// before the benchmark runs (key generation is not part of a handshake): 8,192 of them, used in turn, which is
-// more than the 4,096 public keys the server's signature verifier keeps, so every handshake verifies a key
-// the server has not seen lately, as with distinct peers.
+// before the benchmark runs (key generation is not part of a handshake): 8,192 of them, used in turn, so the
+// server verifies a key it has not seen lately, as with distinct peers (it keeps no key objects between
+// handshakes anyway, `src/deps/crypto.ts`).
 const serverIdentity = generateIdentity();
 const keyedServer = new Endpoint({
   role: "server",

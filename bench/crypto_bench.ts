@@ -22,8 +22,17 @@ import {
   HmacKey,
   rawPublic as raw,
   sha256,
+  verifyEd25519,
   x25519PublicKey,
 } from "../src/deps/crypto.ts";
+import { nodeIdForKey } from "../src/core/auth.ts";
+
+/** The DER SubjectPublicKeyInfo of a raw key, after its 12-byte prefix (the other route to a key object). */
+function spki(prefix: number[], rawKey: Uint8Array): Buffer {
+  return Buffer.from([...prefix, ...rawKey]);
+}
+const ED25519_SPKI = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+const X25519_SPKI = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x03, 0x21, 0x00];
 
 const ed = generateKeyPairSync("ed25519");
 const edRaw = raw(ed.publicKey);
@@ -43,8 +52,11 @@ Deno.bench("X25519 key pair (generateKeyPairSync)", { group: "x25519" }, () => {
 Deno.bench("X25519 exchange, public key object cached", { group: "x25519" }, () => {
   diffieHellman({ privateKey: x.privateKey, publicKey: peerKey });
 });
-Deno.bench("X25519 public key object from raw bytes (DER)", { group: "x25519" }, () => {
+Deno.bench("X25519 public key object from raw bytes (JWK, deps/crypto)", { group: "x25519" }, () => {
   x25519PublicKey(peerRaw);
+});
+Deno.bench("X25519 public key object from raw bytes (DER)", { group: "x25519" }, () => {
+  createPublicKey({ key: spki(X25519_SPKI, peerRaw), format: "der", type: "spki" });
 });
 Deno.bench("Ed25519 sign (one-shot)", { group: "ed25519" }, () => {
   sign(null, claims, ed.privateKey);
@@ -52,14 +64,22 @@ Deno.bench("Ed25519 sign (one-shot)", { group: "ed25519" }, () => {
 Deno.bench("Ed25519 verify, key object cached", { group: "ed25519" }, () => {
   verify(null, claims, edKey, signature);
 });
-Deno.bench("Ed25519 public key object from raw bytes (DER)", { group: "ed25519" }, () => {
+Deno.bench("Ed25519 verify, raw key as a JWK (deps/crypto's verifyEd25519)", { group: "ed25519" }, () => {
+  verifyEd25519(edRaw, claims, signature);
+});
+Deno.bench("Ed25519 verify, key object made from DER first", { group: "ed25519" }, () => {
+  verify(
+    null,
+    claims,
+    createPublicKey({ key: spki(ED25519_SPKI, edRaw), format: "der", type: "spki" }),
+    signature,
+  );
+});
+Deno.bench("Ed25519 public key object from raw bytes (JWK, deps/crypto)", { group: "ed25519" }, () => {
   ed25519PublicKey(edRaw);
 });
-Deno.bench("Ed25519 public key object from raw bytes (JWK)", { group: "ed25519" }, () => {
-  createPublicKey({
-    key: { kty: "OKP", crv: "Ed25519", x: edRaw.toBase64({ alphabet: "base64url" }) },
-    format: "jwk",
-  });
+Deno.bench("Ed25519 public key object from raw bytes (DER)", { group: "ed25519" }, () => {
+  createPublicKey({ key: spki(ED25519_SPKI, edRaw), format: "der", type: "spki" });
 });
 
 const webEd = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]) as CryptoKeyPair;
@@ -94,6 +114,9 @@ Deno.bench("node:crypto SHA-256, 54 bytes (a node id)", { group: "sha256" }, () 
 Deno.bench("deps/crypto sha256, 54 bytes (a node id)", { group: "sha256" }, () => {
   sha256(datagram.subarray(0, 54));
 });
+Deno.bench("auth nodeIdForKey (SHA-256 as hex, then the UUID)", { group: "sha256" }, () => {
+  nodeIdForKey(edRaw);
+});
 const pad = (byte: number) => new Uint8Array(64).map((_, i) => (secret[i] ?? 0) ^ byte);
 const nodeInner = createHash("sha256").update(pad(0x36));
 const nodeOuter = createHash("sha256").update(pad(0x5c));
@@ -106,6 +129,9 @@ Deno.bench("node:crypto HMAC, 300 bytes (keyed once: hash states copied)", { gro
 const key = new HmacKey(secret);
 Deno.bench("deps/crypto HmacKey, 300 bytes (keyed once)", { group: "hmac" }, () => {
   key.digest(datagram);
+});
+Deno.bench("deps/crypto HmacKey as hex, 300 bytes (a MAC tag)", { group: "hmac" }, () => {
+  key.hex(datagram).slice(0, 32);
 });
 Deno.bench("deps/crypto hmac, 300 bytes (one-shot)", { group: "hmac" }, () => {
   hmac(secret, datagram);

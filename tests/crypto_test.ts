@@ -1,6 +1,20 @@
-import { createHmac } from "node:crypto";
-import { assertEquals } from "./deps/assert.ts";
-import { hkdf, hmac, HmacKey, hmacSha256, sha256 } from "../src/deps/crypto.ts";
+import { createHash, createHmac, generateKeyPairSync, sign } from "node:crypto";
+import { assertEquals, assertStrictEquals } from "./deps/assert.ts";
+import {
+  generateEd25519,
+  generateX25519,
+  hkdf,
+  hmac,
+  HmacKey,
+  hmacSha256,
+  rawPublic,
+  sha256,
+  sha256Hex,
+  signEd25519,
+  verifyEd25519,
+  x25519,
+} from "../src/deps/crypto.ts";
+import { nodeIdForKey } from "../src/core/auth.ts";
 
 const utf8 = new TextEncoder();
 
@@ -43,6 +57,9 @@ Deno.test("HMAC matches node:crypto, with and without a trailing byte, for short
         const k = new HmacKey(key);
         assertEquals(bytes(k.digest(data)), expected);
         assertEquals(bytes(k.digest(data)), expected, "a key gives the same tag twice");
+        const hex = Uint8Array.from(expected).toHex();
+        assertStrictEquals(k.hex(data), hex, `hex, key ${keyLength}, length ${n}`);
+        if (n > 0) assertStrictEquals(k.hex(data, n - 1, data[n - 1]), hex, `hex, last byte, length ${n}`);
       }
     }
   }
@@ -63,4 +80,66 @@ Deno.test("HKDF gives RFC 5869's answer (test case 3: no salt, no info)", () => 
       ),
     ),
   );
+});
+
+Deno.test("sha256Hex is the hex SHA-256 of its two parts in order", () => {
+  for (const [a, b] of [[0, 0], [22, 32], [64, 1], [55, 9]] as const) {
+    const first = random(a), second = random(b);
+    const both = new Uint8Array(a + b);
+    both.set(first);
+    both.set(second, a);
+    assertStrictEquals(sha256Hex(first, second), createHash("sha256").update(both).digest("hex"));
+  }
+});
+
+Deno.test("node ids of keys: fixed answers, and the version and variant bits of the UUID for any key", () => {
+  assertStrictEquals(
+    nodeIdForKey(Uint8Array.from({ length: 32 }, (_, i) => i)),
+    "5ad32466-4318-819e-89cc-ada8c363667e",
+  );
+  assertStrictEquals(nodeIdForKey(new Uint8Array(32).fill(0xff)), "5ff06a34-5c1f-8a40-b0dd-6a53a4d421eb");
+  const context = utf8.encode("p2p_server node id v1\n");
+  for (let i = 0; i < 200; i++) {
+    const key = random(32);
+    const b = createHash("sha256").update(context).update(key).digest();
+    b[6] = (b[6]! & 0x0f) | 0x80;
+    b[8] = (b[8]! & 0x3f) | 0x80;
+    const h = Uint8Array.from(b.subarray(0, 16)).toHex();
+    const expected = `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${
+      h.slice(20)
+    }`;
+    assertStrictEquals(nodeIdForKey(key), expected);
+  }
+});
+
+Deno.test("Ed25519 verification accepts the signer's signature and nothing altered", () => {
+  const pair = generateEd25519();
+  const data = utf8.encode("p2p_server handshake request v1\nclaims");
+  const sig = signEd25519(pair.privateKey, data);
+  assertStrictEquals(verifyEd25519(pair.publicKey, data, sig), true);
+  const other = generateEd25519().publicKey;
+  assertStrictEquals(verifyEd25519(other, data, sig), false, "another key");
+  const flipped = Uint8Array.from(sig);
+  flipped[10]! ^= 1;
+  assertStrictEquals(verifyEd25519(pair.publicKey, data, flipped), false, "a changed signature");
+  const changed = Uint8Array.from(data);
+  changed[0]! ^= 1;
+  assertStrictEquals(verifyEd25519(pair.publicKey, changed, sig), false, "changed data");
+  assertStrictEquals(verifyEd25519(pair.publicKey.subarray(0, 31), data, sig), false, "a short key");
+  assertStrictEquals(verifyEd25519(pair.publicKey, data, sig.subarray(0, 63)), false, "a short signature");
+  const notAPoint = new Uint8Array(32);
+  notAPoint[0] = 2; // y = 2 has no x on the curve
+  assertStrictEquals(verifyEd25519(notAPoint, data, sig), false, "a key that is not a curve point");
+  // node:crypto's own signer agrees with ours.
+  const node = generateKeyPairSync("ed25519");
+  assertStrictEquals(verifyEd25519(rawPublic(node.publicKey), data, sign(null, data, node.privateKey)), true);
+});
+
+Deno.test("X25519: both sides get the same secret, a low-order key gives none", () => {
+  const a = generateX25519(), b = generateX25519();
+  const ab = x25519(a.privateKey, b.publicKey), ba = x25519(b.privateKey, a.publicKey);
+  assertEquals(ab === null ? null : bytes(ab), ba === null ? null : bytes(ba));
+  assertStrictEquals(ab?.length, 32);
+  assertStrictEquals(x25519(a.privateKey, new Uint8Array(32)), null, "the all-zero key (a low-order point)");
+  assertStrictEquals(x25519(a.privateKey, new Uint8Array(31)), null, "a short key");
 });

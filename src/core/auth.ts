@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { generateEd25519, type KeyObject, type KeyPair, sha256 } from "../deps/crypto.ts";
+import { generateEd25519, type KeyObject, type KeyPair, sha256Hex } from "../deps/crypto.ts";
 
 /** The auth policies a server can run. */
 export const AUTH_POLICIES = ["off", "optional", "required"] as const;
@@ -57,22 +57,14 @@ const ID_CONTEXT = new TextEncoder().encode("p2p_server node id v1\n");
  * a UUID of version 8 (RFC 9562's custom version: 0x80 in byte 6's high nibble) and variant 10.
  */
 export function nodeIdForKey(publicKey: Uint8Array): string {
-  const input = new Uint8Array(ID_CONTEXT.length + publicKey.length);
-  input.set(ID_CONTEXT);
-  input.set(publicKey, ID_CONTEXT.length);
-  const b = sha256(input);
-  b[6] = (b[6]! & 0x0f) | 0x80;
-  b[8] = (b[8]! & 0x3f) | 0x80;
-  let id = "";
-  for (let i = 0; i < 16; i++) {
-    if (i === 4 || i === 6 || i === 8 || i === 10) id += "-";
-    id += HEX_BYTES[b[i]!];
-  }
-  return id;
+  const h = sha256Hex(ID_CONTEXT, publicKey);
+  // Byte 6 is hex digits 12-13 (its high nibble becomes 8), byte 8 digits 16-17 (its top two bits become 10).
+  return h.slice(0, 8) + "-" + h.slice(8, 12) + "-8" + h.slice(13, 16) + "-" +
+    VARIANT_DIGIT[Number.parseInt(h[16]!, 16) & 3] + h.slice(17, 20) + "-" + h.slice(20, 32);
 }
 
-/** Two lowercase hex digits for each byte value. */
-const HEX_BYTES = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+/** The hex digit of a byte's high nibble with its top two bits set to 10, by the nibble's low two bits. */
+const VARIANT_DIGIT = ["8", "9", "a", "b"];
 
 /** Unpadded base64url. */
 export function toBase64Url(bytes: Uint8Array): string {

@@ -312,27 +312,21 @@ interface ResponseKey {
   uses: number;
 }
 
+const utf8 = new TextEncoder();
+
 /** The two MAC keys of a session from its X25519 secret and the two handshake message ids. */
 function sessionKeys(
   shared: Uint8Array,
   requestId: string,
   responseId: string,
 ): { c2s: Uint8Array; s2c: Uint8Array } {
-  const okm = hkdf(
-    shared,
-    new TextEncoder().encode(`${requestId}|${responseId}`),
-    "p2p_server session v1",
-    64,
-  );
-  return { c2s: okm.slice(0, 32), s2c: okm.slice(32) };
+  const okm = hkdf(shared, utf8.encode(`${requestId}|${responseId}`), "p2p_server session v1", 64);
+  return { c2s: okm.subarray(0, 32), s2c: okm.subarray(32) };
 }
 
 /** The 128-bit MAC tag (hex) of a datagram body, `bytes[0, end)` then its closing brace. */
 function macHex(key: HmacKey, bytes: Uint8Array, end = bytes.length - 1): string {
-  const tag = key.digest(bytes, end, 0x7d);
-  let out = "";
-  for (let i = 0; i < 16; i++) out += tag[i]!.toString(16).padStart(2, "0");
-  return out;
+  return key.hex(bytes, end, 0x7d).slice(0, 32);
 }
 
 function constantTimeEqualText(a: string, b: string): boolean {

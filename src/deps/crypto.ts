@@ -21,38 +21,29 @@ import {
 
 export type { KeyObject };
 
-const ED25519_SPKI = Uint8Array.from([
-  0x30,
-  0x2a,
-  0x30,
-  0x05,
-  0x06,
-  0x03,
-  0x2b,
-  0x65,
-  0x70,
-  0x03,
-  0x21,
-  0x00,
-]);
-const X25519_SPKI = Uint8Array.from([0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x03, 0x21, 0x00]);
-
-function spki(prefix: Uint8Array, raw: Uint8Array): KeyObject {
+/**
+ * A public key object from a raw 32-byte key of curve `crv`. Made from a JWK: `node:crypto` hands its `x`
+ * straight to the raw-key constructor, where a DER SubjectPublicKeyInfo would be parsed first (about 0.6 µs
+ * less CPU per key, `bench/crypto_bench.ts`; an Ed25519 key's point decompression, some 5 µs, stays).
+ */
+function publicKeyObject(crv: "Ed25519" | "X25519", raw: Uint8Array): KeyObject {
   if (raw.length !== 32) throw new RangeError(`Bad public key length: ${raw.length} bytes, need 32`);
-  const der = new Uint8Array(prefix.length + 32);
-  der.set(prefix);
-  der.set(raw, prefix.length);
-  return createPublicKey({ key: der as unknown as Buffer, format: "der", type: "spki" });
+  return createPublicKey({ key: jwk(crv, raw), format: "jwk" });
+}
+
+/** The JWK of a raw 32-byte public key of curve `crv`. */
+function jwk(crv: "Ed25519" | "X25519", raw: Uint8Array): { kty: "OKP"; crv: string; x: string } {
+  return { kty: "OKP", crv, x: raw.toBase64({ alphabet: "base64url", omitPadding: true }) };
 }
 
 /** A public key object from a raw 32-byte Ed25519 key. @throws {RangeError} for another length. */
 export function ed25519PublicKey(raw: Uint8Array): KeyObject {
-  return spki(ED25519_SPKI, raw);
+  return publicKeyObject("Ed25519", raw);
 }
 
 /** A public key object from a raw 32-byte X25519 key. @throws {RangeError} for another length. */
 export function x25519PublicKey(raw: Uint8Array): KeyObject {
-  return spki(X25519_SPKI, raw);
+  return publicKeyObject("X25519", raw);
 }
 
 /** The raw 32 bytes of an Ed25519 or X25519 public key object. */
@@ -100,24 +91,15 @@ export function signEd25519(privateKey: KeyObject, data: Uint8Array): Uint8Array
   return sign(null, data, privateKey); // a Buffer is a Uint8Array: no copy
 }
 
-const verifiers = new Map<string, KeyObject>();
-
-/** Whether `signature` is a valid Ed25519 signature of `data` by the raw public key `publicKey`. */
+/**
+ * Whether `signature` is a valid Ed25519 signature of `data` by the raw public key `publicKey`. The key goes
+ * to `node:crypto` as a JWK, which it turns into its native key without a `KeyObject` around it; a cache of
+ * key objects (tried until 2026-12-04) saved less than it cost with distinct peers (docs/performance.md).
+ */
 export function verifyEd25519(publicKey: Uint8Array, data: Uint8Array, signature: Uint8Array): boolean {
   if (publicKey.length !== 32 || signature.length !== 64) return false;
-  const id = publicKey.toBase64();
-  let key = verifiers.get(id);
-  if (!key) {
-    try {
-      key = spki(ED25519_SPKI, publicKey);
-    } catch {
-      return false;
-    }
-    if (verifiers.size >= 4096) verifiers.delete(verifiers.keys().next().value!);
-    verifiers.set(id, key);
-  }
   try {
-    return verify(null, data, key, signature);
+    return verify(null, data, { key: jwk("Ed25519", publicKey), format: "jwk" }, signature);
   } catch {
     return false;
   }
@@ -126,7 +108,7 @@ export function verifyEd25519(publicKey: Uint8Array, data: Uint8Array, signature
 /** The X25519 shared secret of our private key and their raw public key, or null for a bad key. */
 export function x25519(privateKey: KeyObject, theirPublic: Uint8Array): Uint8Array | null {
   try {
-    return diffieHellman({ privateKey, publicKey: spki(X25519_SPKI, theirPublic) });
+    return diffieHellman({ privateKey, publicKey: publicKeyObject("X25519", theirPublic) });
   } catch {
     return null;
   }
@@ -135,6 +117,11 @@ export function x25519(privateKey: KeyObject, theirPublic: Uint8Array): Uint8Arr
 /** SHA-1 of a text as 40 lowercase hex digits (the name Redis gives a Lua script; not for security). */
 export function sha1Hex(text: string): string {
   return createHash("sha1").update(text).digest("hex");
+}
+
+/** SHA-256 of `first` followed by `second`, as 64 lowercase hex digits. */
+export function sha256Hex(first: Uint8Array, second: Uint8Array): string {
+  return createHash("sha256").update(first).update(second).digest("hex");
 }
 
 /** SHA-256 of `data`. */
@@ -153,6 +140,9 @@ export function hmac(key: Uint8Array, data: Uint8Array, end = data.length, last?
   if (last !== undefined) h.update(Uint8Array.of(last));
   return h.digest();
 }
+
+/** One-byte arrays of each byte value, for the trailing byte of an HMAC's message. */
+const LAST_BYTE = Array.from({ length: 256 }, (_, i) => Uint8Array.of(i));
 
 /**
  * HMAC-SHA-256 under one key, for many messages: the padded key is hashed once and its hash states copied per
@@ -184,9 +174,18 @@ export class HmacKey {
 
   /** The HMAC of `data[0, end)` followed by the byte `last` (when given). */
   digest(data: Uint8Array, end = data.length, last?: number): Uint8Array {
+    return this.#outer.copy().update(this.#innerDigest(data, end, last)).digest();
+  }
+
+  /** {@linkcode HmacKey.digest} as lowercase hex (`node:crypto` writes it: no bytes to copy or format). */
+  hex(data: Uint8Array, end = data.length, last?: number): string {
+    return this.#outer.copy().update(this.#innerDigest(data, end, last)).digest("hex");
+  }
+
+  #innerDigest(data: Uint8Array, end: number, last: number | undefined): Uint8Array {
     const inner = this.#inner.copy().update(end === data.length ? data : data.subarray(0, end));
-    if (last !== undefined) inner.update(Uint8Array.of(last));
-    return this.#outer.copy().update(inner.digest()).digest();
+    if (last !== undefined) inner.update(LAST_BYTE[last]!);
+    return inner.digest();
   }
 }
 
