@@ -14,7 +14,7 @@ import {
   verifyEd25519,
   x25519,
 } from "../src/deps/crypto.ts";
-import { nodeIdForKey } from "../src/core/auth.ts";
+import { fromBase64Url, nodeIdForKey } from "../src/core/auth.ts";
 
 const utf8 = new TextEncoder();
 
@@ -142,4 +142,64 @@ Deno.test("X25519: both sides get the same secret, a low-order key gives none", 
   assertStrictEquals(ab?.length, 32);
   assertStrictEquals(x25519(a.privateKey, new Uint8Array(32)), null, "the all-zero key (a low-order point)");
   assertStrictEquals(x25519(a.privateKey, new Uint8Array(31)), null, "a short key");
+});
+
+Deno.test("fromBase64Url takes unpadded base64url of the exact length and nothing else", () => {
+  // The rule it replaced: only [A-Za-z0-9_-], then decoded to exactly the length.
+  const reference = (text: string, length: number) => {
+    if (!/^[A-Za-z0-9_-]*$/.test(text)) return null;
+    try {
+      const b = Uint8Array.fromBase64(text, { alphabet: "base64url" });
+      return b.length === length ? b : null;
+    } catch {
+      return null;
+    }
+  };
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/= \t\n.";
+  for (const length of [32, 64]) {
+    const good = random(length).toBase64({ alphabet: "base64url", omitPadding: true });
+    assertEquals(
+      bytes(fromBase64Url(good, length)!),
+      bytes(Uint8Array.fromBase64(good, { alphabet: "base64url" })),
+    );
+    const variants = [
+      good + "=",
+      good + "==",
+      good.slice(0, -1) + "=",
+      " " + good,
+      good.slice(1) + " ",
+      good + "A",
+    ];
+    variants.push(
+      good.slice(0, -1),
+      good.replace(/./, "+"),
+      good.replace(/./, "/"),
+      good.slice(0, -2) + "\n" + "A",
+    );
+    for (let i = 0; i < 3_000; i++) {
+      // One to three characters of the text changed, dropped or added, from an alphabet with the bad ones.
+      let t = good;
+      for (let k = 0; k <= i % 3; k++) {
+        const at = Math.floor(Math.random() * t.length);
+        const c = alphabet[Math.floor(Math.random() * alphabet.length)]!;
+        t = i % 5 === 0
+          ? t.slice(0, at) + t.slice(at + 1)
+          : i % 5 === 1
+          ? t.slice(0, at) + c + t.slice(at)
+          : t.slice(0, at) + c + t.slice(at + 1);
+      }
+      variants.push(t);
+    }
+    for (const t of variants) {
+      const expected = reference(t, length);
+      const got = fromBase64Url(t, length);
+      assertEquals(
+        got === null ? null : bytes(got),
+        expected === null ? null : bytes(expected),
+        JSON.stringify(t),
+      );
+    }
+  }
+  assertStrictEquals(fromBase64Url(42, 32), null);
+  assertStrictEquals(fromBase64Url(undefined, 32), null);
 });
