@@ -82,6 +82,16 @@ Deno.test("HKDF gives RFC 5869's answer (test case 3: no salt, no info)", () => 
   );
 });
 
+Deno.test("HKDF gives RFC 5869's answer with info as bytes (test case 1), and the same for info as text", () => {
+  const ikm = new Uint8Array(22).fill(0x0b);
+  const salt = Uint8Array.fromHex("000102030405060708090a0b0c");
+  const info = Uint8Array.fromHex("f0f1f2f3f4f5f6f7f8f9");
+  const okm = "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865";
+  assertStrictEquals(hkdf(ikm, salt, info, 42).toHex(), okm);
+  const text = "p2p_server session v1";
+  assertStrictEquals(hkdf(ikm, salt, utf8.encode(text), 64).toHex(), hkdf(ikm, salt, text, 64).toHex());
+});
+
 Deno.test("sha256Hex is the hex SHA-256 of its two parts in order", () => {
   for (const [a, b] of [[0, 0], [22, 32], [64, 1], [55, 9]] as const) {
     const first = random(a), second = random(b);

@@ -313,6 +313,7 @@ interface ResponseKey {
 }
 
 const utf8 = new TextEncoder();
+const SESSION_INFO = utf8.encode("p2p_server session v1");
 
 /** The two MAC keys of a session from its X25519 secret and the two handshake message ids. */
 function sessionKeys(
@@ -320,7 +321,7 @@ function sessionKeys(
   requestId: string,
   responseId: string,
 ): { c2s: Uint8Array; s2c: Uint8Array } {
-  const okm = hkdf(shared, utf8.encode(`${requestId}|${responseId}`), "p2p_server session v1", 64);
+  const okm = hkdf(shared, utf8.encode(`${requestId}|${responseId}`), SESSION_INFO, 64);
   return { c2s: okm.subarray(0, 32), s2c: okm.subarray(32) };
 }
 
