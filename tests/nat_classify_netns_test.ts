@@ -8,7 +8,6 @@
  * @module
  */
 import { assertEquals, assertStrictEquals } from "./deps/assert.ts";
-import type { StatsSnapshot } from "../src/core/stats.ts";
 import {
   clientAddress,
   createTopology,
@@ -19,15 +18,14 @@ import {
   TOPOLOGY,
   unavailableReason,
 } from "./helpers/netns.ts";
-import { clientScriptArgs, mainArgs, PROJECT_ROOT } from "./helpers/server_process.ts";
+import { startPublicServer } from "./helpers/netns_server.ts";
+import { clientScriptArgs, PROJECT_ROOT } from "./helpers/server_process.ts";
 
 const SKIP = unavailableReason();
 if (SKIP !== null) console.log(`nat_classify_netns_test.ts: skipped: ${SKIP}`);
 
 const PORT = 3478;
 const ALT_PORT = 3479;
-const LISTENING = /^p2p_server \S+ listening on (\S+)$/;
-const OPS = /^metrics and status page on http:\/\/(\S+?)\//;
 
 /** Both NATs' modes per round: every mode of the bed once (and endpoint-independent twice). */
 const ROUNDS: readonly [NatMode, NatMode][] = [
@@ -76,28 +74,14 @@ Deno.test({
     const left = (ms: number) => Math.max(1, Math.min(ms, end - performance.now() - 3_000));
     await cacheDeps();
     await using topo = await createTopology({ deadlineMs: left(15_000) });
-    const configPath = `${topo.tempDir}/server.json`;
-    await Deno.writeTextFile(
-      configPath,
-      JSON.stringify({
+    await using server = await startPublicServer(topo, {
+      config: {
         listen_address: `${TOPOLOGY.server}:${PORT}`,
         stun_alternate_port: ALT_PORT,
         stun_alternate_address: TOPOLOGY.serverAlt,
-        enable_discovery: false,
-        identity_file: null,
-      }),
-    );
-    const server = topo.spawnDeno(
-      "pub",
-      mainArgs(
-        configPath,
-        "--metrics-address",
-        "127.0.0.1:0",
-      ),
-      { stdin: false },
-    );
-    await server.waitForLine(LISTENING, { deadlineMs: left(20_000) });
-    const ops = OPS.exec((await server.waitForLine(OPS, { deadlineMs: left(5_000) })).line)![1]!;
+      },
+      deadline: left,
+    });
     const got: string[] = [];
     const want: string[] = [];
     for (const round of ROUNDS) {
@@ -133,10 +117,7 @@ Deno.test({
     }
     console.log(got.join("\n"));
     assertEquals(got.sort(), want.sort());
-    const code =
-      `const r = await fetch("http://${ops}/api/stats"); console.log(JSON.stringify((await r.json()).stats));`;
-    const out = await topo.exec("pub", [Deno.execPath(), "eval", code], { deadlineMs: left(10_000) });
-    const stats = JSON.parse(out.stdout.trim()) as StatsSnapshot;
+    const stats = await server.stats();
     console.log(`server natChecks: ${JSON.stringify(stats.natChecks)}`);
     assertStrictEquals(stats.droppedTotal, 0, JSON.stringify(stats.drops));
     assertStrictEquals(stats.natChecks.completed, 6);

@@ -13,7 +13,6 @@
  * @module
  */
 import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
-import type { StatsSnapshot } from "../src/core/stats.ts";
 import {
   clientAddress,
   createTopology,
@@ -23,7 +22,8 @@ import {
   TOPOLOGY,
   unavailableReason,
 } from "./helpers/netns.ts";
-import { clientScriptArgs, mainArgs, PROJECT_ROOT } from "./helpers/server_process.ts";
+import { startPublicServer } from "./helpers/netns_server.ts";
+import { clientScriptArgs, PROJECT_ROOT } from "./helpers/server_process.ts";
 
 const SKIP = unavailableReason();
 if (SKIP !== null) console.log(`nat_lifetime_netns_test.ts: skipped: ${SKIP}`);
@@ -31,8 +31,6 @@ if (SKIP !== null) console.log(`nat_lifetime_netns_test.ts: skipped: ${SKIP}`);
 const PORT = 3478;
 const ALT_PORT = 3479;
 const GAPS = [1_000, 1_500, 3_000, 4_000, 6_000];
-const LISTENING = /^p2p_server \S+ listening on (\S+)$/;
-const OPS = /^metrics and status page on http:\/\/(\S+?)\//;
 const SYSCTL = "/proc/sys/net/netfilter";
 
 /** Per client: its NAT, that NAT's UDP timeout (s), and the keepalive it starts with (s, below it). */
@@ -116,29 +114,15 @@ Deno.test({
     }
     assertStrictEquals(await setUdpTimeout(topo, "pub", null), defaults, "per namespace: pub keeps its own");
     assert(defaults !== "2 2" && defaults !== "5 5", defaults);
-    const configPath = `${topo.tempDir}/server.json`;
-    await Deno.writeTextFile(
-      configPath,
-      JSON.stringify({
+    await using server = await startPublicServer(topo, {
+      config: {
         listen_address: `${TOPOLOGY.server}:${PORT}`,
         stun_alternate_port: ALT_PORT,
         stun_alternate_address: TOPOLOGY.serverAlt,
         nat_lifetime_gaps_ms: GAPS,
-        enable_discovery: false,
-        identity_file: null,
-      }),
-    );
-    const server = topo.spawnDeno(
-      "pub",
-      mainArgs(
-        configPath,
-        "--metrics-address",
-        "127.0.0.1:0",
-      ),
-      { stdin: false },
-    );
-    await server.waitForLine(LISTENING, { deadlineMs: left(20_000) });
-    const ops = OPS.exec((await server.waitForLine(OPS, { deadlineMs: left(5_000) })).line)![1]!;
+      },
+      deadline: left,
+    });
     const rows: string[] = [];
     const t0 = performance.now();
     await Promise.all(CASES.map(async (c) => {
@@ -174,10 +158,7 @@ Deno.test({
       }
     }));
     console.log(rows.sort().join("\n"));
-    const code =
-      `const r = await fetch("http://${ops}/api/stats"); console.log(JSON.stringify((await r.json()).stats));`;
-    const out = await topo.exec("pub", [Deno.execPath(), "eval", code], { deadlineMs: left(10_000) });
-    const stats = JSON.parse(out.stdout.trim()) as StatsSnapshot;
+    const stats = await server.stats();
     console.log(`server natLifetimes: ${JSON.stringify(stats.natLifetimes)}`);
     assertEquals(
       [stats.natLifetimes.completed, stats.natLifetimes.expired, stats.natLifetimes.refused],

@@ -14,9 +14,9 @@
  * @module
  */
 import { assert, assertStrictEquals } from "./deps/assert.ts";
-import type { StatsSnapshot } from "../src/core/stats.ts";
 import { createTopology, TOPOLOGY, unavailableReason } from "./helpers/netns.ts";
-import { mainArgs, PROJECT_ROOT } from "./helpers/server_process.ts";
+import { startPublicServer } from "./helpers/netns_server.ts";
+import { PROJECT_ROOT } from "./helpers/server_process.ts";
 import type { GatherReport } from "./helpers/stun_browser.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -35,8 +35,6 @@ function skipReason(): string | null {
 const SKIP = skipReason();
 if (SKIP !== null) console.log(`stun_browser_test.ts: browser STUN test skipped: ${SKIP}`);
 
-const LISTENING = /^p2p_server \S+ listening on (\S+)$/;
-const OPS = /^metrics and status page on http:\/\/(\S+)\/$/;
 /** How long the page waits for gathering to complete. */
 const GATHER_MS = 10_000;
 
@@ -66,29 +64,7 @@ Deno.test({
       nat2: "address-and-port-dependent",
       deadlineMs: left(15_000),
     });
-    const configPath = `${topo.tempDir}/server.json`;
-    await Deno.writeTextFile(
-      configPath,
-      JSON.stringify({
-        listen_address: `${TOPOLOGY.server}:0`,
-        enable_discovery: false,
-        identity_file: null,
-      }),
-    );
-    const server = topo.spawnDeno(
-      "pub",
-      mainArgs(
-        configPath,
-        "--metrics-address",
-        "127.0.0.1:0",
-      ),
-      { stdin: false },
-    );
-    const listen = LISTENING.exec(
-      (await server.waitForLine(LISTENING, { deadlineMs: left(20_000) })).line,
-    )![1]!;
-    const ops = OPS.exec((await server.waitForLine(OPS, { deadlineMs: left(5_000) })).line)![1]!;
-    const port = Number(listen.slice(listen.lastIndexOf(":") + 1));
+    await using server = await startPublicServer(topo, { deadline: left });
 
     // Both browsers at once: c1 behind nat1 (port-preserving), c2 behind nat2 (a new random port per flow).
     const reports = await Promise.all((["c1", "c2"] as const).map(async (client) => {
@@ -99,7 +75,7 @@ Deno.test({
         "--config",
         `${PROJECT_ROOT}deno.json`,
         `${PROJECT_ROOT}tests/helpers/stun_browser.ts`,
-        `stun:${TOPOLOGY.server}:${port}`,
+        `stun:${TOPOLOGY.server}:${server.port}`,
         String(GATHER_MS),
       ], { stdin: false });
       const { line } = await browser.waitForLine(/^\{/, {
@@ -129,10 +105,7 @@ Deno.test({
     }
 
     // The server's own account, read inside `pub` (its ops server listens on pub's loopback).
-    const code =
-      `const r = await fetch("http://${ops}/api/stats"); console.log(JSON.stringify((await r.json()).stats));`;
-    const out = await topo.exec("pub", [Deno.execPath(), "eval", code], { deadlineMs: left(10_000) });
-    const stats = JSON.parse(out.stdout.trim()) as StatsSnapshot;
+    const stats = await server.stats();
     console.log(
       `server stun counters: ${JSON.stringify(stats.stun)}; ${stats.bytesReceived} B received, ` +
         `${stats.bytesSent} B sent`,

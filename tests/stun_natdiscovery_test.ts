@@ -17,7 +17,6 @@
  * @module
  */
 import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
-import type { StatsSnapshot } from "../src/core/stats.ts";
 import {
   createTopology,
   NAT_BEHAVIOUR,
@@ -28,7 +27,7 @@ import {
   TOPOLOGY,
   unavailableReason,
 } from "./helpers/netns.ts";
-import { mainArgs } from "./helpers/server_process.ts";
+import { startPublicServer } from "./helpers/netns_server.ts";
 
 function findBinary(name: string): string | null {
   for (const dir of [...(Deno.env.get("PATH") ?? "").split(":"), "/usr/bin", "/usr/local/bin"]) {
@@ -62,8 +61,6 @@ if (SKIP === null && !STUN) {
 
 const PORT = 3478;
 const ALT_PORT = 3479;
-const LISTENING = /^p2p_server \S+ listening on (\S+)$/;
-const OPS = /^metrics and status page on http:\/\/(\S+)\/$/;
 
 /** What `turnutils_natdiscovery` prints for each behaviour ("NAT with ... Mapping!" / "... Filtering!"). */
 const WORDS: Record<NatBehaviour, string> = {
@@ -146,28 +143,14 @@ Deno.test({
     const end = performance.now() + 40_000;
     const left = (ms: number) => Math.max(1, Math.min(ms, end - performance.now() - 3_000));
     await using topo = await createTopology({ deadlineMs: left(15_000) });
-    const configPath = `${topo.tempDir}/server.json`;
-    await Deno.writeTextFile(
-      configPath,
-      JSON.stringify({
+    await using server = await startPublicServer(topo, {
+      config: {
         listen_address: `${TOPOLOGY.server}:${PORT}`,
         stun_alternate_port: ALT_PORT,
         stun_alternate_address: TOPOLOGY.serverAlt,
-        enable_discovery: false,
-        identity_file: null,
-      }),
-    );
-    const server = topo.spawnDeno(
-      "pub",
-      mainArgs(
-        configPath,
-        "--metrics-address",
-        "127.0.0.1:0",
-      ),
-      { stdin: false },
-    );
-    await server.waitForLine(LISTENING, { deadlineMs: left(20_000) });
-    const ops = OPS.exec((await server.waitForLine(OPS, { deadlineMs: left(5_000) })).line)![1]!;
+      },
+      deadline: left,
+    });
 
     const failures: string[] = [];
     const check = (ok: boolean, what: string) => {
@@ -231,10 +214,7 @@ Deno.test({
     }
     assertEquals(failures, []);
 
-    const code =
-      `const r = await fetch("http://${ops}/api/stats"); console.log(JSON.stringify((await r.json()).stats));`;
-    const out = await topo.exec("pub", [Deno.execPath(), "eval", code], { deadlineMs: left(10_000) });
-    const stats = JSON.parse(out.stdout.trim()) as StatsSnapshot;
+    const stats = await server.stats();
     console.log(`server stun counters: ${JSON.stringify(stats.stun)}`);
     assert(stats.stun.changeRequests > 0, JSON.stringify(stats.stun));
     assertStrictEquals(stats.droppedTotal, 0, JSON.stringify(stats.drops));
