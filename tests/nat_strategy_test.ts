@@ -32,13 +32,13 @@ import {
   TOPOLOGY,
   unavailableReason,
 } from "./helpers/netns.ts";
-import { clientScriptArgs, mainArgs } from "./helpers/server_process.ts";
+import { type PublicServer, startPublicServer } from "./helpers/netns_server.ts";
+import { clientScriptArgs } from "./helpers/server_process.ts";
 
 const UNAVAILABLE = unavailableReason();
 if (UNAVAILABLE !== null) console.log(`nat_strategy_test.ts: NAT tests skipped: ${UNAVAILABLE}`);
 
 const RUNS = Math.max(1, Math.min(20, Number(Deno.env.get("NAT_STRATEGY_RUNS") ?? "1") || 1));
-const LISTENING = /^p2p_server \S+ listening on (\S+)$/;
 /** Noise allowed between a pair's before and after times (ms; one run each in CI). */
 const SLACK_MS = 300;
 /** How long clients get to be classified after connecting, in the after phase (ms). */
@@ -81,28 +81,18 @@ function median(xs: number[]): number {
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-async function startServer(topo: NatTopology, classify: boolean): Promise<{ proc: NsProcess; addr: string }> {
-  const configPath = `${topo.tempDir}/server-${classify ? "after" : "before"}.json`;
-  const config: Record<string, unknown> = {
-    listen_address: `${TOPOLOGY.server}:0`,
-    enable_discovery: false,
-    identity_file: null,
-  };
+function startServer(topo: NatTopology, classify: boolean): Promise<PublicServer> {
+  const config: Record<string, unknown> = {};
   if (classify) {
     config.stun_alternate_port = 0;
     const alt = (TOPOLOGY as { serverAlt?: string }).serverAlt;
     if (alt !== undefined) config.stun_alternate_address = alt;
   }
-  await Deno.writeTextFile(configPath, JSON.stringify(config));
-  const proc = topo.spawnDeno(
-    "pub",
-    mainArgs(
-      configPath,
-    ),
-    { stdin: false },
-  );
-  const { line } = await proc.waitForLine(LISTENING, { deadlineMs: 20_000 });
-  return { proc, addr: LISTENING.exec(line)![1]! };
+  return startPublicServer(topo, {
+    config,
+    configName: `server-${classify ? "after" : "before"}.json`,
+    ops: false,
+  });
 }
 
 async function startClient(
@@ -170,19 +160,19 @@ async function phase(
   list: [NatMode, NatMode][],
   stopEarly?: (pair: [NatMode, NatMode], r: PathResult) => boolean,
 ): Promise<Map<string, PathResult[]>> {
-  const { proc, addr } = await startServer(topo, classify);
+  const server = await startServer(topo, classify);
   const out = new Map<string, PathResult[]>();
   try {
     for (const pair of list) {
       const key = pair.join(" / ");
       for (let i = 0; i < RUNS; i++) {
-        const r = await measure(topo, addr, pair, classify ? CLASSIFY_MS : 0);
+        const r = await measure(topo, server.addr, pair, classify ? CLASSIFY_MS : 0);
         out.set(key, [...out.get(key) ?? [], r]);
         if (stopEarly?.(pair, r)) return out;
       }
     }
   } finally {
-    await topo.stop(proc);
+    await server.stop();
   }
   return out;
 }

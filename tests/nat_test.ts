@@ -21,7 +21,8 @@ import {
   TOPOLOGY,
   unavailableReason,
 } from "./helpers/netns.ts";
-import { clientScriptArgs, mainArgs, PROJECT_ROOT } from "./helpers/server_process.ts";
+import { type PublicServer, startPublicServer } from "./helpers/netns_server.ts";
+import { clientScriptArgs, PROJECT_ROOT } from "./helpers/server_process.ts";
 
 const UNAVAILABLE = unavailableReason();
 if (UNAVAILABLE !== null) console.log(`nat_test.ts: NAT tests skipped: ${UNAVAILABLE}`);
@@ -32,12 +33,6 @@ if (UNAVAILABLE !== null) console.log(`nat_test.ts: NAT tests skipped: ${UNAVAIL
  */
 const TEST_BUDGET_MS = 15_000;
 const FILE_END = performance.now() + 45_000;
-const SERVER_CONFIG = {
-  listen_address: `${TOPOLOGY.server}:0`,
-  enable_discovery: false,
-  identity_file: null,
-};
-const LISTENING = /^p2p_server \S+ listening on (\S+)$/;
 
 /** A JSON line printed by the fixture. */
 interface ClientEvent {
@@ -118,17 +113,13 @@ class Client {
   }
 }
 
-async function startServer(
+function startServer(
   topo: NatTopology,
   budget: Budget,
   config: Record<string, unknown> = {},
-): Promise<{ proc: NsProcess; addr: string }> {
-  const configPath = `${topo.tempDir}/server.json`;
-  await Deno.writeTextFile(configPath, JSON.stringify({ ...SERVER_CONFIG, ...config }));
+): Promise<PublicServer> {
   // Debug lines name every Data the server handles ("data from <addr>"): the direct test counts them.
-  const proc = topo.spawnDeno("pub", mainArgs(configPath, "--DEBUG"), { stdin: false });
-  const { line } = await proc.waitForLine(LISTENING, { deadlineMs: budget.ms(20_000) });
-  return { proc, addr: LISTENING.exec(line)![1]! };
+  return startPublicServer(topo, { config, args: ["--DEBUG"], ops: false, deadline: (ms) => budget.ms(ms) });
 }
 
 async function startClient(
