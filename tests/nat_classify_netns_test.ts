@@ -18,8 +18,8 @@ import {
   TOPOLOGY,
   unavailableReason,
 } from "./helpers/netns.ts";
-import { startPublicServer } from "./helpers/netns_server.ts";
-import { clientScriptArgs, PROJECT_ROOT } from "./helpers/server_process.ts";
+import { ensureCached, startPublicServer } from "./helpers/netns_server.ts";
+import { clientScriptArgs } from "./helpers/server_process.ts";
 
 const SKIP = unavailableReason();
 if (SKIP !== null) console.log(`nat_classify_netns_test.ts: skipped: ${SKIP}`);
@@ -33,23 +33,6 @@ const ROUNDS: readonly [NatMode, NatMode][] = [
   ["address-dependent", "address-dependent-mapping"],
   ["address-and-port-dependent", "endpoint-independent"],
 ];
-
-async function cacheDeps(): Promise<void> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "cache",
-      "--config",
-      `${PROJECT_ROOT}deno.json`,
-      `${PROJECT_ROOT}main.ts`,
-      `${PROJECT_ROOT}tests/fixtures/nat_client.ts`,
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-    signal: AbortSignal.timeout(15_000),
-  }).output();
-  if (!out.success) throw new Error(`deno cache failed: ${new TextDecoder().decode(out.stderr)}`);
-}
 
 function client(topo: NatTopology, name: "c1" | "c2"): NsProcess {
   return topo.spawnDeno(
@@ -72,7 +55,7 @@ Deno.test({
   async fn() {
     const end = performance.now() + 40_000;
     const left = (ms: number) => Math.max(1, Math.min(ms, end - performance.now() - 3_000));
-    await cacheDeps();
+    await ensureCached();
     await using topo = await createTopology({ deadlineMs: left(15_000) });
     await using server = await startPublicServer(topo, {
       config: {

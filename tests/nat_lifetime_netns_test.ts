@@ -22,8 +22,8 @@ import {
   TOPOLOGY,
   unavailableReason,
 } from "./helpers/netns.ts";
-import { startPublicServer } from "./helpers/netns_server.ts";
-import { clientScriptArgs, PROJECT_ROOT } from "./helpers/server_process.ts";
+import { ensureCached, startPublicServer } from "./helpers/netns_server.ts";
+import { clientScriptArgs } from "./helpers/server_process.ts";
 
 const SKIP = unavailableReason();
 if (SKIP !== null) console.log(`nat_lifetime_netns_test.ts: skipped: ${SKIP}`);
@@ -38,23 +38,6 @@ const CASES = [
   { client: "c1", nat: "nat1", mode: "endpoint-independent", timeoutS: 2, heartbeatS: 1 },
   { client: "c2", nat: "nat2", mode: "address-and-port-dependent", timeoutS: 5, heartbeatS: 4 },
 ] as const;
-
-async function cacheDeps(): Promise<void> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "cache",
-      "--config",
-      `${PROJECT_ROOT}deno.json`,
-      `${PROJECT_ROOT}main.ts`,
-      `${PROJECT_ROOT}tests/fixtures/nat_client.ts`,
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-    signal: AbortSignal.timeout(15_000),
-  }).output();
-  if (!out.success) throw new Error(`deno cache failed: ${new TextDecoder().decode(out.stderr)}`);
-}
 
 /** Sets both UDP conntrack timeouts of one NAT's namespace and reads them back. */
 async function setUdpTimeout(
@@ -102,7 +85,7 @@ Deno.test({
   async fn() {
     const end = performance.now() + 45_000;
     const left = (ms: number) => Math.max(1, Math.min(ms, end - performance.now() - 3_000));
-    await cacheDeps();
+    await ensureCached();
     await using topo = await createTopology({
       nat1: CASES[0].mode,
       nat2: CASES[1].mode,

@@ -21,8 +21,8 @@ import {
   TOPOLOGY,
   unavailableReason,
 } from "./helpers/netns.ts";
-import { type PublicServer, startPublicServer } from "./helpers/netns_server.ts";
-import { clientScriptArgs, PROJECT_ROOT } from "./helpers/server_process.ts";
+import { ensureCached, type PublicServer, startPublicServer } from "./helpers/netns_server.ts";
+import { clientScriptArgs } from "./helpers/server_process.ts";
 
 const UNAVAILABLE = unavailableReason();
 if (UNAVAILABLE !== null) console.log(`nat_test.ts: NAT tests skipped: ${UNAVAILABLE}`);
@@ -176,32 +176,6 @@ async function eventually<T>(what: string, budget: Budget, check: () => Promise<
     if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-}
-
-let cached: Promise<void> | undefined;
-
-/**
- * Makes sure the server's and the fixture's dependencies are in Deno's cache: the namespaces have no route
- * to a registry. Once per file, in the host's network namespace (~50 ms when already cached).
- */
-function ensureCached(): Promise<void> {
-  cached ??= (async () => {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "cache",
-        "--config",
-        `${PROJECT_ROOT}deno.json`,
-        `${PROJECT_ROOT}main.ts`,
-        `${PROJECT_ROOT}tests/fixtures/nat_client.ts`,
-      ],
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-      signal: AbortSignal.timeout(15_000),
-    }).output();
-    if (!out.success) throw new Error(`deno cache failed: ${new TextDecoder().decode(out.stderr)}`);
-  })();
-  return cached;
 }
 
 /**
