@@ -8,18 +8,8 @@
  * @module
  */
 import { assertEquals, assertStrictEquals } from "./deps/assert.ts";
-import {
-  clientAddress,
-  createTopology,
-  NAT_BEHAVIOUR,
-  type NatMode,
-  type NatTopology,
-  type NsProcess,
-  TOPOLOGY,
-  unavailableReason,
-} from "./helpers/netns.ts";
-import { ensureCached, startPublicServer } from "./helpers/netns_server.ts";
-import { clientScriptArgs } from "./helpers/server_process.ts";
+import { createTopology, NAT_BEHAVIOUR, type NatMode, TOPOLOGY, unavailableReason } from "./helpers/netns.ts";
+import { ensureCached, spawnNatClient, startPublicServer } from "./helpers/netns_server.ts";
 
 const SKIP = unavailableReason();
 if (SKIP !== null) console.log(`nat_classify_netns_test.ts: skipped: ${SKIP}`);
@@ -33,21 +23,6 @@ const ROUNDS: readonly [NatMode, NatMode][] = [
   ["address-dependent", "address-dependent-mapping"],
   ["address-and-port-dependent", "endpoint-independent"],
 ];
-
-function client(topo: NatTopology, name: "c1" | "c2"): NsProcess {
-  return topo.spawnDeno(
-    name,
-    clientScriptArgs(
-      "tests/fixtures/nat_client.ts",
-      "--server",
-      `${TOPOLOGY.server}:${PORT}`,
-      "--bind",
-      `${clientAddress(name)}:0`,
-      "--name",
-      name,
-    ),
-  );
-}
 
 Deno.test({
   name: "P2PClients behind every NAT mode of the bed get the class it builds from the real server",
@@ -73,7 +48,7 @@ Deno.test({
       const t0 = performance.now();
       await Promise.all((["c1", "c2"] as const).map(async (name, i) => {
         const mode = round[i]!;
-        const proc = client(topo, name);
+        const proc = spawnNatClient(topo, name, `${TOPOLOGY.server}:${PORT}`);
         try {
           const { line } = await proc.waitForLine((l) => l.startsWith('{"event":"nat"'), {
             deadlineMs: left(15_000),

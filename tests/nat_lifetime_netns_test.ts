@@ -14,16 +14,13 @@
  */
 import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
 import {
-  clientAddress,
   createTopology,
   type NatName,
   type NatTopology,
-  type NsProcess,
   TOPOLOGY,
   unavailableReason,
 } from "./helpers/netns.ts";
-import { ensureCached, startPublicServer } from "./helpers/netns_server.ts";
-import { clientScriptArgs } from "./helpers/server_process.ts";
+import { ensureCached, spawnNatClient, startPublicServer } from "./helpers/netns_server.ts";
 
 const SKIP = unavailableReason();
 if (SKIP !== null) console.log(`nat_lifetime_netns_test.ts: skipped: ${SKIP}`);
@@ -50,23 +47,6 @@ async function setUdpTimeout(
   const read = names.map((n) => `cat ${SYSCTL}/${n}`).join("; ");
   const out = await topo.exec(nat, ["/bin/sh", "-c", `${write}${read}`]);
   return out.stdout.trim().split(/\s+/).join(" ");
-}
-
-function client(topo: NatTopology, name: "c1" | "c2", heartbeatS: number): NsProcess {
-  return topo.spawnDeno(
-    name,
-    clientScriptArgs(
-      "tests/fixtures/nat_client.ts",
-      "--server",
-      `${TOPOLOGY.server}:${PORT}`,
-      "--bind",
-      `${clientAddress(name)}:0`,
-      "--name",
-      name,
-      "--heartbeat",
-      String(heartbeatS),
-    ),
-  );
 }
 
 interface LifetimeLine {
@@ -109,7 +89,13 @@ Deno.test({
     const rows: string[] = [];
     const t0 = performance.now();
     await Promise.all(CASES.map(async (c) => {
-      const proc = client(topo, c.client, c.heartbeatS);
+      const proc = spawnNatClient(
+        topo,
+        c.client,
+        `${TOPOLOGY.server}:${PORT}`,
+        "--heartbeat",
+        String(c.heartbeatS),
+      );
       try {
         const ready = JSON.parse(
           (await proc.waitForLine((l) => l.startsWith('{"event":"ready"'), { deadlineMs: left(15_000) }))

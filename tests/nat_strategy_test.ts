@@ -23,7 +23,6 @@
  */
 import { assert } from "./deps/assert.ts";
 import {
-  clientAddress,
   createTopology,
   NAT_MODES,
   type NatMode,
@@ -32,8 +31,7 @@ import {
   TOPOLOGY,
   unavailableReason,
 } from "./helpers/netns.ts";
-import { type PublicServer, startPublicServer } from "./helpers/netns_server.ts";
-import { clientScriptArgs } from "./helpers/server_process.ts";
+import { type PublicServer, spawnNatClient, startPublicServer } from "./helpers/netns_server.ts";
 
 const UNAVAILABLE = unavailableReason();
 if (UNAVAILABLE !== null) console.log(`nat_strategy_test.ts: NAT tests skipped: ${UNAVAILABLE}`);
@@ -100,18 +98,7 @@ async function startClient(
   name: "c1" | "c2",
   server: string,
 ): Promise<{ proc: NsProcess; nodeId: string }> {
-  const proc = topo.spawnDeno(
-    name,
-    clientScriptArgs(
-      "tests/fixtures/nat_client.ts",
-      "--server",
-      server,
-      "--bind",
-      `${clientAddress(name)}:0`,
-      "--name",
-      name,
-    ),
-  );
+  const proc = spawnNatClient(topo, name, server);
   try {
     const { line } = await proc.waitForLine((l) => {
       const e = json(l);

@@ -12,7 +12,6 @@
  */
 import { assert, assertEquals, assertMatch, assertNotEquals } from "./deps/assert.ts";
 import {
-  clientAddress,
   createTopology,
   type NatMode,
   natOf,
@@ -21,8 +20,12 @@ import {
   TOPOLOGY,
   unavailableReason,
 } from "./helpers/netns.ts";
-import { ensureCached, type PublicServer, startPublicServer } from "./helpers/netns_server.ts";
-import { clientScriptArgs } from "./helpers/server_process.ts";
+import {
+  ensureCached,
+  type PublicServer,
+  spawnNatClient,
+  startPublicServer,
+} from "./helpers/netns_server.ts";
 
 const UNAVAILABLE = unavailableReason();
 if (UNAVAILABLE !== null) console.log(`nat_test.ts: NAT tests skipped: ${UNAVAILABLE}`);
@@ -128,18 +131,7 @@ async function startClient(
   server: string,
   budget: Budget,
 ): Promise<Client> {
-  const proc = topo.spawnDeno(
-    name,
-    clientScriptArgs(
-      "tests/fixtures/nat_client.ts",
-      "--server",
-      server,
-      "--bind",
-      `${clientAddress(name)}:0`,
-      "--name",
-      name,
-    ),
-  );
+  const proc = spawnNatClient(topo, name, server);
   const client = new Client(name, proc, budget);
   client.ready = await client.waitEvent(
     "the ready line",

@@ -5,13 +5,14 @@
  * ops line, and {@linkcode PublicServer.stats} reads `/api/stats` from inside `pub`. When starting fails
  * the process is stopped (SIGKILL after the grace time) and the config file removed before the error is
  * rethrown; {@linkcode PublicServer.stop} (or `await using`) does the same once the test is done.
- * {@linkcode ensureCached} fills Deno's cache for main.ts and the client fixture first.
+ * {@linkcode ensureCached} fills Deno's cache for main.ts and the client fixture first, and
+ * {@linkcode spawnNatClient} starts the client fixture (tests/fixtures/nat_client.ts) behind a NAT.
  *
  * @module
  */
 import type { StatsSnapshot } from "../../src/core/stats.ts";
-import { type NatTopology, type NsProcess, TOPOLOGY } from "./netns.ts";
-import { mainArgs, PROJECT_ROOT } from "./server_process.ts";
+import { clientAddress, type NatTopology, type NsProcess, TOPOLOGY } from "./netns.ts";
+import { clientScriptArgs, mainArgs, PROJECT_ROOT } from "./server_process.ts";
 
 const LISTENING = /^p2p_server \S+ listening on (\S+)$/;
 const OPS = /^metrics and status page on http:\/\/(\S+)\/$/;
@@ -194,4 +195,30 @@ export function ensureCached(): Promise<void> {
     if (!out.success) throw new Error(`deno cache failed: ${new TextDecoder().decode(out.stderr)}`);
   })();
   return cached;
+}
+
+/**
+ * Starts the client fixture (tests/fixtures/nat_client.ts) in `client`'s namespace, bound to its private
+ * address (port 0), named after it and connecting to `server` (`"ip:port"`); `extra` follows (e.g.
+ * `--heartbeat 1`). Its stdin is a pipe for commands; the topology stops it at the latest.
+ */
+export function spawnNatClient(
+  topo: NatTopology,
+  client: "c1" | "c2",
+  server: string,
+  ...extra: string[]
+): NsProcess {
+  return topo.spawnDeno(
+    client,
+    clientScriptArgs(
+      "tests/fixtures/nat_client.ts",
+      "--server",
+      server,
+      "--bind",
+      `${clientAddress(client)}:0`,
+      "--name",
+      client,
+      ...extra,
+    ),
+  );
 }
