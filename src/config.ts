@@ -285,7 +285,7 @@ export interface Config {
   natLifetimeGapsMs: number[];
   /**
    * How the UDP sockets are driven: `"deno"` (`Deno.listenDatagram`) or `"mmsg"` (Linux `recvmmsg` and
-   * `sendto` through `Deno.dlopen`: less CPU per datagram; needs Linux on x86_64 or aarch64 and
+   * `sendmmsg` through `Deno.dlopen`: less CPU per datagram; needs Linux on x86_64 or aarch64 and
    * `--allow-ffi`, docs/performance.md).
    * @default {"deno"}
    */
