@@ -115,10 +115,7 @@ export class ClusterNode {
   #joining = false;
   #counts = { roundTrips: 0, commands: 0, directoryWrites: 0, resyncs: 0, conflicts: 0, invalid: 0 };
 
-  /**
-   * @param config Cluster settings.
-   * @param host The server it belongs to.
-   */
+  /** Joins the cluster `config` describes, for the server `host`. */
   constructor(config: ClusterConfig, host: ClusterHost) {
     this.#config = config;
     this.#instance = config.instanceId ?? crypto.randomUUID();
@@ -203,6 +200,9 @@ export class ClusterNode {
         this.#claims.set(event.peer.id, event.peer);
         break;
       case "roamed":
+      case "natChecked":
+      case "natLifetime":
+        // A peer that moved, or whose NAT is now known: its entry is written again.
         if (event.peer) this.#claims.set(event.peer.id, event.peer);
         break;
       case "peerLeft":

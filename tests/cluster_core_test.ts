@@ -286,3 +286,55 @@ Deno.test("RemoteDirectory: an update keeps the peer's place; replace removes wh
   assertStrictEquals(dir.size, 0);
   assertStrictEquals(dir.byNetwork.size, 0);
 });
+
+Deno.test("cluster core: a mirrored peer's NAT is in its discovery entry and in the card that introduces it", () => {
+  const { a, b, bus, client } = cluster();
+  const x = client(A);
+  const y = client(B);
+  bus.run(200);
+  // What b writes for y once y's NAT is known (cluster.ts writes the entry again on natChecked/natLifetime).
+  const nat = { mapping: "address-and-port-dependent", filtering: "address-and-port-dependent" };
+  const summary = { ...b.endpoint.peer(y.id)!, nat: { ...nat, binding_lifetime_ms: 4_000 } };
+  const written = record("b", summary);
+  assertEquals(written.nat, { ...nat, binding_lifetime_ms: 4_000 });
+  bus.sim.act(
+    a,
+    (ep) => ep.upsertRemote([parseRecord(JSON.parse(JSON.stringify(written))) as DirectoryRecord]),
+  );
+  const entry = discoverPage(bus, x, A, { limit: 10 }).peers.find((p: PeerInfo) => p.id === y.id)!;
+  assertEquals(entry.nat, { ...nat, binding_lifetime_ms: 4_000 });
+  bus.sim.act(
+    x,
+    (ep, now) => ep.send(now, sock(A), "DiscoveryRequest", { introduce: y.id }, { reliable: true }),
+  );
+  bus.run(50);
+  const ix = x.eventsOf("introduced")[0]!;
+  assertEquals(ix.peer.nat, { ...nat, binding_lifetime_ms: 4_000 });
+  // Both ends choose the same strategy from the same two classifications (x's is unknown here: direct).
+  const iy = y.eventsOf("introduced")[0]!;
+  assertStrictEquals(ix.strategy, iy.strategy);
+});
+
+Deno.test("cluster records: nat is read leniently and left out when nothing in it is understood", () => {
+  const id = "0b0f7d3a-1c2e-4f5a-9b8c-7d6e5f4a3b2c";
+  const base = {
+    id,
+    instance: "a",
+    network: "n",
+    info: { id, name: "x", version: "1", listen_addr: "127.0.0.1:1", capabilities: [], metadata: {} },
+    observed: "127.0.0.1:1",
+    ext: true,
+    keyed: false,
+    last_seen: 1,
+  };
+  const read = (nat: unknown) => (parseRecord({ ...base, nat }) as DirectoryRecord).nat;
+  assertStrictEquals(read(undefined), undefined);
+  assertStrictEquals(read("symmetric"), undefined);
+  assertStrictEquals(read({ mapping: "sideways", binding_lifetime_ms: -5 }), undefined);
+  assertEquals(read({ mapping: "endpoint-independent", filtering: 7, binding_lifetime_ms: 30_000 }), {
+    mapping: "endpoint-independent",
+    filtering: "unknown",
+    binding_lifetime_ms: 30_000,
+  });
+  assertStrictEquals("nat" in (parseRecord(base) as DirectoryRecord), false, "a record without nat stays so");
+});

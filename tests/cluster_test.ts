@@ -529,3 +529,57 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  { name: "cluster: a peer's measured NAT reaches the other instances' discovery entries", ignore },
+  async () => {
+    const redis = (await startRedis())!;
+    const servers: P2PServer[] = [];
+    const clients: P2PClient[] = [];
+    try {
+      for (const instanceId of ["a", "b"]) {
+        const server = new P2PServer({
+          listenAddress: "127.0.0.1:0",
+          enableDiscovery: false,
+          statsInterval: 0,
+          natLifetimeGapsMs: [200, 400],
+          cluster: { redisUrl: redis.url, instanceId, peerTtl: 30, keyPrefix: "test:" },
+        });
+        servers.push(server);
+        await server.listen();
+        await waitUntil(
+          () => server.getStats().cluster?.state === "ok",
+          `instance ${instanceId} in the cluster`,
+        );
+      }
+      const [a, b] = servers as [P2PServer, P2PServer];
+      const client = (s: P2PServer, measure: boolean) => {
+        const c = new P2PClient({
+          server: `127.0.0.1:${s.addr.port}`,
+          bind: "127.0.0.1:0",
+          name: "n",
+          measureBindingLifetime: measure,
+        });
+        clients.push(c);
+        return c;
+      };
+      const x = client(a, false);
+      const y = client(b, false);
+      await x.connect();
+      await y.connect();
+      await discovers(y, [x.node.id, y.node.id], "both peers");
+      const before = (await y.discover()).find((p) => p.id === x.node.id)!;
+      assertStrictEquals(before.nat, undefined, "nothing is known of x's NAT yet");
+      // x's binding lifetime is measured on a (its entry is written again then, well before the 10 s renewal).
+      assertEquals((await x.measureBindingLifetime()).bindingLifetimeMs, 400);
+      await waitUntil(async () => {
+        const entry = (await y.discover()).find((p) => p.id === x.node.id);
+        return entry?.nat?.binding_lifetime_ms === 400;
+      }, "x's nat in b's discovery entry");
+    } finally {
+      for (const c of clients) await c.close().catch(() => {});
+      for (const s of servers) await s.close();
+      await redis.stop();
+    }
+  },
+);

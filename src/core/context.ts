@@ -34,6 +34,7 @@ import {
   type Transmit,
 } from "./types.ts";
 import { fnv1a, mulberry32 } from "./random.ts";
+import { isMeasured, natToJson } from "./nat_class.ts";
 import { generateX25519, type KeyPair } from "../deps/crypto.ts";
 
 /** How many recently closed addresses are remembered (their stray datagrams are logged at debug). */
@@ -331,6 +332,7 @@ export class Core {
       bytesOut: conn.txBytes,
       extensions: conn.ext,
       keyed: peer.keyed !== undefined,
+      ...(peer.nat && isMeasured(peer.nat) ? { nat: natToJson(peer.nat) } : {}),
     };
   }
 

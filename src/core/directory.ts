@@ -8,6 +8,7 @@
  */
 import { type Json, type NodeInfo, parseNodeInfo, type PeerInfo } from "../wire/mod.ts";
 import type { PeerSummary } from "./summary.ts";
+import { isMeasured, natFromJson, natToJson } from "./nat_class.ts";
 
 /** What the shared directory holds for one peer (the JSON written to Redis and sent between instances). */
 export interface DirectoryRecord {
@@ -27,6 +28,11 @@ export interface DirectoryRecord {
   keyed: boolean;
   /** Unix ms when its instance last heard from it (as of the record's last write). */
   last_seen: number;
+  /**
+   * What its instance knows of its NAT (the wire's `nat` object), once classified or measured; its discovery
+   * entries and introduction cards carry it as a local peer's do.
+   */
+  nat?: { [key: string]: string | number };
 }
 
 /** The record of a peer registered with `instance` (`lastSeen` in Unix ms). */
@@ -47,6 +53,7 @@ export function peerRecord(instance: string, p: PeerSummary, lastSeen: number): 
     ext: p.extensions,
     keyed: p.keyed,
     last_seen: lastSeen,
+    ...(p.nat ? { nat: p.nat } : {}),
   };
 }
 
@@ -65,6 +72,8 @@ export function parseRecord(value: unknown): DirectoryRecord | string {
   const info = parseNodeInfo(r.info as Json);
   if (typeof info === "string") return `bad info: ${info}`;
   if (r.id !== info.id) return "id does not match info";
+  // Read as leniently as a `nat` object from a peer: what is not understood is left out, never refused.
+  const nat = r.nat === undefined ? null : natFromJson(r.nat);
   return {
     id: info.id,
     instance: r.instance,
@@ -74,6 +83,7 @@ export function parseRecord(value: unknown): DirectoryRecord | string {
     ext: r.ext,
     keyed: r.keyed,
     last_seen: r.last_seen,
+    ...(nat && isMeasured(nat) ? { nat: natToJson(nat) } : {}),
   };
 }
 

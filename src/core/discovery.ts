@@ -234,6 +234,7 @@ export function remotePeerInfo(r: RemotePeer, observed: boolean): PeerInfo {
     name: r.info.name,
   };
   if (observed) out.observed_addr = r.observed;
+  if (observed && r.nat) out.nat = r.nat as unknown as NatInfo;
   return out;
 }
 

@@ -40,4 +40,9 @@ export interface PeerSummary {
   extensions: boolean;
   /** It proved an Ed25519 key in its handshake (its id is its key's). */
   keyed: boolean;
+  /**
+   * What is known of its NAT, as the wire's `nat` object (`mapping`, `filtering`, `port_delta`,
+   * `binding_lifetime_ms`): absent until it was classified or its binding lifetime measured.
+   */
+  nat?: { [key: string]: string | number };
 }

@@ -92,6 +92,8 @@ export type EndpointEvent =
     from: SocketAddr;
     /** Server role: the peer's node id; client role: null. */
     peerId: string | null;
+    /** Server role: the registered peer as it is now, when authenticated (else, and client role, null). */
+    peer: PeerSummary | null;
     /** The class stored for the peer, with `bindingLifetimeMs` (unknown behaviours when not classified). */
     nat: NatClass;
     /** The keepalive (s) suggested with it (adopted by the client when shorter than its own), when said. */
@@ -111,6 +113,8 @@ export type EndpointEvent =
     from: SocketAddr;
     /** Server role: the peer's node id; client role: null. */
     peerId: string | null;
+    /** Server role: the registered peer as it is now, when authenticated (else, and client role, null). */
+    peer: PeerSummary | null;
     /** The class (`unknown` behaviours when nothing could be told, or the check did not run). */
     nat: NatClass;
     /** The keepalive (s) the server suggests with it, when it said. */
