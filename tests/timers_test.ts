@@ -121,3 +121,35 @@ Deno.test("TimerHeap matches a reference model under seeded random reschedules",
   }
   assert(heap.size <= 2 * items.length + 10, `stale entries are bounded: ${heap.size}`);
 });
+
+Deno.test("TimerHeap keeps exact Unix-ms deadlines and filing order on ties while it grows and shrinks", () => {
+  const heap = new TimerHeap<Item>({ fifo: true });
+  const base = 1_796_000_000_000.123; // a Unix time in ms with a fraction, as the shell's clock gives
+  const deadlineOf = new Map<Item, number>();
+  let filed = 0;
+  // Grows from 16 entries to 8,192, shrinks while it drains, grows again: every pop is in (deadline, filing) order.
+  for (const [count, keep] of [[1_000, 10], [5_000, 3], [40, 0]] as const) {
+    for (let i = 0; i < count; i++) {
+      const it = item(`${filed++}`);
+      // Three distinct deadlines, filed interleaved: ties must come out in filing order.
+      deadlineOf.set(it, base + (i % 3) * 0.25);
+      heap.schedule(it, deadlineOf.get(it)!);
+    }
+    let prev: Item | undefined;
+    while (heap.size > keep) {
+      const it = heap.popDue(base + 1)!;
+      const at = deadlineOf.get(it)!;
+      assert([base, base + 0.25, base + 0.5].includes(at));
+      if (prev) {
+        const prevAt = deadlineOf.get(prev)!;
+        assert(
+          prevAt < at || (prevAt === at && Number(prev.name) < Number(it.name)),
+          `${prev.name} ${it.name}`,
+        );
+      }
+      prev = it;
+    }
+  }
+  assertStrictEquals(heap.size, 0);
+  assertStrictEquals(heap.peek(), Infinity);
+});

@@ -17,12 +17,6 @@ export interface Timed {
   timerToken: number;
 }
 
-interface Entry<T> {
-  at: number;
-  token: number;
-  item: T;
-}
-
 /** Options of {@linkcode TimerHeap}. */
 export interface TimerHeapOptions {
   /**
@@ -32,9 +26,18 @@ export interface TimerHeapOptions {
   fifo?: boolean;
 }
 
-/** A min-heap of deadlines. */
+/** Entries a heap has room for before it first grows, and below which it never shrinks. */
+const MIN_CAPACITY = 16;
+
+/**
+ * A min-heap of deadlines. Its entries live in three parallel arrays (deadline, token, item) instead of one
+ * object each: a deadline in milliseconds is not a small integer, so an entry object would also hold a boxed
+ * number. The typed arrays grow by doubling and shrink by half when less than a quarter is in use.
+ */
 export class TimerHeap<T extends Timed> {
-  #heap: Entry<T>[] = [];
+  #at = new Float64Array(MIN_CAPACITY);
+  #token = new Float64Array(MIN_CAPACITY);
+  #items: T[] = [];
   #tokens = 0;
   readonly #fifo: boolean;
 
@@ -45,7 +48,7 @@ export class TimerHeap<T extends Timed> {
 
   /** Number of entries, stale ones included. */
   get size(): number {
-    return this.#heap.length;
+    return this.#items.length;
   }
 
   /** Sets the item's deadline to `at` (`Infinity` cancels it). */
@@ -56,15 +59,15 @@ export class TimerHeap<T extends Timed> {
 
   /** The earliest deadline, or `Infinity` when nothing is scheduled. */
   peek(): number {
-    const heap = this.#heap;
-    while (heap.length > 0) {
-      const top = heap[0]!;
-      const item = top.item;
-      if (top.token !== item.timerToken) {
+    const items = this.#items;
+    while (items.length > 0) {
+      const item = items[0]!;
+      if (this.#token[0] !== item.timerToken) {
         this.#pop();
         continue;
       }
-      if (item.deadline === top.at) return top.at;
+      const at = this.#at[0]!;
+      if (item.deadline === at) return at;
       // The deadline moved later (or was cancelled): re-file it.
       this.#pop();
       item.filedAt = Infinity;
@@ -76,7 +79,7 @@ export class TimerHeap<T extends Timed> {
   /** Removes and returns an item whose deadline is at or before `now`, or `undefined`. */
   popDue(now: number): T | undefined {
     if (this.peek() > now) return undefined;
-    const { item } = this.#pop()!;
+    const item = this.#pop()!;
     item.deadline = Infinity;
     item.filedAt = Infinity;
     return item;
@@ -84,52 +87,82 @@ export class TimerHeap<T extends Timed> {
 
   /** Removes every entry. */
   clear(): void {
-    for (const { item } of this.#heap) {
+    for (const item of this.#items) {
       item.deadline = Infinity;
       item.filedAt = Infinity;
     }
-    this.#heap = [];
+    this.#items = [];
+    this.#resize(MIN_CAPACITY);
   }
 
   #file(item: T, at: number): void {
     const token = ++this.#tokens;
     item.timerToken = token;
     item.filedAt = at;
-    const entry = { at, token, item };
-    const heap = this.#heap;
-    heap.push(entry);
-    let i = heap.length - 1;
+    const items = this.#items;
+    let i = items.length;
+    if (i === this.#at.length) this.#resize(2 * i);
+    const ats = this.#at;
+    items.push(item);
     while (i > 0) {
       const parent = (i - 1) >> 1;
-      if (heap[parent]!.at <= at) break;
-      heap[i] = heap[parent]!;
+      if (ats[parent]! <= at) break;
+      this.#move(parent, i);
       i = parent;
     }
-    heap[i] = entry;
+    ats[i] = at;
+    this.#token[i] = token;
+    items[i] = item;
   }
 
-  #pop(): Entry<T> | undefined {
-    const heap = this.#heap;
-    const top = heap[0];
-    const last = heap.pop();
-    if (heap.length === 0 || last === undefined) return top;
+  /** Removes the top entry, returning its item. */
+  #pop(): T | undefined {
+    const items = this.#items;
+    const top = items[0];
+    const last = items.pop();
+    const n = items.length;
+    if (n === 0 || last === undefined) return top;
+    const ats = this.#at;
+    const lastAt = ats[n]!;
+    const lastToken = this.#token[n]!;
     let i = 0;
-    const n = heap.length;
     for (;;) {
       const l = 2 * i + 1;
       if (l >= n) break;
       const r = l + 1;
-      const c = r < n && this.#before(heap[r]!, heap[l]!) ? r : l;
-      if (!this.#before(heap[c]!, last)) break;
-      heap[i] = heap[c]!;
+      const c = r < n && this.#before(r, ats[l]!, this.#token[l]!) ? r : l;
+      if (!this.#before(c, lastAt, lastToken)) break;
+      this.#move(c, i);
       i = c;
     }
-    heap[i] = last;
+    ats[i] = lastAt;
+    this.#token[i] = lastToken;
+    items[i] = last;
+    if (n < ats.length >> 2 && ats.length > MIN_CAPACITY) this.#resize(ats.length >> 1);
     return top;
   }
 
-  /** Whether entry `a` comes out strictly before entry `b`. */
-  #before(a: Entry<T>, b: Entry<T>): boolean {
-    return a.at < b.at || (this.#fifo && a.at === b.at && a.token < b.token);
+  /** Copies entry `from` over entry `to`. */
+  #move(from: number, to: number): void {
+    this.#at[to] = this.#at[from]!;
+    this.#token[to] = this.#token[from]!;
+    this.#items[to] = this.#items[from]!;
+  }
+
+  /** Gives the typed arrays room for `capacity` entries, keeping those in use. */
+  #resize(capacity: number): void {
+    const n = this.#items.length;
+    const at = new Float64Array(capacity);
+    const token = new Float64Array(capacity);
+    at.set(this.#at.subarray(0, n));
+    token.set(this.#token.subarray(0, n));
+    this.#at = at;
+    this.#token = token;
+  }
+
+  /** Whether entry `a` comes out strictly before an entry filed at `at` with `token`. */
+  #before(a: number, at: number, token: number): boolean {
+    const aAt = this.#at[a]!;
+    return aAt < at || (this.#fifo && aAt === at && this.#token[a]! < token);
   }
 }
