@@ -1,7 +1,8 @@
-import { assert, assertEquals, assertStrictEquals } from "./deps/assert.ts";
+import { assert, assertEquals, assertStrictEquals, assertThrows } from "./deps/assert.ts";
 import type { FragmentRef, MessageType } from "../src/wire/mod.ts";
 import {
   type Budget,
+  EMPTY_OUTBOX,
   MAX_ORDERED_HELD,
   MAX_PARTIAL_PER_PEER,
   MAX_QUEUED_BYTES_PER_PEER,
@@ -20,6 +21,7 @@ import {
   SendQueue,
 } from "../src/core/reliability.ts";
 import { mulberry32 } from "./sim.ts";
+import { newConn, outboxOf, releaseOutbox } from "../src/core/peers.ts";
 import { FRAGMENT_COST, impliedSize, PARTIAL_COST } from "../src/core/reassembly.ts";
 
 const U32 = 0x1_0000_0000;
@@ -326,6 +328,22 @@ Deno.test("Outbox starts empty", () => {
   assert(o.hasRoom(0));
   o.remove("nothing");
   assertStrictEquals(o.size, 0);
+});
+
+Deno.test("a connection holds the shared empty outbox until a message waits, and gives its own back once none does", () => {
+  const conn = newConn("192.0.2.1:1", { hostname: "192.0.2.1", port: 1 }, 0);
+  assertStrictEquals(conn.outbox, EMPTY_OUTBOX);
+  assertThrows(() => EMPTY_OUTBOX.add(pending({ id: "shared" })), Error, "shared empty outbox");
+  assertStrictEquals(EMPTY_OUTBOX.size, 0);
+  const own = outboxOf(conn);
+  assert(own !== EMPTY_OUTBOX);
+  own.add(pending({ id: "a", seq: 1 }));
+  assertStrictEquals(outboxOf(conn), own, "the same one while it is in use");
+  releaseOutbox(conn);
+  assertStrictEquals(conn.outbox, own, "kept while a message waits");
+  assertStrictEquals(conn.outbox.acknowledge("a")?.id, "a");
+  releaseOutbox(conn);
+  assertStrictEquals(conn.outbox, EMPTY_OUTBOX);
 });
 
 Deno.test("Outbox add, remove and size; remove of an unknown id is harmless", () => {

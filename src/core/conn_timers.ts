@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Conn } from "./peers.ts";
+import { type Conn, releaseOutbox } from "./peers.ts";
 import type { Pending } from "./reliability.ts";
 import type { GiveUpReason } from "./stats.ts";
 import type { Core } from "./context.ts";
@@ -105,6 +105,7 @@ export class ConnTimers {
 
   /** Files the connection's earliest deadline in the timer table (call after anything that may move it). */
   reschedule(conn: Conn): void {
+    releaseOutbox(conn);
     let at = conn.outbox.nextDeadline();
     if (conn.peer || conn.link) {
       if (conn.heartbeatAt < at) at = conn.heartbeatAt;

@@ -6,7 +6,7 @@
  * @module
  */
 import { isJsonObject, type Json, type Message, parseErrorPayload, type SocketAddr } from "../wire/mod.ts";
-import { type Conn, hasLink } from "./peers.ts";
+import { type Conn, hasLink, outboxOf } from "./peers.ts";
 import type { Core } from "./context.ts";
 import type { SendPath } from "./send.ts";
 import type { Lifecycle } from "./lifecycle.ts";
@@ -127,7 +127,7 @@ export class Control {
     if (pending.type === "HandshakeRequest" && conn.link?.state === "handshaking") {
       // Only the HandshakeResponse settles a handshake: keep asking until it comes (a repeated request makes
       // the remote resend its response) or the handshake deadline passes.
-      conn.outbox.add(pending);
+      outboxOf(conn).add(pending);
       return undefined;
     }
     const rttMs = now - pending.firstSentAt;

@@ -78,6 +78,7 @@ export class Outbox {
 
   /** Records a message that was just sent for the first time. */
   add(pending: Pending): void {
+    if (this === EMPTY_OUTBOX) throw new Error("Cannot add to the shared empty outbox: use outboxOf(conn)");
     (this.#map ??= new Map()).set(pending.id, pending);
   }
 
@@ -149,6 +150,13 @@ export class Outbox {
     return all;
   }
 }
+
+/**
+ * The outbox of every connection with nothing waiting for an Ack, shared: an idle peer holds no outbox of
+ * its own. Reading it is always empty; adding to it throws (`outboxOf` in peers.ts gives a connection its
+ * own first).
+ */
+export const EMPTY_OUTBOX: Outbox = new Outbox();
 
 /** A reliable message accepted for sending but waiting for room in the window. */
 export interface Queued {

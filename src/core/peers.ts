@@ -10,6 +10,7 @@ import type { SocketAddr } from "../wire/address.ts";
 import type { NodeInfo } from "../wire/mod.ts";
 import type { MessageType } from "../wire/mod.ts";
 import {
+  EMPTY_OUTBOX,
   type OrderedInbox,
   Outbox,
   type Reassembler,
@@ -154,7 +155,10 @@ export interface Conn extends Timed {
   bytesOut: number;
   /** Rate-limit bucket of a registered peer, once it has sent anything after registering. */
   bucket: Bucket | null;
-  /** Reliable messages waiting for an Ack. */
+  /**
+   * Reliable messages waiting for an Ack: the shared {@linkcode EMPTY_OUTBOX} while none do (add through
+   * {@linkcode outboxOf}; {@linkcode releaseOutbox} hands an emptied one back).
+   */
   outbox: Outbox;
   /** When anything was last heard from this address (ms). */
   lastHeard: number;
@@ -345,7 +349,7 @@ export function newConn(key: string, addr: SocketAddr, now: number): Conn {
     bytesIn: 0,
     bytesOut: 0,
     bucket: null,
-    outbox: new Outbox(),
+    outbox: EMPTY_OUTBOX,
     lastHeard: now,
     rxDatagrams: 0,
     rxBytes: 0,
@@ -358,6 +362,17 @@ export function newConn(key: string, addr: SocketAddr, now: number): Conn {
     filedAt: Infinity,
     timerToken: 0,
   };
+}
+
+/** The connection's own outbox, made when the first reliable message to it waits for an Ack. */
+export function outboxOf(conn: Conn): Outbox {
+  if (conn.outbox === EMPTY_OUTBOX) conn.outbox = new Outbox();
+  return conn.outbox;
+}
+
+/** Gives up the connection's own outbox once nothing waits in it (an idle peer then holds none). */
+export function releaseOutbox(conn: Conn): void {
+  if (conn.outbox.size === 0) conn.outbox = EMPTY_OUTBOX;
 }
 
 /**

@@ -18,7 +18,7 @@ import {
   type Message,
   type MessageType,
 } from "../wire/mod.ts";
-import { type Conn, extras, hasLink, hasPeer, keepAnswer } from "./peers.ts";
+import { type Conn, extras, hasLink, hasPeer, keepAnswer, outboxOf } from "./peers.ts";
 import { type Pending, type Queued, RttEstimator, SendQueue } from "./reliability.ts";
 import type { GiveUpReason } from "./stats.ts";
 import type { Core } from "./context.ts";
@@ -268,7 +268,7 @@ export class SendPath {
       ord: item.ord ?? item.parentOrd,
     };
     pending.nextAt = now + this.wait(conn, pending);
-    conn.outbox.add(pending);
+    outboxOf(conn).add(pending);
     if (item.frag) this.#core.stats.fragmentsSent++;
     return msg;
   }
