@@ -24,7 +24,6 @@ import {
   hasLink,
   type KeyedPeer,
   type LinkConn,
-  newConn,
   type PeerEntry,
 } from "./peers.ts";
 import type { Core } from "./context.ts";
@@ -314,8 +313,7 @@ export class Handshakes {
       return undefined;
     }
     if (!conn) {
-      conn = newConn(key, from, now);
-      this.#core.table.byAddr.set(key, conn);
+      conn = this.#core.table.open(key, from, now);
       conn.rxDatagrams = 1; // the request that made it
       conn.rxBytes = dg.size;
     }
@@ -437,8 +435,7 @@ export class Handshakes {
     const key = formatSocketAddr(addr);
     let conn = this.#core.table.byAddr.get(key);
     if (!conn) {
-      conn = newConn(key, addr, now);
-      this.#core.table.byAddr.set(key, conn);
+      conn = this.#core.table.open(key, addr, now);
     }
     if (conn.link) this.#life.closeLink(conn, null);
     this.#life.newSession(conn, null);

@@ -105,7 +105,7 @@ export class Lifecycle {
   forget(conn: Conn): void {
     if (conn.peer || conn.link) return;
     this.#sessions.endSession(conn);
-    if (this.#core.table.byAddr.get(conn.key) === conn) this.#core.table.byAddr.delete(conn.key);
+    this.#core.table.close(conn);
     this.#core.unprove(conn);
     releaseAnswers(conn, this.#core.answerBudget);
     this.#core.timers.conns.schedule(conn, Infinity);

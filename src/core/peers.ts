@@ -19,6 +19,7 @@ import {
   type SendQueue,
 } from "./reliability.ts";
 import type { Timed } from "./timers.ts";
+import { ConnTimes, TimeSlab } from "./conn_times.ts";
 import type { NatClass } from "./nat_class.ts";
 import type { Bucket } from "./limits.ts";
 import type { HmacKey, KeyPair } from "../deps/crypto.ts";
@@ -332,36 +333,44 @@ export function heard(conn: Conn, dg: { now: number; size: number }, ext: boolea
   if (!conn.validated) conn.bytesIn += dg.size;
 }
 
-/** Creates the transport state for a new remote address. */
+/** A connection's state; its times are kept in a {@linkcode TimeSlab} (see src/core/conn_times.ts). */
+class ConnState extends ConnTimes implements Conn {
+  key: string;
+  addr: SocketAddr;
+  nextSeq = 1;
+  window: ReceiveWindow = new ReceiveWindow();
+  relWindow: ReceiveWindow | null = null;
+  relNext = 1;
+  rtt: RttEstimator | null = null;
+  ext = false;
+  x: ConnExtras | null = null;
+  session: Session | null = null;
+  validated = false;
+  bytesIn = 0;
+  bytesOut = 0;
+  bucket: Bucket | null = null;
+  outbox: Outbox = EMPTY_OUTBOX;
+  rxDatagrams = 0;
+  rxBytes = 0;
+  txDatagrams = 0;
+  txBytes = 0;
+  peer: PeerEntry | null = null;
+  link: LinkEntry | null = null;
+  timerToken = 0;
+
+  constructor(key: string, addr: SocketAddr, now: number, slab?: TimeSlab) {
+    super(now, slab);
+    this.key = key;
+    this.addr = { hostname: addr.hostname, port: addr.port };
+  }
+}
+
+/**
+ * Creates the transport state for a new remote address, its times in a slab of its own (a connection
+ * table's {@linkcode PeerTable.open} puts them in the table's).
+ */
 export function newConn(key: string, addr: SocketAddr, now: number): Conn {
-  return {
-    key,
-    addr: { hostname: addr.hostname, port: addr.port },
-    nextSeq: 1,
-    window: new ReceiveWindow(),
-    relWindow: null,
-    relNext: 1,
-    rtt: null,
-    ext: false,
-    x: null,
-    session: null,
-    validated: false,
-    bytesIn: 0,
-    bytesOut: 0,
-    bucket: null,
-    outbox: EMPTY_OUTBOX,
-    lastHeard: now,
-    rxDatagrams: 0,
-    rxBytes: 0,
-    txDatagrams: 0,
-    txBytes: 0,
-    heartbeatAt: Infinity,
-    peer: null,
-    link: null,
-    deadline: Infinity,
-    filedAt: Infinity,
-    timerToken: 0,
-  };
+  return new ConnState(key, addr, now);
 }
 
 /** The connection's own outbox, made when the first reliable message to it waits for an Ack. */
@@ -417,8 +426,13 @@ export function hasLink(conn: Conn | undefined): conn is LinkConn {
 }
 
 export class PeerTable {
-  /** Every connection by address key. */
+  /**
+   * Every connection by address key: add with {@linkcode PeerTable.open}, drop with
+   * {@linkcode PeerTable.close} (a move to another key may delete and set it again).
+   */
   readonly byAddr = new Map<string, Conn>();
+  /** The times of every connection in {@linkcode PeerTable.byAddr}. */
+  readonly #times = new TimeSlab();
   /** Registered peers by node id. */
   readonly byId = new Map<string, PeerConn>();
   /** Registered peers by network, then node id (insertion order = registration order). */
@@ -426,6 +440,33 @@ export class PeerTable {
   #handshaking = 0;
   #authenticated = 0;
   #order = 0;
+
+  /** A new connection for `addr`, added under `key` (which must have none). */
+  open(key: string, addr: SocketAddr, now: number): Conn {
+    const conn = new ConnState(key, addr, now, this.#times);
+    this.byAddr.set(key, conn);
+    return conn;
+  }
+
+  /**
+   * Drops `conn` from the table: its times move to a slab of its own (a reference kept to it reads them
+   * still), and the table's slab is compacted once mostly empty.
+   */
+  close(conn: Conn): void {
+    if (this.byAddr.get(conn.key) === conn) this.byAddr.delete(conn.key);
+    if (!(conn instanceof ConnState) || conn.times !== this.#times) return;
+    conn.moveTo(new TimeSlab(1));
+    if (this.#times.sparse) this.#times.compact(this.#conns());
+  }
+
+  /** The slab's slots in use and its capacity (for tests and memory accounting). */
+  get timeSlots(): { live: number; capacity: number } {
+    return { live: this.#times.live, capacity: this.#times.capacity };
+  }
+
+  *#conns(): Iterable<ConnState> {
+    for (const conn of this.byAddr.values()) if (conn instanceof ConnState) yield conn;
+  }
 
   /** Peers by state. */
   counts(): { handshaking: number; authenticated: number } {

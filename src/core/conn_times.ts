@@ -1,0 +1,160 @@
+/**
+ * The times (ms) a connection keeps, held in one shared `Float64Array` per connection table instead of one
+ * field each. A time from the shell's clock is a Unix time in milliseconds with a fraction: not a small
+ * integer, so as an object field each one would be a 16-byte boxed number besides its 8-byte slot. Here a
+ * connection keeps {@linkcode TIMES_PER_CONN} doubles in its slot of a {@linkcode TimeSlab} (8 bytes each,
+ * exact), and reads and writes them through accessors that look like fields.
+ *
+ * A connection in a table has a slot of the table's slab; one outside any table (not yet added, or dropped)
+ * has a slab of its own, so a reference kept to a dropped connection still reads its own times.
+ *
+ * @module
+ */
+
+/** Doubles kept per connection: last heard, next heartbeat, and the timer heap's deadline and filed-at. */
+export const TIMES_PER_CONN = 4;
+
+const LAST_HEARD = 0;
+const HEARTBEAT_AT = 1;
+const DEADLINE = 2;
+const FILED_AT = 3;
+
+/** Slots a table's slab starts with, and below which it never shrinks. */
+export const MIN_SLOTS = 64;
+
+/**
+ * Slots of {@linkcode TIMES_PER_CONN} doubles. Freed slots are reused first; the array doubles when full and
+ * is compacted to half (see {@linkcode TimeSlab.compact}) when less than a quarter is in use.
+ */
+export class TimeSlab {
+  /** The doubles, slot after slot (replaced when the slab grows or is compacted). */
+  f: Float64Array;
+  #free: number[] = [];
+  #top = 0;
+
+  /** @param slots Room to start with. */
+  constructor(slots: number = MIN_SLOTS) {
+    this.f = new Float64Array(slots * TIMES_PER_CONN);
+  }
+
+  /** Slots there is room for. */
+  get capacity(): number {
+    return this.f.length / TIMES_PER_CONN;
+  }
+
+  /** Slots in use. */
+  get live(): number {
+    return this.#top - this.#free.length;
+  }
+
+  /** A free slot (its doubles are whatever was there: the caller writes them). */
+  alloc(): number {
+    const slot = this.#free.pop();
+    if (slot !== undefined) return slot;
+    if (this.#top === this.capacity) {
+      const f = new Float64Array(this.f.length * 2);
+      f.set(this.f);
+      this.f = f;
+    }
+    return this.#top++;
+  }
+
+  /** Gives `slot` back. */
+  free(slot: number): void {
+    if (slot === this.#top - 1) this.#top--;
+    else this.#free.push(slot);
+  }
+
+  /** Whether less than a quarter of a slab larger than the minimum is in use. */
+  get sparse(): boolean {
+    return this.capacity > MIN_SLOTS && this.live < this.capacity / 4;
+  }
+
+  /**
+   * Moves the slots of `owners` (which must be every connection with a slot here) to the front of an array
+   * of half the size at most, and renumbers them. Does nothing when `owners` does not account for every
+   * slot in use: a slot must never be handed out twice.
+   */
+  compact(owners: Iterable<ConnTimes>): void {
+    const held: ConnTimes[] = [];
+    for (const owner of owners) if (owner.times === this) held.push(owner);
+    if (held.length !== this.live) return;
+    let slots = MIN_SLOTS;
+    while (slots < 2 * held.length) slots *= 2;
+    const f = new Float64Array(slots * TIMES_PER_CONN);
+    for (const [i, owner] of held.entries()) {
+      f.set(
+        this.f.subarray(owner.slot * TIMES_PER_CONN, (owner.slot + 1) * TIMES_PER_CONN),
+        i * TIMES_PER_CONN,
+      );
+      owner.slot = i;
+    }
+    this.f = f;
+    this.#free = [];
+    this.#top = held.length;
+  }
+}
+
+/** A connection's times, kept in a slot of a {@linkcode TimeSlab}. */
+export class ConnTimes {
+  /** The slab its times are in (the table's, or its own while it is in no table). */
+  times: TimeSlab;
+  /** Its slot there. */
+  slot: number;
+
+  /**
+   * Starts in a slot of `slab` (a slab of its own by default), every time `Infinity` but `lastHeard`, which
+   * is `now`.
+   */
+  constructor(now: number, slab: TimeSlab = new TimeSlab(1)) {
+    this.times = slab;
+    this.slot = slab.alloc();
+    this.lastHeard = now;
+    this.heartbeatAt = Infinity;
+    this.deadline = Infinity;
+    this.filedAt = Infinity;
+  }
+
+  /** Moves its times to a new slot of `slab` (a table's, or a fresh one of its own when dropped). */
+  moveTo(slab: TimeSlab): void {
+    const from = this.times.f;
+    const base = this.slot * TIMES_PER_CONN;
+    const old = from.slice(base, base + TIMES_PER_CONN);
+    this.times.free(this.slot);
+    this.times = slab;
+    this.slot = slab.alloc();
+    slab.f.set(old, this.slot * TIMES_PER_CONN);
+  }
+
+  /** When anything was last heard from this address (ms). */
+  get lastHeard(): number {
+    return this.times.f[this.slot * TIMES_PER_CONN + LAST_HEARD]!;
+  }
+  set lastHeard(ms: number) {
+    this.times.f[this.slot * TIMES_PER_CONN + LAST_HEARD] = ms;
+  }
+
+  /** When the next heartbeat Ping is due (ms). */
+  get heartbeatAt(): number {
+    return this.times.f[this.slot * TIMES_PER_CONN + HEARTBEAT_AT]!;
+  }
+  set heartbeatAt(ms: number) {
+    this.times.f[this.slot * TIMES_PER_CONN + HEARTBEAT_AT] = ms;
+  }
+
+  /** The deadline the connection wants (`Infinity` for none). Written by the timer heap. */
+  get deadline(): number {
+    return this.times.f[this.slot * TIMES_PER_CONN + DEADLINE]!;
+  }
+  set deadline(ms: number) {
+    this.times.f[this.slot * TIMES_PER_CONN + DEADLINE] = ms;
+  }
+
+  /** Deadline of its live timer heap entry (`Infinity` for none). Written by the timer heap. */
+  get filedAt(): number {
+    return this.times.f[this.slot * TIMES_PER_CONN + FILED_AT]!;
+  }
+  set filedAt(ms: number) {
+    this.times.f[this.slot * TIMES_PER_CONN + FILED_AT] = ms;
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * Connection times in a shared slab (src/core/conn_times.ts): exact Unix-ms values through growth, reuse and
+ * compaction; a dropped connection keeps its own; a table whose connections all left holds the minimum.
+ *
+ * @module
+ */
+import { assert, assertStrictEquals } from "./deps/assert.ts";
+import { ConnTimes, MIN_SLOTS, TimeSlab } from "../src/core/conn_times.ts";
+import { type Conn, newConn, PeerTable } from "../src/core/peers.ts";
+
+/** A Unix time in ms with a fraction, as the shell's clock gives (not a small integer). */
+const T = 1_796_000_000_000.125;
+
+function times(c: Conn): number[] {
+  return [c.lastHeard, c.heartbeatAt, c.deadline, c.filedAt];
+}
+
+function setTimes(c: Conn, i: number): void {
+  c.lastHeard = T + i;
+  c.heartbeatAt = T + i + 0.5;
+  c.deadline = T - i;
+  c.filedAt = i % 2 ? Infinity : T + i / 4;
+}
+
+function want(i: number): number[] {
+  return [T + i, T + i + 0.5, T - i, i % 2 ? Infinity : T + i / 4];
+}
+
+Deno.test("a new connection's times: lastHeard is now, the others Infinity", () => {
+  const c = newConn("192.0.2.1:1", { hostname: "192.0.2.1", port: 1 }, T);
+  assertStrictEquals(c.lastHeard, T);
+  assertStrictEquals(c.heartbeatAt, Infinity);
+  assertStrictEquals(c.deadline, Infinity);
+  assertStrictEquals(c.filedAt, Infinity);
+});
+
+Deno.test("TimeSlab reuses freed slots first and keeps every value when it grows", () => {
+  const slab = new TimeSlab(2);
+  const owners = Array.from({ length: 3 }, () => new ConnTimes(T, slab));
+  assertStrictEquals(slab.capacity, 4);
+  owners.forEach((o, i) => o.heartbeatAt = T + i);
+  const freed = owners[1]!.slot;
+  slab.free(freed);
+  assertStrictEquals(slab.alloc(), freed);
+  const more = Array.from({ length: 10 }, (_, i) => {
+    const o = new ConnTimes(T + 100 + i, slab);
+    o.deadline = T - i;
+    return o;
+  });
+  assertStrictEquals(slab.capacity, 16);
+  assertStrictEquals(owners[0]!.heartbeatAt, T);
+  assertStrictEquals(owners[2]!.heartbeatAt, T + 2);
+  more.forEach((o, i) => {
+    assertStrictEquals(o.lastHeard, T + 100 + i);
+    assertStrictEquals(o.deadline, T - i);
+  });
+});
+
+Deno.test("TimeSlab.compact refuses owners that do not account for every slot in use", () => {
+  const slab = new TimeSlab(MIN_SLOTS * 8);
+  const owners = Array.from({ length: 20 }, (_, i) => {
+    const o = new ConnTimes(T + i, slab);
+    return o;
+  });
+  assert(slab.sparse);
+  slab.compact(owners.slice(1));
+  assertStrictEquals(slab.capacity, MIN_SLOTS * 8, "one owner missing: left as it was");
+  slab.compact(owners);
+  assertStrictEquals(slab.capacity, MIN_SLOTS);
+  owners.forEach((o, i) => assertStrictEquals(o.lastHeard, T + i));
+});
+
+Deno.test("PeerTable: times stay exact while connections come and go; all gone leaves the minimum slab", () => {
+  const table = new PeerTable();
+  const n = 5_000;
+  const conns = Array.from({ length: n }, (_, i) => {
+    const c = table.open(`192.0.2.1:${i + 1}`, { hostname: "192.0.2.1", port: i + 1 }, 0);
+    setTimes(c, i);
+    return c;
+  });
+  assertStrictEquals(table.timeSlots.live, n);
+  assert(table.timeSlots.capacity >= n && table.timeSlots.capacity < 2 * n + MIN_SLOTS);
+  // Most leave, in an order that leaves holes everywhere: the slab is compacted on the way.
+  const leaving = conns.filter((_, i) => i % 10 !== 3);
+  for (const c of leaving) table.close(c);
+  const staying = conns.filter((_, i) => i % 10 === 3);
+  assertStrictEquals(table.timeSlots.live, staying.length);
+  assert(table.timeSlots.capacity <= 4 * staying.length, `compacted: ${table.timeSlots.capacity}`);
+  conns.forEach((c, i) => assertStrictEquals(times(c).join(), want(i).join(), `conn ${i}`));
+  // A dropped connection has times of its own: writing them changes no one else's.
+  leaving[0]!.lastHeard = 0;
+  staying.forEach((c) => assert(c.lastHeard !== 0));
+  for (const c of staying) table.close(c);
+  assertStrictEquals(table.timeSlots.live, 0);
+  assertStrictEquals(table.timeSlots.capacity, MIN_SLOTS);
+  assertStrictEquals(table.byAddr.size, 0);
+});
