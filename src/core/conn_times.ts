@@ -29,7 +29,8 @@ export const MIN_SLOTS = 64;
 export class TimeSlab {
   /** The doubles, slot after slot (replaced when the slab grows or is compacted). */
   f: Float64Array;
-  #free: number[] = [];
+  /** Freed slots below the top (made on the first such free: a connection's own slab never needs it). */
+  #free: number[] | null = null;
   #top = 0;
 
   /** @param slots Room to start with. */
@@ -44,12 +45,12 @@ export class TimeSlab {
 
   /** Slots in use. */
   get live(): number {
-    return this.#top - this.#free.length;
+    return this.#top - (this.#free?.length ?? 0);
   }
 
   /** A free slot (its doubles are whatever was there: the caller writes them). */
   alloc(): number {
-    const slot = this.#free.pop();
+    const slot = this.#free?.pop();
     if (slot !== undefined) return slot;
     if (this.#top === this.capacity) {
       const f = new Float64Array(this.f.length * 2);
@@ -62,7 +63,7 @@ export class TimeSlab {
   /** Gives `slot` back. */
   free(slot: number): void {
     if (slot === this.#top - 1) this.#top--;
-    else this.#free.push(slot);
+    else (this.#free ??= []).push(slot);
   }
 
   /** Whether less than a quarter of a slab larger than the minimum is in use. */
@@ -90,7 +91,7 @@ export class TimeSlab {
       owner.slot = i;
     }
     this.f = f;
-    this.#free = [];
+    this.#free = null;
     this.#top = held.length;
   }
 }
