@@ -5,8 +5,10 @@
  * connection keeps {@linkcode TIMES_PER_CONN} doubles in its slot of a {@linkcode TimeSlab} (8 bytes each,
  * exact), and reads and writes them through accessors that look like fields.
  *
- * A connection in a table has a slot of the table's slab; one outside any table (not yet added, or dropped)
- * has a slab of its own, so a reference kept to a dropped connection still reads its own times.
+ * A connection in a table has a slot of the table's slab; one outside any table (made alone, or dropped)
+ * keeps its times in a small array of its own ({@linkcode OwnTimes}), so a reference kept to a dropped
+ * connection (a timer heap entry that has not surfaced yet) still reads its own times, at less cost than a
+ * typed array of its own would have (whose backing store is allocated outside the heap).
  *
  * @module
  */
@@ -96,35 +98,50 @@ export class TimeSlab {
   }
 }
 
-/** A connection's times, kept in a slot of a {@linkcode TimeSlab}. */
+/** The times of a connection in no table: {@linkcode TIMES_PER_CONN} doubles in a plain array, slot 0. */
+export class OwnTimes {
+  /** The doubles. */
+  readonly f: number[];
+
+  /** @param f The doubles to start with. */
+  constructor(f: number[]) {
+    this.f = f;
+  }
+}
+
+/** A connection's times, kept in a slot of a {@linkcode TimeSlab} or in {@linkcode OwnTimes}. */
 export class ConnTimes {
-  /** The slab its times are in (the table's, or its own while it is in no table). */
-  times: TimeSlab;
-  /** Its slot there. */
+  /** Where its times are: the table's slab, or its own while it is in no table. */
+  times: TimeSlab | OwnTimes;
+  /** Its slot there (0 in its own). */
   slot: number;
 
   /**
-   * Starts in a slot of `slab` (a slab of its own by default), every time `Infinity` but `lastHeard`, which
-   * is `now`.
+   * Starts in a slot of `slab` (in times of its own without one), every time `Infinity` but `lastHeard`,
+   * which is `now`.
    */
-  constructor(now: number, slab: TimeSlab = new TimeSlab(1)) {
-    this.times = slab;
-    this.slot = slab.alloc();
-    this.lastHeard = now;
-    this.heartbeatAt = Infinity;
-    this.deadline = Infinity;
-    this.filedAt = Infinity;
+  constructor(now: number, slab?: TimeSlab) {
+    if (slab) {
+      this.times = slab;
+      this.slot = slab.alloc();
+      this.lastHeard = now;
+      this.heartbeatAt = Infinity;
+      this.deadline = Infinity;
+      this.filedAt = Infinity;
+    } else {
+      this.times = new OwnTimes([now, Infinity, Infinity, Infinity]);
+      this.slot = 0;
+    }
   }
 
-  /** Moves its times to a new slot of `slab` (a table's, or a fresh one of its own when dropped). */
-  moveTo(slab: TimeSlab): void {
-    const from = this.times.f;
+  /** Takes its times out of the table's slab into times of its own, giving the slot back. */
+  detach(): void {
+    const times = this.times;
+    if (!(times instanceof TimeSlab)) return;
     const base = this.slot * TIMES_PER_CONN;
-    const old = from.slice(base, base + TIMES_PER_CONN);
-    this.times.free(this.slot);
-    this.times = slab;
-    this.slot = slab.alloc();
-    slab.f.set(old, this.slot * TIMES_PER_CONN);
+    this.times = new OwnTimes(Array.from(times.f.subarray(base, base + TIMES_PER_CONN)));
+    times.free(this.slot);
+    this.slot = 0;
   }
 
   /** When anything was last heard from this address (ms). */

@@ -449,13 +449,13 @@ export class PeerTable {
   }
 
   /**
-   * Drops `conn` from the table: its times move to a slab of its own (a reference kept to it reads them
+   * Drops `conn` from the table: its times move to an array of its own (a reference kept to it reads them
    * still), and the table's slab is compacted once mostly empty.
    */
   close(conn: Conn): void {
     if (this.byAddr.get(conn.key) === conn) this.byAddr.delete(conn.key);
     if (!(conn instanceof ConnState) || conn.times !== this.#times) return;
-    conn.moveTo(new TimeSlab(1));
+    conn.detach();
     if (this.#times.sparse) this.#times.compact(this.#conns());
   }
 
