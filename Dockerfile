@@ -1,13 +1,14 @@
 # p2p_server container image (see docs/operations.md, "Container"). Build and run:
 #   docker build -t p2p_server .
 #   docker run --rm -p 8080:8080/udp -p 127.0.0.1:9100:9100 -v p2p_state:/var/lib/p2p_server p2p_server
-# Build stage: the same single-file binary as `deno task compile` (permissions and --unstable-net baked in).
+# Build stage: the same single-file binary as `deno task compile` (permissions, --unstable-net and the V8 flags
+# of tools/compile.ts baked in).
 FROM denoland/deno:2.9.6 AS build
 WORKDIR /src
 COPY deno.json deno.lock main.ts mod.ts ./
 COPY src/ src/
 RUN deno compile --frozen --unstable-net --allow-net --allow-read --allow-write --allow-env --allow-ffi \
-      --output /out/p2p_server main.ts && \
+      --v8-flags=--max-semi-space-size=4 --output /out/p2p_server main.ts && \
     mkdir -p /out/state
 
 # A static busybox, only for the HEALTHCHECK's HTTP GET (the runtime image has no shell and no curl).

@@ -21,6 +21,7 @@ import {
   TLS_SKIP_REASON,
 } from "../tests/helpers/redis_topology.ts";
 import { processCpuMs } from "./proc_stat.ts";
+import { V8_FLAGS } from "../tools/compile.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -91,7 +92,13 @@ interface Server {
 
 async function startServer(config: Record<string, unknown>): Promise<Server> {
   const child = new Deno.Command(deno, {
-    args: ["run", "-A", "--v8-flags=--expose-gc", `${here}server_proc.ts`, JSON.stringify(config)],
+    args: [
+      "run",
+      "-A",
+      `--v8-flags=${[...V8_FLAGS, "--expose-gc"].join(",")}`,
+      `${here}server_proc.ts`,
+      JSON.stringify(config),
+    ],
     stdin: "piped",
     stdout: "piped",
     stderr: "inherit",

@@ -22,6 +22,7 @@
 import { parseArgs } from "../src/deps/flags.ts";
 import { processRssBytes } from "./proc_stat.ts";
 import { mmsgUnavailable } from "../src/udp_mmsg.ts";
+import { V8_FLAGS } from "../tools/compile.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -277,7 +278,8 @@ async function start(kind: Kind, v8Flags: string[] = []): Promise<Server> {
     if (!await answersPing(port, 10)) throw new Error(`The upstream server did not answer on port ${port}`);
     return { kind, proc, port };
   }
-  const flags = v8Flags.length ? [`--v8-flags=${v8Flags.join(",")}`] : [];
+  // p2p_server runs with the V8 flags it is launched with everywhere (tools/compile.ts), plus the row's own.
+  const flags = [`--v8-flags=${[...V8_FLAGS, ...v8Flags].join(",")}`];
   const args = kind === "floor" ? ["run", "-A", `${here}echo_server.ts`] : [
     "run",
     "-A",
@@ -576,7 +578,14 @@ for (const kind of onlyStun ? [] : p2pAndUpstream.filter((k) => k !== "p2p_serve
         await new Promise((r) => setTimeout(r, 500));
         return { rss: processRssBytes(s.proc.pid), heapUsed: null, peers: null };
       }
-      return JSON.parse(await s.proc.ask("mem")) as { rss: number; heapUsed: number; peers: number };
+      const m = JSON.parse(await s.proc.ask("mem")) as {
+        rss: number;
+        heapUsed: number;
+        external: number;
+        peers: number;
+      };
+      // Typed arrays keep their contents outside the V8 heap ("external"): counted with the heap.
+      return { rss: m.rss, heapUsed: m.heapUsed + m.external, peers: m.peers };
     };
     const before = await mem();
     const gen = new Proc(GENERATOR_PIN, deno, [
@@ -675,7 +684,7 @@ for (const r of rows.filter((x) => x.row.startsWith("STUN"))) {
 }
 lines.push(
   "",
-  "| memory | server | peers | RSS B/peer | heap B/peer | after leaving: peers, RSS, heap vs before |",
+  "| memory | server | peers | RSS B/peer | heap B/peer (V8 heap + external) | after leaving: peers, RSS, heap vs before |",
 );
 lines.push("|---|---|---|---|---|---|");
 for (const m of memory) {

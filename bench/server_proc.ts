@@ -2,7 +2,8 @@
  * The server under test for `deno task bench`: a `P2PServer` in its own process, configured from a JSON
  * argument, logging as the program does at `--ERROR` (the level the upstream server runs at in the bench; the
  * level is the second argument). Prints its port, then answers commands on stdin, one per line:
- * `mem` -> one JSON line with RSS, heap used and peer count (after a full GC when `--expose-gc` is set);
+ * `mem` -> one JSON line with RSS, heap used, external memory (typed arrays' contents) and peer count (after a
+ * full GC when `--expose-gc` is set);
  * `stats` -> the stats snapshot as one JSON line.
  *
  * @module
@@ -36,6 +37,7 @@ for await (const chunk of Deno.stdin.readable) {
       console.log(JSON.stringify({
         rss: m.rss,
         heapUsed: m.heapUsed,
+        external: m.external,
         peers: stats.peers.handshaking + stats.peers.authenticated,
       }));
     } else if (command === "stats") {

@@ -4,7 +4,7 @@
  */
 import { assert, assertEquals, assertMatch } from "./deps/assert.ts";
 import { parseConfigFile, resolveConfig } from "../src/config.ts";
-import { PERMISSIONS } from "../tools/compile.ts";
+import { compileArgs, PERMISSIONS, V8_FLAGS_ARG } from "../tools/compile.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const read = (path: string) => Deno.readTextFile(new URL(path, ROOT));
@@ -97,7 +97,7 @@ Deno.test("the Dockerfile builds with the release flags and runs non-root with t
   const pinned = /deno@(\d+\.\d+\.\d+)/.exec(ci)?.[1];
   assertMatch(file, new RegExp(`^FROM denoland/deno:${pinned?.replaceAll(".", "\\.")} AS build$`, "m"));
   const compile = /RUN (deno compile[^&]*)/.exec(file.replaceAll("\\\n", " "))?.[1] ?? "";
-  for (const flag of ["--frozen", "--unstable-net", ...PERMISSIONS]) {
+  for (const flag of ["--frozen", "--unstable-net", ...PERMISSIONS, V8_FLAGS_ARG]) {
     assert(compile.split(/\s+/).includes(flag), `deno compile lacks ${flag}: ${compile}`);
   }
   const froms = [...file.matchAll(/^FROM (\S+)/gm)].map((m) => m[1]!);
@@ -122,4 +122,14 @@ Deno.test("the Dockerfile builds with the release flags and runs non-root with t
   const ignore = (await read(".dockerignore")).split("\n").filter((l) => l.startsWith("!"));
   const copied = [...file.matchAll(/^COPY (?!--from)(.+) \S+$/gm)].flatMap((m) => m[1]!.split(" "));
   for (const path of copied) assert(ignore.includes(`!${path}`), `.dockerignore keeps out ${path}`);
+});
+
+Deno.test("the start task and the compiled binaries run with the same permissions and V8 flags", async () => {
+  const tasks = JSON.parse(await read("deno.json")).tasks as Record<string, string>;
+  const start = tasks.start!.split(/\s+/);
+  for (const flag of [...PERMISSIONS, V8_FLAGS_ARG]) assert(start.includes(flag), `start task lacks ${flag}`);
+  assert(start.indexOf(V8_FLAGS_ARG) < start.indexOf("main.ts"), "a Deno flag goes before the script");
+  for (const flag of [...PERMISSIONS, V8_FLAGS_ARG]) {
+    assert(compileArgs("x86_64-unknown-linux-gnu").includes(flag), `deno compile lacks ${flag}`);
+  }
 });

@@ -25,6 +25,19 @@ export const PERMISSIONS = [
   "--allow-ffi",
 ] as const;
 
+/**
+ * The V8 flags the server runs with, wherever it is launched (`deno task start`, the compiled binaries, the
+ * container image): `--max-semi-space-size=4` caps each of the two semi-spaces of V8's young generation at
+ * 4 MB. Left to itself V8 grows them while a burst of handshakes keeps many young objects alive (the young
+ * generation measured 53 MB after 100,000 handshakes, 8 MB with the cap) and keeps those pages resident
+ * afterwards, empty: a quarter of the resident memory of 100,000 idle peers (docs/performance.md, "2026-12-04 (evening): memory per idle peer").
+ * V8 reads the flag when the heap is made, so it must be given at launch.
+ */
+export const V8_FLAGS = ["--max-semi-space-size=4"] as const;
+
+/** {@linkcode V8_FLAGS} as one `deno run`/`deno compile` argument. */
+export const V8_FLAGS_ARG = `--v8-flags=${V8_FLAGS.join(",")}`;
+
 /** The `deno compile` arguments for one target. */
 export function compileArgs(target: string): string[] {
   const exe = target.includes("windows") ? ".exe" : "";
@@ -32,6 +45,7 @@ export function compileArgs(target: string): string[] {
     "compile",
     "--unstable-net",
     ...PERMISSIONS,
+    V8_FLAGS_ARG,
     "--target",
     target,
     "--output",

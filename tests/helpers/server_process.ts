@@ -6,15 +6,15 @@
  *
  * @module
  */
-import { PERMISSIONS } from "../../tools/compile.ts";
+import { PERMISSIONS, V8_FLAGS_ARG } from "../../tools/compile.ts";
 import { type Addr, addrText, parseAddr } from "./raw_peer.ts";
 import { Wakers } from "./wakers.ts";
 
 /** The project root (where `main.ts` and `deno.json` live). */
 export const PROJECT_ROOT: string = new URL("../../", import.meta.url).pathname;
 
-/** Permissions the program runs with, as `deno task start` and the compiled binaries give them. */
-export const RUN_FLAGS = ["run", ...PERMISSIONS] as const;
+/** Permissions and V8 flags the program runs with, as `deno task start` and the compiled binaries give them. */
+export const RUN_FLAGS = ["run", ...PERMISSIONS, V8_FLAGS_ARG] as const;
 
 /** Deno's arguments to run main.ts as `deno task start` does, with the config file `configPath`, then `extra`. */
 export function mainArgs(configPath: string, ...extra: string[]): string[] {
