@@ -78,18 +78,19 @@ export class TimeSlab {
    * of half the size at most, and renumbers them. Does nothing when `owners` does not account for every
    * slot in use: a slot must never be handed out twice.
    */
-  compact(owners: Iterable<ConnTimes>): void {
+  compact(owners: Iterable<object>): void {
     const held: ConnTimes[] = [];
-    for (const owner of owners) if (owner.times === this) held.push(owner);
+    for (const owner of owners) if (owner instanceof ConnTimes && owner.times === this) held.push(owner);
     if (held.length !== this.live) return;
     let slots = MIN_SLOTS;
     while (slots < 2 * held.length) slots *= 2;
+    const from = this.f;
     const f = new Float64Array(slots * TIMES_PER_CONN);
-    for (const [i, owner] of held.entries()) {
-      f.set(
-        this.f.subarray(owner.slot * TIMES_PER_CONN, (owner.slot + 1) * TIMES_PER_CONN),
-        i * TIMES_PER_CONN,
-      );
+    for (let i = 0; i < held.length; i++) {
+      const owner = held[i]!;
+      const src = owner.slot * TIMES_PER_CONN;
+      const dst = i * TIMES_PER_CONN;
+      for (let k = 0; k < TIMES_PER_CONN; k++) f[dst + k] = from[src + k]!;
       owner.slot = i;
     }
     this.f = f;
@@ -138,8 +139,9 @@ export class ConnTimes {
   detach(): void {
     const times = this.times;
     if (!(times instanceof TimeSlab)) return;
+    const f = times.f;
     const base = this.slot * TIMES_PER_CONN;
-    this.times = new OwnTimes(Array.from(times.f.subarray(base, base + TIMES_PER_CONN)));
+    this.times = new OwnTimes([f[base]!, f[base + 1]!, f[base + 2]!, f[base + 3]!]);
     times.free(this.slot);
     this.slot = 0;
   }

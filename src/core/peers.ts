@@ -456,16 +456,12 @@ export class PeerTable {
     if (this.byAddr.get(conn.key) === conn) this.byAddr.delete(conn.key);
     if (!(conn instanceof ConnState) || conn.times !== this.#times) return;
     conn.detach();
-    if (this.#times.sparse) this.#times.compact(this.#conns());
+    if (this.#times.sparse) this.#times.compact(this.byAddr.values());
   }
 
   /** The slab's slots in use and its capacity (for tests and memory accounting). */
   get timeSlots(): { live: number; capacity: number } {
     return { live: this.#times.live, capacity: this.#times.capacity };
-  }
-
-  *#conns(): Iterable<ConnState> {
-    for (const conn of this.byAddr.values()) if (conn instanceof ConnState) yield conn;
   }
 
   /** Peers by state. */
