@@ -6,13 +6,15 @@
  */
 import { assert, assertStrictEquals } from "./deps/assert.ts";
 import { ConnTimes, MIN_SLOTS, TimeSlab } from "../src/core/conn_times.ts";
-import { type Conn, newConn, PeerTable } from "../src/core/peers.ts";
+import { type Conn, newConn, PeerTable, sampleRtt } from "../src/core/peers.ts";
+import { rtoFrom, RttEstimator } from "../src/core/reliability.ts";
+import { mulberry32 } from "./sim.ts";
 
 /** A Unix time in ms with a fraction, as the shell's clock gives (not a small integer). */
 const T = 1_796_000_000_000.125;
 
 function times(c: Conn): number[] {
-  return [c.lastHeard, c.heartbeatAt, c.deadline, c.filedAt];
+  return [c.lastHeard, c.heartbeatAt, c.deadline, c.filedAt, c.srtt, c.rttvar];
 }
 
 function setTimes(c: Conn, i: number): void {
@@ -20,10 +22,12 @@ function setTimes(c: Conn, i: number): void {
   c.heartbeatAt = T + i + 0.5;
   c.deadline = T - i;
   c.filedAt = i % 2 ? Infinity : T + i / 4;
+  c.srtt = i / 3;
+  c.rttvar = i / 7;
 }
 
 function want(i: number): number[] {
-  return [T + i, T + i + 0.5, T - i, i % 2 ? Infinity : T + i / 4];
+  return [T + i, T + i + 0.5, T - i, i % 2 ? Infinity : T + i / 4, i / 3, i / 7];
 }
 
 Deno.test("a new connection's times: lastHeard is now, the others Infinity", () => {
@@ -32,6 +36,29 @@ Deno.test("a new connection's times: lastHeard is now, the others Infinity", () 
   assertStrictEquals(c.heartbeatAt, Infinity);
   assertStrictEquals(c.deadline, Infinity);
   assertStrictEquals(c.filedAt, Infinity);
+  assertStrictEquals(c.srtt, 0);
+  assertStrictEquals(c.rttvar, 0);
+  assertStrictEquals(c.rttSamples, 0);
+});
+
+Deno.test("a connection's round-trip estimate is RttEstimator's, sample for sample, in and out of a table", () => {
+  const rand = mulberry32(7);
+  const table = new PeerTable();
+  const inTable = table.open("192.0.2.1:1", { hostname: "192.0.2.1", port: 1 }, T);
+  const alone = newConn("192.0.2.1:2", { hostname: "192.0.2.1", port: 2 }, T);
+  const reference = new RttEstimator();
+  const bounds = { initialMs: 500, minMs: 10, maxMs: 60_000 };
+  for (let i = 0; i < 200; i++) {
+    const ms = rand() * 400 + (i % 17 === 0 ? 3_000 : 0);
+    reference.sample(ms);
+    for (const c of [inTable, alone]) {
+      sampleRtt(c, ms);
+      assertStrictEquals(c.srtt, reference.srtt);
+      assertStrictEquals(c.rttvar, reference.rttvar);
+      assertStrictEquals(c.rttSamples, reference.samples);
+      assertStrictEquals(rtoFrom(c.srtt, c.rttvar, c.rttSamples, bounds), reference.rto(bounds));
+    }
+  }
 });
 
 Deno.test("TimeSlab reuses freed slots first and keeps every value when it grows", () => {

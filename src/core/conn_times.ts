@@ -1,6 +1,6 @@
 /**
- * The times (ms) a connection keeps, held in one shared `Float64Array` per connection table instead of one
- * field each. A time from the shell's clock is a Unix time in milliseconds with a fraction: not a small
+ * The times (ms) a connection keeps, and its round-trip estimate, held in one shared `Float64Array` per
+ * connection table instead of one field each. A time from the shell's clock is a Unix time in milliseconds with a fraction: not a small
  * integer, so as an object field each one would be a 16-byte boxed number besides its 8-byte slot. Here a
  * connection keeps {@linkcode TIMES_PER_CONN} doubles in its slot of a {@linkcode TimeSlab} (8 bytes each,
  * exact), and reads and writes them through accessors that look like fields.
@@ -13,13 +13,18 @@
  * @module
  */
 
-/** Doubles kept per connection: last heard, next heartbeat, and the timer heap's deadline and filed-at. */
-export const TIMES_PER_CONN = 4;
+/**
+ * Doubles kept per connection: last heard, next heartbeat, the timer heap's deadline and filed-at, and the
+ * path's smoothed RTT and its variance.
+ */
+export const TIMES_PER_CONN = 6;
 
 const LAST_HEARD = 0;
 const HEARTBEAT_AT = 1;
 const DEADLINE = 2;
 const FILED_AT = 3;
+const SRTT = 4;
+const RTTVAR = 5;
 
 /** Slots a table's slab starts with, and below which it never shrinks. */
 export const MIN_SLOTS = 64;
@@ -119,7 +124,7 @@ export class ConnTimes {
 
   /**
    * Starts in a slot of `slab` (in times of its own without one), every time `Infinity` but `lastHeard`,
-   * which is `now`.
+   * which is `now`, and the round-trip estimate 0.
    */
   constructor(now: number, slab?: TimeSlab) {
     if (slab) {
@@ -129,8 +134,10 @@ export class ConnTimes {
       this.heartbeatAt = Infinity;
       this.deadline = Infinity;
       this.filedAt = Infinity;
+      this.srtt = 0;
+      this.rttvar = 0;
     } else {
-      this.times = new OwnTimes([now, Infinity, Infinity, Infinity]);
+      this.times = new OwnTimes([now, Infinity, Infinity, Infinity, 0, 0]);
       this.slot = 0;
     }
   }
@@ -141,7 +148,7 @@ export class ConnTimes {
     if (!(times instanceof TimeSlab)) return;
     const f = times.f;
     const base = this.slot * TIMES_PER_CONN;
-    this.times = new OwnTimes([f[base]!, f[base + 1]!, f[base + 2]!, f[base + 3]!]);
+    this.times = new OwnTimes(Array.from({ length: TIMES_PER_CONN }, (_, i) => f[base + i]!));
     times.free(this.slot);
     this.slot = 0;
   }
@@ -176,5 +183,21 @@ export class ConnTimes {
   }
   set filedAt(ms: number) {
     this.times.f[this.slot * TIMES_PER_CONN + FILED_AT] = ms;
+  }
+
+  /** The path's smoothed RTT (ms); 0 before the first sample. */
+  get srtt(): number {
+    return this.times.f[this.slot * TIMES_PER_CONN + SRTT]!;
+  }
+  set srtt(ms: number) {
+    this.times.f[this.slot * TIMES_PER_CONN + SRTT] = ms;
+  }
+
+  /** The path's RTT variance (ms); 0 before the first sample. */
+  get rttvar(): number {
+    return this.times.f[this.slot * TIMES_PER_CONN + RTTVAR]!;
+  }
+  set rttvar(ms: number) {
+    this.times.f[this.slot * TIMES_PER_CONN + RTTVAR] = ms;
   }
 }

@@ -20,6 +20,7 @@ import {
   PARTIAL_COST,
   type ReassemblyBounds,
   type RtoBounds,
+  rtoFrom,
 } from "./reliability.ts";
 import { type DropReason, Stats } from "./stats.ts";
 import { TimerTable } from "./timer_table.ts";
@@ -338,19 +339,21 @@ export class Core {
 
   /** The path's current retransmission timeout (ms). */
   rtoOf(conn: Conn): number {
-    return conn.rtt ? conn.rtt.rto(this.rto) : Math.min(this.rto.maxMs, this.rto.initialMs);
+    return conn.rttSamples > 0
+      ? rtoFrom(conn.srtt, conn.rttvar, conn.rttSamples, this.rto)
+      : Math.min(this.rto.maxMs, this.rto.initialMs);
   }
 
   /** The round-trip state of the path to `addr`, if this endpoint knows it. */
   pathInfo(addr: SocketAddr): PathInfo | undefined {
     const conn = this.table.byAddr.get(formatSocketAddr(addr));
     if (!conn) return undefined;
-    const rtt = conn.rtt;
+    const sampled = conn.rttSamples > 0;
     return {
-      srttMs: rtt ? rtt.srtt : null,
-      rttvarMs: rtt ? rtt.rttvar : null,
+      srttMs: sampled ? conn.srtt : null,
+      rttvarMs: sampled ? conn.rttvar : null,
       rtoMs: this.rtoOf(conn),
-      samples: rtt?.samples ?? 0,
+      samples: conn.rttSamples,
       inFlight: conn.outbox.size,
       queued: conn.x?.queue?.size ?? 0,
       extensions: conn.ext,

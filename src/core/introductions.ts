@@ -365,7 +365,7 @@ export class Introductions {
     const mine = this.#disc.peerInfo(conn, true);
     const otherKey = other ? other.key : remote!.observed;
     const myCandidates = candidatesOf(conn.key, me.info.listen_addr, otherKey);
-    const rtt = (c: PeerConn) => c.rtt?.srtt ?? 0;
+    const rtt = (c: PeerConn) => c.rttSamples > 0 ? c.srtt : 0;
     if (other) {
       const [myDelay, otherDelay] = startDelays(rtt(conn), rtt(other));
       this.#send.sendReliable(

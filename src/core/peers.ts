@@ -11,11 +11,12 @@ import type { NodeInfo } from "../wire/mod.ts";
 import type { MessageType } from "../wire/mod.ts";
 import {
   EMPTY_OUTBOX,
+  nextRttvar,
+  nextSrtt,
   type OrderedInbox,
   Outbox,
   type Reassembler,
   ReceiveWindow,
-  type RttEstimator,
   type SendQueue,
 } from "./reliability.ts";
 import type { Timed } from "./timers.ts";
@@ -137,8 +138,12 @@ export interface Conn extends Timed {
   relWindow: ReceiveWindow | null;
   /** Next `rel` number (the reliable stream) to send. */
   relNext: number;
-  /** Round-trip estimate of this path, once sampled. */
-  rtt: RttEstimator | null;
+  /** Smoothed round-trip time of this path (ms); 0 before the first sample (see {@linkcode sampleRtt}). */
+  srtt: number;
+  /** Its variance (ms). */
+  rttvar: number;
+  /** RTT samples taken on this path. */
+  rttSamples: number;
   /** The remote speaks p2p_server's extensions (it sent `ext`). */
   ext: boolean;
   /** Reliability state beyond the basics, allocated on first use (idle peers carry none). */
@@ -341,7 +346,7 @@ class ConnState extends ConnTimes implements Conn {
   window: ReceiveWindow = new ReceiveWindow();
   relWindow: ReceiveWindow | null = null;
   relNext = 1;
-  rtt: RttEstimator | null = null;
+  rttSamples = 0;
   ext = false;
   x: ConnExtras | null = null;
   session: Session | null = null;
@@ -371,6 +376,14 @@ class ConnState extends ConnTimes implements Conn {
  */
 export function newConn(key: string, addr: SocketAddr, now: number): Conn {
   return new ConnState(key, addr, now);
+}
+
+/** Takes one RTT sample (ms) of `conn`'s path into its estimate (the same arithmetic as `RttEstimator`). */
+export function sampleRtt(conn: Conn, ms: number): void {
+  const rttvar = nextRttvar(conn.srtt, conn.rttvar, conn.rttSamples, ms);
+  conn.srtt = nextSrtt(conn.srtt, conn.rttSamples, ms);
+  conn.rttvar = rttvar;
+  conn.rttSamples++;
 }
 
 /** The connection's own outbox, made when the first reliable message to it waits for an Ack. */

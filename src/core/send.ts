@@ -18,8 +18,8 @@ import {
   type Message,
   type MessageType,
 } from "../wire/mod.ts";
-import { type Conn, extras, hasLink, hasPeer, keepAnswer, outboxOf } from "./peers.ts";
-import { type Pending, type Queued, RttEstimator, SendQueue } from "./reliability.ts";
+import { type Conn, extras, hasLink, hasPeer, keepAnswer, outboxOf, sampleRtt } from "./peers.ts";
+import { type Pending, type Queued, SendQueue } from "./reliability.ts";
 import type { GiveUpReason } from "./stats.ts";
 import type { Core } from "./context.ts";
 import type { Sessions } from "./sessions.ts";
@@ -473,7 +473,7 @@ export class SendPath {
   settled(now: number, conn: Conn, pending: Pending | undefined): void {
     if (!pending || pending.tries !== 1 || pending.lastSentAt !== pending.firstSentAt) return;
     const ms = now - pending.firstSentAt;
-    (conn.rtt ??= new RttEstimator()).sample(ms);
+    sampleRtt(conn, ms);
     this.#core.stats.rttSample(ms);
   }
 }

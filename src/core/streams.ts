@@ -69,8 +69,8 @@ export class Streams {
     if (more.nackAt === Infinity) {
       // Wait out ordinary reordering before asking: a quarter RTT plus twice its variance, or a quarter more
       // than the lateness seen on this path, whichever is longer; but ask well before the sender's timer.
-      const rtt = conn.rtt;
-      const wait = Math.max(NACK_DELAY_MS, rtt ? rtt.srtt / 4 + 2 * rtt.rttvar : 0, 1.25 * more.reorderMs);
+      const rttWait = conn.rttSamples > 0 ? conn.srtt / 4 + 2 * conn.rttvar : 0;
+      const wait = Math.max(NACK_DELAY_MS, rttWait, 1.25 * more.reorderMs);
       more.nackAt = now + Math.min(wait, this.#core.rtoOf(conn) / 2);
     }
   }
@@ -225,7 +225,7 @@ export class Streams {
    */
   resendAsked(now: number, conn: Conn, pending: Pending | undefined): void {
     if (!pending) return;
-    const spacing = conn.rtt ? Math.max(1, conn.rtt.srtt) : this.#core.rtoOf(conn) / 2;
+    const spacing = conn.rttSamples > 0 ? Math.max(1, conn.srtt) : this.#core.rtoOf(conn) / 2;
     // Also not before the copy in flight had a round trip to be acknowledged: asked too early, it is late,
     // not lost.
     if (now - pending.askedAt < spacing || now - pending.lastSentAt < spacing) return;

@@ -130,21 +130,30 @@ export class RttEstimator {
 
   /** Takes one RTT sample (ms). */
   sample(ms: number): void {
-    if (this.samples === 0) {
-      this.srtt = ms;
-      this.rttvar = ms / 2;
-    } else {
-      this.rttvar = 0.75 * this.rttvar + 0.25 * Math.abs(this.srtt - ms);
-      this.srtt = 0.875 * this.srtt + 0.125 * ms;
-    }
+    const rttvar = nextRttvar(this.srtt, this.rttvar, this.samples, ms);
+    this.srtt = nextSrtt(this.srtt, this.samples, ms);
+    this.rttvar = rttvar;
     this.samples++;
   }
 
   /** The retransmission timeout: `srtt + max(G, 4 * rttvar)` clamped to the bounds, or the initial value. */
   rto(bounds: RtoBounds): number {
-    const raw = this.samples === 0
-      ? bounds.initialMs
-      : this.srtt + Math.max(RTT_GRANULARITY_MS, 4 * this.rttvar);
-    return Math.min(bounds.maxMs, Math.max(bounds.minMs, raw));
+    return rtoFrom(this.srtt, this.rttvar, this.samples, bounds);
   }
+}
+
+/** The smoothed RTT (ms) after a sample of `ms`, from the estimate before it (`samples` taken so far). */
+export function nextSrtt(srtt: number, samples: number, ms: number): number {
+  return samples === 0 ? ms : 0.875 * srtt + 0.125 * ms;
+}
+
+/** The RTT variance (ms) after a sample of `ms`, from the estimate before it (`samples` taken so far). */
+export function nextRttvar(srtt: number, rttvar: number, samples: number, ms: number): number {
+  return samples === 0 ? ms / 2 : 0.75 * rttvar + 0.25 * Math.abs(srtt - ms);
+}
+
+/** The retransmission timeout of an estimate: `srtt + max(G, 4 * rttvar)` clamped, or the initial value. */
+export function rtoFrom(srtt: number, rttvar: number, samples: number, bounds: RtoBounds): number {
+  const raw = samples === 0 ? bounds.initialMs : srtt + Math.max(RTT_GRANULARITY_MS, 4 * rttvar);
+  return Math.min(bounds.maxMs, Math.max(bounds.minMs, raw));
 }
