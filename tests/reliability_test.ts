@@ -3,6 +3,7 @@ import type { FragmentRef, MessageType } from "../src/wire/mod.ts";
 import {
   type Budget,
   EMPTY_OUTBOX,
+  EMPTY_WINDOW,
   MAX_ORDERED_HELD,
   MAX_PARTIAL_PER_PEER,
   MAX_QUEUED_BYTES_PER_PEER,
@@ -19,9 +20,18 @@ import {
   RttEstimator,
   SEND_WINDOW,
   SendQueue,
+  SharedWindow,
+  windowAfter,
 } from "../src/core/reliability.ts";
 import { mulberry32 } from "./sim.ts";
-import { newConn, outboxOf, releaseOutbox } from "../src/core/peers.ts";
+import {
+  newConn,
+  outboxOf,
+  recordingWindow,
+  releaseOutbox,
+  restartWindow,
+  windowFor,
+} from "../src/core/peers.ts";
 import { FRAGMENT_COST, impliedSize, PARTIAL_COST } from "../src/core/reassembly.ts";
 
 const U32 = 0x1_0000_0000;
@@ -79,6 +89,34 @@ function ref(of: string, i: number, n: number): FragmentRef {
 }
 
 // --- ReceiveWindow ---------------------------------------------------------------------------------------
+
+Deno.test("a shared window reads as a fresh one that saw the same number, is never written, and is copied to record", () => {
+  for (const first of [null, 0, 1, 63, 64, 0xffffffff]) {
+    const fresh = new ReceiveWindow();
+    if (first !== null) fresh.accept(first);
+    const shared = first === null ? EMPTY_WINDOW : windowAfter(first);
+    assertStrictEquals(shared instanceof SharedWindow, first === null || first < 64, `${first}`);
+    assertStrictEquals(shared.highest, fresh.highest);
+    for (const probe of [0, 1, 2, 62, 63, 64, 65, 1_024, 0xffffffff, 0xfffffffe]) {
+      assertStrictEquals(shared.isNew(probe), fresh.isNew(probe), `${first} isNew ${probe}`);
+      assertStrictEquals(shared.has(probe), fresh.has(probe), `${first} has ${probe}`);
+    }
+  }
+  assertStrictEquals(windowAfter(1), windowAfter(1), "one shared window per number");
+  assertThrows(() => windowAfter(1).accept(2), Error, "shared receive window");
+  assertThrows(() => EMPTY_WINDOW.reset(), Error, "shared receive window");
+  const conn = newConn("192.0.2.1:1", { hostname: "192.0.2.1", port: 1 }, 0);
+  assertStrictEquals(conn.window, EMPTY_WINDOW);
+  restartWindow(conn, 1);
+  assertStrictEquals(windowFor(conn, undefined), windowAfter(1), "a peer that only handshook shares it");
+  const own = recordingWindow(conn, undefined);
+  assert(!(own instanceof SharedWindow) && conn.window === own);
+  assert(!own.accept(1), "the copy has seen 1");
+  assert(own.accept(2));
+  assertStrictEquals(windowAfter(1).highest, 1, "the shared one is unchanged");
+  restartWindow(conn, null);
+  assertStrictEquals(conn.window, EMPTY_WINDOW);
+});
 
 Deno.test("ReceiveWindow accepts a new sequence number once", () => {
   const w = new ReceiveWindow();

@@ -22,7 +22,7 @@ import {
   type NodeInfo,
   type SocketAddr,
 } from "../wire/mod.ts";
-import { type Conn, heard, windowFor } from "./peers.ts";
+import { type Conn, heard, recordingWindow, windowFor } from "./peers.ts";
 import type { NatClass } from "./nat_class.ts";
 import type { DirectoryRecord, RemoteDirectory } from "./directory.ts";
 import type { ClusterMessage } from "./directory.ts";
@@ -533,7 +533,7 @@ export class Endpoint {
       (outcome === undefined || outcome === "duplicate" || outcome.refused)
     ) {
       if (conn && tracked !== null) {
-        const window = windowFor(conn, msg.rel);
+        const window = recordingWindow(conn, msg.rel);
         const before = window.highest;
         window.accept(tracked);
         if (msg.rel !== undefined) this.#r.streams.noteRel(now, conn, before, msg.rel);

@@ -6,7 +6,7 @@
  * @module
  */
 import type { MessageType } from "../wire/mod.ts";
-import { type Conn, releaseAnswers, windowFor } from "./peers.ts";
+import { type Conn, recordingWindow, releaseAnswers, restartWindow } from "./peers.ts";
 import type { Message } from "../wire/mod.ts";
 import type { Core } from "./context.ts";
 import type { Sessions } from "./sessions.ts";
@@ -114,7 +114,9 @@ export class Lifecycle {
 
   /** The remote starts a new session: forget its stream state; our ordered numbering restarts too. */
   newSession(conn: Conn, request: Message | null): void {
-    conn.window.reset();
+    const num = request?.rel ?? request?.sequence_number ?? null;
+    const reliable = request?.requires_ack === true && num !== null;
+    restartWindow(conn, reliable && request.rel === undefined ? num : null);
     conn.relWindow?.reset();
     // Answers of the old session's requests: a repeat of a new request with the same number must not get them.
     releaseAnswers(conn, this.#core.answerBudget);
@@ -126,8 +128,7 @@ export class Lifecycle {
       x.nackAt = Infinity;
       x.ordNext = 1;
     }
-    const num = request?.rel ?? request?.sequence_number ?? null;
-    if (request?.requires_ack && num !== null) windowFor(conn, request.rel).accept(num);
+    if (reliable && request.rel !== undefined) recordingWindow(conn, request.rel).accept(num);
   }
 
   /** An Ack or a confirming Ping named `id`: when that is our HandshakeResponse, the address is proven. */

@@ -11,13 +11,16 @@ import type { NodeInfo } from "../wire/mod.ts";
 import type { MessageType } from "../wire/mod.ts";
 import {
   EMPTY_OUTBOX,
+  EMPTY_WINDOW,
   nextRttvar,
   nextSrtt,
   type OrderedInbox,
   Outbox,
+  ownWindow,
   type Reassembler,
   ReceiveWindow,
   type SendQueue,
+  windowAfter,
 } from "./reliability.ts";
 import type { Timed } from "./timers.ts";
 import { ConnTimes, TimeSlab } from "./conn_times.ts";
@@ -128,7 +131,8 @@ export interface Conn extends Timed {
   nextSeq: number;
   /**
    * Reliable messages without a `rel` number already processed, by `sequence_number` (deployed peers number
-   * everything this way; p2p_server peers their HandshakeRequest).
+   * everything this way; p2p_server peers their HandshakeRequest). A shared window while it has seen at
+   * most one small number (read it through {@linkcode windowFor}, record through {@linkcode recordingWindow}).
    */
   window: ReceiveWindow;
   /**
@@ -343,7 +347,7 @@ class ConnState extends ConnTimes implements Conn {
   key: string;
   addr: SocketAddr;
   nextSeq = 1;
-  window: ReceiveWindow = new ReceiveWindow();
+  window: ReceiveWindow = EMPTY_WINDOW;
   relWindow: ReceiveWindow | null = null;
   relNext = 1;
   rttSamples = 0;
@@ -398,13 +402,28 @@ export function releaseOutbox(conn: Conn): void {
 }
 
 /**
- * The receive window a reliable message is numbered in: the `rel` window when it carries `rel`, else the
- * `sequence_number` window. The two spaces are kept apart so that neither number can mark the other's
+ * The receive window a reliable message is numbered in, to read: the `rel` window when it carries `rel`,
+ * else the `sequence_number` window (which may be a shared {@linkcode EMPTY_WINDOW}-like one: record through
+ * {@linkcode recordingWindow}). The two spaces are kept apart so that neither number can mark the other's
  * message a duplicate.
  */
 export function windowFor(conn: Conn, rel: number | undefined): ReceiveWindow {
   if (rel === undefined) return conn.window;
   return conn.relWindow ??= new ReceiveWindow();
+}
+
+/** The same window as {@linkcode windowFor}, the connection's own, to record a number in. */
+export function recordingWindow(conn: Conn, rel: number | undefined): ReceiveWindow {
+  if (rel === undefined) return conn.window = ownWindow(conn.window);
+  return conn.relWindow ??= new ReceiveWindow();
+}
+
+/**
+ * Starts the `sequence_number` window of a new session: empty, or having seen only `first` (shared when
+ * that state is common, so a peer that only handshook holds no window of its own).
+ */
+export function restartWindow(conn: Conn, first: number | null): void {
+  conn.window = first === null ? EMPTY_WINDOW : windowAfter(first);
 }
 
 /** The connections of one endpoint and the indexes over its registered peers. */

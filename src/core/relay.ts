@@ -8,7 +8,7 @@
  */
 import { isJsonObject, type Json, type Message } from "../wire/mod.ts";
 import { isUuid } from "../deps/uuid.ts";
-import { type Conn, extras, type RelayEntry, type RelaySender, windowFor } from "./peers.ts";
+import { type Conn, extras, recordingWindow, type RelayEntry, type RelaySender } from "./peers.ts";
 import { fullBucket, take, takeMany } from "./limits.ts";
 import type { Core } from "./context.ts";
 import type { SendPath } from "./send.ts";
@@ -227,7 +227,7 @@ export class Relay {
     if (!sender || !entry || entry.state !== "pending") return;
     if (delivered) {
       entry.state = "delivered";
-      if (entry.rel !== null) windowFor(sender, entry.rel).accept(entry.rel);
+      if (entry.rel !== null) recordingWindow(sender, entry.rel).accept(entry.rel);
       const acked = { id: originalId, sequence_number: entry.seq } as Message;
       this.#send.ackOn(now, sender, acked);
     } else {

@@ -94,6 +94,64 @@ export class ReceiveWindow {
   }
 }
 
+/**
+ * A receive window shared by every connection in the same plain state (nothing seen, or one number and no
+ * bitmap: a peer whose only reliable message was its HandshakeRequest), so an idle peer holds none of its
+ * own. Reading it is reading that state; recording in it or resetting it throws: the connection takes a
+ * copy first ({@linkcode ownWindow}).
+ */
+export class SharedWindow extends ReceiveWindow {
+  readonly #sealed: boolean;
+
+  /** @param first The one number seen, or null for none. */
+  constructor(first: number | null) {
+    super();
+    if (first !== null) super.accept(first);
+    this.#sealed = true;
+  }
+
+  /** Throws: a shared window is never written. */
+  override accept(seq: number): boolean {
+    if (this.#sealed) {
+      throw new Error(`Cannot record ${seq} in a shared receive window: take ownWindow first`);
+    }
+    return super.accept(seq);
+  }
+
+  /** Throws: a shared window is never written. */
+  override reset(): void {
+    throw new Error("Cannot reset a shared receive window");
+  }
+}
+
+/** The shared window that has seen nothing. */
+export const EMPTY_WINDOW: SharedWindow = new SharedWindow(null);
+
+/** Shared windows that saw one number, by that number (small ones only: those are what requests start at). */
+const FIRST_SEEN: SharedWindow[] = [];
+const MAX_SHARED_FIRST = 64;
+
+/**
+ * A window that has seen only `first` (shared when `first` is a small number, else a new one of its own):
+ * the state of a fresh window after `accept(first)`.
+ */
+export function windowAfter(first: number): ReceiveWindow {
+  if (Number.isInteger(first) && first >= 0 && first < MAX_SHARED_FIRST) {
+    return FIRST_SEEN[first] ??= new SharedWindow(first);
+  }
+  const own = new ReceiveWindow();
+  own.accept(first);
+  return own;
+}
+
+/** `window` itself when it is a connection's own, else a new window of its own in the same state. */
+export function ownWindow(window: ReceiveWindow): ReceiveWindow {
+  if (!(window instanceof SharedWindow)) return window;
+  const own = new ReceiveWindow();
+  if (window.highest >= 0) own.accept(window.highest);
+  return own;
+}
+
 /** Clock granularity added to the variance term of the retransmission timeout (ms), as RFC 6298's G. */
 export const RTT_GRANULARITY_MS = 1;
 
