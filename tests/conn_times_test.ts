@@ -61,40 +61,47 @@ Deno.test("a connection's round-trip estimate is RttEstimator's, sample for samp
   }
 });
 
-Deno.test("TimeSlab reuses freed slots first and keeps every value when it grows", () => {
+Deno.test("TimeSlab stays dense: a freed slot takes the last one's times and owner, and every value survives growth", () => {
   const slab = new TimeSlab(2);
-  const owners = Array.from({ length: 3 }, () => new ConnTimes(T, slab));
+  const owners = Array.from({ length: 3 }, (_, i) => {
+    const o = new ConnTimes(T + i, slab);
+    o.heartbeatAt = T - i;
+    return o;
+  });
   assertStrictEquals(slab.capacity, 4);
-  owners.forEach((o, i) => o.heartbeatAt = T + i);
-  const freed = owners[1]!.slot;
-  slab.free(freed);
-  assertStrictEquals(slab.alloc(), freed);
+  assertStrictEquals(owners.map((o) => o.slot).join(), "0,1,2");
+  slab.free(owners[0]!.slot);
+  owners[0]!.times = new TimeSlab(1); // what detach does, by hand: the freed owner no longer reads the slab
+  assertStrictEquals(owners[2]!.slot, 0, "the last moved into the freed slot");
+  assertStrictEquals(slab.live, 2);
+  assertStrictEquals(owners[2]!.lastHeard, T + 2);
+  assertStrictEquals(owners[2]!.heartbeatAt, T - 2);
+  assertStrictEquals(owners[1]!.lastHeard, T + 1);
   const more = Array.from({ length: 10 }, (_, i) => {
     const o = new ConnTimes(T + 100 + i, slab);
     o.deadline = T - i;
     return o;
   });
   assertStrictEquals(slab.capacity, 16);
-  assertStrictEquals(owners[0]!.heartbeatAt, T);
-  assertStrictEquals(owners[2]!.heartbeatAt, T + 2);
+  assertStrictEquals(owners[1]!.heartbeatAt, T - 1);
+  assertStrictEquals(owners[2]!.heartbeatAt, T - 2);
   more.forEach((o, i) => {
     assertStrictEquals(o.lastHeard, T + 100 + i);
     assertStrictEquals(o.deadline, T - i);
   });
 });
 
-Deno.test("TimeSlab.compact refuses owners that do not account for every slot in use", () => {
-  const slab = new TimeSlab(MIN_SLOTS * 8);
-  const owners = Array.from({ length: 20 }, (_, i) => {
-    const o = new ConnTimes(T + i, slab);
-    return o;
-  });
-  assert(slab.sparse);
-  slab.compact(owners.slice(1));
-  assertStrictEquals(slab.capacity, MIN_SLOTS * 8, "one owner missing: left as it was");
-  slab.compact(owners);
+Deno.test("TimeSlab halves once less than a quarter is in use, never below MIN_SLOTS", () => {
+  const slab = new TimeSlab();
+  const owners = Array.from({ length: MIN_SLOTS * 8 }, (_, i) => new ConnTimes(T + i, slab));
+  assertStrictEquals(slab.capacity, MIN_SLOTS * 8);
+  // Free from the front: every free moves the last owner forward.
+  for (const o of owners.splice(0, MIN_SLOTS * 8 - 20)) slab.free(o.slot);
+  assertStrictEquals(slab.live, 20);
   assertStrictEquals(slab.capacity, MIN_SLOTS);
-  owners.forEach((o, i) => assertStrictEquals(o.lastHeard, T + i));
+  owners.forEach((o) => assertStrictEquals(o.lastHeard, T + MIN_SLOTS * 8 - 20 + owners.indexOf(o)));
+  assertStrictEquals(new Set(owners.map((o) => o.slot)).size, 20, "distinct slots");
+  assert(owners.every((o) => o.slot < 20), "the first 20");
 });
 
 Deno.test("PeerTable: times stay exact while connections come and go; all gone leaves the minimum slab", () => {

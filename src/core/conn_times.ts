@@ -30,15 +30,16 @@ const RTTVAR = 5;
 export const MIN_SLOTS = 64;
 
 /**
- * Slots of {@linkcode TIMES_PER_CONN} doubles. Freed slots are reused first; the array doubles when full and
- * is compacted to half (see {@linkcode TimeSlab.compact}) when less than a quarter is in use.
+ * Slots of {@linkcode TIMES_PER_CONN} doubles, always dense: the slots in use are the first {@linkcode live},
+ * because freeing a slot moves the last one into it (its owner is renumbered). So nothing ever walks the
+ * connections: growing doubles the array, and it is halved (a copy of what is in use) as soon as less than a
+ * quarter is in use, one step per free.
  */
 export class TimeSlab {
-  /** The doubles, slot after slot (replaced when the slab grows or is compacted). */
+  /** The doubles, slot after slot (replaced when the slab grows or shrinks). */
   f: Float64Array;
-  /** Freed slots below the top (made on the first such free: a connection's own slab never needs it). */
-  #free: number[] | null = null;
-  #top = 0;
+  /** The owner of each slot in use. */
+  readonly #owners: ConnTimes[] = [];
 
   /** @param slots Room to start with. */
   constructor(slots: number = MIN_SLOTS) {
@@ -52,55 +53,39 @@ export class TimeSlab {
 
   /** Slots in use. */
   get live(): number {
-    return this.#top - (this.#free?.length ?? 0);
+    return this.#owners.length;
   }
 
-  /** A free slot (its doubles are whatever was there: the caller writes them). */
-  alloc(): number {
-    const slot = this.#free?.pop();
-    if (slot !== undefined) return slot;
-    if (this.#top === this.capacity) {
-      const f = new Float64Array(this.f.length * 2);
-      f.set(this.f);
-      this.f = f;
-    }
-    return this.#top++;
+  /** A slot for `owner` (its doubles are whatever was there: the caller writes them). */
+  alloc(owner: ConnTimes): number {
+    const slot = this.#owners.length;
+    if (slot === this.capacity) this.#resize(2 * slot);
+    this.#owners.push(owner);
+    return slot;
   }
 
-  /** Gives `slot` back. */
+  /** Gives `slot` back: the last slot's owner moves into it. */
   free(slot: number): void {
-    if (slot === this.#top - 1) this.#top--;
-    else (this.#free ??= []).push(slot);
-  }
-
-  /** Whether less than a quarter of a slab larger than the minimum is in use. */
-  get sparse(): boolean {
-    return this.capacity > MIN_SLOTS && this.live < this.capacity / 4;
-  }
-
-  /**
-   * Moves the slots of `owners` (which must be every connection with a slot here) to the front of an array
-   * of half the size at most, and renumbers them. Does nothing when `owners` does not account for every
-   * slot in use: a slot must never be handed out twice.
-   */
-  compact(owners: Iterable<object>): void {
-    const held: ConnTimes[] = [];
-    for (const owner of owners) if (owner instanceof ConnTimes && owner.times === this) held.push(owner);
-    if (held.length !== this.live) return;
-    let slots = MIN_SLOTS;
-    while (slots < 2 * held.length) slots *= 2;
-    const from = this.f;
-    const f = new Float64Array(slots * TIMES_PER_CONN);
-    for (let i = 0; i < held.length; i++) {
-      const owner = held[i]!;
-      const src = owner.slot * TIMES_PER_CONN;
-      const dst = i * TIMES_PER_CONN;
-      for (let k = 0; k < TIMES_PER_CONN; k++) f[dst + k] = from[src + k]!;
-      owner.slot = i;
+    const owners = this.#owners;
+    const last = owners.length - 1;
+    if (slot !== last) {
+      const moved = owners[last]!;
+      const f = this.f;
+      const dst = slot * TIMES_PER_CONN;
+      const src = last * TIMES_PER_CONN;
+      for (let k = 0; k < TIMES_PER_CONN; k++) f[dst + k] = f[src + k]!;
+      owners[slot] = moved;
+      moved.slot = slot;
     }
+    owners.pop();
+    const capacity = this.capacity;
+    if (capacity > MIN_SLOTS && owners.length < capacity / 4) this.#resize(capacity / 2);
+  }
+
+  #resize(slots: number): void {
+    const f = new Float64Array(slots * TIMES_PER_CONN);
+    f.set(this.f.subarray(0, this.#owners.length * TIMES_PER_CONN));
     this.f = f;
-    this.#free = null;
-    this.#top = held.length;
   }
 }
 
@@ -129,7 +114,7 @@ export class ConnTimes {
   constructor(now: number, slab?: TimeSlab) {
     if (slab) {
       this.times = slab;
-      this.slot = slab.alloc();
+      this.slot = slab.alloc(this);
       this.lastHeard = now;
       this.heartbeatAt = Infinity;
       this.deadline = Infinity;

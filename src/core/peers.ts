@@ -482,13 +482,12 @@ export class PeerTable {
 
   /**
    * Drops `conn` from the table: its times move to an array of its own (a reference kept to it reads them
-   * still), and the table's slab is compacted once mostly empty.
+   * still), and its slot of the table's slab is given back.
    */
   close(conn: Conn): void {
     if (this.byAddr.get(conn.key) === conn) this.byAddr.delete(conn.key);
     if (!(conn instanceof ConnState) || conn.times !== this.#times) return;
     conn.detach();
-    if (this.#times.sparse) this.#times.compact(this.byAddr.values());
   }
 
   /** The slab's slots in use and its capacity (for tests and memory accounting). */
