@@ -8,8 +8,8 @@
  */
 import { Endpoint, type Message, type MessageType, type SocketAddr } from "../src/core/mod.ts";
 import { decodeMessage, encodeMessage } from "../src/wire/codec.ts";
-import { resolveConfig } from "../src/config.ts";
 import { generateIdentity, type Identity } from "../src/core/auth.ts";
+import { benchCoreConfig } from "./core_config.ts";
 
 const SAMPLE_NODE = {
   id: "4a1f3c7e-9b2d-4e8f-a6c5-0d1e2f3a4b5c",
@@ -64,16 +64,7 @@ let counter = 0;
 const newId = () => `00000000-0000-4000-8000-${(counter++).toString(16).padStart(12, "0")}`;
 // Virtual time stands still here (now = 0), so token buckets would never refill: the limits are set out of
 // reach. The limiter still runs on every datagram, so its cost is measured.
-const unlimited: [number, number] = [100_000_000, 100_000_000];
-const config = resolveConfig({
-  enableDiscovery: false,
-  maxConnections: 1_000_000,
-  rateLimitDatagramsPerIp: unlimited,
-  rateLimitHandshakesPerIp: unlimited,
-  rateLimitDatagramsPerNode: unlimited,
-  rateLimitDatagramsGlobal: unlimited,
-  cookieMode: "never",
-});
+const config = benchCoreConfig();
 const server = new Endpoint({
   role: "server",
   config,

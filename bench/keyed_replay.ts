@@ -14,9 +14,9 @@
 import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
 import { parseArgs } from "../src/deps/flags.ts";
 import { Endpoint, type SocketAddr } from "../src/core/mod.ts";
-import { resolveConfig } from "../src/config.ts";
 import { identityFrom } from "../src/core/auth.ts";
 import { type KeyPair, rawPublic } from "../src/deps/crypto.ts";
+import { benchCoreConfig } from "./core_config.ts";
 
 const { values } = parseArgs({
   options: { peers: { type: "string", default: "2000" }, rounds: { type: "string", default: "9" } },
@@ -40,16 +40,7 @@ function seededPair(type: keyof typeof PKCS8, label: string): KeyPair {
 }
 
 // The limits are out of reach (virtual time stands still, so no bucket refills) and cookies off.
-const unlimited: [number, number] = [100_000_000, 100_000_000];
-const config = resolveConfig({
-  enableDiscovery: false,
-  maxConnections: 1_000_000,
-  rateLimitDatagramsPerIp: unlimited,
-  rateLimitHandshakesPerIp: unlimited,
-  rateLimitDatagramsPerNode: unlimited,
-  rateLimitDatagramsGlobal: unlimited,
-  cookieMode: "never",
-});
+const config = benchCoreConfig();
 const NODE = { name: "n", version: "1.0.0", capabilities: ["data"], metadata: { network_id: "p2p_default" } };
 const serverIdentity = identityFrom(seededPair("ed25519", "server"));
 const serverX25519 = seededPair("x25519", "server");

@@ -16,6 +16,25 @@ import { Sim, type SimEndpoint, sock } from "./sim.ts";
 const A = "192.0.2.1:8080";
 const B = "192.0.2.2:8080";
 
+/** A well-formed directory record as Redis holds it (JSON). */
+const WIRE_RECORD = {
+  id: "0b0f7d3a-1c2e-4f5a-9b8c-7d6e5f4a3b2c",
+  instance: "a",
+  network: "n",
+  info: {
+    id: "0b0f7d3a-1c2e-4f5a-9b8c-7d6e5f4a3b2c",
+    name: "x",
+    version: "1",
+    listen_addr: "127.0.0.1:1",
+    capabilities: [],
+    metadata: {},
+  },
+  observed: "127.0.0.1:1",
+  ext: true,
+  keyed: false,
+  last_seen: 1,
+};
+
 function record(instance: string, p: PeerSummary): DirectoryRecord {
   return peerRecord(instance, p, p.lastSeen);
 }
@@ -209,17 +228,8 @@ Deno.test("cluster core: an introduction across instances reaches both peers wit
 });
 
 Deno.test("cluster: malformed records and messages from Redis are refused, never trusted", () => {
-  const id = "0b0f7d3a-1c2e-4f5a-9b8c-7d6e5f4a3b2c";
-  const good = {
-    id,
-    instance: "a",
-    network: "n",
-    info: { id, name: "x", version: "1", listen_addr: "127.0.0.1:1", capabilities: [], metadata: {} },
-    observed: "127.0.0.1:1",
-    ext: true,
-    keyed: false,
-    last_seen: 1,
-  };
+  const id = WIRE_RECORD.id;
+  const good = WIRE_RECORD;
   assert(typeof parseRecord(good) !== "string");
   for (
     const bad of [
@@ -316,17 +326,7 @@ Deno.test("cluster core: a mirrored peer's NAT is in its discovery entry and in 
 });
 
 Deno.test("cluster records: nat is read leniently and left out when nothing in it is understood", () => {
-  const id = "0b0f7d3a-1c2e-4f5a-9b8c-7d6e5f4a3b2c";
-  const base = {
-    id,
-    instance: "a",
-    network: "n",
-    info: { id, name: "x", version: "1", listen_addr: "127.0.0.1:1", capabilities: [], metadata: {} },
-    observed: "127.0.0.1:1",
-    ext: true,
-    keyed: false,
-    last_seen: 1,
-  };
+  const base = WIRE_RECORD;
   const read = (nat: unknown) => (parseRecord({ ...base, nat }) as DirectoryRecord).nat;
   assertStrictEquals(read(undefined), undefined);
   assertStrictEquals(read("symmetric"), undefined);
