@@ -1,6 +1,6 @@
 /**
  * The server core's CPU per keyed handshake, without sockets (issue 19): `deno run -A bench/keyed_replay.ts
- * [--peers 2000] [--rounds 9]`. Keyed clients (client `Endpoint`s with keys drawn from fixed seeds) handshake
+ * [--peers 2000] [--rounds 9] [--x25519 node,openssl]`. Keyed clients (client `Endpoint`s with keys drawn from fixed seeds) handshake
  * once with a keyed server core, in virtual time; what they sent (the signed HandshakeRequest, and the MAC'd
  * Ack of the HandshakeResponse, as `bench/loadgen.ts --keyed` sends) is recorded and then fed, round after
  * round, to fresh server cores made the same way. Each round prints the main thread's CPU per handshake and
@@ -8,6 +8,9 @@
  * `/proc/self/task/<tid>/schedstat` (Linux; elsewhere only wall time); the median of all rounds but the first
  * closes the run. The line `output` is a SHA-256 of everything the first round's server sent: with the same
  * seeds it stays the same as long as the server's bytes on the wire do, so two builds can be compared.
+ * `--x25519` lists the X25519 implementations the server cores use (`x25519_backend`'s `node` and `openssl`,
+ * default `node`): each round runs each of them in turn, so two are compared on the same minutes of the
+ * machine, and their outputs must be the same.
  *
  * @module
  */
@@ -17,12 +20,24 @@ import { Endpoint, type SocketAddr } from "../src/core/mod.ts";
 import { identityFrom } from "../src/core/auth.ts";
 import { type KeyPair, rawPublic } from "../src/deps/crypto.ts";
 import { benchCoreConfig } from "./core_config.ts";
+import { chooseX25519, type DeriveX25519 } from "../src/x25519_openssl.ts";
 
 const { values } = parseArgs({
-  options: { peers: { type: "string", default: "2000" }, rounds: { type: "string", default: "9" } },
+  options: {
+    peers: { type: "string", default: "2000" },
+    rounds: { type: "string", default: "9" },
+    x25519: { type: "string", default: "node" },
+  },
 });
 const PEERS = Number(values.peers);
 const ROUNDS = Math.max(2, Number(values.rounds));
+const BACKENDS = values.x25519.split(",").map((name) => {
+  if (name !== "node" && name !== "openssl") {
+    console.error(`error: Invalid "--x25519": ${JSON.stringify(name)}: expected "node" or "openssl"`);
+    Deno.exit(2);
+  }
+  return { name, derive: chooseX25519(name).derive };
+});
 
 /** PKCS#8 prefixes of a raw 32-byte Ed25519 and X25519 private key. */
 const PKCS8 = {
@@ -47,7 +62,7 @@ const serverX25519 = seededPair("x25519", "server");
 const serverAddr = { hostname: "192.0.2.1", port: 8080 };
 
 /** A keyed server core; two made by this function answer the same datagrams with the same bytes. */
-function makeServer(): Endpoint {
+function makeServer(deriveX25519?: DeriveX25519): Endpoint {
   let ids = 0;
   return new Endpoint({
     role: "server",
@@ -57,6 +72,7 @@ function makeServer(): Endpoint {
     now: 0,
     identity: serverIdentity,
     generateX25519: () => serverX25519,
+    ...(deriveX25519 ? { deriveX25519 } : {}),
     random: () => 0.5,
     cookieSecret: new Uint8Array(32),
   });
@@ -112,30 +128,46 @@ function cpuNs(): { thread: number; process: number } | null {
   }
 }
 
-const rounds: { main: number; other: number; wall: number }[] = [];
+type Round = { main: number; other: number; wall: number };
+const outputs = new Map<string, string>();
+const rounds = new Map<string, Round[]>(BACKENDS.map((b) => [b.name, []]));
 for (let round = 0; round < ROUNDS; round++) {
-  const server = makeServer();
-  const output = createHash("sha256");
-  const start = cpuNs(), t0 = performance.now();
-  for (const { from, bytes } of feed) {
-    server.handleDatagram(0, from, bytes);
-    for (const t of server.takeTransmits()) if (round === 0) output.update(t.bytes);
+  for (const backend of BACKENDS) {
+    const server = makeServer(backend.derive);
+    const output = createHash("sha256");
+    const start = cpuNs(), t0 = performance.now();
+    for (const { from, bytes } of feed) {
+      server.handleDatagram(0, from, bytes);
+      for (const t of server.takeTransmits()) if (round === 0) output.update(t.bytes);
+    }
+    const wall = performance.now() - t0, end = cpuNs();
+    const authenticated = server.getStats(0).peers.authenticated;
+    if (authenticated !== PEERS) throw new Error(`${authenticated} of ${PEERS} peers authenticated`);
+    const main = start && end ? (end.thread - start.thread) / 1000 / PEERS : NaN;
+    const other = start && end ? (end.process - start.process) / 1000 / PEERS - main : NaN;
+    rounds.get(backend.name)!.push({ main, other, wall: 1000 * wall / PEERS });
+    if (round === 0) {
+      const digest = output.digest("hex");
+      outputs.set(backend.name, digest);
+      console.log(`output ${digest}${BACKENDS.length > 1 ? ` (x25519 ${backend.name})` : ""}`);
+    }
+    console.log(
+      `round ${round}${BACKENDS.length > 1 ? ` x25519 ${backend.name}` : ""}: µs per handshake: main thread ${
+        main.toFixed(1)
+      }, other threads ${other.toFixed(1)}`,
+    );
   }
-  const wall = performance.now() - t0, end = cpuNs();
-  const authenticated = server.getStats(0).peers.authenticated;
-  if (authenticated !== PEERS) throw new Error(`${authenticated} of ${PEERS} peers authenticated`);
-  const main = start && end ? (end.thread - start.thread) / 1000 / PEERS : NaN;
-  const other = start && end ? (end.process - start.process) / 1000 / PEERS - main : NaN;
-  rounds.push({ main, other, wall: 1000 * wall / PEERS });
-  if (round === 0) console.log(`output ${output.digest("hex")}`);
+}
+if (new Set(outputs.values()).size > 1) throw new Error("the X25519 implementations' outputs differ");
+for (const backend of BACKENDS) {
+  const list = rounds.get(backend.name)!;
+  const median = (key: keyof Round) =>
+    list.slice(1).map((r) => r[key]).sort((a, b) => a - b)[(list.length - 1) >> 1]!.toFixed(1);
   console.log(
-    `round ${round}: µs per handshake: main thread ${main.toFixed(1)}, other threads ${other.toFixed(1)}`,
+    `median of ${ROUNDS - 1} rounds, ${PEERS} keyed handshakes each${
+      BACKENDS.length > 1 ? `, x25519 ${backend.name}` : ""
+    }, µs per handshake: main thread ${median("main")}, other threads ${median("other")}, wall ${
+      median("wall")
+    }`,
   );
 }
-const median = (key: "main" | "other" | "wall") =>
-  rounds.slice(1).map((r) => r[key]).sort((a, b) => a - b)[(rounds.length - 1) >> 1]!.toFixed(1);
-console.log(
-  `median of ${ROUNDS - 1} rounds, ${PEERS} keyed handshakes each, µs per handshake: main thread ${
-    median("main")
-  }, other threads ${median("other")}, wall ${median("wall")}`,
-);

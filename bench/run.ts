@@ -12,7 +12,8 @@
  * their own. Prints the markdown tables and writes `bench/results.json` (or `--out`).
  *
  * Options: `--quick` (tiny counts, one round: a smoke test, its figures mean nothing), `--rounds N`,
- * `--upstream PATH|none`, `--out FILE`, `--no-pin`, `--only stun` (the STUN rows alone), `--only memory` (the memory rows alone). `BENCH_QUICK=1` in
+ * `--upstream PATH|none`, `--out FILE`, `--no-pin`, `--only stun` (the STUN rows alone), `--only memory` (the memory rows alone), `--only handshakes` (the
+ * handshake and keyed handshake rows alone). `BENCH_QUICK=1` in
  * the environment is `--quick`.
  *
  * Every step is bounded: operations by count and by time, every process stopped at the end.
@@ -35,12 +36,18 @@ const { values } = parseArgs({
     only: { type: "string" },
   },
 });
-if (values.only !== undefined && values.only !== "stun" && values.only !== "memory") {
-  console.error(`error: Invalid "--only": ${JSON.stringify(values.only)}: expected "stun" or "memory"`);
+const ONLY = ["stun", "memory", "handshakes"];
+if (values.only !== undefined && !ONLY.includes(values.only)) {
+  console.error(
+    `error: Invalid "--only": ${JSON.stringify(values.only)}: expected one of ${
+      ONLY.map((o) => `"${o}"`).join(", ")
+    }`,
+  );
   Deno.exit(2);
 }
 const onlyStun = values.only === "stun";
 const onlyMemory = values.only === "memory";
+const onlyHandshakes = values.only === "handshakes";
 const quick = values.quick || Deno.env.get("BENCH_QUICK") === "1";
 const ROUNDS = Number(values.rounds ?? (quick ? 1 : 3));
 if (!Number.isInteger(ROUNDS) || ROUNDS < 1 || ROUNDS > 20) {
@@ -401,8 +408,10 @@ async function withServer<T>(kind: Kind, f: (s: Server) => Promise<T>, v8Flags: 
 }
 
 try {
-  if (!onlyStun && !onlyMemory) await mainRows();
-  if (!onlyMemory) await stunRows();
+  if (onlyHandshakes) {
+    for (let round = 0; round < ROUNDS; round++) await handshakeRows();
+  } else if (!onlyStun && !onlyMemory) await mainRows();
+  if (!onlyMemory && !onlyHandshakes) await stunRows();
 } finally {
   for (const s of started) await s.proc.stop();
   if (coturnDir) await Deno.remove(coturnDir, { recursive: true }).catch(() => {});
@@ -498,7 +507,7 @@ async function mainRows(): Promise<void> {
       ]);
       record("Ping -> Pong paced at half of p2p_server's peak", kind, result);
     }
-    // Fresh servers: each handshake row adds peers, and discovery needs exactly 64 registered.
+    // Fresh servers: discovery needs exactly 64 registered peers.
     for (const kind of p2pAndUpstream) {
       await withServer(kind, async (s) => {
         record(
@@ -507,53 +516,60 @@ async function mainRows(): Promise<void> {
           await generate(s, ["discovery", "--peers", "64", "--inflight", "8", ...window(DISCOVERY_COUNT)]),
         );
       });
-      await withServer(kind, async (s) => {
-        record(
-          "handshakes (distinct peers, 64 concurrent)",
-          kind,
-          await generate(s, [
-            "handshake",
-            "--warmup",
-            `${HANDSHAKE_WARMUP}`,
-            "--peers",
-            `${HANDSHAKE_PEERS}`,
-            "--concurrency",
-            "64",
-            "--seconds",
-            "60",
-          ]),
-          "request (requires_ack) -> Ack + response -> Ack",
-        );
-      });
     }
-    for (const kind of ["p2p_server", ...MMSG] as const) {
-      await withServer(kind, async (s) => {
-        const result = await generate(s, [
-          "handshake",
-          "--keyed",
-          "--warmup",
-          `${KEYED_WARMUP}`,
-          "--peers",
-          `${KEYED_PEERS}`,
-          "--concurrency",
-          "64",
-          "--seconds",
-          "60",
-        ]);
-        const stats = JSON.parse(await s.proc.ask("stats"));
-        result.authenticated = stats.peers.authenticated;
-        record(
-          "keyed handshakes (distinct keyed peers, 64 concurrent)",
-          kind,
-          result,
-          "signed request, signed response, X25519 session keys, MAC'd Ack",
-        );
-      });
-    }
+    await handshakeRows();
   }
   for (const s of servers.values()) {
     await s.proc.stop();
     started.splice(started.indexOf(s), 1);
+  }
+}
+
+/** One round of the handshake rows, each on a fresh server (every handshake adds peers). */
+async function handshakeRows(): Promise<void> {
+  for (const kind of p2pAndUpstream) {
+    await withServer(kind, async (s) => {
+      record(
+        "handshakes (distinct peers, 64 concurrent)",
+        kind,
+        await generate(s, [
+          "handshake",
+          "--warmup",
+          `${HANDSHAKE_WARMUP}`,
+          "--peers",
+          `${HANDSHAKE_PEERS}`,
+          "--concurrency",
+          "64",
+          "--seconds",
+          "60",
+        ]),
+        "request (requires_ack) -> Ack + response -> Ack",
+      );
+    });
+  }
+  for (const kind of ["p2p_server", ...MMSG] as const) {
+    await withServer(kind, async (s) => {
+      const result = await generate(s, [
+        "handshake",
+        "--keyed",
+        "--warmup",
+        `${KEYED_WARMUP}`,
+        "--peers",
+        `${KEYED_PEERS}`,
+        "--concurrency",
+        "64",
+        "--seconds",
+        "60",
+      ]);
+      const stats = JSON.parse(await s.proc.ask("stats"));
+      result.authenticated = stats.peers.authenticated;
+      record(
+        "keyed handshakes (distinct keyed peers, 64 concurrent)",
+        kind,
+        result,
+        "signed request, signed response, X25519 session keys, MAC'd Ack",
+      );
+    });
   }
 }
 
@@ -571,7 +587,7 @@ interface Memory {
   left: number;
 }
 const memory: Memory[] = [];
-for (const kind of onlyStun ? [] : p2pAndUpstream.filter((k) => k !== "p2p_server mmsg")) {
+for (const kind of onlyStun || onlyHandshakes ? [] : p2pAndUpstream.filter((k) => k !== "p2p_server mmsg")) {
   await withServer(kind, async (s) => {
     const mem = async () => {
       if (kind !== "p2p_server") {

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { chooseX25519 } from "./x25519_openssl.ts";
 import {
   formatSocketAddr,
   isUnspecified,
@@ -113,6 +114,7 @@ export class P2PClient {
     }
     if (options.heartbeatInterval !== undefined) partial.heartbeatInterval = options.heartbeatInterval;
     if (options.connectionTimeout !== undefined) partial.connectionTimeout = options.connectionTimeout;
+    if (options.x25519Backend !== undefined) partial.x25519Backend = options.x25519Backend;
     this.#config = resolveConfig(partial);
     this.#signal = options.signal;
     if (options.serverKey !== undefined) {
@@ -135,6 +137,7 @@ export class P2PClient {
       newId: () => crypto.randomUUID(),
       now: monotonicNow(),
       random: Math.random,
+      deriveX25519: chooseX25519(this.#config.x25519Backend).derive,
       ...(identity ? { identity } : {}),
     });
     this.#natSide = new ClientNat(this.#endpoint, this.#server, this.#events, {

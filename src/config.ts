@@ -37,10 +37,18 @@ import {
   stunAlternateAddress,
   stunAlternatePort,
   stunProblem,
+  X25519_BACKENDS,
+  type X25519Backend,
 } from "./config_checks.ts";
 export { ConfigError } from "./config_error.ts";
-export { COOKIE_MODES, IO_BACKENDS, LOG_FORMATS, RETRANSMIT_POLICIES } from "./config_checks.ts";
-export type { CookieMode, IoBackend, LogFormat, RetransmitPolicy } from "./config_checks.ts";
+export {
+  COOKIE_MODES,
+  IO_BACKENDS,
+  LOG_FORMATS,
+  RETRANSMIT_POLICIES,
+  X25519_BACKENDS,
+} from "./config_checks.ts";
+export type { CookieMode, IoBackend, LogFormat, RetransmitPolicy, X25519Backend } from "./config_checks.ts";
 export type { ClusterConfig, ClusterOptions } from "./config_cluster.ts";
 export { DEFAULT_CLUSTER, redactUrl } from "./config_cluster.ts";
 
@@ -290,6 +298,15 @@ export interface Config {
    * @default {"deno"}
    */
   ioBackend: IoBackend;
+  /**
+   * Where the keyed handshakes' X25519 exchange is computed: `"openssl"` (the system's OpenSSL 3,
+   * `libcrypto.so.3`, through `Deno.dlopen`: about 18 µs less CPU per keyed handshake; needs Linux and
+   * `--allow-ffi`, and is refused at start where it cannot run), `"node"` (`node:crypto`), or `"auto"`:
+   * OpenSSL where it opens and gives RFC 7748's known answers, else `node:crypto` (the log's first lines say
+   * which). The shared secret is the same either way (docs/performance.md).
+   * @default {"auto"}
+   */
+  x25519Backend: X25519Backend;
 }
 
 /** The defaults, as the spec's `config.json` has them. */
@@ -337,6 +354,7 @@ export const DEFAULT_CONFIG: Readonly<Config> = Object.freeze({
   stunAlternateAddress: null,
   natLifetimeGapsMs: [5000, 10_000, 20_000, 30_000, 45_000, 60_000, 90_000, 120_000],
   ioBackend: "deno",
+  x25519Backend: "auto",
 });
 
 /** The config file's keys (snake_case, as in the spec) and the Config fields they set. */
@@ -384,6 +402,7 @@ export const CONFIG_FILE_KEYS = {
   stun_alternate_address: "stunAlternateAddress",
   nat_lifetime_gaps_ms: "natLifetimeGapsMs",
   io_backend: "ioBackend",
+  x25519_backend: "x25519Backend",
 } as const satisfies Record<string, keyof Config>;
 
 type FileKey = keyof typeof CONFIG_FILE_KEYS;
@@ -472,6 +491,7 @@ const CHECKS: Record<keyof Config, Check> = {
   stunAlternateAddress,
   natLifetimeGapsMs,
   ioBackend: oneOf(IO_BACKENDS),
+  x25519Backend: oneOf(X25519_BACKENDS),
 };
 
 /** A value no check accepts: what a check says about it is the rule it enforces. */

@@ -36,7 +36,7 @@ import {
 } from "./types.ts";
 import { fnv1a, mulberry32 } from "./random.ts";
 import { isMeasured, natToJson } from "./nat_class.ts";
-import { generateX25519, type KeyPair } from "../deps/crypto.ts";
+import { generateX25519, type KeyObject, type KeyPair, x25519 } from "../deps/crypto.ts";
 
 /** How many recently closed addresses are remembered (their stray datagrams are logged at debug). */
 const RECENTLY_CLOSED = 1024;
@@ -57,6 +57,8 @@ export class Core {
   readonly random: () => number;
   /** Source of X25519 key pairs. */
   readonly generateX25519: () => KeyPair;
+  /** The X25519 exchange. */
+  readonly deriveX25519: (privateKey: KeyObject, theirPublic: Uint8Array) => Uint8Array | null;
   /** The counters. */
   readonly stats: Stats;
   /** Connections and the indexes over registered peers. */
@@ -121,6 +123,7 @@ export class Core {
     this.rto = { initialMs: c.rtoInitialMs, minMs: c.rtoMinMs, maxMs: c.rtoMaxMs };
     this.random = options.random ?? mulberry32(fnv1a(options.node.id));
     this.generateX25519 = options.generateX25519 ?? generateX25519;
+    this.deriveX25519 = options.deriveX25519 ?? x25519;
     this.deliveryMs = c.deliveryTimeout * 1000;
     this.handshakeMs = c.handshakeTimeout * 1000;
     this.halfOpenMs = c.halfOpenTimeout * 1000;

@@ -19,7 +19,7 @@ import {
   responseSignedBytes,
   toBase64Url,
 } from "./auth.ts";
-import { hkdf, HmacKey, type KeyPair, signEd25519, verifyEd25519, x25519 } from "../deps/crypto.ts";
+import { hkdf, HmacKey, type KeyPair, signEd25519, verifyEd25519 } from "../deps/crypto.ts";
 
 /** Why a HandshakeRequest's key or signature is refused: the code and the text of the Error reply. */
 export interface AuthRefusal {
@@ -166,7 +166,7 @@ export class Sessions {
   ): { auth: AuthFields; activate: () => void } | null {
     const identity = this.#identity!;
     const eph = this.responseKey(now);
-    const shared = x25519(eph.pair.privateKey, keyed.dh);
+    const shared = this.#core.deriveX25519(eph.pair.privateKey, keyed.dh);
     if (!shared) return null;
     const sid = msg.id.replaceAll("-", "").slice(0, 16);
     const dh = eph.text;
@@ -256,7 +256,7 @@ export class Sessions {
       sid,
     });
     if (!verifyEd25519(key, claims, sig)) return CLIENT_AUTH_CODES.badServerSignature;
-    const shared = x25519(link.eph.privateKey, dh);
+    const shared = this.#core.deriveX25519(link.eph.privateKey, dh);
     if (!shared) return CLIENT_AUTH_CODES.badServerSignature;
     const keys = sessionKeys(shared, link.requestId, msg.id);
     this.endSession(conn);
