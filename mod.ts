@@ -60,7 +60,14 @@ export { STRATEGIES } from "./src/core/strategy.ts";
 export type { Strategy } from "./src/core/strategy.ts";
 
 // Configuration: the option types, the values each enumerated option accepts, identities.
-export { ConfigError, COOKIE_MODES, IO_BACKENDS, LOG_FORMATS, RETRANSMIT_POLICIES } from "./src/config.ts";
+export {
+  ConfigError,
+  COOKIE_MODES,
+  IO_BACKENDS,
+  LOG_FORMATS,
+  RETRANSMIT_POLICIES,
+  X25519_BACKENDS,
+} from "./src/config.ts";
 export type {
   ClusterConfig,
   Config,
@@ -68,6 +75,7 @@ export type {
   IoBackend,
   LogFormat,
   RetransmitPolicy,
+  X25519Backend,
 } from "./src/config.ts";
 export { AUTH_POLICIES, generateIdentity, nodeIdForKey } from "./src/core/auth.ts";
 export type { AuthPolicy, Identity } from "./src/core/auth.ts";

@@ -44,6 +44,8 @@ const SURFACE: Record<string, readonly string[]> = {
     "LogFormat",
     "RETRANSMIT_POLICIES",
     "RetransmitPolicy",
+    "X25519_BACKENDS",
+    "X25519Backend",
     "AUTH_POLICIES",
     "AuthPolicy",
     "IdentityOptions",
