@@ -41,13 +41,8 @@ import {
   type X25519Backend,
 } from "./config_checks.ts";
 export { ConfigError } from "./config_error.ts";
-export {
-  COOKIE_MODES,
-  IO_BACKENDS,
-  LOG_FORMATS,
-  RETRANSMIT_POLICIES,
-  X25519_BACKENDS,
-} from "./config_checks.ts";
+export { COOKIE_MODES, IO_BACKENDS, LOG_FORMATS } from "./config_checks.ts";
+export { RETRANSMIT_POLICIES, X25519_BACKENDS } from "./config_checks.ts";
 export type { CookieMode, IoBackend, LogFormat, RetransmitPolicy, X25519Backend } from "./config_checks.ts";
 export type { ClusterConfig, ClusterOptions } from "./config_cluster.ts";
 export { DEFAULT_CLUSTER, redactUrl } from "./config_cluster.ts";
@@ -60,34 +55,28 @@ export interface Config {
    */
   listenAddress: string;
   /**
-   * Most peers held at once, handshaking and authenticated together.
-   * @default {100}
+   * Most peers held at once, handshaking and authenticated together. @default {100}
    */
   maxConnections: number;
   /**
-   * Seconds between the server's heartbeat Pings to each peer.
-   * @default {30}
+   * Seconds between the server's heartbeat Pings to each peer. @default {30}
    */
   heartbeatInterval: number;
   /**
-   * Seconds of silence after which a peer is removed.
-   * @default {60}
+   * Seconds of silence after which a peer is removed. @default {60}
    */
   connectionTimeout: number;
   /**
-   * Inclusive UDP port range probed on the server's own host for sibling servers.
-   * @default {[8081, 8090]}
+   * Inclusive UDP port range probed on the server's own host for sibling servers. @default {[8081, 8090]}
    */
   discoveryPortRange: [number, number];
   /**
-   * Whether to probe `discoveryPortRange` for sibling servers at start.
-   * @default {true}
+   * Whether to probe `discoveryPortRange` for sibling servers at start. @default {true}
    */
   enableDiscovery: boolean;
   /**
    * Largest accepted message, in bytes. A UDP datagram cannot exceed 65,507 bytes, so that is the effective
-   * limit of a single-datagram message.
-   * @default {1048576}
+   * limit of a single-datagram message. @default {1048576}
    */
   maxMessageSize: number;
   /**
@@ -294,17 +283,13 @@ export interface Config {
   /**
    * How the UDP sockets are driven: `"deno"` (`Deno.listenDatagram`) or `"mmsg"` (Linux `recvmmsg` and
    * `sendmmsg` through `Deno.dlopen`: less CPU per datagram; needs Linux on x86_64 or aarch64 and
-   * `--allow-ffi`, docs/performance.md).
-   * @default {"deno"}
+   * `--allow-ffi`, docs/performance.md). @default {"deno"}
    */
   ioBackend: IoBackend;
   /**
-   * Where the keyed handshakes' X25519 exchange is computed: `"openssl"` (the system's OpenSSL 3,
-   * `libcrypto.so.3`, through `Deno.dlopen`: about 18 µs less CPU per keyed handshake; needs Linux and
-   * `--allow-ffi`, and is refused at start where it cannot run), `"node"` (`node:crypto`), or `"auto"`:
-   * OpenSSL where it opens and gives RFC 7748's known answers, else `node:crypto` (the log's first lines say
-   * which). The shared secret is the same either way (docs/performance.md).
-   * @default {"auto"}
+   * Keyed handshakes' X25519: `"openssl"` (the system's `libcrypto.so.3` through `Deno.dlopen`, less CPU;
+   * Linux and `--allow-ffi`, else refused at start), `"node"` (`node:crypto`), or `"auto"`: OpenSSL where it
+   * opens and gives RFC 7748's answers, else `node:crypto` (logged at start; docs/operations.md). @default {"auto"}
    */
   x25519Backend: X25519Backend;
 }

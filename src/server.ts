@@ -113,17 +113,8 @@ export class P2PServer {
    * @throws {ConfigError} (a `TypeError`) for a bad configuration value.
    */
   constructor(options: ServerOptions = {}) {
-    const {
-      signal,
-      nodeId,
-      name,
-      version,
-      capabilities,
-      metadata,
-      identity: given,
-      clusterLink,
-      ...config
-    } = options;
+    const { signal, nodeId, name, version, capabilities, metadata, ...rest } = options;
+    const { identity: given, clusterLink, ...config } = rest;
     this.#config = resolveConfig(config);
     requireIoBackend(this.#config.ioBackend);
     this.#x25519 = chooseX25519(this.#config.x25519Backend);
