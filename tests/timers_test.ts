@@ -153,3 +153,40 @@ Deno.test("TimerHeap keeps exact Unix-ms deadlines and filing order on ties whil
   assertStrictEquals(heap.size, 0);
   assertStrictEquals(heap.peek(), Infinity);
 });
+
+Deno.test("forget lets go of items at once: stale entries are dropped when they are half of the heap", () => {
+  for (const fifo of [false, true]) {
+    const heap = new TimerHeap<Item>({ fifo });
+    const rand = mulberry32(fifo ? 5 : 6);
+    const base = 1_764_000_000_000;
+    const items = Array.from({ length: 6_000 }, (_, i) => item(`i${i}`));
+    // Ties on purpose: 300 distinct deadlines for 6,000 items, some moved earlier (superseded entries).
+    for (const it of items) heap.schedule(it, base + 1_000 * Math.floor(rand() * 300));
+    for (const it of items) if (rand() < 0.2) heap.schedule(it, it.deadline - 500);
+    const kept = items.filter(() => rand() < 0.1);
+    const keep = new Set(kept);
+    const before = heap.size;
+    let forgotten = 0;
+    for (const it of items) {
+      if (keep.has(it)) continue;
+      heap.forget(it);
+      forgotten++;
+      assertStrictEquals(it.deadline, Infinity);
+    }
+    assert(forgotten > 5_000);
+    assert(heap.size < before / 2, `compacted: ${heap.size} entries of ${before}`);
+    assert(heap.size <= 2 * kept.length + 1_024, `what is left is bounded: ${heap.size}`);
+    // What stays comes out exactly as it would have: by deadline, and in filing order on ties when fifo.
+    const order = [...kept].sort((a, b) =>
+      a.deadline - b.deadline || (fifo ? a.timerToken - b.timerToken : 0)
+    );
+    const deadlines = new Map(kept.map((i) => [i, i.deadline]));
+    const out: Item[] = [];
+    for (let it = heap.popDue(base + 1e9); it; it = heap.popDue(base + 1e9)) out.push(it);
+    assertStrictEquals(out.length, kept.length);
+    if (fifo) assertEquals(out.map((i) => i.name), order.map((i) => i.name));
+    else assertEquals(out.map((i) => deadlines.get(i)), order.map((i) => deadlines.get(i)));
+    assertEquals(new Set(out), keep);
+    assertStrictEquals(heap.size, 0);
+  }
+});

@@ -108,7 +108,7 @@ export class Lifecycle {
     this.#core.table.close(conn);
     this.#core.unprove(conn);
     releaseAnswers(conn, this.#core.answerBudget);
-    this.#core.timers.conns.schedule(conn, Infinity);
+    this.#core.timers.conns.forget(conn);
     this.#core.closed(conn.key);
   }
 

@@ -28,6 +28,8 @@ export interface TimerHeapOptions {
 
 /** Entries a heap has room for before it first grows, and below which it never shrinks. */
 const MIN_CAPACITY = 16;
+/** Stale entries a heap holds before it may drop them all at once (when they are half of its entries). */
+const COMPACT_MIN = 1_024;
 
 /**
  * A min-heap of deadlines. Its entries live in three parallel arrays (deadline, token, item) instead of one
@@ -39,6 +41,8 @@ export class TimerHeap<T extends Timed> {
   #token = new Float64Array(MIN_CAPACITY);
   #items: T[] = [];
   #tokens = 0;
+  /** Entries whose token is no longer their item's (superseded by an earlier deadline, or forgotten). */
+  #stale = 0;
   readonly #fifo: boolean;
 
   /** @param options See {@linkcode TimerHeapOptions}. */
@@ -57,6 +61,21 @@ export class TimerHeap<T extends Timed> {
     if (at < item.filedAt) this.#file(item, at);
   }
 
+  /**
+   * Cancels the item's deadline for good and lets go of it: its entry goes stale at once, and once stale
+   * entries are half of the heap (and at least {@linkcode COMPACT_MIN}) they are all dropped, so an item that
+   * is gone (a closed connection) is not kept alive by an entry whose deadline is far off.
+   */
+  forget(item: T): void {
+    if (item.filedAt !== Infinity) {
+      item.timerToken = -1;
+      this.#stale++;
+    }
+    item.deadline = Infinity;
+    item.filedAt = Infinity;
+    if (this.#stale >= COMPACT_MIN && 2 * this.#stale > this.#items.length) this.#compact();
+  }
+
   /** The earliest deadline, or `Infinity` when nothing is scheduled. */
   peek(): number {
     const items = this.#items;
@@ -64,6 +83,7 @@ export class TimerHeap<T extends Timed> {
       const item = items[0]!;
       if (this.#token[0] !== item.timerToken) {
         this.#pop();
+        this.#stale--;
         continue;
       }
       const at = this.#at[0]!;
@@ -92,10 +112,12 @@ export class TimerHeap<T extends Timed> {
       item.filedAt = Infinity;
     }
     this.#items = [];
+    this.#stale = 0;
     this.#resize(MIN_CAPACITY);
   }
 
   #file(item: T, at: number): void {
+    if (item.filedAt !== Infinity) this.#stale++; // its entry at the later deadline is superseded
     const token = ++this.#tokens;
     item.timerToken = token;
     item.filedAt = at;
@@ -107,6 +129,41 @@ export class TimerHeap<T extends Timed> {
     while (i > 0) {
       const parent = (i - 1) >> 1;
       if (ats[parent]! <= at) break;
+      this.#move(parent, i);
+      i = parent;
+    }
+    ats[i] = at;
+    this.#token[i] = token;
+    items[i] = item;
+  }
+
+  /** Drops every stale entry: the live ones are filed again in their array order, with their tokens. */
+  #compact(): void {
+    const items = this.#items;
+    const ats = this.#at;
+    const tokens = this.#token;
+    const live: number[] = [];
+    for (let i = 0; i < items.length; i++) if (tokens[i] === items[i]!.timerToken) live.push(i);
+    const keptAt = Float64Array.from(live, (i) => ats[i]!);
+    const keptToken = Float64Array.from(live, (i) => tokens[i]!);
+    const keptItems = live.map((i) => items[i]!);
+    this.#items = [];
+    this.#stale = 0;
+    this.#resize(Math.max(MIN_CAPACITY, 2 * live.length));
+    for (let k = 0; k < keptItems.length; k++) this.#siftIn(keptItems[k]!, keptAt[k]!, keptToken[k]!);
+  }
+
+  /** Adds an entry of `item` at `at` with `token` (the heap has room). */
+  #siftIn(item: T, at: number, token: number): void {
+    const items = this.#items;
+    const ats = this.#at;
+    let i = items.length;
+    items.push(item);
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      const p = ats[parent]!;
+      // Up past the parent only when strictly before it (on a tie, by token in a first-in first-out heap).
+      if (!(at < p || (this.#fifo && at === p && token < this.#token[parent]!))) break;
       this.#move(parent, i);
       i = parent;
     }
