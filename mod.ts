@@ -66,7 +66,7 @@ export {
   IO_BACKENDS,
   LOG_FORMATS,
   RETRANSMIT_POLICIES,
-  X25519_BACKENDS,
+  CRYPTO_BACKENDS,
 } from "./src/config.ts";
 export type {
   ClusterConfig,
@@ -75,7 +75,7 @@ export type {
   IoBackend,
   LogFormat,
   RetransmitPolicy,
-  X25519Backend,
+  CryptoBackend,
 } from "./src/config.ts";
 export { AUTH_POLICIES, generateIdentity, nodeIdForKey } from "./src/core/auth.ts";
 export type { AuthPolicy, Identity } from "./src/core/auth.ts";

@@ -10,6 +10,7 @@ import { Endpoint, type Message, type MessageType, type SocketAddr } from "../sr
 import { decodeMessage, encodeMessage } from "../src/wire/codec.ts";
 import { generateIdentity, type Identity } from "../src/core/auth.ts";
 import { benchCoreConfig } from "./core_config.ts";
+import { chooseCrypto, opensslHmacUnavailable } from "../src/openssl.ts";
 
 const SAMPLE_NODE = {
   id: "4a1f3c7e-9b2d-4e8f-a6c5-0d1e2f3a4b5c",
@@ -235,3 +236,31 @@ Deno.bench("Ping -> Pong in an authenticated session (MAC'd)", { n: SESSION_PING
   keyedServer.takeTransmits();
   keyedServer.takeEvents();
 });
+
+// The same session with OpenSSL's X25519 and HMAC (`crypto_backend: "openssl"`), where it runs: the bench
+// needs `--allow-ffi` for it (`deno bench -A bench/core_bench.ts`).
+if (opensslHmacUnavailable() === null) {
+  const chosen = chooseCrypto("openssl");
+  const opensslServer = new Endpoint({
+    role: "server",
+    config,
+    node: { ...SAMPLE_NODE, id: serverIdentity.nodeId, name: "keyed-server" },
+    newId,
+    now: 0,
+    identity: serverIdentity,
+    deriveX25519: chosen.deriveX25519,
+    macKey: chosen.macKey,
+  });
+  const from = { hostname: "198.51.100.7", port: 5000 };
+  const pings = registeredPings(opensslServer, from, generateIdentity(), 3 * SESSION_PINGS);
+  let next = 0;
+  Deno.bench(
+    "Ping -> Pong in an authenticated session (MAC'd, OpenSSL's HMAC)",
+    { n: SESSION_PINGS, warmup: 100 },
+    () => {
+      opensslServer.handleDatagram(0, from, pings[next++ % pings.length]!);
+      opensslServer.takeTransmits();
+      opensslServer.takeEvents();
+    },
+  );
+}

@@ -1,6 +1,6 @@
 /**
  * The server core's CPU per keyed handshake, without sockets (issue 19): `deno run -A bench/keyed_replay.ts
- * [--peers 2000] [--rounds 9] [--x25519 node,openssl]`. Keyed clients (client `Endpoint`s with keys drawn from fixed seeds) handshake
+ * [--peers 2000] [--rounds 9] [--crypto node,openssl]`. Keyed clients (client `Endpoint`s with keys drawn from fixed seeds) handshake
  * once with a keyed server core, in virtual time; what they sent (the signed HandshakeRequest, and the MAC'd
  * Ack of the HandshakeResponse, as `bench/loadgen.ts --keyed` sends) is recorded and then fed, round after
  * round, to fresh server cores made the same way. Each round prints the main thread's CPU per handshake and
@@ -8,7 +8,8 @@
  * `/proc/self/task/<tid>/schedstat` (Linux; elsewhere only wall time); the median of all rounds but the first
  * closes the run. The line `output` is a SHA-256 of everything the first round's server sent: with the same
  * seeds it stays the same as long as the server's bytes on the wire do, so two builds can be compared.
- * `--x25519` lists the X25519 implementations the server cores use (`x25519_backend`'s `node` and `openssl`,
+ * `--crypto` lists the X25519 and HMAC implementations the server cores use (`crypto_backend`'s `node` and
+ * `openssl`,
  * default `node`): each round runs each of them in turn, so two are compared on the same minutes of the
  * machine, and their outputs must be the same.
  *
@@ -20,23 +21,23 @@ import { Endpoint, type SocketAddr } from "../src/core/mod.ts";
 import { identityFrom } from "../src/core/auth.ts";
 import { type KeyPair, rawPublic } from "../src/deps/crypto.ts";
 import { benchCoreConfig } from "./core_config.ts";
-import { chooseX25519, type DeriveX25519 } from "../src/x25519_openssl.ts";
+import { chooseCrypto, type ChosenCrypto } from "../src/openssl.ts";
 
 const { values } = parseArgs({
   options: {
     peers: { type: "string", default: "2000" },
     rounds: { type: "string", default: "9" },
-    x25519: { type: "string", default: "node" },
+    crypto: { type: "string", default: "node" },
   },
 });
 const PEERS = Number(values.peers);
 const ROUNDS = Math.max(2, Number(values.rounds));
-const BACKENDS = values.x25519.split(",").map((name) => {
+const BACKENDS = values.crypto.split(",").map((name) => {
   if (name !== "node" && name !== "openssl") {
-    console.error(`error: Invalid "--x25519": ${JSON.stringify(name)}: expected "node" or "openssl"`);
+    console.error(`error: Invalid "--crypto": ${JSON.stringify(name)}: expected "node" or "openssl"`);
     Deno.exit(2);
   }
-  return { name, derive: chooseX25519(name).derive };
+  return { name, crypto: chooseCrypto(name) };
 });
 
 /** PKCS#8 prefixes of a raw 32-byte Ed25519 and X25519 private key. */
@@ -62,7 +63,7 @@ const serverX25519 = seededPair("x25519", "server");
 const serverAddr = { hostname: "192.0.2.1", port: 8080 };
 
 /** A keyed server core; two made by this function answer the same datagrams with the same bytes. */
-function makeServer(deriveX25519?: DeriveX25519): Endpoint {
+function makeServer(chosen?: ChosenCrypto): Endpoint {
   let ids = 0;
   return new Endpoint({
     role: "server",
@@ -72,7 +73,7 @@ function makeServer(deriveX25519?: DeriveX25519): Endpoint {
     now: 0,
     identity: serverIdentity,
     generateX25519: () => serverX25519,
-    ...(deriveX25519 ? { deriveX25519 } : {}),
+    ...(chosen ? { deriveX25519: chosen.deriveX25519, macKey: chosen.macKey } : {}),
     random: () => 0.5,
     cookieSecret: new Uint8Array(32),
   });
@@ -133,7 +134,7 @@ const outputs = new Map<string, string>();
 const rounds = new Map<string, Round[]>(BACKENDS.map((b) => [b.name, []]));
 for (let round = 0; round < ROUNDS; round++) {
   for (const backend of BACKENDS) {
-    const server = makeServer(backend.derive);
+    const server = makeServer(backend.crypto);
     const output = createHash("sha256");
     const start = cpuNs(), t0 = performance.now();
     for (const { from, bytes } of feed) {
@@ -149,23 +150,23 @@ for (let round = 0; round < ROUNDS; round++) {
     if (round === 0) {
       const digest = output.digest("hex");
       outputs.set(backend.name, digest);
-      console.log(`output ${digest}${BACKENDS.length > 1 ? ` (x25519 ${backend.name})` : ""}`);
+      console.log(`output ${digest}${BACKENDS.length > 1 ? ` (crypto ${backend.name})` : ""}`);
     }
     console.log(
-      `round ${round}${BACKENDS.length > 1 ? ` x25519 ${backend.name}` : ""}: µs per handshake: main thread ${
+      `round ${round}${BACKENDS.length > 1 ? ` crypto ${backend.name}` : ""}: µs per handshake: main thread ${
         main.toFixed(1)
       }, other threads ${other.toFixed(1)}`,
     );
   }
 }
-if (new Set(outputs.values()).size > 1) throw new Error("the X25519 implementations' outputs differ");
+if (new Set(outputs.values()).size > 1) throw new Error("the implementations' outputs differ");
 for (const backend of BACKENDS) {
   const list = rounds.get(backend.name)!;
   const median = (key: keyof Round) =>
     list.slice(1).map((r) => r[key]).sort((a, b) => a - b)[(list.length - 1) >> 1]!.toFixed(1);
   console.log(
     `median of ${ROUNDS - 1} rounds, ${PEERS} keyed handshakes each${
-      BACKENDS.length > 1 ? `, x25519 ${backend.name}` : ""
+      BACKENDS.length > 1 ? `, crypto ${backend.name}` : ""
     }, µs per handshake: main thread ${median("main")}, other threads ${median("other")}, wall ${
       median("wall")
     }`,

@@ -129,7 +129,8 @@ stats_interval ${d.statsInterval} s (a stats line at info level; 0 turns it off)
 stun_alternate_port null and stun_alternate_address null (RFC 5780 NAT behaviour discovery, docs/nat.md),
 nat_lifetime_gaps_ms [${d.natLifetimeGapsMs.join(", ")}] (binding lifetime measurement; [] off),
 io_backend ${d.ioBackend} (or mmsg: Linux recvmmsg/sendmmsg through FFI, less CPU per datagram),
-x25519_backend ${d.x25519Backend} (OpenSSL's libcrypto.so.3 through FFI where it opens, else node:crypto; or openssl, node).
+crypto_backend ${d.cryptoBackend} (X25519 and session MACs from OpenSSL's libcrypto.so.3 through FFI where it opens,
+else node:crypto; or openssl, node).
 Logs go to stderr; SIGINT/SIGTERM disconnect every peer and exit 0.`;
 }
 

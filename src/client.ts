@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { chooseX25519 } from "./x25519_openssl.ts";
+import { chooseCrypto } from "./openssl.ts";
 import {
   formatSocketAddr,
   isUnspecified,
@@ -114,7 +114,7 @@ export class P2PClient {
     }
     if (options.heartbeatInterval !== undefined) partial.heartbeatInterval = options.heartbeatInterval;
     if (options.connectionTimeout !== undefined) partial.connectionTimeout = options.connectionTimeout;
-    if (options.x25519Backend !== undefined) partial.x25519Backend = options.x25519Backend;
+    if (options.cryptoBackend !== undefined) partial.cryptoBackend = options.cryptoBackend;
     this.#config = resolveConfig(partial);
     this.#signal = options.signal;
     if (options.serverKey !== undefined) {
@@ -130,6 +130,7 @@ export class P2PClient {
     if (identity && options.nodeId !== undefined && options.nodeId.toLowerCase() !== identity.nodeId) {
       throw new TypeError(`Invalid nodeId "${options.nodeId}": a keyed client's id is its key's`);
     }
+    const chosen = chooseCrypto(this.#config.cryptoBackend);
     this.#endpoint = new Endpoint({
       role: "client",
       config: this.#config,
@@ -137,7 +138,8 @@ export class P2PClient {
       newId: () => crypto.randomUUID(),
       now: monotonicNow(),
       random: Math.random,
-      deriveX25519: chooseX25519(this.#config.x25519Backend).derive,
+      deriveX25519: chosen.deriveX25519,
+      macKey: chosen.macKey,
       ...(identity ? { identity } : {}),
     });
     this.#natSide = new ClientNat(this.#endpoint, this.#server, this.#events, {

@@ -48,12 +48,13 @@ export interface ClientOptions extends IdentityOptions {
   /** Seconds of server silence after which the client reports it disconnected. @default {60} */
   connectionTimeout?: number;
   /**
-   * Where a keyed handshake's X25519 exchange is computed, as the server's `x25519_backend`: `"openssl"`
-   * (the system's `libcrypto.so.3` through `Deno.dlopen`, needs Linux and `--allow-ffi`; the constructor
-   * throws a `ConfigError` where it cannot run), `"node"` (`node:crypto`), or `"auto"`, OpenSSL where it runs.
+   * Where a keyed handshake's X25519 exchange and the session's MACs are computed, as the server's
+   * `crypto_backend`: `"openssl"` (the system's `libcrypto.so.3` through `Deno.dlopen`, needs Linux and
+   * `--allow-ffi`; the constructor throws a `ConfigError` where it cannot run), `"node"` (`node:crypto`), or
+   * `"auto"`, OpenSSL where it runs.
    * @default {"auto"}
    */
-  x25519Backend?: Config["x25519Backend"];
+  cryptoBackend?: Config["cryptoBackend"];
   /** Closes the client when aborted. */
   signal?: AbortSignal;
   /**

@@ -18,6 +18,8 @@ import {
   type Check,
   COOKIE_MODES,
   type CookieMode,
+  CRYPTO_BACKENDS,
+  type CryptoBackend,
   IO_BACKENDS,
   type IoBackend,
   LOG_FORMATS,
@@ -37,13 +39,11 @@ import {
   stunAlternateAddress,
   stunAlternatePort,
   stunProblem,
-  X25519_BACKENDS,
-  type X25519Backend,
 } from "./config_checks.ts";
 export { ConfigError } from "./config_error.ts";
 export { COOKIE_MODES, IO_BACKENDS, LOG_FORMATS } from "./config_checks.ts";
-export { RETRANSMIT_POLICIES, X25519_BACKENDS } from "./config_checks.ts";
-export type { CookieMode, IoBackend, LogFormat, RetransmitPolicy, X25519Backend } from "./config_checks.ts";
+export { CRYPTO_BACKENDS, RETRANSMIT_POLICIES } from "./config_checks.ts";
+export type { CookieMode, CryptoBackend, IoBackend, LogFormat, RetransmitPolicy } from "./config_checks.ts";
 export type { ClusterConfig, ClusterOptions } from "./config_cluster.ts";
 export { DEFAULT_CLUSTER, redactUrl } from "./config_cluster.ts";
 
@@ -287,11 +287,11 @@ export interface Config {
    */
   ioBackend: IoBackend;
   /**
-   * Keyed handshakes' X25519: `"openssl"` (the system's `libcrypto.so.3` through `Deno.dlopen`, less CPU;
-   * Linux and `--allow-ffi`, else refused at start), `"node"` (`node:crypto`), or `"auto"`: OpenSSL where it
-   * opens and gives RFC 7748's answers, else `node:crypto` (logged at start; docs/operations.md). @default {"auto"}
+   * Keyed sessions' X25519 and HMAC-SHA-256: `"openssl"` (the system's `libcrypto.so.3` through `Deno.dlopen`,
+   * less CPU; Linux and `--allow-ffi`, else refused at start), `"node"` (`node:crypto`), or `"auto"`: OpenSSL
+   * where it opens and gives the known answers, else `node:crypto` (logged; docs/operations.md). @default {"auto"}
    */
-  x25519Backend: X25519Backend;
+  cryptoBackend: CryptoBackend;
 }
 
 /** The defaults, as the spec's `config.json` has them. */
@@ -339,7 +339,7 @@ export const DEFAULT_CONFIG: Readonly<Config> = Object.freeze({
   stunAlternateAddress: null,
   natLifetimeGapsMs: [5000, 10_000, 20_000, 30_000, 45_000, 60_000, 90_000, 120_000],
   ioBackend: "deno",
-  x25519Backend: "auto",
+  cryptoBackend: "auto",
 });
 
 /** The config file's keys (snake_case, as in the spec) and the Config fields they set. */
@@ -387,7 +387,7 @@ export const CONFIG_FILE_KEYS = {
   stun_alternate_address: "stunAlternateAddress",
   nat_lifetime_gaps_ms: "natLifetimeGapsMs",
   io_backend: "ioBackend",
-  x25519_backend: "x25519Backend",
+  crypto_backend: "cryptoBackend",
 } as const satisfies Record<string, keyof Config>;
 
 type FileKey = keyof typeof CONFIG_FILE_KEYS;
@@ -476,7 +476,7 @@ const CHECKS: Record<keyof Config, Check> = {
   stunAlternateAddress,
   natLifetimeGapsMs,
   ioBackend: oneOf(IO_BACKENDS),
-  x25519Backend: oneOf(X25519_BACKENDS),
+  cryptoBackend: oneOf(CRYPTO_BACKENDS),
 };
 
 /** A value no check accepts: what a check says about it is the rule it enforces. */

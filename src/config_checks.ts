@@ -127,11 +127,11 @@ export const IO_BACKENDS = ["deno", "mmsg"] as const;
 /** One of {@linkcode IO_BACKENDS}. */
 export type IoBackend = typeof IO_BACKENDS[number];
 
-/** The X25519 implementations `x25519_backend` accepts. */
-export const X25519_BACKENDS = ["auto", "node", "openssl"] as const;
+/** Where `crypto_backend` computes X25519 and HMAC-SHA-256. */
+export const CRYPTO_BACKENDS = ["auto", "node", "openssl"] as const;
 
-/** One of {@linkcode X25519_BACKENDS}. */
-export type X25519Backend = typeof X25519_BACKENDS[number];
+/** One of {@linkcode CRYPTO_BACKENDS}. */
+export type CryptoBackend = typeof CRYPTO_BACKENDS[number];
 
 /** The retransmission policies `retransmit_policy` accepts. */
 export const RETRANSMIT_POLICIES = ["adaptive", "schedule"] as const;

@@ -10,7 +10,7 @@ import { generateIdentity, type Identity } from "./core/auth.ts";
 import { openIdentityFile } from "./key_file.ts";
 import { bindAlternates, bindUdp, monotonicNow, UdpDriver } from "./driver.ts";
 import { requireIoBackend } from "./udp_mmsg.ts";
-import { chooseX25519, type ChosenX25519 } from "./x25519_openssl.ts";
+import { chooseCrypto, type ChosenCrypto } from "./openssl.ts";
 import { Emitter, type ListenerError } from "./emitter.ts";
 import { Endpoint, type EndpointEvent, type LeaveReason, type PeerSummary } from "./core/endpoint.ts";
 import { BindError, ConnectionTimeoutError, HandshakeError } from "./errors.ts";
@@ -87,8 +87,8 @@ export interface ServerEvents extends Record<string, unknown> {
  */
 export class P2PServer {
   readonly #config: Config;
-  /** The X25519 implementation `x25519_backend` chose. */
-  readonly #x25519: ChosenX25519;
+  /** The X25519 and HMAC implementations `crypto_backend` chose. */
+  readonly #crypto: ChosenCrypto;
   readonly #endpoint: Endpoint;
   readonly #identity: Identity | null;
   readonly #events = new Emitter<ServerEvents>((report) =>
@@ -117,7 +117,7 @@ export class P2PServer {
     const { identity: given, clusterLink, ...config } = rest;
     this.#config = resolveConfig(config);
     requireIoBackend(this.#config.ioBackend);
-    this.#x25519 = chooseX25519(this.#config.x25519Backend);
+    this.#crypto = chooseCrypto(this.#config.cryptoBackend);
     this.#signal = signal;
     let identity: Identity | undefined;
     if (this.#config.auth !== "off") {
@@ -163,7 +163,8 @@ export class P2PServer {
       now: monotonicNow(),
       random: Math.random,
       cookieSecret: crypto.getRandomValues(new Uint8Array(32)),
-      deriveX25519: this.#x25519.derive,
+      deriveX25519: this.#crypto.deriveX25519,
+      macKey: this.#crypto.macKey,
       ...(identity ? { identity } : {}),
       ...(instance !== null ? { instance } : {}),
     });
@@ -257,7 +258,7 @@ export class P2PServer {
     const alternates = driver.localAddrs.slice(1).map(formatSocketAddr).join(", ");
     if (alternates) log.info("STUN alternates on {alternates}", { alternates });
     if (this.#ops) log.info("metrics on http://{addr}/metrics", { addr: formatSocketAddr(this.#ops.addr) });
-    if (this.#config.auth !== "off") log.info("x25519: {name}", { name: this.#x25519.name });
+    if (this.#config.auth !== "off") log.info("crypto: {name}", { name: this.#crypto.name });
     // Periodic work is ticks of the core (the driver's one timer): the stats line, and the status page's
     // chart (one sample a second, five minutes of them, kept here so it is full on opening).
     this.#sampleTraffic();

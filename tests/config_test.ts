@@ -67,7 +67,7 @@ Deno.test("the defaults are the spec's config.json values", () => {
     stunAlternateAddress: null,
     natLifetimeGapsMs: [5_000, 10_000, 20_000, 30_000, 45_000, 60_000, 90_000, 120_000],
     ioBackend: "deno",
-    x25519Backend: "auto",
+    cryptoBackend: "auto",
   });
 });
 

@@ -36,7 +36,14 @@ import {
 } from "./types.ts";
 import { fnv1a, mulberry32 } from "./random.ts";
 import { isMeasured, natToJson } from "./nat_class.ts";
-import { generateX25519, type KeyObject, type KeyPair, x25519 } from "../deps/crypto.ts";
+import {
+  generateX25519,
+  type KeyObject,
+  type KeyPair,
+  type MacKeyFactory,
+  nodeMacKey,
+  x25519,
+} from "../deps/crypto.ts";
 
 /** How many recently closed addresses are remembered (their stray datagrams are logged at debug). */
 const RECENTLY_CLOSED = 1024;
@@ -59,6 +66,8 @@ export class Core {
   readonly generateX25519: () => KeyPair;
   /** The X25519 exchange. */
   readonly deriveX25519: (privateKey: KeyObject, theirPublic: Uint8Array) => Uint8Array | null;
+  /** Makes a session's MAC keys. */
+  readonly macKey: MacKeyFactory;
   /** The counters. */
   readonly stats: Stats;
   /** Connections and the indexes over registered peers. */
@@ -124,6 +133,7 @@ export class Core {
     this.random = options.random ?? mulberry32(fnv1a(options.node.id));
     this.generateX25519 = options.generateX25519 ?? generateX25519;
     this.deriveX25519 = options.deriveX25519 ?? x25519;
+    this.macKey = options.macKey ?? nodeMacKey;
     this.deliveryMs = c.deliveryTimeout * 1000;
     this.handshakeMs = c.handshakeTimeout * 1000;
     this.halfOpenMs = c.halfOpenTimeout * 1000;

@@ -26,7 +26,7 @@ import type { Timed } from "./timers.ts";
 import { ConnTimes, TimeSlab } from "./conn_times.ts";
 import type { NatClass } from "./nat_class.ts";
 import type { Bucket } from "./limits.ts";
-import type { HmacKey, KeyPair } from "../deps/crypto.ts";
+import type { KeyPair, MacKey } from "../deps/crypto.ts";
 
 /** State of a peer that registered with this endpoint. */
 export type PeerState = "handshaking" | "authenticated";
@@ -81,9 +81,9 @@ export interface Session {
   /** Session id (16 hex digits), carried by every datagram of the session. */
   sid: string;
   /** MAC key of what we send. */
-  sendKey: HmacKey;
+  sendKey: MacKey;
   /** MAC key of what we receive. */
-  recvKey: HmacKey;
+  recvKey: MacKey;
   /** The remote's Ed25519 public key (raw). */
   remoteKey: Uint8Array;
   /**

@@ -19,7 +19,7 @@ import {
   responseSignedBytes,
   toBase64Url,
 } from "./auth.ts";
-import { hkdf, HmacKey, type KeyPair, signEd25519, verifyEd25519 } from "../deps/crypto.ts";
+import { hkdf, type KeyPair, type MacKey, signEd25519, verifyEd25519 } from "../deps/crypto.ts";
 
 /** Why a HandshakeRequest's key or signature is refused: the code and the text of the Error reply. */
 export interface AuthRefusal {
@@ -192,8 +192,8 @@ export class Sessions {
         this.endSession(conn);
         conn.session = {
           sid,
-          sendKey: new HmacKey(keys.s2c),
-          recvKey: new HmacKey(keys.c2s),
+          sendKey: this.#core.macKey(keys.s2c),
+          recvKey: this.#core.macKey(keys.c2s),
           remoteKey: keyed.publicKey,
         };
         this.#bySid.set(sid, conn);
@@ -260,7 +260,12 @@ export class Sessions {
     if (!shared) return CLIENT_AUTH_CODES.badServerSignature;
     const keys = sessionKeys(shared, link.requestId, msg.id);
     this.endSession(conn);
-    conn.session = { sid, sendKey: new HmacKey(keys.c2s), recvKey: new HmacKey(keys.s2c), remoteKey: key };
+    conn.session = {
+      sid,
+      sendKey: this.#core.macKey(keys.c2s),
+      recvKey: this.#core.macKey(keys.s2c),
+      remoteKey: key,
+    };
     return null;
   }
 
@@ -290,7 +295,7 @@ export class Sessions {
     return type === "Ack" && conn.link !== null && msg.ack_for === conn.link.requestId;
   }
 
-  macOk(key: HmacKey, bytes: Uint8Array, msg: Message): boolean {
+  macOk(key: MacKey, bytes: Uint8Array, msg: Message): boolean {
     const mac = msg.mac;
     if (!mac) return false;
     return constantTimeEqualText(macHex(key, bytes, mac.end), mac.tag);
@@ -326,7 +331,7 @@ function sessionKeys(
 }
 
 /** The 128-bit MAC tag (hex) of a datagram body, `bytes[0, end)` then its closing brace. */
-function macHex(key: HmacKey, bytes: Uint8Array, end = bytes.length - 1): string {
+function macHex(key: MacKey, bytes: Uint8Array, end = bytes.length - 1): string {
   return key.hex(bytes, end, 0x7d).slice(0, 32);
 }
 

@@ -11,7 +11,7 @@ import type { ClusterMessage } from "./directory.ts";
 import type { DropReason, GiveUpReason } from "./stats.ts";
 import type { CoreConfig } from "./config.ts";
 import type { Identity } from "./auth.ts";
-import type { KeyObject, KeyPair } from "../deps/crypto.ts";
+import type { KeyObject, KeyPair, MacKeyFactory } from "../deps/crypto.ts";
 import type { PeerSummary } from "./summary.ts";
 import type { Strategy } from "./strategy.ts";
 
@@ -300,10 +300,15 @@ export interface EndpointOptions {
   generateX25519?: () => KeyPair;
   /**
    * The X25519 exchange of keyed handshakes: our private key and their raw public key to the shared secret,
-   * or null for a key that yields none. The I/O shell passes the implementation `x25519_backend` chose.
+   * or null for a key that yields none. The I/O shell passes the implementation `crypto_backend` chose.
    * @default {node:crypto's}
    */
   deriveX25519?: (privateKey: KeyObject, theirPublic: Uint8Array) => Uint8Array | null;
+  /**
+   * Makes a session's MAC keys (HMAC-SHA-256). The I/O shell passes the implementation `crypto_backend`
+   * chose. @default {node:crypto's}
+   */
+  macKey?: MacKeyFactory;
 }
 
 /** Cluster mode: the core's traffic with other instances (`Endpoint.clusterCounts`). */

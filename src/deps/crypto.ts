@@ -149,6 +149,23 @@ export function hmac(key: Uint8Array, data: Uint8Array, end = data.length, last?
   return h.digest();
 }
 
+/**
+ * HMAC-SHA-256 under one key, for many messages: what a session's send and receive keys are. Made by a
+ * {@linkcode MacKeyFactory}: {@linkcode HmacKey} here, or OpenSSL's (src/openssl.ts).
+ */
+export interface MacKey {
+  /** The HMAC of `data[0, end)` followed by the byte `last` (when given). */
+  digest(data: Uint8Array, end?: number, last?: number): Uint8Array;
+  /** {@linkcode MacKey.digest} as lowercase hex. */
+  hex(data: Uint8Array, end?: number, last?: number): string;
+}
+
+/** Makes the {@linkcode MacKey} of a key of at most 64 bytes. */
+export type MacKeyFactory = (key: Uint8Array) => MacKey;
+
+/** `node:crypto`'s {@linkcode MacKey}s. */
+export const nodeMacKey: MacKeyFactory = (key) => new HmacKey(key);
+
 /** One-byte arrays of each byte value, for the trailing byte of an HMAC's message. */
 const LAST_BYTE = Array.from({ length: 256 }, (_, i) => Uint8Array.of(i));
 
@@ -163,7 +180,7 @@ const LAST_BYTE = Array.from({ length: 256 }, (_, i) => Uint8Array.of(i));
  * if (new HmacKey(key).digest(data).join() !== hmac(key, data).join()) throw new Error("not HMAC");
  * ```
  */
-export class HmacKey {
+export class HmacKey implements MacKey {
   readonly #inner: ReturnType<typeof createHash>;
   readonly #outer: ReturnType<typeof createHash>;
 

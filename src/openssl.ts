@@ -1,24 +1,28 @@
 /**
- * X25519 through the system's OpenSSL 3 (`libcrypto.so.3`, opened with `Deno.dlopen`; needs `--allow-ffi`),
- * for the keyed handshakes' key exchange (`x25519_backend`, docs/configuration.md). It computes the same
- * shared secret as `node:crypto`'s `diffieHellman` in about 60 % of the CPU: 25 against 43 µs per exchange on
- * the bench machine, `node:crypto`'s peer key object included (docs/performance.md). Only X25519 goes this
- * way: OpenSSL 3.0's Ed25519 measured slower than `node:crypto`'s.
+ * X25519 and HMAC-SHA-256 through the system's OpenSSL 3 (`libcrypto.so.3`, opened with `Deno.dlopen`; needs
+ * `--allow-ffi`), chosen by `crypto_backend` (docs/configuration.md). Each computes what `node:crypto` does
+ * in less CPU (docs/performance.md): an X25519 exchange in 25 against 43 µs, the peer's key object included;
+ * a MAC in about 0.3 against 2 µs. Ed25519 stays with `node:crypto`: OpenSSL 3.0's measured slower.
  *
- * The library is accepted only when it gives RFC 7748's known answers (section 6.1) and refuses a point of
- * small order. An exchange that OpenSSL refuses (such a point, whose shared secret is all zeros) is null, as
- * with `node:crypto`.
+ * OpenSSL is used only when it gives the known answers: RFC 7748's (section 6.1) and a refused point of small
+ * order for X25519, RFC 4231's for HMAC-SHA-256. An exchange that OpenSSL refuses (such a point, whose shared
+ * secret is all zeros) is null, as with `node:crypto`.
  *
- * A private key is handed to OpenSSL once and used from an OpenSSL key-exchange context kept for it: a
- * server's response key serves up to 1,024 handshakes. At most {@linkcode CONTEXTS} contexts are kept, the
+ * X25519: a private key is handed to OpenSSL once and used from an OpenSSL key-exchange context kept for it:
+ * a server's response key serves up to 1,024 handshakes. At most {@linkcode CONTEXTS} contexts are kept, the
  * least recently used freed first, so OpenSSL's memory is bounded whatever the keys.
+ *
+ * HMAC: a MAC key is the two SHA-256 states after its padded key (`SHA256_Init` and `SHA256_Update` over the
+ * inner and outer pads), 224 bytes in a `Uint32Array` of its own, garbage-collected as any value: OpenSSL
+ * holds nothing per key. A MAC copies the inner state into a scratch area, hashes the message into it, then
+ * the outer state over the inner digest.
  *
  * @module
  */
 import type { KeyObject } from "node:crypto";
-import { x25519 } from "./deps/crypto.ts";
+import { type MacKey, type MacKeyFactory, nodeMacKey, x25519 } from "./deps/crypto.ts";
 import { ConfigError } from "./config_error.ts";
-import type { X25519Backend } from "./config_checks.ts";
+import type { CryptoBackend } from "./config_checks.ts";
 
 const SYMBOLS = {
   OpenSSL_version_num: { parameters: [], result: "u64" },
@@ -65,7 +69,7 @@ const outLengthBytes = new Uint8Array(outLength.buffer);
  *
  * @example
  * ```ts
- * import { opensslX25519Unavailable, opensslVersion } from "./x25519_openssl.ts";
+ * import { opensslX25519Unavailable, opensslVersion } from "./openssl.ts";
  * const why = opensslX25519Unavailable();
  * console.log(why === null ? `X25519 from ${opensslVersion()}` : `node:crypto's X25519: OpenSSL ${why}`);
  * ```
@@ -211,33 +215,172 @@ function knownAnswers(): string | null {
   return null;
 }
 
+const SHA256_SYMBOLS = {
+  SHA256_Init: { parameters: ["buffer"], result: "i32" },
+  SHA256_Update: { parameters: ["buffer", "buffer", "usize"], result: "i32" },
+  SHA256_Final: { parameters: ["buffer", "buffer"], result: "i32" },
+} as const;
+
+type Sha256 = Deno.DynamicLibrary<typeof SHA256_SYMBOLS>["symbols"];
+
+/** 32-bit words of OpenSSL's `SHA256_CTX` (112 bytes), the part of a state a MAC key keeps. */
+const STATE_WORDS = 28;
+let sha: Sha256 | null = null;
+let hmacUnavailable: string | null | undefined;
+/** Scratch state, larger than `SHA256_CTX`: a layout other than the one assumed fails the known answers. */
+const work = new Uint8Array(256);
+const work32 = new Uint32Array(work.buffer);
+const innerDigest = new Uint8Array(32);
+const digestOut = new Uint8Array(32);
+const pad = new Uint8Array(64);
+const oneByte = new Uint8Array(1);
+
+/**
+ * Why OpenSSL's HMAC-SHA-256 cannot be used here (OpenSSL itself cannot, or its `SHA256_*` functions are
+ * missing, or wrong answers), or null when it can.
+ */
+export function opensslHmacUnavailable(): string | null {
+  if (hmacUnavailable !== undefined) return hmacUnavailable;
+  const why = opensslX25519Unavailable();
+  if (why !== null) return hmacUnavailable = why;
+  try {
+    sha = Deno.dlopen(LIBRARY, SHA256_SYMBOLS).symbols;
+  } catch (error) {
+    return hmacUnavailable = `has no SHA256_Init, SHA256_Update or SHA256_Final: ${(error as Error).message}`;
+  }
+  // RFC 4231, test cases 1 and 2, and a key of 64 bytes over a message longer than a block.
+  const text = new TextEncoder();
+  const cases: [Uint8Array, Uint8Array, string][] = [
+    [
+      new Uint8Array(20).fill(0x0b),
+      text.encode("Hi There"),
+      "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+    ],
+    [
+      text.encode("Jefe"),
+      text.encode("what do ya want for nothing?"),
+      "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+    ],
+  ];
+  for (const [key, data, tag] of cases) {
+    if (new OpensslHmacKey(key).hex(data) !== tag) {
+      sha = null;
+      return hmacUnavailable = `gives wrong HMAC-SHA-256 answers (${version})`;
+    }
+  }
+  return hmacUnavailable = null;
+}
+
+/**
+ * HMAC-SHA-256 under one key through OpenSSL's SHA-256 (see the module's description). Call
+ * {@linkcode opensslHmacUnavailable} first.
+ *
+ * @example
+ * ```ts
+ * import { OpensslHmacKey, opensslHmacUnavailable } from "./openssl.ts";
+ * if (opensslHmacUnavailable() === null) {
+ *   const tag = new OpensslHmacKey(new TextEncoder().encode("Jefe")).hex(new TextEncoder().encode("x"));
+ *   if (tag.length !== 64) throw new Error("not a SHA-256 HMAC");
+ * }
+ * ```
+ */
+export class OpensslHmacKey implements MacKey {
+  /** The inner state after the inner pad, then the outer state after the outer pad. */
+  readonly #states = new Uint32Array(2 * STATE_WORDS);
+
+  /**
+   * @param key At most 64 bytes.
+   * @throws {RangeError} for a longer key.
+   */
+  constructor(key: Uint8Array) {
+    if (key.length > 64) throw new RangeError(`HMAC key too long: ${key.length} bytes, at most 64`);
+    const c = sha;
+    if (c === null) throw new Error(`OpenSSL's HMAC ${opensslHmacUnavailable() ?? "is not loaded"}`);
+    const states = this.#states;
+    for (const [mask, at] of [[0x36, 0], [0x5c, STATE_WORDS]] as const) {
+      for (let i = 0; i < 64; i++) pad[i] = (key[i] ?? 0) ^ mask;
+      c.SHA256_Init(work);
+      c.SHA256_Update(work, pad, 64n);
+      for (let i = 0; i < STATE_WORDS; i++) states[at + i] = work32[i]!;
+    }
+  }
+
+  /** The HMAC of `data[0, end)` followed by the byte `last` (when given). */
+  digest(data: Uint8Array, end: number = data.length, last?: number): Uint8Array {
+    return this.#mac(data, end, last).slice();
+  }
+
+  /** {@linkcode OpensslHmacKey.digest} as lowercase hex. */
+  hex(data: Uint8Array, end: number = data.length, last?: number): string {
+    return this.#mac(data, end, last).toHex();
+  }
+
+  /** The MAC in a scratch array, valid until the next one. */
+  #mac(data: Uint8Array, end: number, last: number | undefined): Uint8Array {
+    const c = sha!;
+    const states = this.#states;
+    for (let i = 0; i < STATE_WORDS; i++) work32[i] = states[i]!;
+    c.SHA256_Update(work, end === data.length ? data : data.subarray(0, end), BigInt(end));
+    if (last !== undefined) {
+      oneByte[0] = last;
+      c.SHA256_Update(work, oneByte, 1n);
+    }
+    c.SHA256_Final(innerDigest, work);
+    for (let i = 0; i < STATE_WORDS; i++) work32[i] = states[STATE_WORDS + i]!;
+    c.SHA256_Update(work, innerDigest, 32n);
+    c.SHA256_Final(digestOut, work);
+    return digestOut;
+  }
+}
+
+/** OpenSSL's {@linkcode MacKey}s. */
+export const opensslMacKey: MacKeyFactory = (key) => new OpensslHmacKey(key);
+
 /** An X25519 exchange: our private key and their raw public key to the shared secret, or null. */
 export type DeriveX25519 = (privateKey: KeyObject, theirPublic: Uint8Array) => Uint8Array | null;
 
-/** The X25519 implementation chosen for a configured `x25519_backend`, and what it is, for the log. */
-export interface ChosenX25519 {
-  /** The exchange. */
-  derive: DeriveX25519;
-  /** `OpenSSL 3.0.19 27 Jan 2026 (libcrypto.so.3)`, or `node:crypto` with why OpenSSL is not used. */
+/** The implementations chosen for a configured `crypto_backend`, and what they are, for the log. */
+export interface ChosenCrypto {
+  /** The X25519 exchange. */
+  deriveX25519: DeriveX25519;
+  /** Makes a session's MAC keys. */
+  macKey: MacKeyFactory;
+  /**
+   * `OpenSSL 3.0.19 27 Jan 2026 (libcrypto.so.3): X25519, HMAC-SHA-256`, or `node:crypto` with why OpenSSL
+   * is not used.
+   */
   name: string;
 }
 
 /**
- * The X25519 exchange for `backend`: OpenSSL's for `"openssl"`, and for `"auto"` where it can run;
- * `node:crypto`'s otherwise.
+ * X25519 and HMAC-SHA-256 for `backend`: OpenSSL's for `"openssl"`, and for `"auto"` where it can run (HMAC
+ * from `node:crypto` where OpenSSL's SHA-256 functions alone are missing); `node:crypto`'s otherwise.
  *
- * @throws {ConfigError} naming `x25519_backend` and why, for `"openssl"` where it cannot run.
+ * @throws {ConfigError} naming `crypto_backend` and why, for `"openssl"` where it cannot run.
  * @example
  * ```ts
- * import { chooseX25519 } from "./x25519_openssl.ts";
- * console.log(chooseX25519("auto").name);
+ * import { chooseCrypto } from "./openssl.ts";
+ * console.log(chooseCrypto("auto").name);
  * ```
  */
-export function chooseX25519(backend: X25519Backend): ChosenX25519 {
-  const why = backend === "node" ? 'x25519_backend is "node"' : opensslX25519Unavailable();
-  if (why === null) return { derive: opensslX25519, name: `${version} (${LIBRARY})` };
-  if (backend === "openssl") {
-    throw new ConfigError(`Invalid value for x25519_backend: "openssl": OpenSSL ${why}`, "x25519_backend");
+export function chooseCrypto(backend: CryptoBackend): ChosenCrypto {
+  const why = backend === "node" ? 'crypto_backend is "node"' : opensslX25519Unavailable();
+  if (why === null) {
+    const hmac = opensslHmacUnavailable();
+    return {
+      deriveX25519: opensslX25519,
+      macKey: hmac === null ? opensslMacKey : nodeMacKey,
+      name: `${version} (${LIBRARY}): X25519, ${
+        hmac === null ? "HMAC-SHA-256" : `HMAC-SHA-256 from node:crypto (OpenSSL ${hmac})`
+      }`,
+    };
   }
-  return { derive: x25519, name: backend === "node" ? "node:crypto" : `node:crypto (OpenSSL ${why})` };
+  if (backend === "openssl") {
+    throw new ConfigError(`Invalid value for crypto_backend: "openssl": OpenSSL ${why}`, "crypto_backend");
+  }
+  return {
+    deriveX25519: x25519,
+    macKey: nodeMacKey,
+    name: backend === "node" ? "node:crypto" : `node:crypto (OpenSSL ${why})`,
+  };
 }

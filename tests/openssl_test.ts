@@ -1,28 +1,32 @@
 /**
- * X25519 through the system's OpenSSL (`x25519_backend`, src/x25519_openssl.ts): the same shared secrets as
- * `node:crypto`'s for RFC 7748's vectors and for random keys, the same refusals (points of small order, bad
- * lengths), its contexts bounded, a keyed handshake between an OpenSSL side and a `node:crypto` side, and
- * the configuration's errors. Skipped, with the reason printed, where OpenSSL 3 cannot be opened.
+ * X25519 and HMAC-SHA-256 through the system's OpenSSL (`crypto_backend`, src/openssl.ts): the same shared
+ * secrets as `node:crypto`'s for RFC 7748's vectors and for random keys, the same refusals (points of small
+ * order, bad lengths), its contexts bounded; RFC 4231's tags and the same MACs as `node:crypto`'s; a keyed
+ * session between an OpenSSL side and a `node:crypto` side; and the configuration's errors. Skipped, with the
+ * reason printed, where OpenSSL 3 cannot be opened.
  *
  * @module
  */
 import { assert, assertEquals, assertMatch, assertStrictEquals, assertThrows } from "./deps/assert.ts";
 import { createPrivateKey, generateKeyPairSync } from "node:crypto";
-import { generateX25519, type KeyObject, x25519 } from "../src/deps/crypto.ts";
+import { generateX25519, HmacKey, type KeyObject, nodeMacKey, x25519 } from "../src/deps/crypto.ts";
 import {
-  chooseX25519,
+  chooseCrypto,
   CONTEXTS,
   opensslContexts,
+  OpensslHmacKey,
+  opensslHmacUnavailable,
+  opensslMacKey,
   opensslX25519,
   opensslX25519Unavailable,
   releaseOpensslContexts,
-} from "../src/x25519_openssl.ts";
+} from "../src/openssl.ts";
 import { ConfigError } from "../src/config_error.ts";
 import { P2PClient, P2PServer } from "../mod.ts";
 import { runScript, startServer } from "./helpers/server_process.ts";
 
 const why = opensslX25519Unavailable();
-if (why !== null) console.log(`x25519_openssl_test: OpenSSL's X25519 tests skipped: OpenSSL ${why}`);
+if (why !== null) console.log(`openssl_test: OpenSSL's X25519 tests skipped: OpenSSL ${why}`);
 const ignore = why !== null;
 
 const hex = (h: string) => Uint8Array.fromHex(h);
@@ -112,31 +116,92 @@ Deno.test({
   },
 });
 
+// RFC 4231's test cases with keys of at most 64 bytes (1 to 4; 5 is a truncated tag, 6 and 7 longer keys).
+const RFC4231: [string, string, string][] = [
+  [
+    "0b".repeat(20),
+    "4869205468657265",
+    "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+  ],
+  [
+    "4a656665",
+    "7768617420646f2079612077616e7420666f72206e6f7468696e673f",
+    "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+  ],
+  [
+    "aa".repeat(20),
+    "dd".repeat(50),
+    "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe",
+  ],
+  [
+    "0102030405060708090a0b0c0d0e0f10111213141516171819",
+    "cd".repeat(50),
+    "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b",
+  ],
+];
+
 Deno.test({
-  name: 'x25519_backend: "auto" takes OpenSSL where it runs, "node" never does, and each is named',
+  name: "OpenSSL's HMAC-SHA-256 gives RFC 4231's tags",
   ignore,
   fn: () => {
-    const auto = chooseX25519("auto");
-    assertStrictEquals(auto.derive, opensslX25519);
-    assertMatch(auto.name, /^OpenSSL 3\.\d+\.\d+.* \(libcrypto\.so\.3\)$/);
-    assertStrictEquals(chooseX25519("openssl").derive, opensslX25519);
-    const node = chooseX25519("node");
-    assertStrictEquals(node.derive, x25519);
+    assertStrictEquals(opensslHmacUnavailable(), null);
+    for (const [key, data, tag] of RFC4231) {
+      assertStrictEquals(new OpensslHmacKey(hex(key)).hex(hex(data)), tag);
+      assertStrictEquals(new HmacKey(hex(key)).hex(hex(data)), tag);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "OpenSSL's HMAC-SHA-256 agrees with node:crypto's for keys of 0 to 64 bytes, prefixes and a last byte",
+  ignore,
+  fn: () => {
+    const rand = (n: number) => crypto.getRandomValues(new Uint8Array(n));
+    for (let i = 0; i < 400; i++) {
+      const key = rand(i % 65);
+      const data = rand((i * 37) % 3_000);
+      const end = i % 3 === 0 ? data.length : Math.floor(data.length / 2);
+      const last = i % 2 === 0 ? undefined : i % 256;
+      const a = new OpensslHmacKey(key), b = new HmacKey(key);
+      assertStrictEquals(a.hex(data, end, last), b.hex(data, end, last), `case ${i}`);
+      // The same key again, and the bytes form: each tag is its own array, not the scratch area.
+      const first = a.digest(data, end, last);
+      a.digest(rand(10));
+      assertStrictEquals(first.toHex(), b.digest(data, end, last).toHex(), `case ${i} (bytes)`);
+    }
+    assertThrows(() => new OpensslHmacKey(new Uint8Array(65)), RangeError);
+  },
+});
+
+Deno.test({
+  name: 'crypto_backend: "auto" takes OpenSSL where it runs, "node" never does, and each is named',
+  ignore,
+  fn: () => {
+    const auto = chooseCrypto("auto");
+    assertStrictEquals(auto.deriveX25519, opensslX25519);
+    assertStrictEquals(auto.macKey, opensslMacKey);
+    assertMatch(auto.name, /^OpenSSL 3\.\d+\.\d+.* \(libcrypto\.so\.3\): X25519, HMAC-SHA-256$/);
+    assertStrictEquals(chooseCrypto("openssl").deriveX25519, opensslX25519);
+    const node = chooseCrypto("node");
+    assertStrictEquals(node.deriveX25519, x25519);
+    assertStrictEquals(node.macKey, nodeMacKey);
     assertStrictEquals(node.name, "node:crypto");
   },
 });
 
 Deno.test({
-  name: "a keyed client on node:crypto's X25519 gets a working session from a server on OpenSSL's",
+  name:
+    "a keyed client on node:crypto gets a working MAC'd session from a server on OpenSSL, and one on OpenSSL too",
   ignore,
   fn: async () => {
-    await using server = new P2PServer({ listenAddress: "127.0.0.1:0", x25519Backend: "openssl" });
+    await using server = new P2PServer({ listenAddress: "127.0.0.1:0", cryptoBackend: "openssl" });
     const addr = await server.listen();
     for (const backend of ["node", "openssl"] as const) {
       await using client = new P2PClient({
         server: `127.0.0.1:${addr.port}`,
         identity: "generate",
-        x25519Backend: backend,
+        cryptoBackend: backend,
       });
       await client.connect();
       // MAC'd both ways: a wrong session key on either side would drop these and the calls would time out.
@@ -149,40 +214,40 @@ Deno.test({
   },
 });
 
-Deno.test("x25519_backend is checked: a value outside the three is a ConfigError naming the key", () => {
+Deno.test("crypto_backend is checked: a value outside the three is a ConfigError naming the key", () => {
   const refused = (error: unknown) =>
-    error instanceof ConfigError && /x25519_backend/.test(error.message) && /"fast"/.test(error.message);
+    error instanceof ConfigError && /crypto_backend/.test(error.message) && /"fast"/.test(error.message);
   assertThrows(
-    () => new P2PServer({ listenAddress: "127.0.0.1:0", x25519Backend: "fast" as never }),
+    () => new P2PServer({ listenAddress: "127.0.0.1:0", cryptoBackend: "fast" as never }),
     refused,
   );
-  assertThrows(() => new P2PClient({ x25519Backend: "fast" as never }), refused);
+  assertThrows(() => new P2PClient({ cryptoBackend: "fast" as never }), refused);
 });
 
 Deno.test({
-  name: 'x25519_backend "openssl" without --allow-ffi exits 2 with one line naming the key and the reason',
+  name: 'crypto_backend "openssl" without --allow-ffi exits 2 with one line naming the key and the reason',
   fn: async () => {
     const out = await runScript({
-      config: { x25519_backend: "openssl" },
+      config: { crypto_backend: "openssl" },
       runFlags: ["run", "--allow-net", "--allow-read", "--allow-write", "--allow-env"],
     });
     assertStrictEquals(out.code, 2, out.stderr);
     const errors = out.stderr.split("\n").filter((l) => l.startsWith("error:"));
     assertEquals(errors.length, 1, out.stderr);
-    assertMatch(errors[0]!, /x25519_backend: "openssl": OpenSSL needs --allow-ffi/);
+    assertMatch(errors[0]!, /crypto_backend: "openssl": OpenSSL needs --allow-ffi/);
   },
 });
 
 Deno.test({
-  name: 'x25519_backend "auto" without --allow-ffi falls back to node:crypto and says so in the log',
+  name: 'crypto_backend "auto" without --allow-ffi falls back to node:crypto and says so in the log',
   fn: async () => {
     await using server = await startServer({
-      config: { x25519_backend: "auto" },
+      config: { crypto_backend: "auto" },
       runFlags: ["run", "--allow-net", "--allow-read", "--allow-write", "--allow-env"],
     });
     assertMatch(
-      await server.waitForStderr(/x25519: .*/),
-      /x25519: node:crypto \(OpenSSL needs --allow-ffi\)/,
+      await server.waitForStderr(/crypto: .*/),
+      /crypto: node:crypto \(OpenSSL needs --allow-ffi\)/,
     );
   },
 });
