@@ -63,19 +63,19 @@ export type { Strategy } from "./src/core/strategy.ts";
 export {
   ConfigError,
   COOKIE_MODES,
+  CRYPTO_BACKENDS,
   IO_BACKENDS,
   LOG_FORMATS,
   RETRANSMIT_POLICIES,
-  CRYPTO_BACKENDS,
 } from "./src/config.ts";
 export type {
   ClusterConfig,
   Config,
   CookieMode,
+  CryptoBackend,
   IoBackend,
   LogFormat,
   RetransmitPolicy,
-  CryptoBackend,
 } from "./src/config.ts";
 export { AUTH_POLICIES, generateIdentity, nodeIdForKey } from "./src/core/auth.ts";
 export type { AuthPolicy, Identity } from "./src/core/auth.ts";

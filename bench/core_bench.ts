@@ -10,7 +10,7 @@ import { Endpoint, type Message, type MessageType, type SocketAddr } from "../sr
 import { decodeMessage, encodeMessage } from "../src/wire/codec.ts";
 import { generateIdentity, type Identity } from "../src/core/auth.ts";
 import { benchCoreConfig } from "./core_config.ts";
-import { chooseCrypto, opensslHmacUnavailable } from "../src/openssl.ts";
+import { chooseCrypto, type ChosenCrypto, opensslHmacUnavailable } from "../src/openssl.ts";
 
 const SAMPLE_NODE = {
   id: "4a1f3c7e-9b2d-4e8f-a6c5-0d1e2f3a4b5c",
@@ -103,14 +103,19 @@ Deno.bench("one full handshake through two cores (virtual time)", () => {
 // server verifies a key it has not seen lately, as with distinct peers (it keeps no key objects between
 // handshakes anyway, `src/deps/crypto.ts`).
 const serverIdentity = generateIdentity();
-const keyedServer = new Endpoint({
-  role: "server",
-  config,
-  node: { ...SAMPLE_NODE, id: serverIdentity.nodeId, name: "keyed-server" },
-  newId,
-  now: 0,
-  identity: serverIdentity,
-});
+/** A keyed server core, with `chosen`'s X25519 and MACs when given (else `node:crypto`'s). */
+function keyedServerWith(chosen?: ChosenCrypto): Endpoint {
+  return new Endpoint({
+    role: "server",
+    config,
+    node: { ...SAMPLE_NODE, id: serverIdentity.nodeId, name: "keyed-server" },
+    newId,
+    now: 0,
+    identity: serverIdentity,
+    ...(chosen ? { deriveX25519: chosen.deriveX25519, macKey: chosen.macKey } : {}),
+  });
+}
+const keyedServer = keyedServerWith();
 const IDENTITY_POOL = 8_192;
 const identities: Identity[] = Array.from({ length: IDENTITY_POOL }, () => generateIdentity());
 let nextIdentity = 0;
@@ -240,17 +245,7 @@ Deno.bench("Ping -> Pong in an authenticated session (MAC'd)", { n: SESSION_PING
 // The same session with OpenSSL's X25519 and HMAC (`crypto_backend: "openssl"`), where it runs: the bench
 // needs `--allow-ffi` for it (`deno bench -A bench/core_bench.ts`).
 if (opensslHmacUnavailable() === null) {
-  const chosen = chooseCrypto("openssl");
-  const opensslServer = new Endpoint({
-    role: "server",
-    config,
-    node: { ...SAMPLE_NODE, id: serverIdentity.nodeId, name: "keyed-server" },
-    newId,
-    now: 0,
-    identity: serverIdentity,
-    deriveX25519: chosen.deriveX25519,
-    macKey: chosen.macKey,
-  });
+  const opensslServer = keyedServerWith(chooseCrypto("openssl"));
   const from = { hostname: "198.51.100.7", port: 5000 };
   const pings = registeredPings(opensslServer, from, generateIdentity(), 3 * SESSION_PINGS);
   let next = 0;

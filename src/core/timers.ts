@@ -190,21 +190,10 @@ export class TimerHeap<T extends Timed> {
     const n = items.length;
     if (n === 0 || last === undefined) return top;
     const ats = this.#at;
-    const lastAt = ats[n]!;
-    const lastToken = this.#token[n]!;
-    let i = 0;
-    for (;;) {
-      const l = 2 * i + 1;
-      if (l >= n) break;
-      const r = l + 1;
-      const c = r < n && this.#before(r, ats[l]!, this.#token[l]!) ? r : l;
-      if (!this.#before(c, lastAt, lastToken)) break;
-      this.#move(c, i);
-      i = c;
-    }
-    ats[i] = lastAt;
-    this.#token[i] = lastToken;
-    items[i] = last;
+    ats[0] = ats[n]!;
+    this.#token[0] = this.#token[n]!;
+    items[0] = last;
+    this.#siftDown(0, n);
     if (n < ats.length >> 2 && ats.length > MIN_CAPACITY) this.#resize(ats.length >> 1);
     return top;
   }
