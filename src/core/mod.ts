@@ -40,7 +40,7 @@ export type {
 } from "./stats.ts";
 export type { Rate } from "./limits.ts";
 export type { AuthPolicy } from "./auth.ts";
-export type { KeyPair } from "../deps/crypto.ts";
+export type { KeyObject, KeyPair, MacKey, MacKeyFactory } from "../deps/crypto.ts";
 export type { Identity } from "./auth.ts";
 export { MESSAGE_TYPES } from "../wire/mod.ts";
 export type {
